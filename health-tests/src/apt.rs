@@ -1,0 +1,170 @@
+//! Adaptive Proportion Test, SP 800-90B §4.4.2.
+
+use crate::{Severity, Trip};
+
+/// Running state of the Adaptive Proportion Test with two cutoffs.
+///
+/// Windows of W samples do not overlap. The first sample of a window is A; B
+/// counts A's occurrences in the window, A included. Reaching the intermittent
+/// cutoff trips once per window, the permanent cutoff once more.
+#[derive(Clone, Copy, Debug)]
+pub struct Apt {
+    intermittent: u32,
+    permanent: u32,
+    window: usize,
+    mask: u8,
+    a: u8,
+    count: u32,
+    seen: usize,
+}
+
+impl Apt {
+    /// A fresh test; the next sample starts a window.
+    pub fn new(intermittent: u32, permanent: u32, window: usize, mask: u8) -> Self {
+        Self {
+            intermittent,
+            permanent,
+            window,
+            mask,
+            a: 0,
+            count: 0,
+            seen: 0,
+        }
+    }
+
+    /// Samples still to come in the current window (W when none has started).
+    pub fn remaining_in_window(&self) -> usize {
+        if self.seen == 0 {
+            self.window
+        } else {
+            self.window - self.seen
+        }
+    }
+
+    /// Process `samples` in order. Stops right after the first sample that
+    /// reaches a cutoff and reports it; otherwise consumes all of them.
+    pub fn scan(&mut self, samples: &[u8]) -> Option<Trip> {
+        let mut i = 0;
+        while i < samples.len() {
+            if self.seen == 0 {
+                self.a = samples[i] & self.mask;
+                self.count = 1;
+                self.seen = 1;
+                i += 1;
+                continue;
+            }
+            let n = (self.window - self.seen).min(samples.len() - i);
+            let chunk = &samples[i..i + n];
+            let next_cutoff = if self.count < self.intermittent {
+                self.intermittent
+            } else {
+                self.permanent
+            };
+            // Counting is a vectorised compare-and-sum; only a window that can
+            // reach the next cutoff inside this chunk is walked sample by sample.
+            let (a, mask) = (self.a, self.mask);
+            let hits = chunk.iter().filter(|&&x| x & mask == a).count() as u32;
+            if self.count + hits < next_cutoff || self.count >= self.permanent {
+                self.count += hits;
+                self.advance(n);
+                i += n;
+                continue;
+            }
+            for (k, &x) in chunk.iter().enumerate() {
+                if x & mask == a {
+                    self.count += 1;
+                    let severity = if self.count == self.intermittent {
+                        Some(Severity::Intermittent)
+                    } else if self.count == self.permanent {
+                        Some(Severity::Permanent)
+                    } else {
+                        None
+                    };
+                    if let Some(severity) = severity {
+                        self.advance(k + 1);
+                        return Some(Trip {
+                            index: i + k,
+                            severity,
+                        });
+                    }
+                }
+            }
+            self.advance(n);
+            i += n;
+        }
+        None
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.seen += n;
+        if self.seen == self.window {
+            self.seen = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trips_inside_window_and_resets_after() {
+        let mut apt = Apt::new(5, 7, 16, 0xff);
+        // A = 3, then 3 appears 4 more times spread out: trips at the 5th copy.
+        let s = [3u8, 1, 3, 2, 3, 4, 3, 5, 3, 6, 3, 7, 3, 8, 9, 10];
+        let t = apt.scan(&s).unwrap();
+        assert_eq!(
+            t,
+            Trip {
+                index: 8,
+                severity: Severity::Intermittent
+            }
+        );
+        let t = apt.scan(&s[9..]).unwrap();
+        assert_eq!(
+            t,
+            Trip {
+                index: 3,
+                severity: Severity::Permanent
+            }
+        );
+        assert!(apt.scan(&s[13..]).is_none());
+        assert_eq!(
+            apt.remaining_in_window(),
+            16,
+            "window closed after 16 samples"
+        );
+        // New window: A = 1, few copies, no trip.
+        assert!(apt.scan(&[1, 1, 2, 1, 2, 2, 2, 2]).is_none());
+    }
+
+    #[test]
+    fn chunking_does_not_change_result() {
+        let mut x = 99u32;
+        let s: Vec<u8> = (0..50_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((x >> 16) % 10) as u8
+            })
+            .collect();
+        let run = |step: usize| {
+            let mut apt = Apt::new(70, 90, 1024, 0xff);
+            let mut out = Vec::new();
+            for (c, chunk) in s.chunks(step).enumerate() {
+                let mut pos = 0;
+                while let Some(t) = apt.scan(&chunk[pos..]) {
+                    out.push((c * step + pos + t.index, t.severity));
+                    pos += t.index + 1;
+                }
+            }
+            out
+        };
+        let whole = run(s.len());
+        assert!(
+            !whole.is_empty(),
+            "10 symbols against a cutoff of 70/1024 must trip"
+        );
+        assert_eq!(whole, run(1));
+        assert_eq!(whole, run(100));
+    }
+}
