@@ -1,0 +1,23 @@
+//! The hardware edge of qkeyd: entropy sources.
+//!
+//! Every source implements [`EntropySource`]: a blocking `read` of raw samples,
+//! plus a description of what one sample is worth ([`SourceInfo`]). Sources do
+//! not test, condition or buffer their output; the daemon runs each source on a
+//! thread of its own, behind the SP 800-90B health tests of `qkeyd-health`.
+//!
+//! Backends:
+//! - [`source::os::OsSource`]: `getrandom(2)`, the fallback that runs anywhere;
+//! - [`source::chardev::CharDevSource`]: any character device or FIFO giving raw
+//!   samples (Linux `/dev/hwrng`, IDQ Quantis `/dev/qrandomN`, other QRNG cards),
+//!   reopened when the device vanishes and comes back;
+//! - [`source::sim::SimSource`]: a simulated QRNG with fault injection (stuck,
+//!   biased, drifting, short reads, vanishing), for tests and demonstrations.
+//!
+//! This crate never logs or formats sample values.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod source;
+
+pub use error::Error;
+pub use source::{EntropySource, SourceInfo};
