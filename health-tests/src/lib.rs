@@ -34,7 +34,9 @@ mod monitor;
 mod rct;
 
 pub use apt::Apt;
-pub use cutoff::{Cutoffs, apt_cutoff, apt_window, critbinom, rct_cutoff};
+pub use cutoff::{
+    Cutoffs, WINDOW_BINARY, WINDOW_NON_BINARY, apt_cutoff, apt_window, critbinom, rct_cutoff,
+};
 pub use error::Error;
 pub use monitor::{
     Failure, FailureKind, Feed, HealthMonitor, HealthParams, MonitorState, STARTUP_SAMPLES,

@@ -1,0 +1,53 @@
+//! GET /v1/health, /healthz, /readyz, /metrics
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+pub(super) async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let snap = state.pool.snapshot();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": snap.serving.is_some(),
+        "pool": snap,
+    }))
+}
+
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.pool.serving() {
+        Some(serving) => Json(json!({ "ready": true, "serving": serving })).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "ready": false,
+                "reason": "no healthy entropy source and the pool fails closed"
+            })),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.metrics.render(&state.pool.snapshot()).map_err(|e| {
+        tracing::error!(error = %e, "metrics encoding failed");
+        ApiError::internal()
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

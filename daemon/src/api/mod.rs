@@ -1,0 +1,44 @@
+//! The REST API (axum): random bytes, health, readiness and metrics.
+//!
+//! The only module that knows HTTP. Errors are answered as JSON
+//! `{"error": {"status", "code", "message"}}`; bad input is never logged above
+//! debug level.
+
+mod error;
+mod health;
+mod random;
+
+use std::sync::Arc;
+
+use axum::{Router, routing::get};
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+use crate::{metrics::Metrics, pool::Pool};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The entropy pool.
+    pub pool: Arc<Pool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest `bytes=` for /v1/random.
+    pub max_request_bytes: usize,
+    /// Bounds concurrent DRBG work on the blocking pool.
+    pub generate_permits: Arc<Semaphore>,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/random", get(random::random))
+        .route("/v1/health", get(health::health))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,37 @@
+//! Command line.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// qkeyd: health-tested entropy and post-quantum keys for Kubernetes nodes.
+#[derive(Debug, Parser)]
+#[command(name = "qkeyd", version, about)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `qkeyd=debug`.
+    #[arg(long, global = true, env = "QKEYD_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Config file (TOML); without it the embedded default is used: the OS
+        /// source, fail-closed, loopback.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// REST listen address; overrides the config.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+    /// Check a config file and print what it sets up.
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+}

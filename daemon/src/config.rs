@@ -1,0 +1,399 @@
+//! Configuration: TOML is parsed into raw serde structs, then checked and turned
+//! into a [`Config`] with real types. Nothing downstream sees the raw form.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use qkeyd_drivers::source::sim::Phase;
+use qkeyd_health::HealthParams;
+use serde::Deserialize;
+
+use crate::pool::{EntropyMode, PoolConfig};
+
+/// The configuration compiled into the binary, used when no file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Default REST listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8437";
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// REST listen address.
+    pub listen: SocketAddr,
+    /// Pool settings (mode comes from `[danger]`).
+    pub pool: PoolConfig,
+    /// Largest `bytes=` accepted by /v1/random.
+    pub max_request_bytes: usize,
+    /// The entropy sources, in order.
+    pub sources: Vec<SourceConfig>,
+    /// Options that weaken security.
+    pub danger: Danger,
+}
+
+/// One checked source.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Unique name (also a metric label).
+    pub name: String,
+    /// Backend and its settings.
+    pub kind: SourceKind,
+    /// Health-test parameters, already validated.
+    pub params: HealthParams,
+}
+
+/// A source backend.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// `getrandom(2)`.
+    Os,
+    /// A character device or FIFO.
+    CharDev {
+        /// Device path.
+        path: PathBuf,
+    },
+    /// The simulated QRNG.
+    Sim {
+        /// PRNG seed (random if not configured).
+        seed: u64,
+        /// Fault schedule.
+        schedule: Vec<Phase>,
+    },
+}
+
+/// Options that weaken a security property. Each one logs a warning at start-up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Danger {
+    /// Serve from `getrandom(2)` when no configured source is healthy.
+    pub os_fallback: bool,
+}
+
+impl Config {
+    /// Parse and check TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text)?;
+        raw.check()
+    }
+
+    /// Read, parse and check a file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> anyhow::Result<Self> {
+        Self::from_toml(EMBEDDED_DEFAULT).context("embedded default config")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    danger: RawDanger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPool {
+    reseed_interval_requests: u64,
+    reseed_interval_secs: f64,
+    seed_timeout_ms: u64,
+    max_request_bytes: usize,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        Self {
+            reseed_interval_requests: 1 << 16,
+            reseed_interval_secs: 60.0,
+            seed_timeout_ms: 2000,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    alpha_log2: f64,
+    permanent_alpha_log2: f64,
+    max_failed_startups: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        let d = HealthParams::new(8, 8.0);
+        Self {
+            alpha_log2: d.alpha_log2,
+            permanent_alpha_log2: d.permanent_alpha_log2,
+            max_failed_startups: d.max_failed_startups,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDanger {
+    #[serde(default)]
+    os_fallback: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum RawSource {
+    Os {
+        name: String,
+        #[serde(default = "eight")]
+        claimed_h: f64,
+    },
+    Chardev {
+        name: String,
+        path: PathBuf,
+        #[serde(default = "eight_bits")]
+        bits_per_sample: u32,
+        claimed_h: f64,
+    },
+    Sim {
+        name: String,
+        #[serde(default)]
+        seed: Option<u64>,
+        #[serde(default = "eight_bits")]
+        bits_per_sample: u32,
+        #[serde(default = "eight")]
+        claimed_h: f64,
+        #[serde(default)]
+        schedule: Vec<Phase>,
+    },
+}
+
+fn eight() -> f64 {
+    8.0
+}
+
+fn eight_bits() -> u32 {
+    8
+}
+
+impl RawConfig {
+    fn check(self) -> anyhow::Result<Config> {
+        let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen: {listen:?} is not ADDR:PORT"))?;
+        let p = self.pool;
+        ensure!(
+            (1..=1u64 << 48).contains(&p.reseed_interval_requests),
+            "pool.reseed_interval_requests must be 1..=2^48 (SP 800-90A), got {}",
+            p.reseed_interval_requests
+        );
+        ensure!(
+            p.reseed_interval_secs.is_finite() && p.reseed_interval_secs > 0.0,
+            "pool.reseed_interval_secs must be positive"
+        );
+        ensure!(
+            p.seed_timeout_ms > 0,
+            "pool.seed_timeout_ms must be positive"
+        );
+        ensure!(
+            (1..=64 << 20).contains(&p.max_request_bytes),
+            "pool.max_request_bytes must be 1..=67108864, got {}",
+            p.max_request_bytes
+        );
+        if self.sources.is_empty() {
+            bail!("no [[source]] configured: add at least one (kind = \"os\" runs anywhere)");
+        }
+        let mut names = HashSet::new();
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for raw in self.sources {
+            let (name, kind, bits, h) = match raw {
+                RawSource::Os { name, claimed_h } => (name, SourceKind::Os, 8, claimed_h),
+                RawSource::Chardev {
+                    name,
+                    path,
+                    bits_per_sample,
+                    claimed_h,
+                } => (
+                    name,
+                    SourceKind::CharDev { path },
+                    bits_per_sample,
+                    claimed_h,
+                ),
+                RawSource::Sim {
+                    name,
+                    seed,
+                    bits_per_sample,
+                    claimed_h,
+                    schedule,
+                } => {
+                    let seed = match seed {
+                        Some(s) => s,
+                        None => {
+                            let mut b = [0u8; 8];
+                            getrandom::fill(&mut b).context("seeding a sim source")?;
+                            u64::from_le_bytes(b)
+                        }
+                    };
+                    (
+                        name,
+                        SourceKind::Sim { seed, schedule },
+                        bits_per_sample,
+                        claimed_h,
+                    )
+                }
+            };
+            ensure!(
+                !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "source name {name:?}: use 1-64 characters of [A-Za-z0-9._-]"
+            );
+            ensure!(
+                names.insert(name.clone()),
+                "source name {name:?} is used twice"
+            );
+            let params = HealthParams {
+                bits_per_sample: bits,
+                claimed_h: h,
+                alpha_log2: self.health.alpha_log2,
+                permanent_alpha_log2: self.health.permanent_alpha_log2,
+                max_failed_startups: self.health.max_failed_startups,
+            };
+            params
+                .cutoffs()
+                .with_context(|| format!("source {name:?}"))?;
+            sources.push(SourceConfig { name, kind, params });
+        }
+        let danger = Danger {
+            os_fallback: self.danger.os_fallback,
+        };
+        Ok(Config {
+            listen,
+            pool: PoolConfig {
+                reseed_interval_requests: p.reseed_interval_requests,
+                reseed_interval: Duration::from_secs_f64(p.reseed_interval_secs),
+                seed_timeout: Duration::from_millis(p.seed_timeout_ms),
+                mode: if danger.os_fallback {
+                    EntropyMode::OsFallback
+                } else {
+                    EntropyMode::FailClosed
+                },
+            },
+            max_request_bytes: p.max_request_bytes,
+            sources,
+            danger,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qkeyd_drivers::source::sim::Fault;
+
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_os_fail_closed_on_loopback() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.sources.len(), 1);
+        assert!(matches!(c.sources[0].kind, SourceKind::Os));
+        assert_eq!(c.pool.mode, EntropyMode::FailClosed);
+        assert!(!c.danger.os_fallback);
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.toml");
+        let c = Config::load(Path::new(path)).unwrap();
+        assert!(c.sources.len() >= 3);
+    }
+
+    #[test]
+    fn sim_schedule_parses() {
+        let c = Config::from_toml(
+            r#"
+            [[source]]
+            name = "q"
+            kind = "sim"
+            seed = 7
+            claimed_h = 7.5
+            [[source.schedule]]
+            after_samples = 100
+            fault = "stuck"
+            value = 3
+            [[source.schedule]]
+            after_samples = 200
+            fault = "drift"
+            value = 0
+            to_p = 0.25
+            over_samples = 1000
+            [danger]
+            os_fallback = true
+            "#,
+        )
+        .unwrap();
+        let SourceKind::Sim { seed, schedule } = &c.sources[0].kind else {
+            panic!()
+        };
+        assert_eq!(*seed, 7);
+        assert_eq!(schedule[0].fault, Fault::Stuck { value: 3 });
+        assert_eq!(schedule[1].after_samples, 200);
+        assert_eq!(c.pool.mode, EntropyMode::OsFallback);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let cases = [
+            (
+                "listen = \"nope\"\n[[source]]\nname=\"o\"\nkind=\"os\"",
+                "not ADDR:PORT",
+            ),
+            ("", "no [[source]]"),
+            (
+                "[[source]]\nname=\"o\"\nkind=\"os\"\n[[source]]\nname=\"o\"\nkind=\"os\"",
+                "used twice",
+            ),
+            ("[[source]]\nname=\"o o\"\nkind=\"os\"", "1-64 characters"),
+            (
+                "[[source]]\nname=\"c\"\nkind=\"chardev\"\npath=\"/x\"\nclaimed_h=9.0",
+                "min-entropy",
+            ),
+            ("[[source]]\nname=\"o\"\nkind=\"tpm\"", "unknown variant"),
+            (
+                "[[source]]\nname=\"o\"\nkind=\"os\"\nbogus=1",
+                "unknown field",
+            ),
+            (
+                "[pool]\nreseed_interval_requests=0\n[[source]]\nname=\"o\"\nkind=\"os\"",
+                "2^48",
+            ),
+            (
+                "[health]\npermanent_alpha_log2=-10.0\n[[source]]\nname=\"o\"\nkind=\"os\"",
+                "permanent",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = format!("{:#}", Config::from_toml(text).unwrap_err());
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The `qkeyd` binary.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use qkeyd::{
+    cli::{Cli, Command},
+    config::{Config, SourceKind},
+};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a configuration that does not load or check.
+const EXIT_CONFIG: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => {
+                print_config(&config);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("qkeyd: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config, listen } => {
+            let loaded = match &config {
+                Some(path) => Config::load(path),
+                None => Config::embedded(),
+            };
+            let mut config = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("qkeyd: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("qkeyd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(qkeyd::serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("qkeyd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn print_config(c: &Config) {
+    println!("config OK");
+    println!("listen: {}", c.listen);
+    println!(
+        "mode:   {:?}{}",
+        c.pool.mode,
+        if c.danger.os_fallback {
+            " (DANGER: OS fallback)"
+        } else {
+            ""
+        }
+    );
+    println!("sources:");
+    for s in &c.sources {
+        let kind = match &s.kind {
+            SourceKind::Os => "os".to_owned(),
+            SourceKind::CharDev { path } => format!("chardev {}", path.display()),
+            SourceKind::Sim { schedule, .. } => {
+                format!("sim ({} scheduled faults)", schedule.len())
+            }
+        };
+        // Cutoffs were computed when the config was checked; this repeats it for display.
+        match s.params.cutoffs() {
+            Ok((i, p)) => println!(
+                "  {:<12} {kind:<28} bits={} H={} RCT={}/{} APT={}/{} (W={})",
+                s.name,
+                s.params.bits_per_sample,
+                s.params.claimed_h,
+                i.rct,
+                p.rct,
+                i.apt,
+                p.apt,
+                i.window
+            ),
+            Err(e) => println!("  {:<12} {kind}: {e}", s.name),
+        }
+    }
+}

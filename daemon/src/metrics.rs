@@ -1,0 +1,168 @@
+//! Prometheus metrics. Pool and source figures are read from a snapshot at
+//! scrape time; request figures are counted as requests are answered. Labels
+//! are source names (checked in the config) and fixed words, never request data.
+
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::pool::{PoolSnapshot, Serving, SourceState};
+
+/// All of qkeyd's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Random bytes served, by seed origin.
+    pub bytes_served: IntCounterVec,
+    /// /v1/random answers, by HTTP status.
+    pub random_requests: IntCounterVec,
+    samples: IntCounterVec,
+    usable: IntCounterVec,
+    failures: IntCounterVec,
+    disconnects: IntCounterVec,
+    state: IntGaugeVec,
+    serving: IntGaugeVec,
+    fail_closed: IntGauge,
+    seeds: IntCounter,
+    reseed_counter: IntGauge,
+    seed_age: Gauge,
+}
+
+const STATES: [(SourceState, &str); 5] = [
+    (SourceState::Startup, "startup"),
+    (SourceState::Healthy, "healthy"),
+    (SourceState::Quarantined, "quarantined"),
+    (SourceState::Failed, "failed"),
+    (SourceState::Unavailable, "unavailable"),
+];
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let bytes_served = counter(
+            "qkeyd_random_bytes_served_total",
+            "Random bytes served.",
+            &["serving"],
+        )?;
+        let random_requests = counter(
+            "qkeyd_random_requests_total",
+            "/v1/random requests by status.",
+            &["status"],
+        )?;
+        let samples = counter(
+            "qkeyd_source_samples_total",
+            "Raw samples read and tested.",
+            &["source"],
+        )?;
+        let usable = counter(
+            "qkeyd_source_usable_samples_total",
+            "Samples that passed health tests and were conditioned.",
+            &["source"],
+        )?;
+        let failures = counter(
+            "qkeyd_health_failures_total",
+            "SP 800-90B health-test failures.",
+            &["source", "test"],
+        )?;
+        let disconnects = counter(
+            "qkeyd_source_disconnects_total",
+            "Times a device went away.",
+            &["source"],
+        )?;
+        let state = IntGaugeVec::new(
+            Opts::new("qkeyd_source_state", "1 for the source's current state."),
+            &["source", "state"],
+        )?;
+        registry.register(Box::new(state.clone()))?;
+        let serving = IntGaugeVec::new(
+            Opts::new(
+                "qkeyd_entropy_serving",
+                "1 for where served bytes come from now: sources, os-fallback or none.",
+            ),
+            &["mode"],
+        )?;
+        registry.register(Box::new(serving.clone()))?;
+        let fail_closed = IntGauge::new(
+            "qkeyd_entropy_fail_closed",
+            "1 if the pool refuses to serve without a healthy source.",
+        )?;
+        registry.register(Box::new(fail_closed.clone()))?;
+        let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
+        registry.register(Box::new(seeds.clone()))?;
+        let reseed_counter = IntGauge::new(
+            "qkeyd_drbg_reseed_counter",
+            "SP 800-90A reseed counter of the DRBG.",
+        )?;
+        registry.register(Box::new(reseed_counter.clone()))?;
+        let seed_age = Gauge::new(
+            "qkeyd_drbg_seed_age_seconds",
+            "Seconds since the last (re)seed.",
+        )?;
+        registry.register(Box::new(seed_age.clone()))?;
+        Ok(Self {
+            registry,
+            bytes_served,
+            random_requests,
+            samples,
+            usable,
+            failures,
+            disconnects,
+            state,
+            serving,
+            fail_closed,
+            seeds,
+            reseed_counter,
+            seed_age,
+        })
+    }
+
+    /// Bring pool figures up to date and render the text exposition format.
+    pub fn render(&self, snap: &PoolSnapshot) -> Result<String, prometheus::Error> {
+        fn catch_up(c: &IntCounter, value: u64) {
+            c.inc_by(value.saturating_sub(c.get()));
+        }
+        for s in &snap.sources {
+            let name = s.name.as_str();
+            catch_up(&self.samples.with_label_values(&[name]), s.samples);
+            catch_up(&self.usable.with_label_values(&[name]), s.usable_samples);
+            catch_up(
+                &self.failures.with_label_values(&[name, "rct"]),
+                s.rct_failures,
+            );
+            catch_up(
+                &self.failures.with_label_values(&[name, "apt"]),
+                s.apt_failures,
+            );
+            catch_up(&self.disconnects.with_label_values(&[name]), s.disconnects);
+            for (state, label) in STATES {
+                self.state
+                    .with_label_values(&[name, label])
+                    .set(i64::from(s.state == state));
+            }
+        }
+        for (mode, label) in [
+            (Some(Serving::Sources), "sources"),
+            (Some(Serving::OsFallback), "os-fallback"),
+            (None, "none"),
+        ] {
+            self.serving
+                .with_label_values(&[label])
+                .set(i64::from(snap.serving == mode));
+        }
+        self.fail_closed
+            .set(i64::from(snap.mode == crate::pool::EntropyMode::FailClosed));
+        catch_up(&self.seeds, snap.drbg.seeds);
+        self.reseed_counter
+            .set(i64::try_from(snap.drbg.reseed_counter).unwrap_or(i64::MAX));
+        self.seed_age.set(snap.drbg.seed_age_secs.unwrap_or(0.0));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}

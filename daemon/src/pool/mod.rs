@@ -1,0 +1,411 @@
+//! The entropy pool: health-tested samples → conditioning → CTR_DRBG.
+//!
+//! Source threads (see `crate::sources`) push conditioned [`SeedBlock`]s into a
+//! bounded channel; the pool takes one whenever its DRBG must be instantiated or
+//! reseeded. A block is used only if its source is healthy *now* and has not
+//! failed since the block was made (its epoch is current), so nothing derived
+//! from samples at or after a failure ever reaches the DRBG.
+//!
+//! With no healthy source the pool either refuses (fail-closed) or, if the
+//! operator enabled the dangerous OS fallback, seeds from `getrandom(2)` and says
+//! so in every answer.
+//!
+//! This module does no I/O of its own: the fallback is a function it is given.
+
+mod conditioner;
+pub mod drbg;
+pub mod kat;
+mod status;
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
+    time::{Duration, Instant},
+};
+
+pub use conditioner::{Conditioner, INPUT_ENTROPY_BITS, Provenance, SeedBlock};
+use drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
+pub use status::{SourceSnapshot, SourceState, SourceStatus};
+use zeroize::Zeroizing;
+
+/// Seed blocks buffered between the source threads and the DRBG.
+const CHANNEL_BLOCKS: usize = 8;
+/// How often a wait for a seed block re-checks that a source is still healthy.
+const POLL: Duration = Duration::from_millis(10);
+/// Seed records kept for /v1/health.
+const SEED_LOG: usize = 64;
+
+/// What the pool does when no source is healthy.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntropyMode {
+    /// Refuse to serve.
+    FailClosed,
+    /// Serve from the OS (dangerous: the hardware guarantee is gone).
+    OsFallback,
+}
+
+/// Where the bytes being served come from.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Serving {
+    /// The DRBG is seeded from health-tested sources.
+    Sources,
+    /// No source is healthy; the DRBG is seeded from the OS.
+    OsFallback,
+}
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Generate calls (of at most 64 KiB each) between reseeds.
+    pub reseed_interval_requests: u64,
+    /// Longest time between reseeds.
+    pub reseed_interval: Duration,
+    /// How long a request waits for a seed block before giving up.
+    pub seed_timeout: Duration,
+    /// Behaviour with no healthy source.
+    pub mode: EntropyMode,
+}
+
+/// Why the pool could not serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// No source is healthy and the pool fails closed.
+    #[error("no healthy entropy source (fail-closed)")]
+    NoHealthySource,
+    /// Healthy sources exist but delivered no seed in time.
+    #[error("no seed block arrived within {0:?}")]
+    SeedTimeout(Duration),
+    /// The OS fallback failed.
+    #[error("OS entropy fallback failed: {0}")]
+    Fallback(String),
+    /// The DRBG refused (a bug if it happens: the pool reseeds before that).
+    #[error(transparent)]
+    Drbg(#[from] DrbgError),
+}
+
+/// The function the pool calls for an OS-fallback seed.
+pub type Fallback = Box<dyn Fn(&mut [u8; SEED_LEN]) -> Result<(), String> + Send + Sync>;
+
+/// One (re)seed of the DRBG, for /v1/health.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SeedRecord {
+    /// Source name, or `os-fallback`.
+    pub source: String,
+    /// First and last sample of the source's stream hashed into the seed.
+    pub first_sample: Option<u64>,
+    /// Last sample.
+    pub last_sample: Option<u64>,
+    /// Seconds since the pool started.
+    pub at_secs: f64,
+}
+
+/// The DRBG's state, for /v1/health and metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DrbgSnapshot {
+    /// Whether the DRBG has been instantiated.
+    pub instantiated: bool,
+    /// The SP 800-90A reseed counter (generate calls since the last reseed, + 1).
+    pub reseed_counter: u64,
+    /// Seconds since the last (re)seed.
+    pub seed_age_secs: Option<f64>,
+    /// Instantiations plus reseeds.
+    pub seeds: u64,
+    /// Where the current seed came from.
+    pub seeded_by: Option<Serving>,
+    /// The most recent seeds, oldest first.
+    pub seed_log: Vec<SeedRecord>,
+}
+
+/// Everything /v1/health shows about the pool.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PoolSnapshot {
+    /// Configured behaviour with no healthy source.
+    pub mode: EntropyMode,
+    /// Where bytes come from right now, if anywhere.
+    pub serving: Option<Serving>,
+    /// Per-source state.
+    pub sources: Vec<SourceSnapshot>,
+    /// DRBG state.
+    pub drbg: DrbgSnapshot,
+}
+
+struct DrbgSlot {
+    drbg: Option<CtrDrbg>,
+    seeded_by: Option<Serving>,
+    last_seed: Option<Instant>,
+    seeds: u64,
+    log: VecDeque<SeedRecord>,
+}
+
+/// What a source thread holds: its status and the way into the pool.
+#[derive(Clone)]
+pub struct SourceHandle {
+    /// The source's index in the pool.
+    pub index: usize,
+    /// Its shared status.
+    pub status: Arc<SourceStatus>,
+    tx: SyncSender<SeedBlock>,
+}
+
+impl SourceHandle {
+    /// Hand a seed block to the pool, waiting while the channel is full.
+    /// Returns false once the pool is gone.
+    pub fn send(&self, block: SeedBlock) -> bool {
+        self.tx.send(block).is_ok()
+    }
+
+    /// Hand a block over without waiting; gives it back if the channel is full.
+    pub fn try_send(&self, block: SeedBlock) -> Result<(), Option<SeedBlock>> {
+        match self.tx.try_send(block) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(b)) => Err(Some(b)),
+            Err(TrySendError::Disconnected(_)) => Err(None),
+        }
+    }
+}
+
+/// The pool.
+pub struct Pool {
+    config: PoolConfig,
+    sources: Vec<Arc<SourceStatus>>,
+    rx: Mutex<Receiver<SeedBlock>>,
+    drbg: Mutex<DrbgSlot>,
+    fallback: Fallback,
+    started: Instant,
+    #[cfg(test)]
+    tap: Mutex<Vec<tests::Tapped>>,
+}
+
+impl Pool {
+    /// A pool over `sources`, returning a handle per source for its thread.
+    pub fn new(
+        config: PoolConfig,
+        sources: Vec<Arc<SourceStatus>>,
+        fallback: Fallback,
+    ) -> (Arc<Self>, Vec<SourceHandle>) {
+        let (tx, rx) = sync_channel(CHANNEL_BLOCKS);
+        let handles = sources
+            .iter()
+            .enumerate()
+            .map(|(index, status)| SourceHandle {
+                index,
+                status: status.clone(),
+                tx: tx.clone(),
+            })
+            .collect();
+        let pool = Arc::new(Self {
+            config,
+            sources,
+            rx: Mutex::new(rx),
+            drbg: Mutex::new(DrbgSlot {
+                drbg: None,
+                seeded_by: None,
+                last_seed: None,
+                seeds: 0,
+                log: VecDeque::with_capacity(SEED_LOG),
+            }),
+            fallback,
+            started: Instant::now(),
+            #[cfg(test)]
+            tap: Mutex::new(Vec::new()),
+        });
+        (pool, handles)
+    }
+
+    /// Where bytes would come from now; `None` means the pool cannot serve.
+    pub fn serving(&self) -> Option<Serving> {
+        if self
+            .sources
+            .iter()
+            .any(|s| s.state() == SourceState::Healthy)
+        {
+            Some(Serving::Sources)
+        } else if self.config.mode == EntropyMode::OsFallback {
+            Some(Serving::OsFallback)
+        } else {
+            None
+        }
+    }
+
+    /// Fill `out` with DRBG output, reseeding first if due. Returns where the
+    /// seed came from.
+    pub fn fill(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
+        let mut serving = self.serving().ok_or(PoolError::NoHealthySource)?;
+        let mut slot = self.lock_drbg();
+        let due = match (&slot.drbg, slot.last_seed) {
+            (Some(d), Some(at)) => {
+                d.needs_reseed()
+                    || at.elapsed() >= self.config.reseed_interval
+                    || slot.seeded_by != Some(serving)
+            }
+            _ => true,
+        };
+        if due {
+            serving = self.reseed(&mut slot, serving)?;
+        }
+        for chunk in out.chunks_mut(MAX_REQUEST) {
+            if slot.drbg.as_ref().is_none_or(CtrDrbg::needs_reseed) {
+                serving = self.reseed(&mut slot, serving)?;
+            }
+            if let Some(drbg) = slot.drbg.as_mut() {
+                drbg.generate(chunk, &[])?;
+            }
+        }
+        Ok(serving)
+    }
+
+    /// (Re)seed from the sources, or from the OS when that is where bytes come
+    /// from; returns where the seed came from. If the last healthy source fails
+    /// while waiting for a block, fall back or refuse as the mode says.
+    fn reseed(&self, slot: &mut DrbgSlot, serving: Serving) -> Result<Serving, PoolError> {
+        let (seed, record, serving) = match serving {
+            Serving::Sources => match self.take_block() {
+                Ok((seed, record)) => (seed, record, Serving::Sources),
+                Err(PoolError::NoHealthySource) if self.config.mode == EntropyMode::OsFallback => {
+                    let (seed, record) = self.fallback_seed()?;
+                    (seed, record, Serving::OsFallback)
+                }
+                Err(e) => return Err(e),
+            },
+            Serving::OsFallback => {
+                let (seed, record) = self.fallback_seed()?;
+                (seed, record, Serving::OsFallback)
+            }
+        };
+        match slot.drbg.as_mut() {
+            Some(d) => d.reseed(&seed, &[])?,
+            None => {
+                let perso = personalization();
+                slot.drbg = Some(CtrDrbg::new(
+                    &seed,
+                    &perso,
+                    self.config.reseed_interval_requests,
+                )?);
+                #[cfg(test)]
+                lock(&self.tap).push(tests::Tapped::Personalization(perso.to_vec()));
+            }
+        }
+        #[cfg(test)]
+        lock(&self.tap).push(tests::Tapped::Seed(seed.to_vec(), record.clone()));
+        slot.seeded_by = Some(serving);
+        slot.last_seed = Some(Instant::now());
+        slot.seeds += 1;
+        if slot.log.len() == SEED_LOG {
+            slot.log.pop_front();
+        }
+        slot.log.push_back(record);
+        Ok(serving)
+    }
+
+    fn fallback_seed(&self) -> Result<(Zeroizing<[u8; SEED_LEN]>, SeedRecord), PoolError> {
+        let mut seed = Zeroizing::new([0u8; SEED_LEN]);
+        (self.fallback)(&mut seed).map_err(PoolError::Fallback)?;
+        let record = SeedRecord {
+            source: "os-fallback".into(),
+            first_sample: None,
+            last_sample: None,
+            at_secs: self.started.elapsed().as_secs_f64(),
+        };
+        Ok((seed, record))
+    }
+
+    /// The next block from a source that is healthy and has not failed since
+    /// the block was made; stale blocks are dropped (and zeroized).
+    fn take_block(&self) -> Result<(Zeroizing<[u8; SEED_LEN]>, SeedRecord), PoolError> {
+        let deadline = Instant::now() + self.config.seed_timeout;
+        let rx = lock(&self.rx);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let block = match rx.recv_timeout(left.min(POLL)) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    // The last healthy source may have failed while we waited.
+                    if !self
+                        .sources
+                        .iter()
+                        .any(|s| s.state() == SourceState::Healthy)
+                    {
+                        return Err(PoolError::NoHealthySource);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    return Err(PoolError::SeedTimeout(self.config.seed_timeout));
+                }
+            };
+            let p = &block.provenance;
+            let Some(status) = self.sources.get(p.source) else {
+                continue;
+            };
+            if !status.accepts(p.epoch) {
+                continue;
+            }
+            let record = SeedRecord {
+                source: status.info().name.clone(),
+                first_sample: Some(*p.samples.start()),
+                last_sample: Some(*p.samples.end()),
+                at_secs: self.started.elapsed().as_secs_f64(),
+            };
+            status.note_seed_used();
+            return Ok((block.bytes, record));
+        }
+    }
+
+    /// The DRBG, dropped if a panic poisoned its lock: a generate that stopped
+    /// half-way may not have advanced V, and reusing it could repeat output.
+    fn lock_drbg(&self) -> MutexGuard<'_, DrbgSlot> {
+        match self.drbg.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                g.drbg = None;
+                self.drbg.clear_poison();
+                g
+            }
+        }
+    }
+
+    /// State for /v1/health and metrics.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let slot = self.lock_drbg();
+        PoolSnapshot {
+            mode: self.config.mode,
+            serving: self.serving(),
+            sources: self.sources.iter().map(|s| s.snapshot()).collect(),
+            drbg: DrbgSnapshot {
+                instantiated: slot.drbg.is_some(),
+                reseed_counter: slot.drbg.as_ref().map_or(0, CtrDrbg::reseed_counter),
+                seed_age_secs: slot.last_seed.map(|t| t.elapsed().as_secs_f64()),
+                seeds: slot.seeds,
+                seeded_by: slot.seeded_by,
+                seed_log: slot.log.iter().cloned().collect(),
+            },
+        }
+    }
+}
+
+/// Not secret, only unique: process id and start time make instances differ.
+fn personalization() -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[..16].copy_from_slice(b"qkeyd-pool-v1\0\0\0");
+    p[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    p[20..28].copy_from_slice(&now.to_le_bytes());
+    p
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // For the channel and status locks a panic leaves nothing half-done.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! Per-source status shared between a source's thread and the pool.
+
+use std::sync::Mutex;
+
+use qkeyd_drivers::SourceInfo;
+use qkeyd_health::{Cutoffs, Failure, FailureKind, Severity, TestCounts};
+
+use super::lock;
+
+/// A source's state as the pool sees it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceState {
+    /// Running its first start-up test.
+    Startup,
+    /// Passed start-up, no failure since: its samples are used.
+    Healthy,
+    /// Failed intermittently; re-running start-up. Not used.
+    Quarantined,
+    /// Failed permanently; out until an operator restarts the daemon.
+    Failed,
+    /// The device is gone (vanished, FIFO writer closed); retried with back-off.
+    Unavailable,
+}
+
+/// A failure as /v1/health shows it.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct FailureSnapshot {
+    /// `rct` or `apt`.
+    pub test: &'static str,
+    /// `intermittent` or `permanent`.
+    pub severity: &'static str,
+    /// Index of the tripping sample in the source's stream.
+    pub sample: u64,
+}
+
+impl From<Failure> for FailureSnapshot {
+    fn from(f: Failure) -> Self {
+        Self {
+            test: match f.kind {
+                FailureKind::Rct => "rct",
+                FailureKind::Apt => "apt",
+            },
+            severity: match f.severity {
+                Severity::Intermittent => "intermittent",
+                Severity::Permanent => "permanent",
+            },
+            sample: f.sample,
+        }
+    }
+}
+
+/// One source in /v1/health. Counts and positions only: no sample values.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SourceSnapshot {
+    /// Configured name.
+    pub name: String,
+    /// Backend kind.
+    pub kind: &'static str,
+    /// Device path or other identity.
+    pub identity: String,
+    /// Current state.
+    pub state: SourceState,
+    /// Bits per sample.
+    pub bits_per_sample: u32,
+    /// Claimed min-entropy per sample.
+    pub claimed_h: f64,
+    /// RCT cutoff at the configured α.
+    pub rct_cutoff: u32,
+    /// APT cutoff at the configured α.
+    pub apt_cutoff: u32,
+    /// APT window.
+    pub apt_window: usize,
+    /// RCT cutoff at the permanent α.
+    pub rct_cutoff_permanent: u32,
+    /// APT cutoff at the permanent α.
+    pub apt_cutoff_permanent: u32,
+    /// Samples read and tested.
+    pub samples: u64,
+    /// Samples that passed and went to the conditioner.
+    pub usable_samples: u64,
+    /// RCT failures (both levels).
+    pub rct_failures: u64,
+    /// APT failures (both levels).
+    pub apt_failures: u64,
+    /// Start-up tests passed.
+    pub startups_passed: u64,
+    /// Times the device went away.
+    pub disconnects: u64,
+    /// Seed blocks the DRBG took from this source.
+    pub seeds_used: u64,
+    /// The most recent failure.
+    pub last_failure: Option<FailureSnapshot>,
+    /// The most recent device error, as text (never sample data).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: SourceState,
+    /// Incremented at every failure or disconnect; blocks made in an older
+    /// epoch are discarded.
+    epoch: u64,
+    counts: TestCounts,
+    disconnects: u64,
+    seeds_used: u64,
+    last_failure: Option<Failure>,
+    last_error: Option<String>,
+}
+
+/// A source's status, written by its thread, read by the pool and the API.
+#[derive(Debug)]
+pub struct SourceStatus {
+    info: SourceInfo,
+    cutoffs: Cutoffs,
+    permanent: Cutoffs,
+    inner: Mutex<Inner>,
+}
+
+impl SourceStatus {
+    /// A source in start-up.
+    pub fn new(info: SourceInfo, cutoffs: Cutoffs, permanent: Cutoffs) -> Self {
+        Self {
+            info,
+            cutoffs,
+            permanent,
+            inner: Mutex::new(Inner {
+                state: SourceState::Startup,
+                epoch: 0,
+                counts: TestCounts::default(),
+                disconnects: 0,
+                seeds_used: 0,
+                last_failure: None,
+                last_error: None,
+            }),
+        }
+    }
+
+    /// The source's description.
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    /// Current state.
+    pub fn state(&self) -> SourceState {
+        lock(&self.inner).state
+    }
+
+    /// Current epoch.
+    pub fn epoch(&self) -> u64 {
+        lock(&self.inner).epoch
+    }
+
+    /// Whether a block made in `epoch` may be used now.
+    pub fn accepts(&self, epoch: u64) -> bool {
+        let inner = lock(&self.inner);
+        inner.state == SourceState::Healthy && inner.epoch == epoch
+    }
+
+    /// Record progress: new counts (cumulative) and state.
+    pub fn update(&self, state: SourceState, counts: TestCounts) {
+        let mut inner = lock(&self.inner);
+        inner.state = state;
+        inner.counts = counts;
+    }
+
+    /// Record a health failure: state changes and earlier blocks go stale.
+    pub fn fail(&self, failure: Failure) {
+        let mut inner = lock(&self.inner);
+        inner.epoch += 1;
+        inner.last_failure = Some(failure);
+        inner.state = match failure.severity {
+            Severity::Intermittent => SourceState::Quarantined,
+            Severity::Permanent => SourceState::Failed,
+        };
+    }
+
+    /// Record that the device went away.
+    pub fn disconnect(&self, error: String) {
+        let mut inner = lock(&self.inner);
+        if inner.state != SourceState::Unavailable {
+            inner.disconnects += 1;
+        }
+        inner.epoch += 1;
+        inner.state = SourceState::Unavailable;
+        inner.last_error = Some(error);
+    }
+
+    pub(super) fn note_seed_used(&self) {
+        lock(&self.inner).seeds_used += 1;
+    }
+
+    /// A copy for reporting.
+    pub fn snapshot(&self) -> SourceSnapshot {
+        let inner = lock(&self.inner);
+        SourceSnapshot {
+            name: self.info.name.clone(),
+            kind: self.info.kind,
+            identity: self.info.identity.clone(),
+            state: inner.state,
+            bits_per_sample: self.info.bits_per_sample,
+            claimed_h: self.info.claimed_h,
+            rct_cutoff: self.cutoffs.rct,
+            apt_cutoff: self.cutoffs.apt,
+            apt_window: self.cutoffs.window,
+            rct_cutoff_permanent: self.permanent.rct,
+            apt_cutoff_permanent: self.permanent.apt,
+            samples: inner.counts.samples,
+            usable_samples: inner.counts.usable,
+            rct_failures: inner.counts.rct_failures,
+            apt_failures: inner.counts.apt_failures,
+            startups_passed: inner.counts.startups_passed,
+            disconnects: inner.disconnects,
+            seeds_used: inner.seeds_used,
+            last_failure: inner.last_failure.map(Into::into),
+            last_error: inner.last_error.clone(),
+        }
+    }
+}

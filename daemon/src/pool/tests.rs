@@ -1,0 +1,211 @@
+//! Pool tests that need to see inside: which seed blocks the DRBG took.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use qkeyd_drivers::{
+    EntropySource,
+    source::sim::{Fault, Phase, SimSource},
+};
+use qkeyd_health::{HealthParams, Severity};
+use sha3::{Digest, Sha3_384};
+
+use super::*;
+use crate::sources;
+
+/// What the pool fed its DRBG, recorded in test builds only.
+#[derive(Clone, Debug)]
+pub(super) enum Tapped {
+    Personalization(Vec<u8>),
+    Seed(Vec<u8>, SeedRecord),
+}
+
+fn config(mode: EntropyMode, reseed_interval_requests: u64) -> PoolConfig {
+    PoolConfig {
+        reseed_interval_requests,
+        reseed_interval: Duration::from_secs(3600),
+        seed_timeout: Duration::from_secs(5),
+        mode,
+    }
+}
+
+fn no_fallback() -> Fallback {
+    Box::new(|_| Err("no fallback in this test".into()))
+}
+
+fn status_for(src: &dyn EntropySource, params: HealthParams) -> Arc<SourceStatus> {
+    let (i, p) = params.cutoffs().unwrap();
+    Arc::new(SourceStatus::new(src.info().clone(), i, p))
+}
+
+/// A simulated QRNG gets stuck at sample STUCK_AT. Every byte the pool served
+/// is recomputed here from nothing but the seed blocks it took, each block is
+/// recomputed from the simulator's own (fault-free) stream over the sample
+/// range it claims, and every range ends before the fault began. So no output
+/// byte depends on a sample at or after the failure.
+#[test]
+fn output_derives_only_from_samples_before_the_failure() {
+    const STUCK_AT: u64 = 30_000;
+    let mut reference = vec![0u8; STUCK_AT as usize];
+    let mut twin = SimSource::new("twin", 42, 8, 8.0, vec![]).unwrap();
+    let mut at = 0;
+    while at < reference.len() {
+        at += twin.read(&mut reference[at..]).unwrap();
+    }
+    let stuck = reference[STUCK_AT as usize - 1].wrapping_add(1);
+    let phase = Phase {
+        after_samples: STUCK_AT,
+        fault: Fault::Stuck { value: stuck },
+    };
+    let sim = SimSource::new("sim", 42, 8, 8.0, vec![phase]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let (pool, handles) = Pool::new(
+        config(EntropyMode::FailClosed, 1),
+        vec![status.clone()],
+        no_fallback(),
+    );
+    sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut outputs = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "source never failed: {:?}",
+            status.snapshot()
+        );
+        let mut out = [0u8; 32];
+        match pool.fill(&mut out) {
+            Ok(serving) => {
+                assert_eq!(serving, Serving::Sources);
+                outputs.push(out);
+            }
+            Err(PoolError::NoHealthySource) if status.state() == SourceState::Failed => break,
+            Err(PoolError::NoHealthySource) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("unexpected pool error: {e}"),
+        }
+    }
+    // The RCT (cutoff 4 at H = 8) tripped on the 4th stuck sample.
+    let snap = status.snapshot();
+    assert_eq!(
+        snap.rct_failures, 2,
+        "intermittent, then permanent: {snap:?}"
+    );
+    let failure = snap.last_failure.unwrap();
+    assert_eq!(failure.severity, "permanent");
+    assert!(
+        outputs.len() > 100,
+        "the pool served before the fault: {}",
+        outputs.len()
+    );
+
+    let tapped = lock(&pool.tap).clone();
+    let Tapped::Personalization(perso) = &tapped[0] else {
+        panic!("instantiate first")
+    };
+    let seeds: Vec<_> = tapped[1..]
+        .iter()
+        .map(|t| match t {
+            Tapped::Seed(bytes, record) => (bytes.clone(), record.clone()),
+            Tapped::Personalization(_) => panic!("one instantiation only"),
+        })
+        .collect();
+    assert_eq!(
+        seeds.len(),
+        outputs.len(),
+        "one seed per request at reseed interval 1"
+    );
+    for (bytes, record) in &seeds {
+        let (first, last) = (record.first_sample.unwrap(), record.last_sample.unwrap());
+        assert!(
+            last < STUCK_AT,
+            "seed from samples {first}..={last} at or after the fault"
+        );
+        let expect = Sha3_384::digest(&reference[first as usize..=last as usize]);
+        assert_eq!(
+            bytes[..],
+            expect[..],
+            "seed is SHA3-384 of exactly its claimed samples"
+        );
+    }
+    // Replay the DRBG from those seeds alone: it gives every byte served.
+    let seed = |i: usize| -> [u8; SEED_LEN] { seeds[i].0[..].try_into().unwrap() };
+    let mut replay = CtrDrbg::new(&seed(0), perso, 1).unwrap();
+    for (i, served) in outputs.iter().enumerate() {
+        if i > 0 {
+            replay.reseed(&seed(i), &[]).unwrap();
+        }
+        let mut out = [0u8; 32];
+        replay.generate(&mut out, &[]).unwrap();
+        assert_eq!(&out, served, "request {i}");
+    }
+}
+
+#[test]
+fn fail_closed_refuses_and_fallback_serves_from_os() {
+    let sim = SimSource::new("dead", 1, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    status.fail(qkeyd_health::Failure {
+        kind: qkeyd_health::FailureKind::Rct,
+        severity: Severity::Permanent,
+        sample: 0,
+    });
+    let (closed, _) = Pool::new(
+        config(EntropyMode::FailClosed, 10),
+        vec![status.clone()],
+        no_fallback(),
+    );
+    assert_eq!(closed.serving(), None);
+    assert!(matches!(
+        closed.fill(&mut [0u8; 8]),
+        Err(PoolError::NoHealthySource)
+    ));
+
+    let fallback: Fallback = Box::new(|seed| {
+        seed.fill(0x5a);
+        Ok(())
+    });
+    let (open, _) = Pool::new(config(EntropyMode::OsFallback, 10), vec![status], fallback);
+    let mut out = [0u8; 64];
+    assert_eq!(open.fill(&mut out).unwrap(), Serving::OsFallback);
+    let snap = open.snapshot();
+    assert_eq!(snap.serving, Some(Serving::OsFallback));
+    assert_eq!(snap.drbg.seeded_by, Some(Serving::OsFallback));
+    assert_eq!(snap.drbg.seed_log[0].source, "os-fallback");
+    // The bytes are the DRBG's output over the fallback seed, not the seed itself.
+    assert_ne!(out, [0x5a; 64]);
+}
+
+#[test]
+fn reseeds_by_count_and_large_requests_span_chunks() {
+    let sim = SimSource::new("ok", 5, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let (pool, handles) = Pool::new(
+        config(EntropyMode::FailClosed, 4),
+        vec![status.clone()],
+        no_fallback(),
+    );
+    sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.serving().is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // 1 MiB = 16 generate calls of 64 KiB: instantiate + 3 reseeds at interval 4.
+    let mut big = vec![0u8; 1 << 20];
+    pool.fill(&mut big).unwrap();
+    let snap = pool.snapshot();
+    assert_eq!(snap.drbg.seeds, 4);
+    assert_eq!(snap.sources[0].seeds_used, 4);
+    assert!(
+        big.chunks(1 << 16)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 16
+    );
+}
