@@ -1,11 +1,21 @@
 //! RCT + APT throughput on 8-bit samples: `cargo bench -p qkeyd-health`.
 //!
 //! Prints one line per case; BENCHMARKS.md records the figures.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::time::Instant;
 
-use qkeyd_health::{HealthMonitor, HealthParams};
+use qkeyd_health::{Apt, HealthMonitor, HealthParams, Rct};
+
+fn best_of(data: &[u8], mut f: impl FnMut(&[u8])) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        f(data);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    data.len() as f64 / best / 1e9
+}
 
 fn main() {
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
@@ -17,27 +27,36 @@ fn main() {
             (x >> 56) as u8
         })
         .collect();
+    let rct = best_of(&data, |d| {
+        let mut r = Rct::new(4, 9, 0xff);
+        for c in d.chunks(4096) {
+            let mut pos = 0;
+            while let Some(t) = r.scan(&c[pos..]) {
+                pos += t.index + 1;
+            }
+        }
+    });
+    println!("rct alone                     {rct:6.2} GB/s");
+    let apt = best_of(&data, |d| {
+        let mut a = Apt::new(18, 33, 1024, 0xff);
+        for c in d.chunks(4096) {
+            let mut pos = 0;
+            while let Some(t) = a.scan(&c[pos..]) {
+                pos += t.index + 1;
+            }
+        }
+    });
+    println!("apt alone                     {apt:6.2} GB/s");
     for chunk in [4096usize, 65536] {
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let mut m = HealthMonitor::new(HealthParams::new(8, 7.5)).expect("valid params");
-            let t = Instant::now();
-            let mut failures = 0u64;
-            for c in data.chunks(chunk) {
+        let gbs = best_of(&data, |d| {
+            let mut m = HealthMonitor::new(HealthParams::new(8, 7.5)).unwrap();
+            for c in d.chunks(chunk) {
                 let mut pos = 0;
                 while pos < c.len() {
-                    let f = m.feed(&c[pos..]);
-                    pos += f.consumed.max(1);
-                    failures += u64::from(f.failure.is_some());
+                    pos += m.feed(&c[pos..]).consumed.max(1);
                 }
             }
-            best = best.min(t.elapsed().as_secs_f64());
-            std::hint::black_box(failures);
-        }
-        let gbs = data.len() as f64 / best / 1e9;
-        println!(
-            "health rct+apt 8-bit chunk={chunk:<6} {gbs:6.2} GB/s ({} MiB in {best:.3} s)",
-            data.len() >> 20
-        );
+        });
+        println!("health rct+apt chunk={chunk:<6}   {gbs:6.2} GB/s");
     }
 }
