@@ -91,6 +91,8 @@ pub struct SourceSnapshot {
     pub seeds_used: u64,
     /// The most recent failure.
     pub last_failure: Option<FailureSnapshot>,
+    /// The first failures since start (at most 16), oldest first.
+    pub failures: Vec<FailureSnapshot>,
     /// The most recent device error, as text (never sample data).
     pub last_error: Option<String>,
 }
@@ -105,8 +107,12 @@ struct Inner {
     disconnects: u64,
     seeds_used: u64,
     last_failure: Option<Failure>,
+    first_failures: Vec<Failure>,
     last_error: Option<String>,
 }
+
+/// Failures kept in `first_failures`.
+const FAILURES_KEPT: usize = 16;
 
 /// A source's status, written by its thread, read by the pool and the API.
 #[derive(Debug)]
@@ -131,6 +137,7 @@ impl SourceStatus {
                 disconnects: 0,
                 seeds_used: 0,
                 last_failure: None,
+                first_failures: Vec::new(),
                 last_error: None,
             }),
         }
@@ -169,6 +176,9 @@ impl SourceStatus {
         let mut inner = lock(&self.inner);
         inner.epoch += 1;
         inner.last_failure = Some(failure);
+        if inner.first_failures.len() < FAILURES_KEPT {
+            inner.first_failures.push(failure);
+        }
         inner.state = match failure.severity {
             Severity::Intermittent => SourceState::Quarantined,
             Severity::Permanent => SourceState::Failed,
@@ -213,6 +223,12 @@ impl SourceStatus {
             disconnects: inner.disconnects,
             seeds_used: inner.seeds_used,
             last_failure: inner.last_failure.map(Into::into),
+            failures: inner
+                .first_failures
+                .iter()
+                .copied()
+                .map(Into::into)
+                .collect(),
             last_error: inner.last_error.clone(),
         }
     }

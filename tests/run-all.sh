@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs qkeyd's whole test suite on a Debian/Ubuntu machine with Rust installed.
+# It first installs what the tests need (Debian packages, rustup components);
+# then checks formatting, lints and docs, and runs every test, unit to end-to-end.
+#
+#   tests/run-all.sh            everything
+#   tests/run-all.sh --no-lint  tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lint=1
+[[ "${1:-}" == "--no-lint" ]] && lint=0
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests drive, keyed by the command they provide.
+declare -A packages=(
+  [mkfifo]=coreutils
+)
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+if ((lint)); then
+  for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      say "installing rustup component $comp"
+      rustup component add "$comp"
+    fi
+  done
+  say "cargo fmt --check"
+  cargo fmt --all --check
+  say "cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  say "cargo doc"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
+fi
+
+say "cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -1,0 +1,270 @@
+//! Harness for end-to-end tests of the `qkeyd` binary: build it once, start it
+//! on a free loopback port with a given config, talk HTTP to it, read its log.
+//!
+//! The binary is found through `QKEYD_BIN`, or built with the same cargo that
+//! runs the tests (`cargo build -p qkeyd --bin qkeyd`, with `--release` when the
+//! harness itself is optimised, as benches are) on first use.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Path of the `qkeyd` binary under test.
+pub fn qkeyd_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("QKEYD_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "qkeyd",
+            "--bin",
+            "qkeyd",
+            "--message-format=json",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for qkeyd");
+        assert!(out.status.success(), "cargo build -p qkeyd failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "qkeyd")
+            .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .next()
+            .expect("cargo reported the qkeyd executable")
+    })
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type, if any.
+    pub content_type: String,
+    /// `x-qkeyd-entropy`, if any.
+    pub entropy: Option<String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    child: Child,
+    /// Where its REST API listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    agent: ureq::Agent,
+    /// Scratch directory (config file; FIFOs of a test may go here too).
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Start `qkeyd serve` with this config text on 127.0.0.1:0.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`Daemon::start`], in a directory the test prepared.
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        let path = dir.path().join("qkeyd.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(qkeyd_bin());
+        cmd.arg("serve").arg("--config").arg(&path);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Start `qkeyd serve` with the embedded default config.
+    pub fn start_default() -> Self {
+        let mut cmd = Command::new(qkeyd_bin());
+        cmd.arg("serve");
+        Self::spawn(cmd, tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Self {
+        cmd.args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn qkeyd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                let mut l = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                let l = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("qkeyd did not start listening; log:\n{l}");
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            child,
+            addr,
+            log,
+            agent,
+            dir,
+        }
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path)
+    }
+
+    /// Send a body-less request with any method.
+    pub fn request(&self, method: &str, path: &str) -> Reply {
+        let url = format!("http://{}{path}", self.addr);
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .body(())
+            .expect("request");
+        let mut resp = self
+            .agent
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let entropy = header("x-qkeyd-entropy");
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap_or_else(|e| panic!("{method} {path} body: {e}"));
+        Reply {
+            status: resp.status().as_u16(),
+            content_type,
+            entropy,
+            body,
+        }
+    }
+
+    /// GET /v1/health as JSON.
+    pub fn health(&self) -> Value {
+        self.get("/v1/health").json()
+    }
+
+    /// The health entry of one source.
+    pub fn source(&self, name: &str) -> Value {
+        let h = self.health();
+        h["pool"]["sources"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no source {name} in {h}"))
+    }
+
+    /// Poll /v1/health until `pred` holds; panics with the last answer after `timeout`.
+    pub fn wait_health(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = self.health();
+            if pred(&h) {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; health: {h:#}\nlog:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET /metrics as text.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").text()
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value`, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -1,0 +1,278 @@
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use qkeyd_e2e::{Daemon, metric};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn state(h: &Value, name: &str) -> String {
+    h["pool"]["sources"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+/// A simulated QRNG sticks at sample STUCK. The RCT must trip within its
+/// cutoff, and no seed the DRBG ever took from that source may contain a
+/// sample at or after the fault: the daemon's seed log is polled often enough
+/// to see every seed, while requests keep the DRBG reseeding on every call.
+#[test]
+fn stuck_source_is_quarantined_within_rct_cutoff_and_never_seeds_after() {
+    const STUCK: u64 = 6000;
+    let d = Daemon::start(&format!(
+        r#"
+        [pool]
+        reseed_interval_requests = 1
+        [[source]]
+        name = "stuck"
+        kind = "sim"
+        seed = 11
+        [[source.schedule]]
+        after_samples = {STUCK}
+        fault = "stuck"
+        value = 170
+        [[source]]
+        name = "good"
+        kind = "sim"
+        seed = 12
+        "#
+    ));
+    let mut seen: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    let h = loop {
+        for _ in 0..8 {
+            let r = d.get("/v1/random?bytes=32");
+            assert!(r.status == 200 || r.status == 503, "{}", r.text());
+        }
+        let h = d.health();
+        for rec in h["pool"]["drbg"]["seed_log"].as_array().unwrap() {
+            let src = rec["source"].as_str().unwrap().to_owned();
+            let first = rec["first_sample"].as_u64().unwrap();
+            seen.insert((src, first), rec["last_sample"].as_u64().unwrap());
+        }
+        if state(&h, "stuck") == "failed" {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stuck source never failed: {h:#}"
+        );
+    };
+    let stuck = h["pool"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stuck")
+        .unwrap();
+    let cutoff = stuck["rct_cutoff"].as_u64().unwrap();
+    let first = &stuck["failures"][0];
+    assert_eq!(first["test"], "rct");
+    assert_eq!(first["severity"], "intermittent");
+    let at = first["sample"].as_u64().unwrap();
+    eprintln!("stuck at sample {STUCK}: RCT tripped at sample {at} (cutoff {cutoff})");
+    assert!(
+        at >= STUCK && at - STUCK < cutoff,
+        "tripped at {at}, fault at {STUCK}, cutoff {cutoff}"
+    );
+    assert_eq!(stuck["last_failure"]["severity"], "permanent");
+
+    let from_stuck: Vec<_> = seen.iter().filter(|((s, _), _)| s == "stuck").collect();
+    assert!(
+        !from_stuck.is_empty(),
+        "the stuck source seeded the DRBG before its fault"
+    );
+    assert_eq!(
+        stuck["seeds_used"].as_u64().unwrap(),
+        from_stuck.len() as u64,
+        "every seed was seen"
+    );
+    for ((_, first), last) in &from_stuck {
+        assert!(
+            **last < STUCK,
+            "seed from samples {first}..={last} reaches the fault at {STUCK}"
+        );
+    }
+    // The healthy source keeps the pool serving.
+    assert_eq!(h["pool"]["serving"], "sources");
+    assert_eq!(d.get("/v1/random?bytes=32").status, 200);
+    let last = h["pool"]["drbg"]["seed_log"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["source"], "good");
+    assert!(d.log().contains("health test failure"));
+}
+
+/// A source whose top three bits stick at zero (32 symbols for a claim of 8
+/// bits per sample) trips the APT within the first window after the onset.
+#[test]
+fn biased_source_trips_apt_within_one_window() {
+    // Windows start at sample 0 and are 1024 long; the bias starts on a boundary.
+    const ONSET: u64 = 8 * 1024;
+    let d = Daemon::start(&format!(
+        r#"
+        [pool]
+        reseed_interval_requests = 1
+        [[source]]
+        name = "biased"
+        kind = "sim"
+        seed = 21
+        [[source.schedule]]
+        after_samples = {ONSET}
+        fault = "bias"
+        keep_bits = 5
+        "#
+    ));
+    let h = d.wait_health("an APT failure", WAIT, |h| {
+        // Requests make the source read on; the seed channel holds it back otherwise.
+        // 1 MiB = 16 generate calls, each reseeding at interval 1.
+        let _ = d.get("/v1/random?bytes=1048576&format=raw");
+        h["pool"]["sources"][0]["failures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    let src = &h["pool"]["sources"][0];
+    let first = &src["failures"][0];
+    assert_eq!(first["test"], "apt", "{src:#}");
+    let at = first["sample"].as_u64().unwrap();
+    let window = src["apt_window"].as_u64().unwrap();
+    eprintln!("bias from sample {ONSET}: APT tripped at sample {at} (window {window})");
+    assert!(
+        at >= ONSET && at < ONSET + window,
+        "APT tripped at {at}, onset {ONSET}"
+    );
+    assert_eq!(src["rct_failures"], 0);
+}
+
+fn dead_source_config(fallback: bool) -> String {
+    format!(
+        r#"
+        [[source]]
+        name = "dead"
+        kind = "sim"
+        seed = 31
+        [[source.schedule]]
+        after_samples = 0
+        fault = "stuck"
+        value = 7
+        [danger]
+        os_fallback = {fallback}
+        "#
+    )
+}
+
+#[test]
+fn fail_closed_answers_503_when_every_source_failed() {
+    let d = Daemon::start(&dead_source_config(false));
+    d.wait_health("the source to fail", WAIT, |h| state(h, "dead") == "failed");
+    let r = d.get("/v1/random?bytes=32");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "entropy_unavailable");
+    let ready = d.get("/readyz");
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["ready"], false);
+    let h = d.health();
+    assert_eq!(h["pool"]["mode"], "fail-closed");
+    assert_eq!(h["pool"]["serving"], Value::Null);
+    let m = d.metrics();
+    assert_eq!(
+        metric(&m, "qkeyd_entropy_serving{mode=\"none\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&m, "qkeyd_entropy_fail_closed"), Some(1.0));
+    assert_eq!(
+        metric(&m, "qkeyd_source_state{source=\"dead\",state=\"failed\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "qkeyd_health_failures_total{source=\"dead\",test=\"rct\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&m, "qkeyd_random_bytes_served_total{serving=\"sources\"}"),
+        None
+    );
+}
+
+#[test]
+fn fallback_mode_serves_from_the_os_and_says_so() {
+    let d = Daemon::start(&dead_source_config(true));
+    assert!(
+        d.log().contains("DANGER"),
+        "the dangerous option is announced"
+    );
+    d.wait_health("the source to fail", WAIT, |h| state(h, "dead") == "failed");
+    let r = d.get("/v1/random?bytes=32&format=hex");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.entropy.as_deref(), Some("os-fallback"));
+    let ready = d.get("/readyz");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["serving"], "os-fallback");
+    let h = d.health();
+    assert_eq!(h["pool"]["mode"], "os-fallback");
+    assert_eq!(h["pool"]["serving"], "os-fallback");
+    assert_eq!(h["pool"]["drbg"]["seeded_by"], "os-fallback");
+    let m = d.metrics();
+    assert_eq!(
+        metric(&m, "qkeyd_entropy_serving{mode=\"os-fallback\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric(&m, "qkeyd_entropy_fail_closed"), Some(0.0));
+    assert_eq!(
+        metric(
+            &m,
+            "qkeyd_random_bytes_served_total{serving=\"os-fallback\"}"
+        ),
+        Some(32.0)
+    );
+}
+
+/// A device that vanishes for a while and short reads: the source goes
+/// unavailable, comes back through a fresh start-up test, and serves again.
+#[test]
+fn vanishing_sim_comes_back_without_restart() {
+    let d = Daemon::start(
+        r#"
+        [pool]
+        reseed_interval_requests = 1
+        [[source]]
+        name = "flaky"
+        kind = "sim"
+        seed = 41
+        [[source.schedule]]
+        after_samples = 3000
+        fault = "short-reads"
+        max = 7
+        [[source.schedule]]
+        after_samples = 4000
+        fault = "vanish"
+        for_ms = 400
+        "#,
+    );
+    d.wait_health("the device to vanish", WAIT, |h| {
+        let _ = d.get("/v1/random?bytes=32");
+        state(h, "flaky") == "unavailable"
+    });
+    assert_eq!(d.get("/v1/random?bytes=32").status, 503);
+    let h = d.wait_health("the device to come back", WAIT, |h| {
+        state(h, "flaky") == "healthy"
+    });
+    let src = &h["pool"]["sources"][0];
+    assert_eq!(src["disconnects"], 1);
+    assert_eq!(
+        src["startups_passed"], 2,
+        "a fresh start-up test after the return"
+    );
+    assert_eq!(src["rct_failures"], 0);
+    assert_eq!(d.get("/v1/random?bytes=32").status, 200);
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the built `qkeyd` binary, driven over HTTP and its CLI.
+// Test code: a panic is how a test fails.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+// /v1/random formats, bad input, default config, the other REST routes.
+mod random_api;
+// Simulated QRNG faults: stuck, biased, vanishing; fail-closed and OS fallback.
+mod faults;
+// A character-device source fed through a FIFO whose writer goes and comes back.
+mod chardev;
+// `qkeyd check-config` and start-up failures.
+mod cli;
