@@ -330,6 +330,8 @@ fn mask(bits: u32) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn xorshift(seed: u32, n: usize) -> Vec<u8> {
@@ -472,5 +474,80 @@ mod tests {
             HealthMonitor::new(p),
             Err(Error::AlphaOrder { .. })
         ));
+    }
+
+    /// Feed `s` in chunks of the given sizes (cycled); return the usable sample
+    /// indices and the failures, in stream positions.
+    fn run_chunked(s: &[u8], sizes: &[usize]) -> (Vec<usize>, Vec<(u64, FailureKind, Severity)>) {
+        let mut m = HealthMonitor::new(HealthParams::new(8, 6.0)).unwrap();
+        let (mut usable, mut failures) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        let mut k = 0;
+        while at < s.len() && m.state() != MonitorState::Failed {
+            let end = (at + sizes[k % sizes.len()].max(1)).min(s.len());
+            k += 1;
+            let mut pos = at;
+            while pos < end {
+                let f = m.feed(&s[pos..end]);
+                usable.extend(f.usable.start + pos..f.usable.end + pos);
+                if let Some(x) = f.failure {
+                    failures.push((x.sample, x.kind, x.severity));
+                }
+                if f.consumed == 0 {
+                    break;
+                }
+                pos += f.consumed;
+            }
+            at = end;
+        }
+        (usable, failures)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However a stream is cut into reads, the monitor releases the same
+        /// samples and reports the same failures as when fed one sample at a
+        /// time (which never takes the vectorised fast paths); and no released
+        /// sample is a start-up sample or lies at or after a failure before the
+        /// next start-up completes.
+        #[test]
+        fn chunking_never_changes_verdicts(
+            seed in 1u32..u32::MAX,
+            runs in proptest::collection::vec((0usize..30_000, 2usize..12, 0u8..8), 0..6),
+            sizes in proptest::collection::vec(1usize..5000, 1..8),
+        ) {
+            // Narrow alphabet (8 symbols) bits for APT, planted runs for RCT.
+            let mut s = xorshift(seed, 30_000);
+            for (i, b) in s.iter_mut().enumerate() {
+                if (i / 3000) % 4 == 3 {
+                    *b &= 0x07;
+                }
+            }
+            for (at, len, v) in runs {
+                for b in s.iter_mut().skip(at).take(len) {
+                    *b = v;
+                }
+            }
+            let one = run_chunked(&s, &[1]);
+            let chunked = run_chunked(&s, &sizes);
+            prop_assert_eq!(&one, &chunked);
+            let (usable, failures) = one;
+            // Samples 9000..12000 use 8 symbols: the APT must have tripped.
+            prop_assert!(!failures.is_empty());
+            let mut fail_iter = failures.iter().map(|f| f.0 as usize).peekable();
+            let mut healthy_from = STARTUP_SAMPLES;
+            for u in usable {
+                while let Some(&f) = fail_iter.peek() {
+                    if f < u {
+                        healthy_from = f + 1 + STARTUP_SAMPLES;
+                        fail_iter.next();
+                    } else {
+                        break;
+                    }
+                }
+                prop_assert!(u >= healthy_from, "sample {} released before start-up passed ({})", u, healthy_from);
+            }
+        }
     }
 }
