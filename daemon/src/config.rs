@@ -193,9 +193,8 @@ fn eight_bits() -> u32 {
 impl RawConfig {
     fn check(self) -> anyhow::Result<Config> {
         let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr = listen
-            .parse()
-            .with_context(|| format!("listen: {listen:?} is not ADDR:PORT"))?;
+        let listen: SocketAddr =
+            listen.parse().with_context(|| format!("listen: {listen:?} is not ADDR:PORT"))?;
         let p = self.pool;
         ensure!(
             (1..=1u64 << 48).contains(&p.reseed_interval_requests),
@@ -206,10 +205,7 @@ impl RawConfig {
             p.reseed_interval_secs.is_finite() && p.reseed_interval_secs > 0.0,
             "pool.reseed_interval_secs must be positive"
         );
-        ensure!(
-            p.seed_timeout_ms > 0,
-            "pool.seed_timeout_ms must be positive"
-        );
+        ensure!(p.seed_timeout_ms > 0, "pool.seed_timeout_ms must be positive");
         ensure!(
             (1..=64 << 20).contains(&p.max_request_bytes),
             "pool.max_request_bytes must be 1..=67108864, got {}",
@@ -223,24 +219,10 @@ impl RawConfig {
         for raw in self.sources {
             let (name, kind, bits, h) = match raw {
                 RawSource::Os { name, claimed_h } => (name, SourceKind::Os, 8, claimed_h),
-                RawSource::Chardev {
-                    name,
-                    path,
-                    bits_per_sample,
-                    claimed_h,
-                } => (
-                    name,
-                    SourceKind::CharDev { path },
-                    bits_per_sample,
-                    claimed_h,
-                ),
-                RawSource::Sim {
-                    name,
-                    seed,
-                    bits_per_sample,
-                    claimed_h,
-                    schedule,
-                } => {
+                RawSource::Chardev { name, path, bits_per_sample, claimed_h } => {
+                    (name, SourceKind::CharDev { path }, bits_per_sample, claimed_h)
+                }
+                RawSource::Sim { name, seed, bits_per_sample, claimed_h, schedule } => {
                     let seed = match seed {
                         Some(s) => s,
                         None => {
@@ -249,26 +231,16 @@ impl RawConfig {
                             u64::from_le_bytes(b)
                         }
                     };
-                    (
-                        name,
-                        SourceKind::Sim { seed, schedule },
-                        bits_per_sample,
-                        claimed_h,
-                    )
+                    (name, SourceKind::Sim { seed, schedule }, bits_per_sample, claimed_h)
                 }
             };
             ensure!(
                 !name.is_empty()
                     && name.len() <= 64
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
                 "source name {name:?}: use 1-64 characters of [A-Za-z0-9._-]"
             );
-            ensure!(
-                names.insert(name.clone()),
-                "source name {name:?} is used twice"
-            );
+            ensure!(names.insert(name.clone()), "source name {name:?} is used twice");
             let params = HealthParams {
                 bits_per_sample: bits,
                 claimed_h: h,
@@ -276,14 +248,10 @@ impl RawConfig {
                 permanent_alpha_log2: self.health.permanent_alpha_log2,
                 max_failed_startups: self.health.max_failed_startups,
             };
-            params
-                .cutoffs()
-                .with_context(|| format!("source {name:?}"))?;
+            params.cutoffs().with_context(|| format!("source {name:?}"))?;
             sources.push(SourceConfig { name, kind, params });
         }
-        let danger = Danger {
-            os_fallback: self.danger.os_fallback,
-        };
+        let danger = Danger { os_fallback: self.danger.os_fallback };
         Ok(Config {
             listen,
             pool: PoolConfig {
@@ -351,9 +319,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let SourceKind::Sim { seed, schedule } = &c.sources[0].kind else {
-            panic!()
-        };
+        let SourceKind::Sim { seed, schedule } = &c.sources[0].kind else { panic!() };
         assert_eq!(*seed, 7);
         assert_eq!(schedule[0].fault, Fault::Stuck { value: 3 });
         assert_eq!(schedule[1].after_samples, 200);
@@ -363,29 +329,17 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
-            (
-                "listen = \"nope\"\n[[source]]\nname=\"o\"\nkind=\"os\"",
-                "not ADDR:PORT",
-            ),
+            ("listen = \"nope\"\n[[source]]\nname=\"o\"\nkind=\"os\"", "not ADDR:PORT"),
             ("", "no [[source]]"),
             (
                 "[[source]]\nname=\"o\"\nkind=\"os\"\n[[source]]\nname=\"o\"\nkind=\"os\"",
                 "used twice",
             ),
             ("[[source]]\nname=\"o o\"\nkind=\"os\"", "1-64 characters"),
-            (
-                "[[source]]\nname=\"c\"\nkind=\"chardev\"\npath=\"/x\"\nclaimed_h=9.0",
-                "min-entropy",
-            ),
+            ("[[source]]\nname=\"c\"\nkind=\"chardev\"\npath=\"/x\"\nclaimed_h=9.0", "min-entropy"),
             ("[[source]]\nname=\"o\"\nkind=\"tpm\"", "unknown variant"),
-            (
-                "[[source]]\nname=\"o\"\nkind=\"os\"\nbogus=1",
-                "unknown field",
-            ),
-            (
-                "[pool]\nreseed_interval_requests=0\n[[source]]\nname=\"o\"\nkind=\"os\"",
-                "2^48",
-            ),
+            ("[[source]]\nname=\"o\"\nkind=\"os\"\nbogus=1", "unknown field"),
+            ("[pool]\nreseed_interval_requests=0\n[[source]]\nname=\"o\"\nkind=\"os\"", "2^48"),
             (
                 "[health]\npermanent_alpha_log2=-10.0\n[[source]]\nname=\"o\"\nkind=\"os\"",
                 "permanent",

@@ -48,10 +48,7 @@ fn main() -> ExitCode {
             if let Some(addr) = listen {
                 config.listen = addr;
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("qkeyd: cannot start the runtime: {e}");
@@ -75,11 +72,7 @@ fn print_config(c: &Config) {
     println!(
         "mode:   {:?}{}",
         c.pool.mode,
-        if c.danger.os_fallback {
-            " (DANGER: OS fallback)"
-        } else {
-            ""
-        }
+        if c.danger.os_fallback { " (DANGER: OS fallback)" } else { "" }
     );
     println!("sources:");
     for s in &c.sources {

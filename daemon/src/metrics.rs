@@ -45,21 +45,12 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 Ok(c)
             };
-        let bytes_served = counter(
-            "qkeyd_random_bytes_served_total",
-            "Random bytes served.",
-            &["serving"],
-        )?;
-        let random_requests = counter(
-            "qkeyd_random_requests_total",
-            "/v1/random requests by status.",
-            &["status"],
-        )?;
-        let samples = counter(
-            "qkeyd_source_samples_total",
-            "Raw samples read and tested.",
-            &["source"],
-        )?;
+        let bytes_served =
+            counter("qkeyd_random_bytes_served_total", "Random bytes served.", &["serving"])?;
+        let random_requests =
+            counter("qkeyd_random_requests_total", "/v1/random requests by status.", &["status"])?;
+        let samples =
+            counter("qkeyd_source_samples_total", "Raw samples read and tested.", &["source"])?;
         let usable = counter(
             "qkeyd_source_usable_samples_total",
             "Samples that passed health tests and were conditioned.",
@@ -70,11 +61,8 @@ impl Metrics {
             "SP 800-90B health-test failures.",
             &["source", "test"],
         )?;
-        let disconnects = counter(
-            "qkeyd_source_disconnects_total",
-            "Times a device went away.",
-            &["source"],
-        )?;
+        let disconnects =
+            counter("qkeyd_source_disconnects_total", "Times a device went away.", &["source"])?;
         let state = IntGaugeVec::new(
             Opts::new("qkeyd_source_state", "1 for the source's current state."),
             &["source", "state"],
@@ -95,15 +83,11 @@ impl Metrics {
         registry.register(Box::new(fail_closed.clone()))?;
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
-        let reseed_counter = IntGauge::new(
-            "qkeyd_drbg_reseed_counter",
-            "SP 800-90A reseed counter of the DRBG.",
-        )?;
+        let reseed_counter =
+            IntGauge::new("qkeyd_drbg_reseed_counter", "SP 800-90A reseed counter of the DRBG.")?;
         registry.register(Box::new(reseed_counter.clone()))?;
-        let seed_age = Gauge::new(
-            "qkeyd_drbg_seed_age_seconds",
-            "Seconds since the last (re)seed.",
-        )?;
+        let seed_age =
+            Gauge::new("qkeyd_drbg_seed_age_seconds", "Seconds since the last (re)seed.")?;
         registry.register(Box::new(seed_age.clone()))?;
         Ok(Self {
             registry,
@@ -131,19 +115,11 @@ impl Metrics {
             let name = s.name.as_str();
             catch_up(&self.samples.with_label_values(&[name]), s.samples);
             catch_up(&self.usable.with_label_values(&[name]), s.usable_samples);
-            catch_up(
-                &self.failures.with_label_values(&[name, "rct"]),
-                s.rct_failures,
-            );
-            catch_up(
-                &self.failures.with_label_values(&[name, "apt"]),
-                s.apt_failures,
-            );
+            catch_up(&self.failures.with_label_values(&[name, "rct"]), s.rct_failures);
+            catch_up(&self.failures.with_label_values(&[name, "apt"]), s.apt_failures);
             catch_up(&self.disconnects.with_label_values(&[name]), s.disconnects);
             for (state, label) in STATES {
-                self.state
-                    .with_label_values(&[name, label])
-                    .set(i64::from(s.state == state));
+                self.state.with_label_values(&[name, label]).set(i64::from(s.state == state));
             }
         }
         for (mode, label) in [
@@ -151,15 +127,11 @@ impl Metrics {
             (Some(Serving::OsFallback), "os-fallback"),
             (None, "none"),
         ] {
-            self.serving
-                .with_label_values(&[label])
-                .set(i64::from(snap.serving == mode));
+            self.serving.with_label_values(&[label]).set(i64::from(snap.serving == mode));
         }
-        self.fail_closed
-            .set(i64::from(snap.mode == crate::pool::EntropyMode::FailClosed));
+        self.fail_closed.set(i64::from(snap.mode == crate::pool::EntropyMode::FailClosed));
         catch_up(&self.seeds, snap.drbg.seeds);
-        self.reseed_counter
-            .set(i64::try_from(snap.drbg.reseed_counter).unwrap_or(i64::MAX));
+        self.reseed_counter.set(i64::try_from(snap.drbg.reseed_counter).unwrap_or(i64::MAX));
         self.seed_age.set(snap.drbg.seed_age_secs.unwrap_or(0.0));
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;

@@ -63,21 +63,12 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
         let p = s.params;
         let source: Box<dyn EntropySource> = match &s.kind {
             SourceKind::Os => Box::new(OsSource::new(&s.name, p.claimed_h)),
-            SourceKind::CharDev { path } => Box::new(CharDevSource::new(
-                &s.name,
-                path,
-                p.bits_per_sample,
-                p.claimed_h,
-            )),
+            SourceKind::CharDev { path } => {
+                Box::new(CharDevSource::new(&s.name, path, p.bits_per_sample, p.claimed_h))
+            }
             SourceKind::Sim { seed, schedule } => Box::new(
-                SimSource::new(
-                    &s.name,
-                    *seed,
-                    p.bits_per_sample,
-                    p.claimed_h,
-                    schedule.clone(),
-                )
-                .with_context(|| format!("source {:?}", s.name))?,
+                SimSource::new(&s.name, *seed, p.bits_per_sample, p.claimed_h, schedule.clone())
+                    .with_context(|| format!("source {:?}", s.name))?,
             ),
         };
         built.push((source, p));

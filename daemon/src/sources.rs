@@ -24,9 +24,7 @@ pub fn spawn(
     handle: SourceHandle,
 ) -> io::Result<thread::JoinHandle<()>> {
     let name = format!("qkeyd-src-{}", source.info().name);
-    thread::Builder::new()
-        .name(name)
-        .spawn(move || run(source, params, &handle))
+    thread::Builder::new().name(name).spawn(move || run(source, params, &handle))
 }
 
 fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &SourceHandle) {

@@ -21,24 +21,12 @@ pub struct Apt {
 impl Apt {
     /// A fresh test; the next sample starts a window.
     pub fn new(intermittent: u32, permanent: u32, window: usize, mask: u8) -> Self {
-        Self {
-            intermittent,
-            permanent,
-            window,
-            mask,
-            a: 0,
-            count: 0,
-            seen: 0,
-        }
+        Self { intermittent, permanent, window, mask, a: 0, count: 0, seen: 0 }
     }
 
     /// Samples still to come in the current window (W when none has started).
     pub fn remaining_in_window(&self) -> usize {
-        if self.seen == 0 {
-            self.window
-        } else {
-            self.window - self.seen
-        }
+        if self.seen == 0 { self.window } else { self.window - self.seen }
     }
 
     /// Process `samples` in order. Stops right after the first sample that
@@ -55,11 +43,8 @@ impl Apt {
             }
             let n = (self.window - self.seen).min(samples.len() - i);
             let chunk = &samples[i..i + n];
-            let next_cutoff = if self.count < self.intermittent {
-                self.intermittent
-            } else {
-                self.permanent
-            };
+            let next_cutoff =
+                if self.count < self.intermittent { self.intermittent } else { self.permanent };
             // Counting is a vectorised compare-and-sum; only a window that can
             // reach the next cutoff inside this chunk is walked sample by sample.
             let (a, mask) = (self.a, self.mask);
@@ -82,10 +67,7 @@ impl Apt {
                     };
                     if let Some(severity) = severity {
                         self.advance(k + 1);
-                        return Some(Trip {
-                            index: i + k,
-                            severity,
-                        });
+                        return Some(Trip { index: i + k, severity });
                     }
                 }
             }
@@ -116,11 +98,7 @@ fn count(samples: &[u8], mask: u8, a: u8) -> u32 {
             }
         }
         total += lanes.iter().map(|&l| u32::from(l)).sum::<u32>();
-        total += it
-            .remainder()
-            .iter()
-            .map(|&x| u32::from(x & mask == a))
-            .sum::<u32>();
+        total += it.remainder().iter().map(|&x| u32::from(x & mask == a)).sum::<u32>();
     }
     total
 }
@@ -135,27 +113,11 @@ mod tests {
         // A = 3, then 3 appears 4 more times spread out: trips at the 5th copy.
         let s = [3u8, 1, 3, 2, 3, 4, 3, 5, 3, 6, 3, 7, 3, 8, 9, 10];
         let t = apt.scan(&s).unwrap();
-        assert_eq!(
-            t,
-            Trip {
-                index: 8,
-                severity: Severity::Intermittent
-            }
-        );
+        assert_eq!(t, Trip { index: 8, severity: Severity::Intermittent });
         let t = apt.scan(&s[9..]).unwrap();
-        assert_eq!(
-            t,
-            Trip {
-                index: 3,
-                severity: Severity::Permanent
-            }
-        );
+        assert_eq!(t, Trip { index: 3, severity: Severity::Permanent });
         assert!(apt.scan(&s[13..]).is_none());
-        assert_eq!(
-            apt.remaining_in_window(),
-            16,
-            "window closed after 16 samples"
-        );
+        assert_eq!(apt.remaining_in_window(), 16, "window closed after 16 samples");
         // New window: A = 1, few copies, no trip.
         assert!(apt.scan(&[1, 1, 2, 1, 2, 2, 2, 2]).is_none());
     }
@@ -191,10 +153,7 @@ mod tests {
             out
         };
         let whole = run(s.len());
-        assert!(
-            !whole.is_empty(),
-            "10 symbols against a cutoff of 70/1024 must trip"
-        );
+        assert!(!whole.is_empty(), "10 symbols against a cutoff of 70/1024 must trip");
         assert_eq!(whole, run(1));
         assert_eq!(whole, run(100));
     }

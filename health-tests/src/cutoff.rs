@@ -24,21 +24,13 @@ impl Cutoffs {
     pub fn new(bits: u32, h: f64, alpha_log2: f64) -> Result<Self, Error> {
         check(bits, h, alpha_log2)?;
         let window = apt_window(bits);
-        Ok(Self {
-            rct: rct_cutoff(h, alpha_log2),
-            apt: apt_cutoff(h, alpha_log2, window),
-            window,
-        })
+        Ok(Self { rct: rct_cutoff(h, alpha_log2), apt: apt_cutoff(h, alpha_log2, window), window })
     }
 }
 
 /// The APT window W for a sample width: 512 for binary samples, else 1024.
 pub fn apt_window(bits: u32) -> usize {
-    if bits == 1 {
-        WINDOW_BINARY
-    } else {
-        WINDOW_NON_BINARY
-    }
+    if bits == 1 { WINDOW_BINARY } else { WINDOW_NON_BINARY }
 }
 
 /// RCT cutoff C = 1 + ⌈−log2 α / H⌉ (SP 800-90B §4.4.1).
@@ -48,11 +40,7 @@ pub fn rct_cutoff(h: f64, alpha_log2: f64) -> u32 {
     let c = 1.0 + (-alpha_log2 / h).ceil();
     // Saturate rather than wrap: an absurdly small H yields a test that never fires,
     // which `check` prevents for configured sources.
-    if c >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        c as u32
-    }
+    if c >= f64::from(u32::MAX) { u32::MAX } else { c as u32 }
 }
 
 /// APT cutoff C = 1 + CRITBINOM(W, 2^−H, 1 − α) (SP 800-90B §4.4.2).
@@ -140,22 +128,10 @@ mod tests {
 
     #[test]
     fn cutoffs_new_validates() {
-        assert!(matches!(
-            Cutoffs::new(0, 1.0, -20.0),
-            Err(Error::BitsPerSample { .. })
-        ));
-        assert!(matches!(
-            Cutoffs::new(8, 9.0, -20.0),
-            Err(Error::ClaimedEntropy { .. })
-        ));
-        assert!(matches!(
-            Cutoffs::new(8, f64::NAN, -20.0),
-            Err(Error::ClaimedEntropy { .. })
-        ));
-        assert!(matches!(
-            Cutoffs::new(8, 8.0, 0.0),
-            Err(Error::Alpha { .. })
-        ));
+        assert!(matches!(Cutoffs::new(0, 1.0, -20.0), Err(Error::BitsPerSample { .. })));
+        assert!(matches!(Cutoffs::new(8, 9.0, -20.0), Err(Error::ClaimedEntropy { .. })));
+        assert!(matches!(Cutoffs::new(8, f64::NAN, -20.0), Err(Error::ClaimedEntropy { .. })));
+        assert!(matches!(Cutoffs::new(8, 8.0, 0.0), Err(Error::Alpha { .. })));
         let c = Cutoffs::new(8, 8.0, -20.0).unwrap();
         assert_eq!((c.rct, c.apt, c.window), (4, 18, 1024));
     }

@@ -201,11 +201,7 @@ impl HealthMonitor {
         let mut usable_start = None;
         let mut i = 0;
         if self.state == MonitorState::Failed {
-            return Feed {
-                usable: 0..0,
-                consumed: 0,
-                failure: None,
-            };
+            return Feed { usable: 0..0, consumed: 0, failure: None };
         }
         while i < samples.len() {
             let rest = &samples[i..];
@@ -227,11 +223,7 @@ impl HealthMonitor {
                 };
                 self.counts.usable += (usable.end - usable.start) as u64;
                 let failure = self.fail(kind, trip.severity);
-                return Feed {
-                    usable,
-                    consumed: i + n,
-                    failure: Some(failure),
-                };
+                return Feed { usable, consumed: i + n, failure: Some(failure) };
             }
             match self.state {
                 MonitorState::Startup { seen } if seen + n >= STARTUP_SAMPLES => {
@@ -255,11 +247,7 @@ impl HealthMonitor {
             _ => samples.len()..samples.len(),
         };
         self.counts.usable += (usable.end - usable.start) as u64;
-        Feed {
-            usable,
-            consumed: samples.len(),
-            failure: None,
-        }
+        Feed { usable, consumed: samples.len(), failure: None }
     }
 
     /// Scan both tests over `s`; on a trip, leave both tests exactly after the
@@ -273,11 +261,7 @@ impl HealthMonitor {
             (Some(rt), Some(at)) if at.index == rt.index => {
                 // Both tripped on the same sample: count both, report the worse.
                 self.counts.apt_failures += 1;
-                let worse = if at.severity == Severity::Permanent {
-                    at
-                } else {
-                    rt
-                };
+                let worse = if at.severity == Severity::Permanent { at } else { rt };
                 (limit, Some((FailureKind::Rct, worse)))
             }
             (_, Some(at)) => {
@@ -310,22 +294,14 @@ impl HealthMonitor {
             Severity::Intermittent => MonitorState::Startup { seen: 0 },
             Severity::Permanent => MonitorState::Failed,
         };
-        let failure = Failure {
-            kind,
-            severity,
-            sample: self.counts.samples - 1,
-        };
+        let failure = Failure { kind, severity, sample: self.counts.samples - 1 };
         self.last_failure = Some(failure);
         failure
     }
 }
 
 fn mask(bits: u32) -> u8 {
-    if bits >= 8 {
-        u8::MAX
-    } else {
-        (1u8 << bits) - 1
-    }
+    if bits >= 8 { u8::MAX } else { (1u8 << bits) - 1 }
 }
 
 #[cfg(test)]
@@ -378,11 +354,7 @@ mod tests {
         // Cutoff 4 for H = 8: the 4th identical sample trips.
         assert_eq!(failure.sample, stuck_at as u64 + 3);
         assert_eq!(f.consumed, stuck_at + 4);
-        assert_eq!(
-            f.usable.end,
-            stuck_at + 3,
-            "samples before the trip were healthy"
-        );
+        assert_eq!(f.usable.end, stuck_at + 3, "samples before the trip were healthy");
         // Keep feeding the stuck tail: the run reaches the permanent cutoff
         // (1 + ⌈60 / 8⌉ = 9).
         let f = m.feed(&s[f.consumed..]);
@@ -404,11 +376,7 @@ mod tests {
         let f = m.feed(&narrow);
         let failure = f.failure.unwrap();
         assert_eq!(failure.kind, FailureKind::Apt);
-        assert!(
-            failure.sample < 4096 + 1024,
-            "tripped at {}",
-            failure.sample
-        );
+        assert!(failure.sample < 4096 + 1024, "tripped at {}", failure.sample);
     }
 
     #[test]
@@ -455,14 +423,7 @@ mod tests {
     #[test]
     fn binary_samples_use_window_512() {
         let m = HealthMonitor::new(HealthParams::new(1, 1.0)).unwrap();
-        assert_eq!(
-            m.cutoffs(),
-            Cutoffs {
-                rct: 21,
-                apt: 311,
-                window: 512
-            }
-        );
+        assert_eq!(m.cutoffs(), Cutoffs { rct: 21, apt: 311, window: 512 });
         assert_eq!(m.permanent_cutoffs().rct, 61);
     }
 
@@ -470,10 +431,7 @@ mod tests {
     fn bad_params_are_rejected() {
         let mut p = HealthParams::new(8, 8.0);
         p.permanent_alpha_log2 = -10.0;
-        assert!(matches!(
-            HealthMonitor::new(p),
-            Err(Error::AlphaOrder { .. })
-        ));
+        assert!(matches!(HealthMonitor::new(p), Err(Error::AlphaOrder { .. })));
     }
 
     /// Feed `s` in chunks of the given sizes (cycled); return the usable sample

@@ -23,13 +23,7 @@ pub struct Rct {
 impl Rct {
     /// A fresh test. `mask` keeps the sample's symbol bits.
     pub fn new(intermittent: u32, permanent: u32, mask: u8) -> Self {
-        Self {
-            intermittent,
-            permanent,
-            mask,
-            last: None,
-            run: 0,
-        }
+        Self { intermittent, permanent, mask, last: None, run: 0 }
     }
 
     /// The current run length B.
@@ -71,10 +65,7 @@ impl Rct {
                         None
                     };
                     if let Some(severity) = severity {
-                        return Some(Trip {
-                            index: i + k,
-                            severity,
-                        });
+                        return Some(Trip { index: i + k, severity });
                     }
                 } else {
                     self.last = Some(x);
@@ -98,25 +89,10 @@ mod tests {
         s.extend([7; 10]);
         let t = rct.scan(&s).unwrap();
         // Samples 3,4,5,6 are the first four 7s.
-        assert_eq!(
-            t,
-            Trip {
-                index: 6,
-                severity: Severity::Intermittent
-            }
-        );
+        assert_eq!(t, Trip { index: 6, severity: Severity::Intermittent });
         let t = rct.scan(&s[7..]).unwrap();
-        assert_eq!(
-            t,
-            Trip {
-                index: 1,
-                severity: Severity::Permanent
-            }
-        );
-        assert!(
-            rct.scan(&s[9..]).is_none(),
-            "past both cutoffs nothing new trips"
-        );
+        assert_eq!(t, Trip { index: 1, severity: Severity::Permanent });
+        assert!(rct.scan(&s[9..]).is_none(), "past both cutoffs nothing new trips");
     }
 
     #[test]

@@ -39,10 +39,9 @@ fn rate(mut f: impl FnMut()) -> f64 {
 
 fn line(what: &str, value: f64, unit: &str, baseline: Option<f64>) {
     match baseline {
-        Some(b) => println!(
-            "{what:<44} {value:>12.1} {unit:<6} ({:.0}% of getrandom)",
-            100.0 * value / b
-        ),
+        Some(b) => {
+            println!("{what:<44} {value:>12.1} {unit:<6} ({:.0}% of getrandom)", 100.0 * value / b)
+        }
         None => println!("{what:<44} {value:>12.1} {unit}"),
     }
 }
@@ -71,36 +70,21 @@ fn main() {
 
     let mut drbg = CtrDrbg::new(&[1; SEED_LEN], b"bench", u64::MAX).unwrap();
     let drbg_small = rate(|| drbg.generate(&mut small, &[]).unwrap());
-    line(
-        "CTR_DRBG generate 32 B",
-        drbg_small,
-        "calls/s",
-        Some(gr_small),
-    );
+    line("CTR_DRBG generate 32 B", drbg_small, "calls/s", Some(gr_small));
     let drbg_big = rate(|| {
         for c in big.chunks_mut(MAX_REQUEST) {
             drbg.generate(c, &[]).unwrap();
         }
     }) * (1 << 20) as f64
         / 1e6;
-    line(
-        "CTR_DRBG generate 1 MiB (16 x 64 KiB)",
-        drbg_big,
-        "MB/s",
-        Some(gr_big),
-    );
+    line("CTR_DRBG generate 1 MiB (16 x 64 KiB)", drbg_big, "MB/s", Some(gr_big));
     black_box((&small, &big));
 
     // The daemon on its default config (OS source), release build.
     let d = Daemon::start_default();
     assert_eq!(d.get("/v1/random?bytes=32").status, 200);
     let http_small = rate(|| assert_eq!(d.get("/v1/random?bytes=32&format=raw").status, 200));
-    line(
-        "GET /v1/random 32 B, 1 client",
-        http_small,
-        "req/s",
-        Some(gr_small),
-    );
+    line("GET /v1/random 32 B, 1 client", http_small, "req/s", Some(gr_small));
     let clients = 4;
     let start = Instant::now();
     let total: u64 = thread::scope(|s| {
@@ -119,21 +103,11 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let http_small_c = total as f64 / start.elapsed().as_secs_f64();
-    line(
-        &format!("GET /v1/random 32 B, {clients} clients"),
-        http_small_c,
-        "req/s",
-        Some(gr_small),
-    );
+    line(&format!("GET /v1/random 32 B, {clients} clients"), http_small_c, "req/s", Some(gr_small));
     let http_big = rate(|| {
         let r = d.get("/v1/random?bytes=1048576&format=raw");
         assert_eq!(r.body.len(), 1 << 20);
     }) * (1 << 20) as f64
         / 1e6;
-    line(
-        "GET /v1/random 1 MiB, 1 client",
-        http_big,
-        "MB/s",
-        Some(gr_big),
-    );
+    line("GET /v1/random 1 MiB, 1 client", http_big, "MB/s", Some(gr_big));
 }

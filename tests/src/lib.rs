@@ -28,14 +28,7 @@ pub fn qkeyd_bin() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "qkeyd",
-            "--bin",
-            "qkeyd",
-            "--message-format=json",
-        ]);
+        cmd.args(["build", "-p", "qkeyd", "--bin", "qkeyd", "--message-format=json"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
@@ -132,9 +125,7 @@ impl Daemon {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let _ = tx.send(rest.trim().to_owned());
                 }
-                let mut l = sink
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut l = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 l.push_str(&line);
                 l.push('\n');
             }
@@ -152,13 +143,7 @@ impl Daemon {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Self {
-            child,
-            addr,
-            log,
-            agent,
-            dir,
-        }
+        Self { child, addr, log, agent, dir }
     }
 
     /// GET a path.
@@ -169,21 +154,11 @@ impl Daemon {
     /// Send a body-less request with any method.
     pub fn request(&self, method: &str, path: &str) -> Reply {
         let url = format!("http://{}{path}", self.addr);
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .body(())
-            .expect("request");
-        let mut resp = self
-            .agent
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let req =
+            ureq::http::Request::builder().method(method).uri(&url).body(()).expect("request");
+        let mut resp = self.agent.run(req).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let header =
+            |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_type = header("content-type").unwrap_or_default();
         let entropy = header("x-qkeyd-entropy");
         let body = resp
@@ -192,12 +167,7 @@ impl Daemon {
             .limit(64 << 20)
             .read_to_vec()
             .unwrap_or_else(|e| panic!("{method} {path} body: {e}"));
-        Reply {
-            status: resp.status().as_u16(),
-            content_type,
-            entropy,
-            body,
-        }
+        Reply { status: resp.status().as_u16(), content_type, entropy, body }
     }
 
     /// GET /v1/health as JSON.
@@ -262,9 +232,6 @@ impl Drop for Daemon {
 /// The value of a Prometheus sample line `name{labels} value`, if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }

@@ -18,20 +18,12 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with a message saying what was wrong.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
-            message: message.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
     }
 
     /// 413: the caller asked for too much.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "too_large",
-            message: message.into(),
-        }
+        Self { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message: message.into() }
     }
 
     /// 503: the pool cannot serve (no healthy source, no seed in time).

@@ -42,12 +42,5 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         tracing::error!(error = %e, "metrics encoding failed");
         ApiError::internal()
     })?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

@@ -37,11 +37,7 @@ pub(super) async fn random(
         Ok(_) => StatusCode::OK,
         Err(e) => e.status(),
     };
-    state
-        .metrics
-        .random_requests
-        .with_label_values(&[status.as_str()])
-        .inc();
+    state.metrics.random_requests.with_label_values(&[status.as_str()]).inc();
     match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -64,12 +60,8 @@ async fn answer(
             )));
         }
     };
-    let permit = state
-        .generate_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal())?;
+    let permit =
+        state.generate_permits.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
     let pool = state.pool.clone();
     let (serving, bytes) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -94,41 +86,24 @@ async fn answer(
         Serving::Sources => "sources",
         Serving::OsFallback => "os-fallback",
     };
-    state
-        .metrics
-        .bytes_served
-        .with_label_values(&[origin])
-        .inc_by(n as u64);
+    state.metrics.bytes_served.with_label_values(&[origin]).inc_by(n as u64);
     let headers = [
         (header::CACHE_CONTROL, "no-store"),
         (header::HeaderName::from_static("x-qkeyd-entropy"), origin),
     ];
     Ok(match format {
-        Format::Raw => (
-            headers,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            bytes,
-        )
-            .into_response(),
+        Format::Raw => {
+            (headers, [(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
         Format::Hex => {
             let mut s = hex::encode(&bytes);
             s.push('\n');
-            (
-                headers,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                s,
-            )
-                .into_response()
+            (headers, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
         }
         Format::Base64 => {
             let mut s = base64::engine::general_purpose::STANDARD.encode(&bytes);
             s.push('\n');
-            (
-                headers,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                s,
-            )
-                .into_response()
+            (headers, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s).into_response()
         }
     })
 }
@@ -145,9 +120,7 @@ fn parse_bytes(raw: Option<&str>, max: usize) -> Result<usize, ApiError> {
         )));
     }
     match raw.parse::<usize>() {
-        Ok(0) => Err(ApiError::bad_request(format!(
-            "bytes must be from 1 to {max}, got 0"
-        ))),
+        Ok(0) => Err(ApiError::bad_request(format!("bytes must be from 1 to {max}, got 0"))),
         Ok(n) if n <= max => Ok(n),
         // Digits that are too many for usize are a size too, not a syntax error.
         _ => Err(ApiError::too_large(format!(
@@ -177,17 +150,11 @@ mod tests {
         assert_eq!(parse_bytes(Some("1000"), 1000).unwrap(), 1000);
         assert_eq!(parse_bytes(Some("1001"), 1000).unwrap_err().status(), 413);
         assert_eq!(
-            parse_bytes(Some("99999999999999999999999999"), 1000)
-                .unwrap_err()
-                .status(),
+            parse_bytes(Some("99999999999999999999999999"), 1000).unwrap_err().status(),
             413
         );
         for bad in ["0", "", "-1", "1e3", " 5", "0x10", "ten"] {
-            assert_eq!(
-                parse_bytes(Some(bad), 1000).unwrap_err().status(),
-                400,
-                "{bad:?}"
-            );
+            assert_eq!(parse_bytes(Some(bad), 1000).unwrap_err().status(), 400, "{bad:?}");
         }
     }
 }

@@ -26,9 +26,7 @@ pub struct SeedBlock {
 
 impl fmt::Debug for SeedBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SeedBlock")
-            .field("provenance", &self.provenance)
-            .finish_non_exhaustive()
+        f.debug_struct("SeedBlock").field("provenance", &self.provenance).finish_non_exhaustive()
     }
 }
 
@@ -67,13 +65,7 @@ impl fmt::Debug for Conditioner {
 impl Conditioner {
     /// A conditioner for source number `source` claiming `claimed_h` bits per sample.
     pub fn new(source: usize, claimed_h: f64) -> Self {
-        Self {
-            source,
-            claimed_h,
-            hasher: Sha3_384::new(),
-            first: None,
-            samples: 0,
-        }
+        Self { source, claimed_h, hasher: Sha3_384::new(), first: None, samples: 0 }
     }
 
     /// Samples needed per block at this claim.

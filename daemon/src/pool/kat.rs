@@ -48,11 +48,7 @@ fn run_file(file: &'static str, text: &str, mode: Mode) -> Result<usize, KatErro
     for record in text.split("\nCOUNT = ").skip(1) {
         let mut lines = record.lines();
         let count = lines.next().unwrap_or_default().trim().to_owned();
-        let err = |what| KatError {
-            file,
-            count: count.clone(),
-            what,
-        };
+        let err = |what| KatError { file, count: count.clone(), what };
         let fields: Vec<(&str, Zeroizing<Vec<u8>>)> = lines
             .take_while(|l| !l.trim().is_empty())
             .map(|l| {
@@ -62,29 +58,16 @@ fn run_file(file: &'static str, text: &str, mode: Mode) -> Result<usize, KatErro
             })
             .collect::<Result<_, KatError>>()?;
         let all = |name: &str| -> Vec<&[u8]> {
-            fields
-                .iter()
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_slice())
-                .collect()
+            fields.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_slice()).collect()
         };
-        let one = |name: &str| {
-            all(name)
-                .first()
-                .copied()
-                .ok_or_else(|| err("missing field"))
-        };
+        let one = |name: &str| all(name).first().copied().ok_or_else(|| err("missing field"));
         let seed = |b: &[u8]| -> Result<[u8; SEED_LEN], KatError> {
-            b.try_into()
-                .map_err(|_| err("entropy input is not seedlen"))
+            b.try_into().map_err(|_| err("entropy input is not seedlen"))
         };
         let expected = one("ReturnedBits")?;
-        let mut drbg = CtrDrbg::new(
-            &seed(one("EntropyInput")?)?,
-            one("PersonalizationString")?,
-            1 << 20,
-        )
-        .map_err(|_| err("instantiate failed"))?;
+        let mut drbg =
+            CtrDrbg::new(&seed(one("EntropyInput")?)?, one("PersonalizationString")?, 1 << 20)
+                .map_err(|_| err("instantiate failed"))?;
         let mut out = Zeroizing::new(vec![0u8; expected.len()]);
         let additional = all("AdditionalInput");
         if additional.len() != 2 {
@@ -92,14 +75,10 @@ fn run_file(file: &'static str, text: &str, mode: Mode) -> Result<usize, KatErro
         }
         match mode {
             Mode::Reseed => {
-                drbg.reseed(
-                    &seed(one("EntropyInputReseed")?)?,
-                    one("AdditionalInputReseed")?,
-                )
-                .map_err(|_| err("reseed failed"))?;
+                drbg.reseed(&seed(one("EntropyInputReseed")?)?, one("AdditionalInputReseed")?)
+                    .map_err(|_| err("reseed failed"))?;
                 for a in additional {
-                    drbg.generate(&mut out, a)
-                        .map_err(|_| err("generate failed"))?;
+                    drbg.generate(&mut out, a).map_err(|_| err("generate failed"))?;
                 }
             }
             Mode::PredictionResistance => {
@@ -108,16 +87,13 @@ fn run_file(file: &'static str, text: &str, mode: Mode) -> Result<usize, KatErro
                     return Err(err("expected two EntropyInputPR lines"));
                 }
                 for (e, a) in pr.into_iter().zip(additional) {
-                    drbg.reseed(&seed(e)?, a)
-                        .map_err(|_| err("reseed failed"))?;
-                    drbg.generate(&mut out, &[])
-                        .map_err(|_| err("generate failed"))?;
+                    drbg.reseed(&seed(e)?, a).map_err(|_| err("reseed failed"))?;
+                    drbg.generate(&mut out, &[]).map_err(|_| err("generate failed"))?;
                 }
             }
             Mode::NoReseed => {
                 for a in additional {
-                    drbg.generate(&mut out, a)
-                        .map_err(|_| err("generate failed"))?;
+                    drbg.generate(&mut out, a).map_err(|_| err("generate failed"))?;
                 }
             }
         }
@@ -127,11 +103,7 @@ fn run_file(file: &'static str, text: &str, mode: Mode) -> Result<usize, KatErro
         passed += 1;
     }
     if passed == 0 {
-        return Err(KatError {
-            file,
-            count: "-".into(),
-            what: "no vectors found",
-        });
+        return Err(KatError { file, count: "-".into(), what: "no vectors found" });
     }
     Ok(passed)
 }

@@ -193,11 +193,7 @@ impl Pool {
         let handles = sources
             .iter()
             .enumerate()
-            .map(|(index, status)| SourceHandle {
-                index,
-                status: status.clone(),
-                tx: tx.clone(),
-            })
+            .map(|(index, status)| SourceHandle { index, status: status.clone(), tx: tx.clone() })
             .collect();
         let pool = Arc::new(Self {
             config,
@@ -220,11 +216,7 @@ impl Pool {
 
     /// Where bytes would come from now; `None` means the pool cannot serve.
     pub fn serving(&self) -> Option<Serving> {
-        if self
-            .sources
-            .iter()
-            .any(|s| s.state() == SourceState::Healthy)
-        {
+        if self.sources.iter().any(|s| s.state() == SourceState::Healthy) {
             Some(Serving::Sources)
         } else if self.config.mode == EntropyMode::OsFallback {
             Some(Serving::OsFallback)
@@ -282,11 +274,8 @@ impl Pool {
             Some(d) => d.reseed(&seed, &[])?,
             None => {
                 let perso = personalization();
-                slot.drbg = Some(CtrDrbg::new(
-                    &seed,
-                    &perso,
-                    self.config.reseed_interval_requests,
-                )?);
+                slot.drbg =
+                    Some(CtrDrbg::new(&seed, &perso, self.config.reseed_interval_requests)?);
                 #[cfg(test)]
                 lock(&self.tap).push(tests::Tapped::Personalization(perso.to_vec()));
             }
@@ -326,11 +315,7 @@ impl Pool {
                 Ok(b) => b,
                 Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
                     // The last healthy source may have failed while we waited.
-                    if !self
-                        .sources
-                        .iter()
-                        .any(|s| s.state() == SourceState::Healthy)
-                    {
+                    if !self.sources.iter().any(|s| s.state() == SourceState::Healthy) {
                         return Err(PoolError::NoHealthySource);
                     }
                     continue;

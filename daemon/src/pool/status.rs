@@ -223,12 +223,7 @@ impl SourceStatus {
             disconnects: inner.disconnects,
             seeds_used: inner.seeds_used,
             last_failure: inner.last_failure.map(Into::into),
-            failures: inner
-                .first_failures
-                .iter()
-                .copied()
-                .map(Into::into)
-                .collect(),
+            failures: inner.first_failures.iter().copied().map(Into::into).collect(),
             last_error: inner.last_error.clone(),
         }
     }

@@ -55,28 +55,18 @@ fn output_derives_only_from_samples_before_the_failure() {
         at += twin.read(&mut reference[at..]).unwrap();
     }
     let stuck = reference[STUCK_AT as usize - 1].wrapping_add(1);
-    let phase = Phase {
-        after_samples: STUCK_AT,
-        fault: Fault::Stuck { value: stuck },
-    };
+    let phase = Phase { after_samples: STUCK_AT, fault: Fault::Stuck { value: stuck } };
     let sim = SimSource::new("sim", 42, 8, 8.0, vec![phase]).unwrap();
     let params = HealthParams::new(8, 8.0);
     let status = status_for(&sim, params);
-    let (pool, handles) = Pool::new(
-        config(EntropyMode::FailClosed, 1),
-        vec![status.clone()],
-        no_fallback(),
-    );
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 1), vec![status.clone()], no_fallback());
     sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut outputs = Vec::new();
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "source never failed: {:?}",
-            status.snapshot()
-        );
+        assert!(Instant::now() < deadline, "source never failed: {:?}", status.snapshot());
         let mut out = [0u8; 32];
         match pool.fill(&mut out) {
             Ok(serving) => {
@@ -90,22 +80,13 @@ fn output_derives_only_from_samples_before_the_failure() {
     }
     // The RCT (cutoff 4 at H = 8) tripped on the 4th stuck sample.
     let snap = status.snapshot();
-    assert_eq!(
-        snap.rct_failures, 2,
-        "intermittent, then permanent: {snap:?}"
-    );
+    assert_eq!(snap.rct_failures, 2, "intermittent, then permanent: {snap:?}");
     let failure = snap.last_failure.unwrap();
     assert_eq!(failure.severity, "permanent");
-    assert!(
-        outputs.len() > 100,
-        "the pool served before the fault: {}",
-        outputs.len()
-    );
+    assert!(outputs.len() > 100, "the pool served before the fault: {}", outputs.len());
 
     let tapped = lock(&pool.tap).clone();
-    let Tapped::Personalization(perso) = &tapped[0] else {
-        panic!("instantiate first")
-    };
+    let Tapped::Personalization(perso) = &tapped[0] else { panic!("instantiate first") };
     let seeds: Vec<_> = tapped[1..]
         .iter()
         .map(|t| match t {
@@ -113,23 +94,12 @@ fn output_derives_only_from_samples_before_the_failure() {
             Tapped::Personalization(_) => panic!("one instantiation only"),
         })
         .collect();
-    assert_eq!(
-        seeds.len(),
-        outputs.len(),
-        "one seed per request at reseed interval 1"
-    );
+    assert_eq!(seeds.len(), outputs.len(), "one seed per request at reseed interval 1");
     for (bytes, record) in &seeds {
         let (first, last) = (record.first_sample.unwrap(), record.last_sample.unwrap());
-        assert!(
-            last < STUCK_AT,
-            "seed from samples {first}..={last} at or after the fault"
-        );
+        assert!(last < STUCK_AT, "seed from samples {first}..={last} at or after the fault");
         let expect = Sha3_384::digest(&reference[first as usize..=last as usize]);
-        assert_eq!(
-            bytes[..],
-            expect[..],
-            "seed is SHA3-384 of exactly its claimed samples"
-        );
+        assert_eq!(bytes[..], expect[..], "seed is SHA3-384 of exactly its claimed samples");
     }
     // Replay the DRBG from those seeds alone: it gives every byte served.
     let seed = |i: usize| -> [u8; SEED_LEN] { seeds[i].0[..].try_into().unwrap() };
@@ -154,16 +124,10 @@ fn fail_closed_refuses_and_fallback_serves_from_os() {
         severity: Severity::Permanent,
         sample: 0,
     });
-    let (closed, _) = Pool::new(
-        config(EntropyMode::FailClosed, 10),
-        vec![status.clone()],
-        no_fallback(),
-    );
+    let (closed, _) =
+        Pool::new(config(EntropyMode::FailClosed, 10), vec![status.clone()], no_fallback());
     assert_eq!(closed.serving(), None);
-    assert!(matches!(
-        closed.fill(&mut [0u8; 8]),
-        Err(PoolError::NoHealthySource)
-    ));
+    assert!(matches!(closed.fill(&mut [0u8; 8]), Err(PoolError::NoHealthySource)));
 
     let fallback: Fallback = Box::new(|seed| {
         seed.fill(0x5a);
@@ -185,11 +149,8 @@ fn reseeds_by_count_and_large_requests_span_chunks() {
     let sim = SimSource::new("ok", 5, 8, 8.0, vec![]).unwrap();
     let params = HealthParams::new(8, 8.0);
     let status = status_for(&sim, params);
-    let (pool, handles) = Pool::new(
-        config(EntropyMode::FailClosed, 4),
-        vec![status.clone()],
-        no_fallback(),
-    );
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 4), vec![status.clone()], no_fallback());
     sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.serving().is_none() {
@@ -202,10 +163,5 @@ fn reseeds_by_count_and_large_requests_span_chunks() {
     let snap = pool.snapshot();
     assert_eq!(snap.drbg.seeds, 4);
     assert_eq!(snap.sources[0].seeds_used, 4);
-    assert!(
-        big.chunks(1 << 16)
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            == 16
-    );
+    assert!(big.chunks(1 << 16).collect::<std::collections::HashSet<_>>().len() == 16);
 }

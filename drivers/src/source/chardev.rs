@@ -40,10 +40,7 @@ impl CharDevSource {
 
     fn unavailable(&mut self, source: Option<io::Error>) -> Error {
         self.file = None;
-        Error::Unavailable {
-            path: self.path.clone(),
-            source,
-        }
+        Error::Unavailable { path: self.path.clone(), source }
     }
 }
 
@@ -86,17 +83,8 @@ mod tests {
         let path = dir.join("dev");
         let mut src = CharDevSource::new("t", &path, 8, 7.0);
         let mut buf = [0u8; 16];
-        assert!(matches!(
-            src.read(&mut buf),
-            Err(Error::Unavailable {
-                source: Some(_),
-                ..
-            })
-        ));
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(&[1, 2, 3])
-            .unwrap();
+        assert!(matches!(src.read(&mut buf), Err(Error::Unavailable { source: Some(_), .. })));
+        std::fs::File::create(&path).unwrap().write_all(&[1, 2, 3]).unwrap();
         assert_eq!(src.read(&mut buf).unwrap(), 3);
         assert_eq!(&buf[..3], &[1, 2, 3]);
         let e = src.read(&mut buf).unwrap_err();

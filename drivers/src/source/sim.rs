@@ -105,19 +105,13 @@ impl SimSource {
         mut schedule: Vec<Phase>,
     ) -> Result<Self, Error> {
         if !(1..=8).contains(&bits_per_sample) {
-            return Err(Error::Config(format!(
-                "bits_per_sample {bits_per_sample} not in 1..=8"
-            )));
+            return Err(Error::Config(format!("bits_per_sample {bits_per_sample} not in 1..=8")));
         }
         for phase in &schedule {
             validate(&phase.fault)?;
         }
         schedule.sort_by_key(|p| p.after_samples);
-        let mask = if bits_per_sample == 8 {
-            u8::MAX
-        } else {
-            (1u8 << bits_per_sample) - 1
-        };
+        let mask = if bits_per_sample == 8 { u8::MAX } else { (1u8 << bits_per_sample) - 1 };
         Ok(Self {
             info: SourceInfo {
                 name: name.to_owned(),
@@ -172,11 +166,7 @@ impl SimSource {
         match self.fault {
             Fault::Stuck { value } => value & self.mask,
             Fault::Bias { keep_bits } => x & ((1u16 << keep_bits.min(8)) - 1) as u8,
-            Fault::Drift {
-                value,
-                to_p,
-                over_samples,
-            } => {
+            Fault::Drift { value, to_p, over_samples } => {
                 let t = (self.emitted - self.phase_start) as f64 / over_samples.max(1) as f64;
                 let p = to_p * t.min(1.0);
                 // 53 uniform bits from the low end of the same draw.
@@ -219,15 +209,11 @@ impl EntropySource for SimSource {
                 // A real vanished device fails fast; do the same, with a short
                 // pause so a caller that ignores back-off does not spin.
                 thread::sleep(Duration::from_millis(1));
-                return Err(Error::Vanished {
-                    name: self.info.name.clone(),
-                });
+                return Err(Error::Vanished { name: self.info.name.clone() });
             }
             self.enter(Fault::None);
         }
-        let mut n = buf
-            .len()
-            .min(usize::try_from(until_next).unwrap_or(usize::MAX));
+        let mut n = buf.len().min(usize::try_from(until_next).unwrap_or(usize::MAX));
         if let Fault::ShortReads { max } = self.fault {
             n = n.min(max);
         }
@@ -286,10 +272,7 @@ mod tests {
 
     #[test]
     fn stuck_starts_exactly_at_scheduled_sample() {
-        let phase = Phase {
-            after_samples: 1000,
-            fault: Fault::Stuck { value: 0xaa },
-        };
+        let phase = Phase { after_samples: 1000, fault: Fault::Stuck { value: 0xaa } };
         let mut src = SimSource::new("s", 1, 8, 8.0, vec![phase]).unwrap();
         let s = read_n(&mut src, 2000);
         assert!(s[1000..].iter().all(|&b| b == 0xaa));
@@ -299,10 +282,7 @@ mod tests {
 
     #[test]
     fn bias_narrows_the_alphabet() {
-        let phase = Phase {
-            after_samples: 0,
-            fault: Fault::Bias { keep_bits: 5 },
-        };
+        let phase = Phase { after_samples: 0, fault: Fault::Bias { keep_bits: 5 } };
         let mut src = SimSource::new("s", 2, 8, 8.0, vec![phase]).unwrap();
         let s = read_n(&mut src, 10_000);
         assert!(s.iter().all(|&b| b < 32));
@@ -312,22 +292,9 @@ mod tests {
 
     #[test]
     fn drift_grows_toward_target() {
-        let fault = Fault::Drift {
-            value: 0,
-            to_p: 0.5,
-            over_samples: 100_000,
-        };
-        let mut src = SimSource::new(
-            "s",
-            3,
-            8,
-            8.0,
-            vec![Phase {
-                after_samples: 0,
-                fault,
-            }],
-        )
-        .unwrap();
+        let fault = Fault::Drift { value: 0, to_p: 0.5, over_samples: 100_000 };
+        let mut src =
+            SimSource::new("s", 3, 8, 8.0, vec![Phase { after_samples: 0, fault }]).unwrap();
         let s = read_n(&mut src, 200_000);
         let zeros = |r: &[u8]| r.iter().filter(|&&b| b == 0).count() as f64 / r.len() as f64;
         assert!(zeros(&s[..10_000]) < 0.05);
@@ -358,17 +325,8 @@ mod tests {
 
     #[test]
     fn bad_faults_are_config_errors() {
-        let bad = Phase {
-            after_samples: 0,
-            fault: Fault::ShortReads { max: 0 },
-        };
-        assert!(matches!(
-            SimSource::new("s", 0, 8, 8.0, vec![bad]),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            SimSource::new("s", 0, 9, 8.0, vec![]),
-            Err(Error::Config(_))
-        ));
+        let bad = Phase { after_samples: 0, fault: Fault::ShortReads { max: 0 } };
+        assert!(matches!(SimSource::new("s", 0, 8, 8.0, vec![bad]), Err(Error::Config(_))));
+        assert!(matches!(SimSource::new("s", 0, 9, 8.0, vec![]), Err(Error::Config(_))));
     }
 }

@@ -31,11 +31,7 @@ impl Writer {
             // Non-blocking so the writer can stop even when the reader is not reading.
             let deadline = Instant::now() + WAIT;
             let mut f = loop {
-                match OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(&fifo)
-                {
+                match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo) {
                     Ok(f) => break f,
                     // ENXIO: no reader yet.
                     Err(_) if Instant::now() < deadline && !flag.load(Ordering::Relaxed) => {
@@ -64,18 +60,12 @@ impl Writer {
             }
             written
         });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
+        Self { stop, thread: Some(thread) }
     }
 
     fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().unwrap())
-            .unwrap_or_default()
+        self.thread.take().map(|t| t.join().unwrap()).unwrap_or_default()
     }
 }
 

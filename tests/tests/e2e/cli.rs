@@ -5,37 +5,20 @@ use qkeyd_e2e::qkeyd_bin;
 #[test]
 fn check_config_accepts_the_example_and_prints_cutoffs() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.example.toml");
-    let out = Command::new(qkeyd_bin())
-        .args(["check-config", example])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(qkeyd_bin()).args(["check-config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("config OK"));
     // qrng0 claims 7.5 bits: RCT 1 + ⌈20/7.5⌉ = 4.
-    assert!(
-        text.lines()
-            .any(|l| l.contains("qrng0") && l.contains("RCT=4/")),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.contains("qrng0") && l.contains("RCT=4/")), "{text}");
 }
 
 #[test]
 fn bad_configs_exit_3_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        (
-            "[[source]]\nname = \"x\"\nkind = \"os\"\nclaimed_h = 12.0\n",
-            "min-entropy",
-        ),
-        (
-            "[[source]]\nname = \"x\"\nkind = \"quantum\"\n",
-            "unknown variant",
-        ),
+        ("[[source]]\nname = \"x\"\nkind = \"os\"\nclaimed_h = 12.0\n", "min-entropy"),
+        ("[[source]]\nname = \"x\"\nkind = \"quantum\"\n", "unknown variant"),
         ("this is not toml", "invalid config file"),
         ("", "no [[source]]"),
     ];
@@ -43,20 +26,14 @@ fn bad_configs_exit_3_with_a_clear_message() {
         let path = dir.path().join(format!("c{i}.toml"));
         std::fs::write(&path, text).unwrap();
         for args in [vec!["check-config"], vec!["serve", "--config"]] {
-            let out = Command::new(qkeyd_bin())
-                .args(&args)
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = Command::new(qkeyd_bin()).args(&args).arg(&path).output().unwrap();
             assert_eq!(out.status.code(), Some(3), "{args:?} {text:?}");
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(needle), "{text:?}: {err}");
         }
     }
-    let out = Command::new(qkeyd_bin())
-        .args(["check-config", "/nonexistent/q.toml"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(qkeyd_bin()).args(["check-config", "/nonexistent/q.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }

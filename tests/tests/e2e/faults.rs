@@ -57,17 +57,10 @@ fn stuck_source_is_quarantined_within_rct_cutoff_and_never_seeds_after() {
         if state(&h, "stuck") == "failed" {
             break h;
         }
-        assert!(
-            Instant::now() < deadline,
-            "stuck source never failed: {h:#}"
-        );
+        assert!(Instant::now() < deadline, "stuck source never failed: {h:#}");
     };
-    let stuck = h["pool"]["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "stuck")
-        .unwrap();
+    let stuck =
+        h["pool"]["sources"].as_array().unwrap().iter().find(|s| s["name"] == "stuck").unwrap();
     let cutoff = stuck["rct_cutoff"].as_u64().unwrap();
     let first = &stuck["failures"][0];
     assert_eq!(first["test"], "rct");
@@ -81,30 +74,19 @@ fn stuck_source_is_quarantined_within_rct_cutoff_and_never_seeds_after() {
     assert_eq!(stuck["last_failure"]["severity"], "permanent");
 
     let from_stuck: Vec<_> = seen.iter().filter(|((s, _), _)| s == "stuck").collect();
-    assert!(
-        !from_stuck.is_empty(),
-        "the stuck source seeded the DRBG before its fault"
-    );
+    assert!(!from_stuck.is_empty(), "the stuck source seeded the DRBG before its fault");
     assert_eq!(
         stuck["seeds_used"].as_u64().unwrap(),
         from_stuck.len() as u64,
         "every seed was seen"
     );
     for ((_, first), last) in &from_stuck {
-        assert!(
-            **last < STUCK,
-            "seed from samples {first}..={last} reaches the fault at {STUCK}"
-        );
+        assert!(**last < STUCK, "seed from samples {first}..={last} reaches the fault at {STUCK}");
     }
     // The healthy source keeps the pool serving.
     assert_eq!(h["pool"]["serving"], "sources");
     assert_eq!(d.get("/v1/random?bytes=32").status, 200);
-    let last = h["pool"]["drbg"]["seed_log"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = h["pool"]["drbg"]["seed_log"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["source"], "good");
     assert!(d.log().contains("health test failure"));
 }
@@ -133,9 +115,7 @@ fn biased_source_trips_apt_within_one_window() {
         // Requests make the source read on; the seed channel holds it back otherwise.
         // 1 MiB = 16 generate calls, each reseeding at interval 1.
         let _ = d.get("/v1/random?bytes=1048576&format=raw");
-        h["pool"]["sources"][0]["failures"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
+        h["pool"]["sources"][0]["failures"].as_array().is_some_and(|f| !f.is_empty())
     });
     let src = &h["pool"]["sources"][0];
     let first = &src["failures"][0];
@@ -143,10 +123,7 @@ fn biased_source_trips_apt_within_one_window() {
     let at = first["sample"].as_u64().unwrap();
     let window = src["apt_window"].as_u64().unwrap();
     eprintln!("bias from sample {ONSET}: APT tripped at sample {at} (window {window})");
-    assert!(
-        at >= ONSET && at < ONSET + window,
-        "APT tripped at {at}, onset {ONSET}"
-    );
+    assert!(at >= ONSET && at < ONSET + window, "APT tripped at {at}, onset {ONSET}");
     assert_eq!(src["rct_failures"], 0);
 }
 
@@ -181,36 +158,19 @@ fn fail_closed_answers_503_when_every_source_failed() {
     assert_eq!(h["pool"]["mode"], "fail-closed");
     assert_eq!(h["pool"]["serving"], Value::Null);
     let m = d.metrics();
-    assert_eq!(
-        metric(&m, "qkeyd_entropy_serving{mode=\"none\"}"),
-        Some(1.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_entropy_serving{mode=\"none\"}"), Some(1.0));
     assert_eq!(metric(&m, "qkeyd_entropy_fail_closed"), Some(1.0));
-    assert_eq!(
-        metric(&m, "qkeyd_source_state{source=\"dead\",state=\"failed\"}"),
-        Some(1.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_source_state{source=\"dead\",state=\"failed\"}"), Some(1.0));
     assert!(
-        metric(
-            &m,
-            "qkeyd_health_failures_total{source=\"dead\",test=\"rct\"}"
-        )
-        .unwrap()
-            >= 1.0
+        metric(&m, "qkeyd_health_failures_total{source=\"dead\",test=\"rct\"}").unwrap() >= 1.0
     );
-    assert_eq!(
-        metric(&m, "qkeyd_random_bytes_served_total{serving=\"sources\"}"),
-        None
-    );
+    assert_eq!(metric(&m, "qkeyd_random_bytes_served_total{serving=\"sources\"}"), None);
 }
 
 #[test]
 fn fallback_mode_serves_from_the_os_and_says_so() {
     let d = Daemon::start(&dead_source_config(true));
-    assert!(
-        d.log().contains("DANGER"),
-        "the dangerous option is announced"
-    );
+    assert!(d.log().contains("DANGER"), "the dangerous option is announced");
     d.wait_health("the source to fail", WAIT, |h| state(h, "dead") == "failed");
     let r = d.get("/v1/random?bytes=32&format=hex");
     assert_eq!(r.status, 200);
@@ -223,18 +183,9 @@ fn fallback_mode_serves_from_the_os_and_says_so() {
     assert_eq!(h["pool"]["serving"], "os-fallback");
     assert_eq!(h["pool"]["drbg"]["seeded_by"], "os-fallback");
     let m = d.metrics();
-    assert_eq!(
-        metric(&m, "qkeyd_entropy_serving{mode=\"os-fallback\"}"),
-        Some(1.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_entropy_serving{mode=\"os-fallback\"}"), Some(1.0));
     assert_eq!(metric(&m, "qkeyd_entropy_fail_closed"), Some(0.0));
-    assert_eq!(
-        metric(
-            &m,
-            "qkeyd_random_bytes_served_total{serving=\"os-fallback\"}"
-        ),
-        Some(32.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_random_bytes_served_total{serving=\"os-fallback\"}"), Some(32.0));
 }
 
 /// A device that vanishes for a while and short reads: the source goes
@@ -264,15 +215,10 @@ fn vanishing_sim_comes_back_without_restart() {
         state(h, "flaky") == "unavailable"
     });
     assert_eq!(d.get("/v1/random?bytes=32").status, 503);
-    let h = d.wait_health("the device to come back", WAIT, |h| {
-        state(h, "flaky") == "healthy"
-    });
+    let h = d.wait_health("the device to come back", WAIT, |h| state(h, "flaky") == "healthy");
     let src = &h["pool"]["sources"][0];
     assert_eq!(src["disconnects"], 1);
-    assert_eq!(
-        src["startups_passed"], 2,
-        "a fresh start-up test after the return"
-    );
+    assert_eq!(src["startups_passed"], 2, "a fresh start-up test after the return");
     assert_eq!(src["rct_failures"], 0);
     assert_eq!(d.get("/v1/random?bytes=32").status, 200);
 }

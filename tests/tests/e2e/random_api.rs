@@ -17,9 +17,7 @@ fn default_config_serves_random_in_every_format() {
     assert_eq!(raw.body.len(), 1000);
 
     let b64 = d.get("/v1/random?bytes=48&format=base64");
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(b64.text().trim_end())
-        .unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(b64.text().trim_end()).unwrap();
     assert_eq!(decoded.len(), 48);
 
     // The maximum (1 MiB by default) is served; two draws differ.
@@ -43,10 +41,7 @@ fn default_config_serves_random_in_every_format() {
     let m = d.metrics();
     let served = metric(&m, "qkeyd_random_bytes_served_total{serving=\"sources\"}").unwrap();
     assert_eq!(served, (32 + 1000 + 48 + 2 * (1 << 20)) as f64);
-    assert_eq!(
-        metric(&m, "qkeyd_source_state{source=\"os\",state=\"healthy\"}"),
-        Some(1.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_source_state{source=\"os\",state=\"healthy\"}"), Some(1.0));
     assert!(metric(&m, "qkeyd_source_samples_total{source=\"os\"}").unwrap() >= 1024.0);
 }
 
@@ -60,16 +55,8 @@ fn bad_input_gets_a_json_error_and_the_daemon_keeps_serving() {
         ("/v1/random?bytes=1.5", 400, "whole number"),
         ("/v1/random?bytes=", 400, "whole number"),
         ("/v1/random?bytes=1048577", 413, "exceeds the maximum"),
-        (
-            "/v1/random?bytes=99999999999999999999999999999999",
-            413,
-            "exceeds the maximum",
-        ),
-        (
-            "/v1/random?format=binary",
-            400,
-            "not one of raw, hex, base64",
-        ),
+        ("/v1/random?bytes=99999999999999999999999999999999", 413, "exceeds the maximum"),
+        ("/v1/random?format=binary", 400, "not one of raw, hex, base64"),
         ("/v1/random?format=", 400, "not one of"),
         ("/v1/random?bytes=8&bytes=9", 400, "duplicate"),
         ("/v1/random?count=8", 400, "unknown field"),
@@ -79,11 +66,7 @@ fn bad_input_gets_a_json_error_and_the_daemon_keeps_serving() {
     for (path, status, needle) in cases {
         let r = d.get(path);
         assert_eq!(r.status, *status, "{path}: {}", r.text());
-        assert!(
-            r.content_type.starts_with("application/json"),
-            "{path}: {}",
-            r.content_type
-        );
+        assert!(r.content_type.starts_with("application/json"), "{path}: {}", r.content_type);
         let e = r.json();
         assert_eq!(e["error"]["status"], *status);
         let msg = e["error"]["message"].as_str().unwrap();
@@ -96,14 +79,8 @@ fn bad_input_gets_a_json_error_and_the_daemon_keeps_serving() {
     assert!(d.alive());
     assert_eq!(d.get("/v1/random?bytes=16").status, 200);
     let m = d.metrics();
-    assert_eq!(
-        metric(&m, "qkeyd_random_requests_total{status=\"400\"}"),
-        Some(10.0)
-    );
-    assert_eq!(
-        metric(&m, "qkeyd_random_requests_total{status=\"413\"}"),
-        Some(2.0)
-    );
+    assert_eq!(metric(&m, "qkeyd_random_requests_total{status=\"400\"}"), Some(10.0));
+    assert_eq!(metric(&m, "qkeyd_random_requests_total{status=\"413\"}"), Some(2.0));
     // Caller input is not logged above debug level.
     assert!(!d.log().contains("abc"), "{}", d.log());
 }

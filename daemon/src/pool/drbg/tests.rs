@@ -39,14 +39,8 @@ fn reseed_interval_is_enforced() {
 fn limits_are_enforced() {
     let mut d = drbg(10);
     let mut big = vec![0u8; MAX_REQUEST + 1];
-    assert_eq!(
-        d.generate(&mut big, &[]),
-        Err(DrbgError::RequestTooLarge(MAX_REQUEST + 1))
-    );
-    assert_eq!(
-        d.generate(&mut big[..16], &[0; 49]),
-        Err(DrbgError::InputTooLong(49))
-    );
+    assert_eq!(d.generate(&mut big, &[]), Err(DrbgError::RequestTooLarge(MAX_REQUEST + 1)));
+    assert_eq!(d.generate(&mut big[..16], &[0; 49]), Err(DrbgError::InputTooLong(49)));
     assert!(CtrDrbg::new(&[0; SEED_LEN], &[0; 49], 1).is_err());
 }
 
