@@ -5,9 +5,10 @@ use crate::{Severity, Trip};
 /// Running state of the Adaptive Proportion Test with two cutoffs.
 ///
 /// Windows of W samples do not overlap. The first sample of a window is A; B
-/// counts A's occurrences in the window, A included. Reaching the intermittent
-/// cutoff trips once per window, the permanent cutoff once more.
-#[derive(Clone, Copy, Debug)]
+/// counts A's occurrences in the window, A included. As in §4.4.2, every
+/// occurrence with B ≥ C is a failure: intermittent from the intermittent cutoff
+/// on, permanent from the permanent cutoff on.
+#[derive(Clone, Copy)]
 pub struct Apt {
     intermittent: u32,
     permanent: u32,
@@ -43,13 +44,11 @@ impl Apt {
             }
             let n = (self.window - self.seen).min(samples.len() - i);
             let chunk = &samples[i..i + n];
-            let next_cutoff =
-                if self.count < self.intermittent { self.intermittent } else { self.permanent };
-            // Counting is a vectorised compare-and-sum; only a window that can
-            // reach the next cutoff inside this chunk is walked sample by sample.
+            // Counting is a vectorised compare-and-sum; only a chunk in which B
+            // can reach the cutoff is walked sample by sample.
             let (a, mask) = (self.a, self.mask);
             let hits = count(chunk, mask, a);
-            if self.count + hits < next_cutoff || self.count >= self.permanent {
+            if self.count + hits < self.intermittent || hits == 0 {
                 self.count += hits;
                 self.advance(n);
                 i += n;
@@ -58,10 +57,10 @@ impl Apt {
             for (k, &x) in chunk.iter().enumerate() {
                 if x & mask == a {
                     self.count += 1;
-                    let severity = if self.count == self.intermittent {
-                        Some(Severity::Intermittent)
-                    } else if self.count == self.permanent {
+                    let severity = if self.count >= self.permanent {
                         Some(Severity::Permanent)
+                    } else if self.count >= self.intermittent {
+                        Some(Severity::Intermittent)
                     } else {
                         None
                     };
@@ -82,6 +81,19 @@ impl Apt {
         if self.seen == self.window {
             self.seen = 0;
         }
+    }
+}
+
+/// Shows cutoffs and counts, never the sample value A.
+impl std::fmt::Debug for Apt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apt")
+            .field("intermittent", &self.intermittent)
+            .field("permanent", &self.permanent)
+            .field("window", &self.window)
+            .field("count", &self.count)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,9 +126,12 @@ mod tests {
         let s = [3u8, 1, 3, 2, 3, 4, 3, 5, 3, 6, 3, 7, 3, 8, 9, 10];
         let t = apt.scan(&s).unwrap();
         assert_eq!(t, Trip { index: 8, severity: Severity::Intermittent });
-        let t = apt.scan(&s[9..]).unwrap();
-        assert_eq!(t, Trip { index: 3, severity: Severity::Permanent });
+        // B = 6 ≥ C at the next 3: another intermittent failure, then permanent.
+        assert_eq!(apt.scan(&s[9..]).unwrap(), Trip { index: 1, severity: Severity::Intermittent });
+        let t = apt.scan(&s[11..]).unwrap();
+        assert_eq!(t, Trip { index: 1, severity: Severity::Permanent });
         assert!(apt.scan(&s[13..]).is_none());
+        assert!(!format!("{apt:?}").contains(" a:"), "no sample values in Debug");
         assert_eq!(apt.remaining_in_window(), 16, "window closed after 16 samples");
         // New window: A = 1, few copies, no trip.
         assert!(apt.scan(&[1, 1, 2, 1, 2, 2, 2, 2]).is_none());

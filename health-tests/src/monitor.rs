@@ -91,10 +91,17 @@ impl HealthParams {
             });
         }
         let bits = self.bits_per_sample;
-        Ok((
-            Cutoffs::new(bits, self.claimed_h, self.alpha_log2)?,
-            Cutoffs::new(bits, self.claimed_h, self.permanent_alpha_log2)?,
-        ))
+        let intermittent = Cutoffs::new(bits, self.claimed_h, self.alpha_log2)?;
+        let permanent = Cutoffs::new(bits, self.claimed_h, self.permanent_alpha_log2)?;
+        // α values too close together give equal cutoffs, and the permanent
+        // level could never be told apart.
+        if permanent.rct <= intermittent.rct || permanent.apt <= intermittent.apt {
+            return Err(Error::AlphaOrder {
+                intermittent: self.alpha_log2.exp2(),
+                permanent: self.permanent_alpha_log2.exp2(),
+            });
+        }
+        Ok((intermittent, permanent))
     }
 }
 
@@ -190,6 +197,21 @@ impl HealthMonitor {
     /// The most recent failure.
     pub fn last_failure(&self) -> Option<Failure> {
         self.last_failure
+    }
+
+    /// Start over after the device went away and came back: fresh test state and
+    /// a new start-up test, but the counters and the count of failed start-ups
+    /// carry over, so a device that keeps failing and dropping out still
+    /// reaches the permanent level.
+    pub fn restart(&mut self) {
+        if self.state == MonitorState::Failed {
+            return;
+        }
+        let mask = mask(self.params.bits_per_sample);
+        let (i, p) = (self.intermittent, self.permanent);
+        self.rct = Rct::new(i.rct, p.rct, mask);
+        self.apt = Apt::new(i.apt, p.apt, i.window, mask);
+        self.state = MonitorState::Startup { seen: 0 };
     }
 
     /// Run the tests over `samples`, in order.
@@ -355,13 +377,26 @@ mod tests {
         assert_eq!(failure.sample, stuck_at as u64 + 3);
         assert_eq!(f.consumed, stuck_at + 4);
         assert_eq!(f.usable.end, stuck_at + 3, "samples before the trip were healthy");
-        // Keep feeding the stuck tail: the run reaches the permanent cutoff
-        // (1 + ⌈60 / 8⌉ = 9).
-        let f = m.feed(&s[f.consumed..]);
-        let failure = f.failure.unwrap();
-        assert_eq!(failure.severity, Severity::Permanent);
-        assert_eq!(failure.sample, stuck_at as u64 + 8);
-        assert!(f.usable.is_empty());
+        // Keep feeding the stuck tail: every further stuck sample fails the
+        // re-run start-up (B ≥ C), and the third failed start-up in a row is
+        // permanent, before the run reaches the permanent cutoff (9).
+        let mut pos = f.consumed;
+        let mut severities = Vec::new();
+        let failure = loop {
+            let f = m.feed(&s[pos..]);
+            assert!(f.usable.is_empty());
+            let failure = f.failure.unwrap();
+            severities.push(failure.severity);
+            pos += f.consumed;
+            if failure.severity == Severity::Permanent {
+                break failure;
+            }
+        };
+        assert_eq!(
+            severities,
+            [Severity::Intermittent, Severity::Intermittent, Severity::Permanent]
+        );
+        assert_eq!(failure.sample, stuck_at as u64 + 6);
         assert_eq!(m.state(), MonitorState::Failed);
         assert_eq!(m.feed(&s).consumed, 0, "a failed monitor takes nothing");
     }
@@ -432,6 +467,30 @@ mod tests {
         let mut p = HealthParams::new(8, 8.0);
         p.permanent_alpha_log2 = -10.0;
         assert!(matches!(HealthMonitor::new(p), Err(Error::AlphaOrder { .. })));
+        // Distinct α but equal RCT cutoffs (1 + ⌈20/8⌉ = 1 + ⌈21/8⌉ = 4).
+        p.permanent_alpha_log2 = -21.0;
+        assert!(matches!(HealthMonitor::new(p), Err(Error::AlphaOrder { .. })));
+    }
+
+    #[test]
+    fn restart_keeps_escalation() {
+        let mut params = HealthParams::new(8, 8.0);
+        params.max_failed_startups = 2;
+        let mut m = HealthMonitor::new(params).unwrap();
+        let mut s = xorshift(9, 2000);
+        s.extend([1u8; 4]);
+        assert_eq!(m.feed(&s).failure.unwrap().severity, Severity::Intermittent);
+        // Quarantined, then the device drops out and comes back.
+        m.restart();
+        assert_eq!(m.state(), MonitorState::Startup { seen: 0 });
+        let mut t = xorshift(10, 50);
+        t.extend([2u8; 4]);
+        let f = m.feed(&t);
+        assert_eq!(f.failure.unwrap().severity, Severity::Intermittent);
+        // A second failed start-up, carried across the restart: permanent.
+        let f = m.feed(&[2u8]);
+        assert_eq!(f.failure.unwrap().severity, Severity::Permanent);
+        assert_eq!(m.counts().rct_failures, 3);
     }
 
     /// Feed `s` in chunks of the given sizes (cycled); return the usable sample

@@ -9,9 +9,10 @@ const BLOCK: usize = 32;
 /// Running state of the Repetition Count Test with two cutoffs.
 ///
 /// `run` counts how many times the most recent sample value has repeated,
-/// including itself (the spec's B). Reaching the intermittent cutoff trips once;
-/// if the run goes on to the permanent cutoff it trips again, as permanent.
-#[derive(Clone, Copy, Debug)]
+/// including itself (the spec's B). As in §4.4.1, every sample with B ≥ C is a
+/// failure: intermittent from the intermittent cutoff on, permanent from the
+/// permanent cutoff on.
+#[derive(Clone, Copy)]
 pub struct Rct {
     intermittent: u32,
     permanent: u32,
@@ -57,10 +58,10 @@ impl Rct {
                 let x = raw & self.mask;
                 if self.last == Some(x) {
                     self.run = self.run.saturating_add(1);
-                    let severity = if self.run == self.intermittent {
-                        Some(Severity::Intermittent)
-                    } else if self.run == self.permanent {
+                    let severity = if self.run >= self.permanent {
                         Some(Severity::Permanent)
+                    } else if self.run >= self.intermittent {
+                        Some(Severity::Intermittent)
                     } else {
                         None
                     };
@@ -78,21 +79,36 @@ impl Rct {
     }
 }
 
+/// Shows cutoffs and run length, never the sample value.
+impl std::fmt::Debug for Rct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rct")
+            .field("intermittent", &self.intermittent)
+            .field("permanent", &self.permanent)
+            .field("run", &self.run)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn trips_at_cutoff_then_permanent() {
+    fn every_sample_past_the_cutoff_trips() {
         let mut rct = Rct::new(4, 6, 0xff);
         let mut s = vec![1u8, 2, 3];
         s.extend([7; 10]);
         let t = rct.scan(&s).unwrap();
         // Samples 3,4,5,6 are the first four 7s.
         assert_eq!(t, Trip { index: 6, severity: Severity::Intermittent });
-        let t = rct.scan(&s[7..]).unwrap();
-        assert_eq!(t, Trip { index: 1, severity: Severity::Permanent });
-        assert!(rct.scan(&s[9..]).is_none(), "past both cutoffs nothing new trips");
+        // B = 5 ≥ C: the next 7 fails again.
+        assert_eq!(rct.scan(&s[7..]).unwrap(), Trip { index: 0, severity: Severity::Intermittent });
+        assert_eq!(rct.scan(&s[8..]).unwrap(), Trip { index: 0, severity: Severity::Permanent });
+        assert_eq!(rct.scan(&s[9..]).unwrap(), Trip { index: 0, severity: Severity::Permanent });
+        // A new value ends the run.
+        assert!(rct.scan(&[8, 9]).is_none());
+        assert!(!format!("{rct:?}").contains("last"), "no sample values in Debug");
     }
 
     #[test]
