@@ -4,12 +4,17 @@
 use std::{
     fs::File,
     io::{self, Read},
+    os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
 };
 
 use crate::{EntropySource, Error, SourceInfo};
 
 /// A character device or FIFO, one sample per byte.
+///
+/// Anything else (a regular file, a directory) is refused: a file would be
+/// reread from its start after every end-of-file, replaying the same samples
+/// as if they were fresh entropy.
 ///
 /// The device is opened lazily and closed on end-of-file or a read error, so a
 /// device that vanishes (card reset, FIFO writer gone) is reopened on a later
@@ -51,8 +56,19 @@ impl EntropySource for CharDevSource {
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(f) => self.file = Some(f),
+            let file = match File::open(&self.path) {
+                Ok(f) => f,
+                Err(e) => return Err(self.unavailable(Some(e))),
+            };
+            let kind = file.metadata().map(|m| m.file_type());
+            match kind {
+                Ok(t) if t.is_char_device() || t.is_fifo() => self.file = Some(file),
+                Ok(_) => {
+                    return Err(Error::Config(format!(
+                        "{} is not a character device or FIFO",
+                        self.path.display()
+                    )));
+                }
                 Err(e) => return Err(self.unavailable(Some(e))),
             }
         }
@@ -77,20 +93,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_reads_then_reports_eof_as_unavailable_then_reopens() {
+    fn regular_files_are_refused_missing_devices_are_transient() {
         let dir = std::env::temp_dir().join(format!("qkeyd-chardev-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("dev");
         let mut src = CharDevSource::new("t", &path, 8, 7.0);
         let mut buf = [0u8; 16];
-        assert!(matches!(src.read(&mut buf), Err(Error::Unavailable { source: Some(_), .. })));
-        std::fs::File::create(&path).unwrap().write_all(&[1, 2, 3]).unwrap();
-        assert_eq!(src.read(&mut buf).unwrap(), 3);
-        assert_eq!(&buf[..3], &[1, 2, 3]);
         let e = src.read(&mut buf).unwrap_err();
-        assert!(e.is_transient());
-        // Reopened from the start on the next read.
-        assert_eq!(src.read(&mut buf).unwrap(), 3);
+        assert!(e.is_transient(), "missing device: {e}");
+        std::fs::File::create(&path).unwrap().write_all(&[1, 2, 3]).unwrap();
+        let e = src.read(&mut buf).unwrap_err();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("not a character device or FIFO"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn character_device_reads() {
+        let mut src = CharDevSource::new("u", Path::new("/dev/urandom"), 8, 7.0);
+        let mut buf = [0u8; 64];
+        assert_eq!(src.read(&mut buf).unwrap(), 64);
+        assert_eq!(src.info().identity, "/dev/urandom");
     }
 }

@@ -13,7 +13,7 @@ pub struct SourceInfo {
     pub name: String,
     /// Backend kind: `os`, `chardev` or `sim`.
     pub kind: &'static str,
-    /// Where the samples come from (device path, `getrandom`, `sim:<seed>`).
+    /// Where the samples come from (device path, `getrandom`, `simulated`).
     pub identity: String,
     /// Bits per sample, 1..=8; each sample is one byte, low bits significant.
     pub bits_per_sample: u32,
