@@ -71,6 +71,8 @@ pub enum SourceKind {
 pub struct Danger {
     /// Serve from `getrandom(2)` when no configured source is healthy.
     pub os_fallback: bool,
+    /// Allow simulated sources, whose samples are predictable from their seed.
+    pub allow_sim_sources: bool,
 }
 
 impl Config {
@@ -152,6 +154,8 @@ impl Default for RawHealth {
 struct RawDanger {
     #[serde(default)]
     os_fallback: bool,
+    #[serde(default)]
+    allow_sim_sources: bool,
 }
 
 #[derive(Deserialize)]
@@ -205,7 +209,14 @@ impl RawConfig {
             p.reseed_interval_secs.is_finite() && p.reseed_interval_secs > 0.0,
             "pool.reseed_interval_secs must be positive"
         );
-        ensure!(p.seed_timeout_ms > 0, "pool.seed_timeout_ms must be positive");
+        ensure!(
+            p.reseed_interval_secs <= 86_400.0,
+            "pool.reseed_interval_secs must be at most 86400 (a day)"
+        );
+        ensure!(
+            (1..=60_000).contains(&p.seed_timeout_ms),
+            "pool.seed_timeout_ms must be 1..=60000"
+        );
         ensure!(
             (1..=64 << 20).contains(&p.max_request_bytes),
             "pool.max_request_bytes must be 1..=67108864, got {}",
@@ -223,6 +234,11 @@ impl RawConfig {
                     (name, SourceKind::CharDev { path }, bits_per_sample, claimed_h)
                 }
                 RawSource::Sim { name, seed, bits_per_sample, claimed_h, schedule } => {
+                    ensure!(
+                        self.danger.allow_sim_sources,
+                        "source {name:?} is simulated: its samples are predictable, so it \
+                         needs [danger] allow_sim_sources = true (tests and demos only)"
+                    );
                     let seed = match seed {
                         Some(s) => s,
                         None => {
@@ -251,7 +267,10 @@ impl RawConfig {
             params.cutoffs().with_context(|| format!("source {name:?}"))?;
             sources.push(SourceConfig { name, kind, params });
         }
-        let danger = Danger { os_fallback: self.danger.os_fallback };
+        let danger = Danger {
+            os_fallback: self.danger.os_fallback,
+            allow_sim_sources: self.danger.allow_sim_sources,
+        };
         Ok(Config {
             listen,
             pool: PoolConfig {
@@ -316,6 +335,7 @@ mod tests {
             over_samples = 1000
             [danger]
             os_fallback = true
+            allow_sim_sources = true
             "#,
         )
         .unwrap();
@@ -344,6 +364,12 @@ mod tests {
                 "[health]\npermanent_alpha_log2=-10.0\n[[source]]\nname=\"o\"\nkind=\"os\"",
                 "permanent",
             ),
+            ("[[source]]\nname=\"s\"\nkind=\"sim\"", "allow_sim_sources"),
+            (
+                "[pool]\nseed_timeout_ms=99999999999\n[[source]]\nname=\"o\"\nkind=\"os\"",
+                "1..=60000",
+            ),
+            ("[pool]\nreseed_interval_secs=1e300\n[[source]]\nname=\"o\"\nkind=\"os\"", "86400"),
         ];
         for (text, needle) in cases {
             let e = format!("{:#}", Config::from_toml(text).unwrap_err());

@@ -11,6 +11,9 @@ use crate::pool::{PoolSnapshot, Serving, SourceState};
 /// All of qkeyd's metrics.
 pub struct Metrics {
     registry: Registry,
+    /// Serialises `render`: counters catch up by difference, and two scrapes
+    /// at once would both add it.
+    render: std::sync::Mutex<()>,
     /// Random bytes served, by seed origin.
     pub bytes_served: IntCounterVec,
     /// /v1/random answers, by HTTP status.
@@ -91,6 +94,7 @@ impl Metrics {
         registry.register(Box::new(seed_age.clone()))?;
         Ok(Self {
             registry,
+            render: std::sync::Mutex::new(()),
             bytes_served,
             random_requests,
             samples,
@@ -108,6 +112,7 @@ impl Metrics {
 
     /// Bring pool figures up to date and render the text exposition format.
     pub fn render(&self, snap: &PoolSnapshot) -> Result<String, prometheus::Error> {
+        let _serial = self.render.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         fn catch_up(c: &IntCounter, value: u64) {
             c.inc_by(value.saturating_sub(c.get()));
         }

@@ -30,6 +30,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              from getrandom(2) instead of refusing"
         );
     }
+    if config.danger.allow_sim_sources {
+        tracing::warn!(
+            "DANGER: [danger] allow_sim_sources is on: simulated sources produce \
+             predictable samples and must not seed anything that matters"
+        );
+    }
     let pool = start_pool(&config)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let state = AppState {

@@ -7,7 +7,7 @@
 use std::{io, thread, time::Duration};
 
 use qkeyd_drivers::EntropySource;
-use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity, TestCounts};
+use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity};
 
 use crate::pool::{Conditioner, SeedBlock, SourceHandle, SourceState};
 
@@ -29,8 +29,7 @@ pub fn spawn(
 
 fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &SourceHandle) {
     let name = source.info().name.clone();
-    let fresh = || HealthMonitor::new(params);
-    let Ok(mut monitor) = fresh() else {
+    let Ok(mut monitor) = HealthMonitor::new(params) else {
         // Params are validated when the config is parsed; this cannot happen.
         tracing::error!(source = %name, "invalid health parameters; source disabled");
         return;
@@ -38,8 +37,6 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
     let mut conditioner = Conditioner::new(handle.index, params.claimed_h);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut blocks: Vec<SeedBlock> = Vec::new();
-    // Counts of monitors replaced after a disconnect, and samples before them.
-    let mut base = TestCounts::default();
     let mut total: u64 = 0;
     let mut backoff = BACKOFF_MIN;
     let mut quarantined = false;
@@ -52,12 +49,9 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
                 }
                 handle.status.disconnect(e.to_string());
                 conditioner.discard();
-                // A device that comes back must pass start-up again.
-                base = add(base, monitor.counts());
-                if let Ok(m) = fresh() {
-                    monitor = m;
-                }
-                quarantined = false;
+                // A device that comes back must pass start-up again; failed
+                // start-ups still count toward a permanent failure.
+                monitor.restart();
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
@@ -103,7 +97,7 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
             MonitorState::Startup { .. } => SourceState::Startup,
             MonitorState::Failed => SourceState::Failed,
         };
-        handle.status.update(state, add(base, monitor.counts()));
+        handle.status.update(state, monitor.counts());
         for block in blocks.drain(..) {
             if !handle.send(block) {
                 return;
@@ -119,15 +113,5 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
         } else if state == SourceState::Healthy {
             backoff = BACKOFF_MIN;
         }
-    }
-}
-
-fn add(a: TestCounts, b: TestCounts) -> TestCounts {
-    TestCounts {
-        samples: a.samples + b.samples,
-        usable: a.usable + b.usable,
-        rct_failures: a.rct_failures + b.rct_failures,
-        apt_failures: a.apt_failures + b.apt_failures,
-        startups_passed: a.startups_passed + b.startups_passed,
     }
 }

@@ -94,9 +94,9 @@ impl Conditioner {
             if self.samples == per_block {
                 let first = self.first.take().unwrap_or_default();
                 let last = first_index + at as u64 - 1;
-                let digest = std::mem::take(&mut self.hasher).finalize();
+                // Hash straight into the zeroizing buffer: no stray copy of the seed.
                 let mut bytes = Zeroizing::new([0u8; SEED_LEN]);
-                bytes.copy_from_slice(&digest);
+                std::mem::take(&mut self.hasher).finalize_into((&mut *bytes).into());
                 emit(SeedBlock {
                     bytes,
                     provenance: Provenance {

@@ -143,7 +143,8 @@ impl CtrDrbg {
         xor_into(&mut temp, provided);
         self.key.copy_from_slice(&temp[..KEY_LEN]);
         self.v.copy_from_slice(&temp[KEY_LEN..]);
-        self.cipher = Aes256::new(&Array::from(*self.key));
+        // Key the cipher from the zeroizing buffer itself, not a stack copy.
+        self.cipher = Aes256::new((&*self.key).into());
     }
 }
 

@@ -139,6 +139,16 @@ struct DrbgSlot {
     drbg: Option<CtrDrbg>,
     seeded_by: Option<Serving>,
     last_seed: Option<Instant>,
+}
+
+/// What /v1/health shows of the DRBG, kept apart from it so that a health or
+/// metrics request never waits behind a reseed that is waiting for entropy.
+#[derive(Default)]
+struct SeedStats {
+    instantiated: bool,
+    reseed_counter: u64,
+    seeded_by: Option<Serving>,
+    last_seed: Option<Instant>,
     seeds: u64,
     log: VecDeque<SeedRecord>,
 }
@@ -176,6 +186,7 @@ pub struct Pool {
     sources: Vec<Arc<SourceStatus>>,
     rx: Mutex<Receiver<SeedBlock>>,
     drbg: Mutex<DrbgSlot>,
+    stats: Mutex<SeedStats>,
     fallback: Fallback,
     started: Instant,
     #[cfg(test)]
@@ -199,13 +210,8 @@ impl Pool {
             config,
             sources,
             rx: Mutex::new(rx),
-            drbg: Mutex::new(DrbgSlot {
-                drbg: None,
-                seeded_by: None,
-                last_seed: None,
-                seeds: 0,
-                log: VecDeque::with_capacity(SEED_LOG),
-            }),
+            drbg: Mutex::new(DrbgSlot { drbg: None, seeded_by: None, last_seed: None }),
+            stats: Mutex::new(SeedStats::default()),
             fallback,
             started: Instant::now(),
             #[cfg(test)]
@@ -249,6 +255,7 @@ impl Pool {
                 drbg.generate(chunk, &[])?;
             }
         }
+        lock(&self.stats).reseed_counter = slot.drbg.as_ref().map_or(0, CtrDrbg::reseed_counter);
         Ok(serving)
     }
 
@@ -282,13 +289,19 @@ impl Pool {
         }
         #[cfg(test)]
         lock(&self.tap).push(tests::Tapped::Seed(seed.to_vec(), record.clone()));
+        let now = Instant::now();
         slot.seeded_by = Some(serving);
-        slot.last_seed = Some(Instant::now());
-        slot.seeds += 1;
-        if slot.log.len() == SEED_LOG {
-            slot.log.pop_front();
+        slot.last_seed = Some(now);
+        let mut stats = lock(&self.stats);
+        stats.instantiated = true;
+        stats.reseed_counter = slot.drbg.as_ref().map_or(0, CtrDrbg::reseed_counter);
+        stats.seeded_by = Some(serving);
+        stats.last_seed = Some(now);
+        stats.seeds += 1;
+        if stats.log.len() == SEED_LOG {
+            stats.log.pop_front();
         }
-        slot.log.push_back(record);
+        stats.log.push_back(record);
         Ok(serving)
     }
 
@@ -307,7 +320,11 @@ impl Pool {
     /// The next block from a source that is healthy and has not failed since
     /// the block was made; stale blocks are dropped (and zeroized).
     fn take_block(&self) -> Result<(Zeroizing<[u8; SEED_LEN]>, SeedRecord), PoolError> {
-        let deadline = Instant::now() + self.config.seed_timeout;
+        // The config bounds seed_timeout to a minute, so this cannot overflow;
+        // saturate anyway rather than panic.
+        let deadline = Instant::now()
+            .checked_add(self.config.seed_timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         let rx = lock(&self.rx);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -350,6 +367,7 @@ impl Pool {
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
                 g.drbg = None;
+                lock(&self.stats).instantiated = false;
                 self.drbg.clear_poison();
                 g
             }
@@ -358,18 +376,18 @@ impl Pool {
 
     /// State for /v1/health and metrics.
     pub fn snapshot(&self) -> PoolSnapshot {
-        let slot = self.lock_drbg();
+        let stats = lock(&self.stats);
         PoolSnapshot {
             mode: self.config.mode,
             serving: self.serving(),
             sources: self.sources.iter().map(|s| s.snapshot()).collect(),
             drbg: DrbgSnapshot {
-                instantiated: slot.drbg.is_some(),
-                reseed_counter: slot.drbg.as_ref().map_or(0, CtrDrbg::reseed_counter),
-                seed_age_secs: slot.last_seed.map(|t| t.elapsed().as_secs_f64()),
-                seeds: slot.seeds,
-                seeded_by: slot.seeded_by,
-                seed_log: slot.log.iter().cloned().collect(),
+                instantiated: stats.instantiated,
+                reseed_counter: stats.reseed_counter,
+                seed_age_secs: stats.last_seed.map(|t| t.elapsed().as_secs_f64()),
+                seeds: stats.seeds,
+                seeded_by: stats.seeded_by,
+                seed_log: stats.log.iter().cloned().collect(),
             },
         }
     }

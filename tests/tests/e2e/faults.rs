@@ -39,6 +39,8 @@ fn stuck_source_is_quarantined_within_rct_cutoff_and_never_seeds_after() {
         name = "good"
         kind = "sim"
         seed = 12
+        [danger]
+        allow_sim_sources = true
         "#
     ));
     let mut seen: BTreeMap<(String, u64), u64> = BTreeMap::new();
@@ -109,6 +111,8 @@ fn biased_source_trips_apt_within_one_window() {
         after_samples = {ONSET}
         fault = "bias"
         keep_bits = 5
+        [danger]
+        allow_sim_sources = true
         "#
     ));
     let h = d.wait_health("an APT failure", WAIT, |h| {
@@ -140,6 +144,7 @@ fn dead_source_config(fallback: bool) -> String {
         value = 7
         [danger]
         os_fallback = {fallback}
+        allow_sim_sources = true
         "#
     )
 }
@@ -208,6 +213,8 @@ fn vanishing_sim_comes_back_without_restart() {
         after_samples = 4000
         fault = "vanish"
         for_ms = 400
+        [danger]
+        allow_sim_sources = true
         "#,
     );
     d.wait_health("the device to vanish", WAIT, |h| {
