@@ -97,22 +97,30 @@ impl std::fmt::Debug for Apt {
     }
 }
 
-/// Occurrences of `a` among the masked samples, counted in 32 byte lanes (one
-/// vector register) that cannot overflow within 255 rows of 32 samples.
+/// Occurrences of `a` among the masked samples.
+///
+/// Eight samples at a time in a u64 (SWAR): a byte equal to `a` becomes zero
+/// after the XOR, zero bytes are flagged in their high bit without carries
+/// between bytes, and a multiply sums the flags. Portable, and several times
+/// faster than a byte loop on baseline x86-64 (SSE2 only).
 fn count(samples: &[u8], mask: u8, a: u8) -> u32 {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mask8 = u64::from(mask) * ONES;
+    let a8 = u64::from(a) * ONES;
+    let mut words = samples.chunks_exact(8);
     let mut total = 0u32;
-    for block in samples.chunks(32 * 255) {
-        let mut lanes = [0u8; 32];
-        let mut it = block.chunks_exact(32);
-        for c in &mut it {
-            for (l, &x) in lanes.iter_mut().zip(c) {
-                *l += u8::from(x & mask == a);
-            }
-        }
-        total += lanes.iter().map(|&l| u32::from(l)).sum::<u32>();
-        total += it.remainder().iter().map(|&x| u32::from(x & mask == a)).sum::<u32>();
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = (u64::from_le_bytes(b) & mask8) ^ a8;
+        // High bit of each byte set iff that byte of x is zero.
+        let zero = !(((x & LO7) + LO7) | x | LO7);
+        // Each flag moved to bit 0 of its byte; the multiply adds the 8 bytes
+        // into the top byte (at most 8, no overflow).
+        total += (((zero >> 7).wrapping_mul(ONES)) >> 56) as u32;
     }
-    total
+    total + words.remainder().iter().map(|&x| u32::from(x & mask == a)).sum::<u32>()
 }
 
 #[cfg(test)]
