@@ -40,7 +40,7 @@ fn rate(mut f: impl FnMut()) -> f64 {
 fn line(what: &str, value: f64, unit: &str, baseline: Option<f64>) {
     match baseline {
         Some(b) => {
-            println!("{what:<44} {value:>12.1} {unit:<6} ({:.0}% of getrandom)", 100.0 * value / b)
+            println!("{what:<44} {value:>12.1} {unit:<7} ({:.1}% of getrandom)", 100.0 * value / b)
         }
         None => println!("{what:<44} {value:>12.1} {unit}"),
     }
@@ -57,15 +57,19 @@ fn main() {
     // Health tests over 64 MiB of 8-bit samples, fed in 4 KiB reads as the daemon does.
     let mut samples = vec![0u8; 64 << 20];
     getrandom::fill(&mut samples).unwrap();
-    let mut m = HealthMonitor::new(HealthParams::new(8, 7.5)).unwrap();
-    let t = Instant::now();
-    for c in samples.chunks(4096) {
-        let mut pos = 0;
-        while pos < c.len() {
-            pos += m.feed(&c[pos..]).consumed.max(1);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut m = HealthMonitor::new(HealthParams::new(8, 7.5)).unwrap();
+        let t = Instant::now();
+        for c in samples.chunks(4096) {
+            let mut pos = 0;
+            while pos < c.len() {
+                pos += m.feed(&c[pos..]).consumed.max(1);
+            }
         }
+        best = best.min(t.elapsed().as_secs_f64());
     }
-    let health = samples.len() as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let health = samples.len() as f64 / best / 1e6;
     line("RCT+APT, 8-bit samples", health, "MB/s", Some(gr_big));
 
     let mut drbg = CtrDrbg::new(&[1; SEED_LEN], b"bench", u64::MAX).unwrap();
@@ -85,7 +89,7 @@ fn main() {
     assert_eq!(d.get("/v1/random?bytes=32").status, 200);
     let http_small = rate(|| assert_eq!(d.get("/v1/random?bytes=32&format=raw").status, 200));
     line("GET /v1/random 32 B, 1 client", http_small, "req/s", Some(gr_small));
-    let clients = 4;
+    let clients = 16;
     let start = Instant::now();
     let total: u64 = thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
