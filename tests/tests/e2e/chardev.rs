@@ -93,8 +93,12 @@ fn fifo_source_serves_and_recovers_when_the_writer_returns() {
         "#,
         fifo.display()
     );
-    let writer = Writer::start(&fifo, 0x1234_5678);
+    // Start the daemon first: building it on a cold checkout can take longer
+    // than the writer waits for a reader. Its source thread then blocks in
+    // open(2) until a writer appears, which counts as a reader for the writer.
     let d = Daemon::start_in(dir, &config);
+    let writer = Writer::start(&fifo, 0x1234_5678);
+    let t0 = Instant::now();
     d.wait_health("the FIFO source to pass start-up", WAIT, |h| {
         h["pool"]["sources"][0]["state"] == "healthy"
     });
@@ -105,14 +109,18 @@ fn fifo_source_serves_and_recovers_when_the_writer_returns() {
     assert_eq!(src["identity"], fifo.display().to_string());
     assert!(src["seeds_used"].as_u64().unwrap() >= 1);
 
+    eprintln!("healthy after {:?}", t0.elapsed());
     // The writer goes away: the source sees EOF once it reads on, and is
     // unavailable; fail-closed, the pool refuses.
     let written = writer.stop();
     assert!(written > 0);
     let h = d.wait_health("the source to see the writer gone", WAIT, |h| {
-        let _ = d.get("/v1/random?bytes=32");
+        // What the writer left in the pipe (up to 64 KiB) is read first; 1 MiB
+        // draws at reseed interval 1 take 16 seed blocks each to get there.
+        let _ = d.get("/v1/random?bytes=1048576&format=raw");
         h["pool"]["sources"][0]["state"] == "unavailable"
     });
+    eprintln!("unavailable after {:?}", t0.elapsed());
     assert_eq!(h["pool"]["sources"][0]["disconnects"], 1);
     let r = d.get("/v1/random?bytes=32");
     assert_eq!(r.status, 503, "{}", r.text());
@@ -123,6 +131,7 @@ fn fifo_source_serves_and_recovers_when_the_writer_returns() {
     let h = d.wait_health("the source to recover", WAIT, |h| {
         h["pool"]["sources"][0]["state"] == "healthy"
     });
+    eprintln!("recovered after {:?}", t0.elapsed());
     assert_eq!(h["pool"]["sources"][0]["startups_passed"], 2);
     let r = d.get("/v1/random?bytes=32");
     assert_eq!(r.status, 200, "{}", r.text());
