@@ -24,6 +24,9 @@ pub enum Error {
         /// The rejected probability.
         alpha: f64,
     },
+    /// Samples that cannot be assessed (empty, one symbol, wider than declared).
+    #[error("cannot assess: {0}")]
+    Assessment(String),
     /// The permanent-failure α must be smaller than the intermittent one.
     #[error("permanent α ({permanent}) must be smaller than intermittent α ({intermittent})")]
     AlphaOrder {

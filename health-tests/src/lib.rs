@@ -30,6 +30,7 @@
 mod apt;
 mod cutoff;
 mod error;
+pub mod estimate;
 mod monitor;
 mod rct;
 
