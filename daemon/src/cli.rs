@@ -29,6 +29,18 @@ pub enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
     },
+    /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
+    /// estimators, as NIST's ea_non_iid does.
+    Assess {
+        /// Sample file.
+        file: PathBuf,
+        /// Bits per sample (1-8); detected from the data if omitted.
+        #[arg(long)]
+        bits: Option<u32>,
+        /// Write the reference tool's JSON layout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file and print what it sets up.
     CheckConfig {
         /// Config file (TOML).

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod metrics;

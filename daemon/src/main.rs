@@ -12,6 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration that does not load or check.
 const EXIT_CONFIG: u8 = 3;
+/// Exit code for input that cannot be assessed.
+const EXIT_INPUT: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +25,19 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
     match cli.command {
+        Command::Assess { file, bits, json } => {
+            let commandline = std::env::args().collect::<Vec<_>>().join(" ");
+            match qkeyd::assess::run(&file, bits, json, &commandline) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("qkeyd: {e:#}");
+                    ExitCode::from(EXIT_INPUT)
+                }
+            }
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 print_config(&config);

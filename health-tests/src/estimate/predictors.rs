@@ -1,8 +1,41 @@
 //! Predictor estimates (§6.3.7–§6.3.10) and their shared bound (§6.3.7 step 5+).
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+};
 
 use super::{ZALPHA, bisect};
+
+/// Contexts are packed into a u128 that no attacker chooses the layout of
+/// (they are the caller's own samples, hashed once per run); SipHash's
+/// flooding resistance buys nothing here and costs half the run time.
+#[derive(Default)]
+struct ContextHasher(u64);
+
+impl Hasher for ContextHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(23) ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+type Map = HashMap<u128, Node, BuildHasherDefault<ContextHasher>>;
 
 /// What a predictor found and the min-entropy it implies.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -235,7 +268,7 @@ pub(super) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
     if k == 2 {
         return Some(estimate(&multi_mmc_binary(d), n as u64, k));
     }
-    let mut maps: Vec<HashMap<u128, Node>> = (0..ORDERS).map(|_| HashMap::new()).collect();
+    let mut maps: Vec<Map> = (0..ORDERS).map(|_| Map::default()).collect();
     let mut entries = [0usize; ORDERS];
     for o in 0..ORDERS.min(n) {
         maps[o].insert(key(&d[..=o]), Node::with(d[o + 1]));
@@ -292,7 +325,7 @@ pub(super) fn lz78y(d: &[u8], k: usize) -> Option<Prediction> {
     if k == 2 {
         return Some(estimate(&lz78y_binary(d), (l - B - 1) as u64, k));
     }
-    let mut maps: Vec<HashMap<u128, Node>> = (0..=B).map(|_| HashMap::new()).collect();
+    let mut maps: Vec<Map> = (0..=B).map(|_| Map::default()).collect();
     for j in 1..=B {
         maps[j].insert(key(&d[B - j..B]), Node::with(d[B]));
     }

@@ -10,3 +10,5 @@ mod faults;
 mod chardev;
 // `qkeyd check-config` and start-up failures.
 mod cli;
+// `qkeyd assess`: SP 800-90B estimates against NIST's reference answers.
+mod assess;

@@ -1,0 +1,101 @@
+use std::process::Command;
+
+use qkeyd_e2e::qkeyd_bin;
+use serde_json::Value;
+
+fn reference(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../health-tests/tests/data/sp800-90b")
+        .join(name)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || ((a - b) / b).abs() <= 1e-9
+}
+
+/// `qkeyd assess --json` writes NIST's layout with NIST's numbers.
+#[test]
+fn assess_json_matches_the_reference_tool() {
+    for name in ["rand4_short", "rand1_short"] {
+        let out = Command::new(qkeyd_bin())
+            .args(["assess", "--json"])
+            .arg(reference(&format!("data/{name}.bin")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ours: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text =
+            std::fs::read_to_string(reference(&format!("expected/{name}.non_iid.json"))).unwrap();
+        let theirs: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(ours["sha256"], theirs["sha256"]);
+        assert_eq!(ours["IID"], false);
+        let (a, b) =
+            (ours["testCases"].as_array().unwrap(), theirs["testCases"].as_array().unwrap());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (x.as_object().unwrap(), y.as_object().unwrap());
+            let kx: Vec<_> = x.keys().collect();
+            let ky: Vec<_> = y.keys().collect();
+            assert_eq!(kx, ky, "{name}: keys of {}", y["testCaseDesc"]);
+            for (k, v) in y {
+                match v.as_f64() {
+                    Some(e) => {
+                        assert!(close(x[k].as_f64().unwrap(), e), "{name} {k}: {} vs {e}", x[k])
+                    }
+                    None => assert_eq!(&x[k], v),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn assess_text_ends_with_the_assessed_value() {
+    let out = Command::new(qkeyd_bin())
+        .arg("assess")
+        .arg(reference("data/rand8_short.bin"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    let expected = std::fs::read_to_string(reference("expected/rand8_short.non_iid.res")).unwrap();
+    let want: f64 = expected.lines().last().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let got: f64 = last.strip_prefix("Assessed min entropy: ").unwrap().parse().unwrap();
+    assert!(close(got, want), "{got} vs {want}");
+    assert!(text.contains("Literal LZ78Y Prediction Estimate: C = "));
+}
+
+#[test]
+fn assess_rejects_bad_input_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let one = dir.path().join("one.bin");
+    std::fs::write(&one, [7u8; 100]).unwrap();
+    let wide = dir.path().join("wide.bin");
+    std::fs::write(&wide, [0u8, 1, 2, 200]).unwrap();
+    let short = dir.path().join("short.bin");
+    std::fs::write(&short, [0u8, 1, 0, 1, 1]).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![empty.display().to_string()], "is empty"),
+        (vec![one.display().to_string()], "only one distinct symbol"),
+        (vec![wide.display().to_string(), "--bits".into(), "4".into()], "wider than --bits 4"),
+        (
+            vec![wide.display().to_string(), "--bits".into(), "9".into()],
+            "bits per sample must be 1..=8",
+        ),
+        (vec!["/nonexistent/samples.bin".into()], "cannot read"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(qkeyd_bin()).arg("assess").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Too short for most estimators: those that cannot run are left out, no panic.
+    let out = Command::new(qkeyd_bin()).arg("assess").arg(&short).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Assessed min entropy"));
+}
