@@ -29,6 +29,7 @@
 
 mod apt;
 mod cutoff;
+pub mod drift;
 mod error;
 pub mod estimate;
 mod monitor;
