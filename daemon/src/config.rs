@@ -45,6 +45,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Health-test parameters, already validated.
     pub params: HealthParams,
+    /// Trust below this takes the source out of the pool.
+    pub min_trust: f64,
 }
 
 /// A source backend.
@@ -136,6 +138,7 @@ struct RawHealth {
     alpha_log2: f64,
     permanent_alpha_log2: f64,
     max_failed_startups: u32,
+    min_trust: f64,
 }
 
 impl Default for RawHealth {
@@ -145,6 +148,7 @@ impl Default for RawHealth {
             alpha_log2: d.alpha_log2,
             permanent_alpha_log2: d.permanent_alpha_log2,
             max_failed_startups: d.max_failed_startups,
+            min_trust: 0.89,
         }
     }
 }
@@ -222,6 +226,11 @@ impl RawConfig {
             "pool.max_request_bytes must be 1..=67108864, got {}",
             p.max_request_bytes
         );
+        ensure!(
+            (0.0..=1.0).contains(&self.health.min_trust),
+            "health.min_trust must be within 0..=1, got {}",
+            self.health.min_trust
+        );
         if self.sources.is_empty() {
             bail!("no [[source]] configured: add at least one (kind = \"os\" runs anywhere)");
         }
@@ -265,7 +274,7 @@ impl RawConfig {
                 max_failed_startups: self.health.max_failed_startups,
             };
             params.cutoffs().with_context(|| format!("source {name:?}"))?;
-            sources.push(SourceConfig { name, kind, params });
+            sources.push(SourceConfig { name, kind, params, min_trust: self.health.min_trust });
         }
         let danger = Danger {
             os_fallback: self.danger.os_fallback,

@@ -26,16 +26,19 @@ pub struct Metrics {
     serving: IntGaugeVec,
     fail_closed: IntGauge,
     seeds: IntCounter,
+    trust: prometheus::GaugeVec,
+    drift: prometheus::GaugeVec,
     reseed_counter: IntGauge,
     seed_age: Gauge,
 }
 
-const STATES: [(SourceState, &str); 5] = [
+const STATES: [(SourceState, &str); 6] = [
     (SourceState::Startup, "startup"),
     (SourceState::Healthy, "healthy"),
     (SourceState::Quarantined, "quarantined"),
     (SourceState::Failed, "failed"),
     (SourceState::Unavailable, "unavailable"),
+    (SourceState::Distrusted, "distrusted"),
 ];
 
 impl Metrics {
@@ -84,6 +87,16 @@ impl Metrics {
             "1 if the pool refuses to serve without a healthy source.",
         )?;
         registry.register(Box::new(fail_closed.clone()))?;
+        let trust = prometheus::GaugeVec::new(
+            Opts::new("qkeyd_source_trust", "Trust score of the source, 0..1 (1 = fully trusted)."),
+            &["source"],
+        )?;
+        registry.register(Box::new(trust.clone()))?;
+        let drift = prometheus::GaugeVec::new(
+            Opts::new("qkeyd_source_drift", "Drift score of the source, 0..1 (0 = as claimed)."),
+            &["source"],
+        )?;
+        registry.register(Box::new(drift.clone()))?;
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -105,6 +118,8 @@ impl Metrics {
             serving,
             fail_closed,
             seeds,
+            trust,
+            drift,
             reseed_counter,
             seed_age,
         })
@@ -123,6 +138,8 @@ impl Metrics {
             catch_up(&self.failures.with_label_values(&[name, "rct"]), s.rct_failures);
             catch_up(&self.failures.with_label_values(&[name, "apt"]), s.apt_failures);
             catch_up(&self.disconnects.with_label_values(&[name]), s.disconnects);
+            self.trust.with_label_values(&[name]).set(s.trust_score);
+            self.drift.with_label_values(&[name]).set(s.drift_score);
             for (state, label) in STATES {
                 self.state.with_label_values(&[name, label]).set(i64::from(s.state == state));
             }

@@ -64,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Build the sources and the pool, and start one thread per source.
 pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
-    let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams)> = Vec::new();
+    let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams, f64)> = Vec::new();
     for s in &config.sources {
         let p = s.params;
         let source: Box<dyn EntropySource> = match &s.kind {
@@ -77,11 +77,11 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
                     .with_context(|| format!("source {:?}", s.name))?,
             ),
         };
-        built.push((source, p));
+        built.push((source, p, s.min_trust));
     }
     let statuses = built
         .iter()
-        .map(|(src, p)| {
+        .map(|(src, p, _)| {
             let (i, perm) = p.cutoffs()?;
             tracing::info!(
                 source = %src.info().name,
@@ -98,8 +98,8 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     let fallback: pool::Fallback =
         Box::new(|seed| getrandom::fill(&mut seed[..]).map_err(|e| e.to_string()));
     let (pool, handles) = Pool::new(config.pool.clone(), statuses, fallback);
-    for ((source, params), handle) in built.into_iter().zip(handles) {
-        sources::spawn(source, params, handle).context("starting a source thread")?;
+    for ((source, params, min_trust), handle) in built.into_iter().zip(handles) {
+        sources::spawn(source, params, min_trust, handle).context("starting a source thread")?;
     }
     Ok(pool)
 }

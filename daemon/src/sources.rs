@@ -7,7 +7,7 @@
 use std::{io, thread, time::Duration};
 
 use qkeyd_drivers::EntropySource;
-use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity};
+use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity, drift::DriftDetector};
 
 use crate::pool::{Conditioner, SeedBlock, SourceHandle, SourceState};
 
@@ -17,17 +17,24 @@ const READ_CHUNK: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Start the thread for one source. `params` were validated with the config.
+/// Start the thread for one source. `params` were validated with the config;
+/// trust below `min_trust` takes the source out of the pool.
 pub fn spawn(
     source: Box<dyn EntropySource>,
     params: HealthParams,
+    min_trust: f64,
     handle: SourceHandle,
 ) -> io::Result<thread::JoinHandle<()>> {
     let name = format!("qkeyd-src-{}", source.info().name);
-    thread::Builder::new().name(name).spawn(move || run(source, params, &handle))
+    thread::Builder::new().name(name).spawn(move || run(source, params, min_trust, &handle))
 }
 
-fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &SourceHandle) {
+fn run(
+    mut source: Box<dyn EntropySource>,
+    params: HealthParams,
+    min_trust: f64,
+    handle: &SourceHandle,
+) {
     let name = source.info().name.clone();
     let Ok(mut monitor) = HealthMonitor::new(params) else {
         // Params are validated when the config is parsed; this cannot happen.
@@ -35,6 +42,7 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
         return;
     };
     let mut conditioner = Conditioner::new(handle.index, params.claimed_h);
+    let mut drift = DriftDetector::new(params.bits_per_sample, params.claimed_h, min_trust);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut blocks: Vec<SeedBlock> = Vec::new();
     let mut total: u64 = 0;
@@ -49,6 +57,7 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
                 }
                 handle.status.disconnect(e.to_string());
                 conditioner.discard();
+                drift.discard_window();
                 // A device that comes back must pass start-up again; failed
                 // start-ups still count toward a permanent failure.
                 monitor.restart();
@@ -61,15 +70,31 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
         let mut pos = 0;
         let mut failed = false;
         while pos < n {
-            let epoch = handle.status.epoch();
             let f = monitor.feed(&chunk[pos..]);
             if !f.usable.is_empty() {
                 let first = total + (pos + f.usable.start) as u64;
                 let usable = &chunk[pos + f.usable.start..pos + f.usable.end];
-                conditioner.absorb(usable, first, epoch, |b| blocks.push(b));
+                // Score first: samples in the window that shows drift are not used.
+                let was = drift.distrusted();
+                drift.feed(usable);
+                if drift.distrusted() && !was {
+                    let at = first + usable.len() as u64 - 1;
+                    tracing::warn!(source = %name, trust = drift.trust(), sample = at, "entropy source distrusted: drift from its claim");
+                    conditioner.discard();
+                    handle.status.distrust(at);
+                } else if was && !drift.distrusted() {
+                    tracing::info!(source = %name, "entropy source trusted again after a fresh assessment");
+                }
+                if !drift.distrusted() {
+                    conditioner.absorb(usable, first, handle.status.epoch(), |b| blocks.push(b));
+                }
             }
             if let Some(mut failure) = f.failure {
                 conditioner.discard();
+                drift.discard_window();
+                if failure.severity == Severity::Permanent {
+                    drift.hard_failure();
+                }
                 failure.sample = total + (pos + f.consumed - 1) as u64;
                 tracing::warn!(
                     source = %name,
@@ -91,13 +116,19 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
         let state = match monitor.state() {
             MonitorState::Healthy => {
                 quarantined = false;
-                SourceState::Healthy
+                if drift.distrusted() { SourceState::Distrusted } else { SourceState::Healthy }
             }
             MonitorState::Startup { .. } if quarantined => SourceState::Quarantined,
             MonitorState::Startup { .. } => SourceState::Startup,
             MonitorState::Failed => SourceState::Failed,
         };
         handle.status.update(state, monitor.counts());
+        handle.status.set_drift(
+            drift.drift(),
+            drift.trust(),
+            drift.last().map(|w| w.h_estimate),
+            drift.windows(),
+        );
         for block in blocks.drain(..) {
             if !handle.send(block) {
                 return;
@@ -113,5 +144,70 @@ fn run(mut source: Box<dyn EntropySource>, params: HealthParams, handle: &Source
         } else if state == SourceState::Healthy {
             backoff = BACKOFF_MIN;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use qkeyd_drivers::source::sim::{Fault, Phase, SimSource};
+
+    use super::*;
+
+    /// Run a source through the same health tests and drift detector as the
+    /// source thread, without the pool, for `n` samples. Returns the lowest
+    /// trust seen, where trust was lost, and where a health test first fired.
+    fn run_offline(mut src: SimSource, claimed_h: f64, n: u64) -> (f64, Option<u64>, Option<u64>) {
+        let params = HealthParams::new(8, claimed_h);
+        let mut monitor = HealthMonitor::new(params).unwrap();
+        let mut drift = DriftDetector::new(8, claimed_h, 0.89);
+        let mut buf = vec![0u8; 65536];
+        let (mut total, mut min_trust, mut lost, mut fired) = (0u64, 1.0f64, None, None);
+        while total < n {
+            let got = src.read(&mut buf).unwrap();
+            let mut pos = 0;
+            while pos < got {
+                let f = monitor.feed(&buf[pos..got]);
+                drift.feed(&buf[pos + f.usable.start..pos + f.usable.end]);
+                min_trust = min_trust.min(drift.trust());
+                if drift.distrusted() && lost.is_none() {
+                    lost = Some(total + (pos + f.usable.end) as u64);
+                }
+                if let Some(fail) = f.failure {
+                    drift.discard_window();
+                    fired.get_or_insert(total + (pos + f.consumed) as u64 - 1);
+                    let _ = fail;
+                }
+                if f.consumed == 0 {
+                    break;
+                }
+                pos += f.consumed;
+            }
+            total += got as u64;
+        }
+        (min_trust, lost, fired)
+    }
+
+    /// A healthy simulated QRNG keeps trust ≥ 0.95 over 10M samples, through
+    /// the intermittent failures that α = 2^-20 produces in that many.
+    #[test]
+    fn healthy_sim_keeps_trust_over_ten_million_samples() {
+        let src = SimSource::new("steady", 61, 8, 7.9, vec![]).unwrap();
+        let (min_trust, lost, _) = run_offline(src, 7.9, 10_000_000);
+        assert!(min_trust >= 0.95, "{min_trust}");
+        assert_eq!(lost, None);
+    }
+
+    /// P(0) grows from uniform toward 25% over 1M samples: trust falls below
+    /// 0.89 before the RCT or APT fires.
+    #[test]
+    fn slow_drift_loses_trust_before_the_health_tests_fire() {
+        let fault = Fault::Drift { value: 0, to_p: 0.25, over_samples: 1_000_000 };
+        let src =
+            SimSource::new("drifty", 71, 8, 8.0, vec![Phase { after_samples: 0, fault }]).unwrap();
+        let (_, lost, fired) = run_offline(src, 8.0, 1_000_000);
+        let lost = lost.expect("trust lost");
+        let fired = fired.expect("the health tests fire eventually");
+        eprintln!("trust lost at sample {lost}, first RCT/APT failure at sample {fired}");
+        assert!(lost < fired, "lost {lost}, fired {fired}");
     }
 }

@@ -21,6 +21,10 @@ pub enum SourceState {
     Failed,
     /// The device is gone (vanished, FIFO writer closed); retried with back-off.
     Unavailable,
+    /// Passing the health tests, but its trust score fell below the minimum
+    /// (its entropy drifted from the claim). Not used until a fresh
+    /// assessment passes.
+    Distrusted,
 }
 
 /// A failure as /v1/health shows it.
@@ -89,6 +93,16 @@ pub struct SourceSnapshot {
     pub disconnects: u64,
     /// Seed blocks the DRBG took from this source.
     pub seeds_used: u64,
+    /// Drift score 0..1 (0 = as claimed).
+    pub drift_score: f64,
+    /// Trust score 0..1 (1 = fully trusted).
+    pub trust_score: f64,
+    /// Min-entropy per sample estimated on the last drift window (MCV, §6.3.1).
+    pub window_h_estimate: Option<f64>,
+    /// Drift windows scored.
+    pub drift_windows: u64,
+    /// Sample index at which trust last fell below the minimum.
+    pub distrusted_at_sample: Option<u64>,
     /// The most recent failure.
     pub last_failure: Option<FailureSnapshot>,
     /// The first failures since start (at most 16), oldest first.
@@ -106,6 +120,11 @@ struct Inner {
     counts: TestCounts,
     disconnects: u64,
     seeds_used: u64,
+    drift: f64,
+    trust: f64,
+    window_h: Option<f64>,
+    drift_windows: u64,
+    distrusted_at: Option<u64>,
     last_failure: Option<Failure>,
     first_failures: Vec<Failure>,
     last_error: Option<String>,
@@ -136,6 +155,11 @@ impl SourceStatus {
                 counts: TestCounts::default(),
                 disconnects: 0,
                 seeds_used: 0,
+                drift: 0.0,
+                trust: 1.0,
+                window_h: None,
+                drift_windows: 0,
+                distrusted_at: None,
                 last_failure: None,
                 first_failures: Vec::new(),
                 last_error: None,
@@ -169,6 +193,23 @@ impl SourceStatus {
         let mut inner = lock(&self.inner);
         inner.state = state;
         inner.counts = counts;
+    }
+
+    /// Record the drift detector's view.
+    pub fn set_drift(&self, drift: f64, trust: f64, window_h: Option<f64>, windows: u64) {
+        let mut inner = lock(&self.inner);
+        inner.drift = drift;
+        inner.trust = trust;
+        inner.window_h = window_h;
+        inner.drift_windows = windows;
+    }
+
+    /// Trust fell below the minimum at `sample`: out, and queued blocks go stale.
+    pub fn distrust(&self, sample: u64) {
+        let mut inner = lock(&self.inner);
+        inner.epoch += 1;
+        inner.state = SourceState::Distrusted;
+        inner.distrusted_at = Some(sample);
     }
 
     /// Record a health failure: state changes and earlier blocks go stale.
@@ -222,6 +263,11 @@ impl SourceStatus {
             startups_passed: inner.counts.startups_passed,
             disconnects: inner.disconnects,
             seeds_used: inner.seeds_used,
+            drift_score: inner.drift,
+            trust_score: inner.trust,
+            window_h_estimate: inner.window_h,
+            drift_windows: inner.drift_windows,
+            distrusted_at_sample: inner.distrusted_at,
             last_failure: inner.last_failure.map(Into::into),
             failures: inner.first_failures.iter().copied().map(Into::into).collect(),
             last_error: inner.last_error.clone(),

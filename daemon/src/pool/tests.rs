@@ -61,7 +61,7 @@ fn output_derives_only_from_samples_before_the_failure() {
     let status = status_for(&sim, params);
     let (pool, handles) =
         Pool::new(config(EntropyMode::FailClosed, 1), vec![status.clone()], no_fallback());
-    sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
+    sources::spawn(Box::new(sim), params, 0.89, handles[0].clone()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut outputs = Vec::new();
@@ -153,7 +153,7 @@ fn reseeds_by_count_and_large_requests_span_chunks() {
     let status = status_for(&sim, params);
     let (pool, handles) =
         Pool::new(config(EntropyMode::FailClosed, 4), vec![status.clone()], no_fallback());
-    sources::spawn(Box::new(sim), params, handles[0].clone()).unwrap();
+    sources::spawn(Box::new(sim), params, 0.89, handles[0].clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.serving().is_none() {
         assert!(Instant::now() < deadline);

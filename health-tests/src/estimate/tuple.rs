@@ -1,6 +1,6 @@
 //! t-Tuple (§6.3.5) and LRS (§6.3.6) estimates from one suffix array.
 //!
-//! Q[t] (the count of the most common t-tuple) and S[t] (Σ C(count, 2) over
+//! `Q[t]` (the count of the most common t-tuple) and `S[t]` (Σ C(count, 2) over
 //! all t-tuples, i.e. pairs of equal t-tuples) are read off the LCP intervals
 //! of the suffix array: an interval of `size` suffixes with LCP h, whose parent
 //! interval has LCP h', is one group of equal t-tuples for every t in (h', h].
@@ -77,7 +77,7 @@ pub(super) fn tuple_and_lrs(d: &[u8]) -> (Option<TupleResult>, Option<LrsResult>
     (tuple, lrs)
 }
 
-/// Q[t] and S[t] for t = 0..=v (index 0 unused), v = longest repeated substring.
+/// `Q[t]` and `S[t]` for t = 0..=v (index 0 unused), v = longest repeated substring.
 fn tuple_counts(d: &[u8]) -> (Vec<u64>, Vec<u64>) {
     let n = d.len();
     let sa: Vec<usize> =

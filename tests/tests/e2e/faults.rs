@@ -229,3 +229,55 @@ fn vanishing_sim_comes_back_without_restart() {
     assert_eq!(src["rct_failures"], 0);
     assert_eq!(d.get("/v1/random?bytes=32").status, 200);
 }
+
+/// A source whose bias grows slowly (P(0) from 1/256 toward 25% over 1M
+/// samples) loses trust and leaves the pool before its RCT or APT fires, and
+/// comes back only after a fresh, healthy assessment once the bias is gone.
+#[test]
+fn slow_drift_loses_trust_before_health_tests_fire() {
+    let d = Daemon::start(
+        r#"
+        [pool]
+        reseed_interval_requests = 1
+        [[source]]
+        name = "drifty"
+        kind = "sim"
+        seed = 51
+        [[source.schedule]]
+        after_samples = 20000
+        fault = "drift"
+        value = 0
+        to_p = 0.25
+        over_samples = 1000000
+        [[source.schedule]]
+        after_samples = 90000
+        fault = "none"
+        [danger]
+        allow_sim_sources = true
+        "#,
+    );
+    let h = d.wait_health("trust to fall", WAIT, |h| {
+        let _ = d.get("/v1/random?bytes=1048576&format=raw");
+        h["pool"]["sources"][0]["distrusted_at_sample"].is_u64()
+    });
+    let src = &h["pool"]["sources"][0];
+    let at = src["distrusted_at_sample"].as_u64().unwrap();
+    eprintln!("drift from sample 20000: distrusted at sample {at}; failures {}", src["failures"]);
+    assert!(at > 20000 && at < 90000, "distrusted at {at}");
+    // Any RCT/APT failure of the drift phase came after trust was lost.
+    for f in src["failures"].as_array().unwrap() {
+        assert!(f["sample"].as_u64().unwrap() > at, "health test fired first: {f}");
+    }
+    // Healthy again from sample 90000: back after 8 clean windows.
+    let h = d.wait_health("trust to come back", WAIT, |h| {
+        let _ = d.get("/v1/random?bytes=32");
+        h["pool"]["sources"][0]["state"] == "healthy"
+    });
+    let src = &h["pool"]["sources"][0];
+    assert!(src["trust_score"].as_f64().unwrap() >= 0.95, "{src}");
+    assert!(src["samples"].as_u64().unwrap() >= 90000 + 8 * 8192);
+    let m = d.metrics();
+    assert!(metric(&m, "qkeyd_source_trust{source=\"drifty\"}").unwrap() >= 0.95);
+    assert!(d.log().contains("entropy source distrusted"));
+    assert!(d.log().contains("trusted again"));
+}
