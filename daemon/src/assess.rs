@@ -1,15 +1,25 @@
 //! `qkeyd assess FILE`: the SP 800-90B non-IID assessment of a sample file,
 //! printed as NIST's `ea_non_iid -vv` prints it, or as its JSON (`--json`).
 
-use std::{path::Path, time::SystemTime};
+use std::{
+    path::Path,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Context, bail};
 use qkeyd_health::estimate::{Estimates, NonIid, Symbols, non_iid, report};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
+
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE: u64 = 256 << 20;
+
+/// Most samples `--source` records.
+const MAX_RECORD: usize = 16 << 20;
+/// How long a source may stay unavailable while recording.
+const RECORD_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Read, assess and render. Returns the text to print.
 pub fn run(
@@ -31,14 +41,66 @@ pub fn run(
     if raw.is_empty() {
         bail!("{} is empty: there are no samples to assess", file.display());
     }
-    let sym = Symbols::new(&raw, bits).with_context(|| format!("{}", file.display()))?;
+    assess_bytes(&raw, &file.display().to_string(), bits, as_json, commandline)
+}
+
+/// Record `samples` raw samples from a configured source, then assess them.
+/// The samples are the source's raw output: no health test filters them, as
+/// SP 800-90B assesses the noise source itself.
+pub fn run_source(
+    config: &Config,
+    name: &str,
+    samples: usize,
+    bits: Option<u32>,
+    as_json: bool,
+    commandline: &str,
+) -> anyhow::Result<String> {
+    let Some(sc) = config.sources.iter().find(|s| s.name == name) else {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        bail!("no source named {name:?} in the config (configured: {})", names.join(", "));
+    };
+    if !(1..=MAX_RECORD).contains(&samples) {
+        bail!("--samples must be 1..={MAX_RECORD}, got {samples}");
+    }
+    let mut source = crate::serve::build_source(sc)?;
+    let mut raw = vec![0u8; samples];
+    let mut at = 0;
+    let mut waiting_since: Option<Instant> = None;
+    while at < samples {
+        match source.read(&mut raw[at..]) {
+            Ok(n) => {
+                at += n;
+                waiting_since = None;
+            }
+            Err(e) if e.is_transient() => {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECORD_PATIENCE {
+                    bail!("source {name:?} unavailable for {RECORD_PATIENCE:?}: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => bail!("source {name:?}: {e}"),
+        }
+    }
+    let bits = bits.or(Some(sc.params.bits_per_sample));
+    assess_bytes(&raw, &format!("source:{name}"), bits, as_json, commandline)
+}
+
+fn assess_bytes(
+    raw: &[u8],
+    name: &str,
+    bits: Option<u32>,
+    as_json: bool,
+    commandline: &str,
+) -> anyhow::Result<String> {
+    let sym = Symbols::new(raw, bits).with_context(|| name.to_owned())?;
     let r = non_iid(&sym);
-    let sha = hex::encode(Sha256::digest(&raw));
+    let sha = hex::encode(Sha256::digest(raw));
     if as_json {
-        let doc = to_json(&r, &file.display().to_string(), &sha, commandline);
+        let doc = to_json(&r, name, &sha, commandline);
         Ok(serde_json::to_string_pretty(&doc)? + "\n")
     } else {
-        Ok(to_text(&r, &file.display().to_string(), &sha))
+        Ok(to_text(&r, name, &sha))
     }
 }
 

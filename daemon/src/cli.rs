@@ -32,8 +32,18 @@ pub enum Command {
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.
     Assess {
-        /// Sample file.
-        file: PathBuf,
+        /// Sample file (one sample per byte).
+        #[arg(required_unless_present = "source", conflicts_with = "source")]
+        file: Option<PathBuf>,
+        /// Record from this configured source instead of reading a file.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// Samples to record with --source.
+        #[arg(long, default_value_t = 1_000_000, requires = "source")]
+        samples: usize,
+        /// Config that defines --source (default: the embedded one).
+        #[arg(long, short, requires = "source")]
+        config: Option<PathBuf>,
         /// Bits per sample (1-8); detected from the data if omitted.
         #[arg(long)]
         bits: Option<u32>,

@@ -25,9 +25,22 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
     match cli.command {
-        Command::Assess { file, bits, json } => {
+        Command::Assess { file, source, samples, config, bits, json } => {
             let commandline = std::env::args().collect::<Vec<_>>().join(" ");
-            match qkeyd::assess::run(&file, bits, json, &commandline) {
+            let result = match (file, source) {
+                (Some(file), _) => qkeyd::assess::run(&file, bits, json, &commandline),
+                (None, Some(name)) => {
+                    let loaded = match &config {
+                        Some(path) => Config::load(path),
+                        None => Config::embedded(),
+                    };
+                    loaded.and_then(|c| {
+                        qkeyd::assess::run_source(&c, &name, samples, bits, json, &commandline)
+                    })
+                }
+                (None, None) => Err(anyhow::anyhow!("give a FILE or --source NAME")),
+            };
+            match result {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

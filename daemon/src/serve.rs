@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     api::{self, AppState},
-    config::{Config, SourceKind},
+    config::{Config, SourceConfig, SourceKind},
     metrics::Metrics,
     pool::{self, Pool, SourceStatus},
     sources,
@@ -66,18 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams, f64)> = Vec::new();
     for s in &config.sources {
-        let p = s.params;
-        let source: Box<dyn EntropySource> = match &s.kind {
-            SourceKind::Os => Box::new(OsSource::new(&s.name, p.claimed_h)),
-            SourceKind::CharDev { path } => {
-                Box::new(CharDevSource::new(&s.name, path, p.bits_per_sample, p.claimed_h))
-            }
-            SourceKind::Sim { seed, schedule } => Box::new(
-                SimSource::new(&s.name, *seed, p.bits_per_sample, p.claimed_h, schedule.clone())
-                    .with_context(|| format!("source {:?}", s.name))?,
-            ),
-        };
-        built.push((source, p, s.min_trust));
+        built.push((build_source(s)?, s.params, s.min_trust));
     }
     let statuses = built
         .iter()
@@ -102,6 +91,21 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
         sources::spawn(source, params, min_trust, handle).context("starting a source thread")?;
     }
     Ok(pool)
+}
+
+/// The driver for one configured source.
+pub fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySource>> {
+    let p = s.params;
+    Ok(match &s.kind {
+        SourceKind::Os => Box::new(OsSource::new(&s.name, p.claimed_h)),
+        SourceKind::CharDev { path } => {
+            Box::new(CharDevSource::new(&s.name, path, p.bits_per_sample, p.claimed_h))
+        }
+        SourceKind::Sim { seed, schedule } => Box::new(
+            SimSource::new(&s.name, *seed, p.bits_per_sample, p.claimed_h, schedule.clone())
+                .with_context(|| format!("source {:?}", s.name))?,
+        ),
+    })
 }
 
 async fn shutdown() {

@@ -99,3 +99,54 @@ fn assess_rejects_bad_input_clearly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Assessed min entropy"));
 }
+
+fn assessed(stdout: &[u8]) -> f64 {
+    let text = String::from_utf8_lossy(stdout);
+    text.lines()
+        .last()
+        .and_then(|l| l.strip_prefix("Assessed min entropy: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no assessed value in {text}"))
+}
+
+/// `--source` records from a configured live source and assesses it.
+#[test]
+fn assess_records_from_a_configured_source() {
+    // The embedded config's OS source: close to 8 bits per byte.
+    let out = Command::new(qkeyd_bin())
+        .args(["assess", "--source", "os", "--samples", "200000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = assessed(&out.stdout);
+    assert!(h > 6.5 && h <= 8.0, "{h}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Opening file: 'source:os'"));
+
+    // A simulated QRNG with four stuck-at-zero bits: at most 4 bits (the
+    // bitstring of 8-bit words, half of them constant, pulls it lower still).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("q.toml");
+    std::fs::write(
+        &cfg,
+        "[[source]]\nname = \"weak\"\nkind = \"sim\"\nseed = 3\n[[source.schedule]]\n\
+         after_samples = 0\nfault = \"bias\"\nkeep_bits = 4\n[danger]\nallow_sim_sources = true\n",
+    )
+    .unwrap();
+    let out = Command::new(qkeyd_bin())
+        .args(["assess", "--source", "weak", "--samples", "100000", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = assessed(&out.stdout);
+    assert!(h > 1.0 && h <= 4.0, "{h}");
+
+    for (args, needle) in [
+        (vec!["--source", "nope"], "no source named \"nope\""),
+        (vec!["--source", "os", "--samples", "0"], "--samples must be"),
+    ] {
+        let out = Command::new(qkeyd_bin()).arg("assess").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{args:?}");
+    }
+}
