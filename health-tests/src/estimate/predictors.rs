@@ -222,30 +222,37 @@ pub(super) fn lag(d: &[u8], k: usize) -> Option<Prediction> {
 }
 
 /// Next-symbol counts under one context, with the running prediction
-/// (highest count, ties to the larger symbol).
-#[derive(Default)]
+/// (highest count, ties to the larger symbol). The first symbol is stored
+/// inline: most contexts of random data are seen once, and an allocation per
+/// context dominated the run time.
 struct Node {
-    counts: Vec<(u8, u32)>,
+    first: (u8, u32),
+    rest: Vec<(u8, u32)>,
     best: (u8, u32),
 }
 
 impl Node {
     fn with(sym: u8) -> Self {
-        Self { counts: vec![(sym, 1)], best: (sym, 1) }
+        Self { first: (sym, 1), rest: Vec::new(), best: (sym, 1) }
     }
 
     /// Count `sym`; returns whether it was a new (context, symbol) pair.
     fn bump(&mut self, sym: u8, allow_new: bool) -> bool {
-        let c = match self.counts.iter_mut().find(|e| e.0 == sym) {
-            Some(e) => {
-                e.1 += 1;
-                e.1
+        let c = if self.first.0 == sym {
+            self.first.1 += 1;
+            self.first.1
+        } else {
+            match self.rest.iter_mut().find(|e| e.0 == sym) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.1
+                }
+                None if allow_new => {
+                    self.rest.push((sym, 1));
+                    1
+                }
+                None => return false,
             }
-            None if allow_new => {
-                self.counts.push((sym, 1));
-                1
-            }
-            None => return false,
         };
         if c > self.best.1 || (c == self.best.1 && sym > self.best.0) {
             self.best = (sym, c);
@@ -285,6 +292,10 @@ pub(super) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
         let x = d[i];
         let mut found = true;
         for o in 0..=ORDERS.saturating_sub(1).min(i - 2) {
+            if !found && entries[o] >= MAX_ENTRIES {
+                // Nothing to look up and no room to add: this order is done for i.
+                continue;
+            }
             let ctx = key(&d[i - o - 1..i]);
             let node = if found { maps[o].get_mut(&ctx) } else { None };
             found = node.is_some();
@@ -570,7 +581,11 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Some streams periodic, to make long lags win.
-                    if bias > 0 && x % 4 != 0 { ((i as u64 / bias) % 2) as u8 } else { (x >> 63) as u8 }
+                    if bias > 0 && x % 4 != 0 {
+                        ((i as u64 / bias) % 2) as u8
+                    } else {
+                        (x >> 63) as u8
+                    }
                 })
                 .collect();
             let s = lag_binary(&d);
