@@ -581,7 +581,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Some streams periodic, to make long lags win.
-                    if bias > 0 && x % 4 != 0 {
+                    if bias > 0 && !x.is_multiple_of(4) {
                         ((i as u64 / bias) % 2) as u8
                     } else {
                         (x >> 63) as u8
