@@ -146,7 +146,7 @@ fn binary_tuple_counts(d: &[u8]) -> Option<(Vec<u64>, Vec<u64>)> {
     Some((q, s))
 }
 
-/// `Q` and `S` from an LCP array over sorted suffixes (lcp[i] relates
+/// `Q` and `S` from an LCP array over sorted suffixes (`lcp[i]` relates
 /// entries i − 1 and i), for t = 0..=max (index 0 unused).
 fn interval_counts(lcp: &[usize], max: usize) -> (Vec<u64>, Vec<u64>) {
     let n = lcp.len();
