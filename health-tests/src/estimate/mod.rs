@@ -18,6 +18,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod compression;
+pub mod iid;
 mod predictors;
 pub mod report;
 mod simple;
@@ -43,6 +44,8 @@ pub struct Symbols {
     pub literal: Vec<u8>,
     /// The bitstring, one bit per byte, most significant bit of each sample first.
     pub bits: Vec<u8>,
+    /// The samples masked to the word size, not ranked.
+    pub raw: Vec<u8>,
 }
 
 impl Symbols {
@@ -83,10 +86,10 @@ impl Symbols {
             ));
         }
         let literal = raw.iter().map(|&b| rank[usize::from(b & mask)]).collect();
+        let masked: Vec<u8> = raw.iter().map(|&b| b & mask).collect();
         let bits = if k > 2 {
             let mut bits = Vec::with_capacity(raw.len() * ws as usize);
-            for &b in raw {
-                let s = b & mask;
+            for &s in &masked {
                 for j in (0..ws).rev() {
                     bits.push((s >> j) & 1);
                 }
@@ -95,7 +98,7 @@ impl Symbols {
         } else {
             Vec::new()
         };
-        Ok(Self { word_size: ws, alphabet: k, literal, bits })
+        Ok(Self { word_size: ws, alphabet: k, literal, bits, raw: masked })
     }
 
     /// Whether the data is binary (two distinct symbols).

@@ -3,7 +3,7 @@
 use super::{Collision, Markov, Mcv, ZALPHA};
 
 /// §6.3.1: p_u = min(1, p̂ + Z·sqrt(p̂(1−p̂)/(L−1))).
-pub(super) fn mcv(data: &[u8], k: usize) -> Mcv {
+pub(crate) fn mcv(data: &[u8], k: usize) -> Mcv {
     let mut counts = vec![0u64; k.max(256)];
     for &s in data {
         counts[usize::from(s)] += 1;

@@ -78,7 +78,7 @@ pub(super) fn tuple_and_lrs(d: &[u8]) -> (Option<TupleResult>, Option<LrsResult>
 }
 
 /// `Q[t]` and `S[t]` for t = 0..=v (index 0 unused), v = longest repeated substring.
-fn tuple_counts(d: &[u8]) -> (Vec<u64>, Vec<u64>) {
+pub(super) fn tuple_counts(d: &[u8]) -> (Vec<u64>, Vec<u64>) {
     if d.len() >= 1024
         && d.iter().all(|&b| b <= 1)
         && let Some(counts) = binary_tuple_counts(d)
