@@ -7,7 +7,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use qkeyd_health::estimate::{Estimates, NonIid, Symbols, non_iid, report};
+use qkeyd_health::estimate::{
+    Estimates, NonIid, Symbols,
+    iid::{self, Iid, KEYS, NAMES},
+    non_iid, report,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -21,13 +25,19 @@ const MAX_RECORD: usize = 16 << 20;
 /// How long a source may stay unavailable while recording.
 const RECORD_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How to assess.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Bits per sample; detected if `None`.
+    pub bits: Option<u32>,
+    /// The reference tool's JSON layout instead of text.
+    pub json: bool,
+    /// The IID track instead of the non-IID one.
+    pub iid: bool,
+}
+
 /// Read, assess and render. Returns the text to print.
-pub fn run(
-    file: &Path,
-    bits: Option<u32>,
-    as_json: bool,
-    commandline: &str,
-) -> anyhow::Result<String> {
+pub fn run(file: &Path, opts: Options, commandline: &str) -> anyhow::Result<String> {
     let meta =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     if meta.len() > MAX_FILE {
@@ -41,7 +51,7 @@ pub fn run(
     if raw.is_empty() {
         bail!("{} is empty: there are no samples to assess", file.display());
     }
-    assess_bytes(&raw, &file.display().to_string(), bits, as_json, commandline)
+    assess_bytes(&raw, &file.display().to_string(), opts, commandline)
 }
 
 /// Record `samples` raw samples from a configured source, then assess them.
@@ -51,8 +61,7 @@ pub fn run_source(
     config: &Config,
     name: &str,
     samples: usize,
-    bits: Option<u32>,
-    as_json: bool,
+    opts: Options,
     commandline: &str,
 ) -> anyhow::Result<String> {
     let Some(sc) = config.sources.iter().find(|s| s.name == name) else {
@@ -82,21 +91,30 @@ pub fn run_source(
             Err(e) => bail!("source {name:?}: {e}"),
         }
     }
-    let bits = bits.or(Some(sc.params.bits_per_sample));
-    assess_bytes(&raw, &format!("source:{name}"), bits, as_json, commandline)
+    let opts = Options { bits: opts.bits.or(Some(sc.params.bits_per_sample)), ..opts };
+    assess_bytes(&raw, &format!("source:{name}"), opts, commandline)
 }
 
 fn assess_bytes(
     raw: &[u8],
     name: &str,
-    bits: Option<u32>,
-    as_json: bool,
+    opts: Options,
     commandline: &str,
 ) -> anyhow::Result<String> {
-    let sym = Symbols::new(raw, bits).with_context(|| name.to_owned())?;
-    let r = non_iid(&sym);
+    let sym = Symbols::new(raw, opts.bits).with_context(|| name.to_owned())?;
     let sha = hex::encode(Sha256::digest(raw));
-    if as_json {
+    if opts.iid {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("seeding the shuffles: {e}"))?;
+        let r = iid::iid(&sym, seed);
+        return Ok(if opts.json {
+            serde_json::to_string_pretty(&iid_json(&r, name, &sha, commandline))? + "\n"
+        } else {
+            iid_text(&r, name, &sha)
+        });
+    }
+    let r = non_iid(&sym);
+    if opts.json {
         let doc = to_json(&r, name, &sha, commandline);
         Ok(serde_json::to_string_pretty(&doc)? + "\n")
     } else {
@@ -225,4 +243,130 @@ fn timestamp() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn real(x: f64) -> String {
+    report::Value::Real(x).to_string()
+}
+
+fn iid_text(r: &Iid, name: &str, sha: &str) -> String {
+    let mut o = format!("Opening file: '{name}' (SHA-256 hash {sha})\n");
+    o += &format!(
+        "Loaded {} samples of {} distinct {}-bit-wide symbols\n",
+        r.samples, r.alphabet, r.word_size
+    );
+    if !r.binary {
+        o += &format!("Number of Binary samples: {}\n", r.samples * r.word_size as usize);
+    }
+    if r.samples < 1_000_000 {
+        o += "\n*** Warning: data contains less than 1000000 samples ***\n\n";
+    }
+    o += &format!(
+        "Raw Mean = {}\nMedian = {}\nBinary = {}\n",
+        real(r.raw_mean),
+        real(r.median),
+        r.binary
+    );
+    let mut mcv = |label: &str, m: &qkeyd_health::estimate::Mcv| {
+        o += &format!("{label} Most Common Value Estimate: Mode count = {}\n", m.mode);
+        o += &format!("{label} Most Common Value Estimate: p-hat = {}\n", real(m.p_hat));
+        o += &format!("{label} Most Common Value Estimate: p_u = {}\n", real(m.p_u));
+        o += &format!("{label} Most Common Value Estimate: min entropy = {}\n", real(m.h));
+    };
+    mcv("Literal", &r.mcv_literal);
+    if let Some(b) = &r.mcv_bitstring {
+        mcv("Bitstring", b);
+    }
+    if !r.binary {
+        o += &format!("H_bitstring = {}\n", real(r.h_bitstring));
+        o +=
+            &format!("H_bitstring Per Symbol = {}\n", real(r.h_bitstring * f64::from(r.word_size)));
+    }
+    o += &format!(
+        "H_original = {}\nAssessed min entropy: {}\n",
+        real(r.h_original),
+        real(r.h_assessed)
+    );
+    for (label, c) in
+        [("Chi square independence", r.chi_independence), ("Chi square goodness of fit", r.chi_fit)]
+    {
+        o += &format!(
+            "{label}: T = {}\n{label}: df = {}\n{label}: P-value = {}\n",
+            real(c.t),
+            c.df,
+            real(c.p)
+        );
+    }
+    let pass = |b: bool| if b { "Passed" } else { "Failed" };
+    o +=
+        &format!("Chi square tests: {}\n", pass(r.chi_independence.passed() && r.chi_fit.passed()));
+    let l = "Literal Longest Repeated Substring results";
+    o += &format!(
+        "{l}: P_col = {}\n{l}: W = {}\n{l}: Pr(X >= 1) = {}\n",
+        real(r.lrs.p_col),
+        r.lrs.w,
+        real(r.lrs.pr)
+    );
+    o += &format!("Length of longest repeated substring test: {}\n", pass(r.lrs.passed));
+    let p = &r.permutation;
+    for (n, v) in NAMES.iter().zip(p.unpermuted) {
+        o += &format!("Permutation testing: Unpermuted result {n} = {}\n", real(v));
+    }
+    o += &format!(
+        "\n\n{:>25}{:>9}{:>9}{:>9}\n{}\n",
+        "statistic",
+        "C[i][0]",
+        "C[i][1]",
+        "C[i][2]",
+        "-".repeat(52)
+    );
+    for (j, n) in NAMES.iter().enumerate() {
+        let c = p.counts[j];
+        let label = if p.decided(j) { format!("{n:>25}") } else { format!("{n:>24}*") };
+        o += &format!("{label}{:>8}{:>8}{:>8}\n", c[0], c[1], c[2]);
+    }
+    o += &format!("(* denotes failed test)\n\nIID permutation tests: {}\n", pass(p.passed()));
+    o
+}
+
+/// The reference tool's IID JSON layout.
+fn iid_json(r: &Iid, name: &str, sha: &str, commandline: &str) -> Value {
+    let mut case = Map::new();
+    if r.binary {
+        case.insert("binary".into(), json!(true));
+    }
+    case.insert("hAssessed".into(), json!(r.h_assessed));
+    case.insert("hBitstring".into(), json!(r.h_bitstring));
+    case.insert("hOriginal".into(), json!(r.h_original));
+    case.insert("mean".into(), json!(r.raw_mean));
+    case.insert("median".into(), json!(r.median));
+    case.insert(
+        "passedChiSquareTests".into(),
+        json!(r.chi_independence.passed() && r.chi_fit.passed()),
+    );
+    case.insert("passedIidPermutationTests".into(), json!(r.permutation.passed()));
+    case.insert("passedLongestRepeatedSubstringTest".into(), json!(r.lrs.passed));
+    let iterations: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut m = Map::new();
+            m.insert("iteration".into(), json!(i));
+            for (j, key) in KEYS.iter().enumerate() {
+                m.insert((*key).into(), json!(f64::from(r.permutation.counts[j][i])));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    case.insert("permutationTestResults".into(), json!(iterations));
+    case.insert("testCaseDesc".into(), json!(""));
+    json!({
+        "IID": true,
+        "commandline": commandline,
+        "dateTimeStamp": timestamp(),
+        "errorLevel": 0,
+        "filename": name,
+        "sha256": sha,
+        "testCases": [case],
+        "toolVersion": concat!("qkeyd ", env!("CARGO_PKG_VERSION")),
+        "type": "",
+    })
 }

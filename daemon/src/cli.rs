@@ -50,6 +50,10 @@ pub enum Command {
         /// Write the reference tool's JSON layout instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the IID track (§5: permutation, chi-square and LRS tests, and
+        /// the MCV estimate) instead of the non-IID estimators.
+        #[arg(long)]
+        iid: bool,
     },
     /// Check a config file and print what it sets up.
     CheckConfig {

@@ -25,17 +25,18 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
     match cli.command {
-        Command::Assess { file, source, samples, config, bits, json } => {
+        Command::Assess { file, source, samples, config, bits, json, iid } => {
+            let opts = qkeyd::assess::Options { bits, json, iid };
             let commandline = std::env::args().collect::<Vec<_>>().join(" ");
             let result = match (file, source) {
-                (Some(file), _) => qkeyd::assess::run(&file, bits, json, &commandline),
+                (Some(file), _) => qkeyd::assess::run(&file, opts, &commandline),
                 (None, Some(name)) => {
                     let loaded = match &config {
                         Some(path) => Config::load(path),
                         None => Config::embedded(),
                     };
                     loaded.and_then(|c| {
-                        qkeyd::assess::run_source(&c, &name, samples, bits, json, &commandline)
+                        qkeyd::assess::run_source(&c, &name, samples, opts, &commandline)
                     })
                 }
                 (None, None) => Err(anyhow::anyhow!("give a FILE or --source NAME")),

@@ -150,3 +150,51 @@ fn assess_records_from_a_configured_source() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{args:?}");
     }
 }
+
+/// `--iid` gives NIST's verdicts and deterministic values, in text and JSON.
+#[test]
+fn assess_iid_matches_the_reference_verdicts() {
+    let file = reference("data/rand8_short.bin");
+    let out = Command::new(qkeyd_bin()).args(["assess", "--iid"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = std::fs::read_to_string(reference("expected/rand8_short.iid.res")).unwrap();
+    for verdict in [
+        "Chi square tests: ",
+        "Length of longest repeated substring test: ",
+        "IID permutation tests: ",
+    ] {
+        let ours = text.lines().find(|l| l.starts_with(verdict)).unwrap();
+        let theirs = expected.lines().find(|l| l.starts_with(verdict)).unwrap();
+        assert_eq!(ours, theirs);
+    }
+    // Statistics that do not depend on the shuffles print exactly as NIST's.
+    for key in [
+        "Chi square independence: df = ",
+        "Literal Longest Repeated Substring results: W = ",
+        "Permutation testing: Unpermuted result compression = ",
+    ] {
+        let ours = text.lines().find(|l| l.starts_with(key)).unwrap();
+        let theirs = expected.lines().find(|l| l.starts_with(key)).unwrap();
+        assert_eq!(ours, theirs);
+    }
+    let out =
+        Command::new(qkeyd_bin()).args(["assess", "--iid", "--json"]).arg(&file).output().unwrap();
+    let ours: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs: Value = serde_json::from_str(
+        &std::fs::read_to_string(reference("expected/rand8_short.iid.json")).unwrap(),
+    )
+    .unwrap();
+    let (a, b) = (&ours["testCases"][0], &theirs["testCases"][0]);
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(a), keys(b));
+    for k in
+        ["passedChiSquareTests", "passedIidPermutationTests", "passedLongestRepeatedSubstringTest"]
+    {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    for k in ["hAssessed", "mean", "median"] {
+        assert!(close(a[k].as_f64().unwrap(), b[k].as_f64().unwrap()), "{k}");
+    }
+    assert_eq!(keys(&a["permutationTestResults"][0]), keys(&b["permutationTestResults"][0]));
+}
