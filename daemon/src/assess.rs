@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use qkeyd_health::estimate::{
     Estimates, NonIid, Symbols,
     iid::{self, Iid, KEYS, NAMES},
-    non_iid, report,
+    non_iid_with_progress, report,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -106,14 +106,16 @@ fn assess_bytes(
     if opts.iid {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("seeding the shuffles: {e}"))?;
-        let r = iid::iid(&sym, seed);
+        let r = iid::iid_with_progress(&sym, seed, &mut progress());
+        finish_progress();
         return Ok(if opts.json {
             serde_json::to_string_pretty(&iid_json(&r, name, &sha, commandline))? + "\n"
         } else {
             iid_text(&r, name, &sha)
         });
     }
-    let r = non_iid(&sym);
+    let r = non_iid_with_progress(&sym, &mut progress());
+    finish_progress();
     if opts.json {
         let doc = to_json(&r, name, &sha, commandline);
         Ok(serde_json::to_string_pretty(&doc)? + "\n")
@@ -243,6 +245,27 @@ fn timestamp() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}{month:02}{day:02}{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// A one-line progress display on stderr, shown only on a terminal (long
+/// runs take seconds to a minute); logs and pipes get nothing.
+fn progress() -> impl FnMut(&str) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let start = Instant::now();
+    let mut shown: Option<Instant> = None;
+    move |step: &str| {
+        // At most ten updates a second: the IID track reports every round.
+        if tty && shown.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+            shown = Some(Instant::now());
+            eprint!("\r\x1b[2K[{:>5.1} s] {step}", start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn finish_progress() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[2K");
+    }
 }
 
 fn real(x: f64) -> String {

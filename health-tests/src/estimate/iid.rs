@@ -153,13 +153,20 @@ pub struct Iid {
 
 /// Run the IID track; `seed` seeds the shuffles (xoshiro256**).
 pub fn iid(sym: &Symbols, seed: [u8; 32]) -> Iid {
+    iid_with_progress(sym, seed, &mut |_| {})
+}
+
+/// [`iid`], calling `progress` with a description at every shuffle round
+/// (a display should throttle itself).
+pub fn iid_with_progress(sym: &Symbols, seed: [u8; 32], progress: &mut dyn FnMut(&str)) -> Iid {
     let ctx = Ctx::new(sym);
     let mut permutation = Permutation {
         unpermuted: statistics(&ctx, &sym.literal, &sym.raw, &[true; 19]),
         counts: [[0; 3]; 19],
         rounds: 0,
     };
-    shuffle_tests(&ctx, sym, seed, &mut permutation);
+    shuffle_tests(&ctx, sym, seed, &mut permutation, progress);
+    progress("chi-square and LRS tests");
     let mut out = deterministic(sym);
     out.permutation = permutation;
     out
@@ -389,7 +396,13 @@ fn compressed_len(raw: &[u8]) -> usize {
 }
 
 /// Shuffle (Fisher–Yates, xoshiro256** with Lemire's bounded draw) and count.
-fn shuffle_tests(ctx: &Ctx, sym: &Symbols, seed: [u8; 32], perm: &mut Permutation) {
+fn shuffle_tests(
+    ctx: &Ctx,
+    sym: &Symbols,
+    seed: [u8; 32],
+    perm: &mut Permutation,
+    progress: &mut dyn FnMut(&str),
+) {
     let mut rng = Xoshiro::from_seed(seed);
     // Ranked symbol and raw value move together: shuffle them as one u16,
     // which halves the random memory traffic of the swaps.
@@ -415,6 +428,11 @@ fn shuffle_tests(ctx: &Ctx, sym: &Symbols, seed: [u8; 32], perm: &mut Permutatio
             *r = (p >> 8) as u8;
         }
         perm.rounds += 1;
+        let open = active.iter().filter(|&&a| a).count();
+        progress(&format!(
+            "permutation round {} of at most {PERMUTATIONS}, {open} of 19 statistics undecided",
+            perm.rounds
+        ));
         let t = statistics(ctx, &data, &raw, &active);
         for j in 0..19 {
             if !active[j] {

@@ -198,19 +198,27 @@ pub struct Estimates {
 impl Estimates {
     /// Run every estimator that applies. `binary_tests` adds Collision, Markov and
     /// Compression (for the bitstring, or for binary literal data).
-    fn run(data: &[u8], k: usize, binary_tests: bool) -> Self {
+    fn run(data: &[u8], k: usize, binary_tests: bool, progress: &mut dyn FnMut(&str)) -> Self {
+        progress("Most Common Value");
         let mut e = Self { mcv: Some(simple::mcv(data, k)), ..Self::default() };
         if binary_tests {
+            progress("Collision, Markov");
             e.collision = simple::collision(data);
             e.markov = Some(simple::markov(data));
+            progress("Compression");
             e.compression = compression::compression(data);
         }
+        progress("t-Tuple, LRS");
         let (t, l) = tuple::tuple_and_lrs(data);
         e.t_tuple = t;
         e.lrs = l;
+        progress("MultiMCW");
         e.multi_mcw = predictors::multi_mcw(data, k);
+        progress("Lag");
         e.lag = predictors::lag(data, k);
+        progress("MultiMMC");
         e.multi_mmc = predictors::multi_mmc(data, k);
+        progress("LZ78Y");
         e.lz78y = predictors::lz78y(data, k);
         e
     }
@@ -258,9 +266,19 @@ pub struct NonIid {
 
 /// Run the non-IID track (§6.3) on prepared symbols.
 pub fn non_iid(sym: &Symbols) -> NonIid {
+    non_iid_with_progress(sym, &mut |_| {})
+}
+
+/// [`non_iid`], calling `progress` with a description before each step (for
+/// a progress display on long runs).
+pub fn non_iid_with_progress(sym: &Symbols, progress: &mut dyn FnMut(&str)) -> NonIid {
     let ws = f64::from(sym.word_size);
-    let bitstring = (!sym.is_binary()).then(|| Estimates::run(&sym.bits, 2, true));
-    let literal = Estimates::run(&sym.literal, sym.alphabet, sym.is_binary());
+    let bitstring = (!sym.is_binary()).then(|| {
+        Estimates::run(&sym.bits, 2, true, &mut |step| progress(&format!("bitstring: {step}")))
+    });
+    let literal = Estimates::run(&sym.literal, sym.alphabet, sym.is_binary(), &mut |step| {
+        progress(&format!("literal: {step}"))
+    });
     let h_original = literal.min_h(ws);
     let h_bitstring = bitstring.as_ref().map_or(1.0, |b| b.min_h(1.0));
     let mut h_assessed = ws;

@@ -125,3 +125,16 @@ fn truerand_4bit() {
 fn truerand_8bit() {
     check("truerand_8bit");
 }
+
+#[test]
+fn progress_reports_every_step_in_order() {
+    let raw = std::fs::read(data_dir().join("data/rand4_short.bin")).unwrap();
+    let sym = Symbols::new(&raw, None).unwrap();
+    let mut steps = Vec::new();
+    let r = super::non_iid_with_progress(&sym, &mut |s| steps.push(s.to_owned()));
+    assert_eq!(r, non_iid(&sym), "progress does not change the result");
+    assert_eq!(steps.first().map(String::as_str), Some("bitstring: Most Common Value"));
+    assert_eq!(steps.last().map(String::as_str), Some("literal: LZ78Y"));
+    // Bitstring: 8 steps (with the binary-only ones); literal 4-bit data: 6.
+    assert_eq!(steps.len(), 8 + 6);
+}
