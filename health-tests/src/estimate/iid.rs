@@ -160,21 +160,18 @@ pub fn iid(sym: &Symbols, seed: [u8; 32]) -> Iid {
 /// (a display should throttle itself).
 pub fn iid_with_progress(sym: &Symbols, seed: [u8; 32], progress: &mut dyn FnMut(&str)) -> Iid {
     let ctx = Ctx::new(sym);
-    let mut permutation = Permutation {
-        unpermuted: statistics(&ctx, &sym.literal, &sym.raw, &[true; 19]),
-        counts: [[0; 3]; 19],
-        rounds: 0,
-    };
-    shuffle_tests(&ctx, sym, seed, &mut permutation, progress);
     progress("chi-square and LRS tests");
-    let mut out = deterministic(sym);
-    out.permutation = permutation;
+    let mut out = unshuffled(sym, &ctx);
+    shuffle_tests(&ctx, sym, seed, &mut out.permutation, progress);
     out
 }
 
 /// Everything but the shuffles (their counts stay zero).
 pub fn deterministic(sym: &Symbols) -> Iid {
-    let ctx = Ctx::new(sym);
+    unshuffled(sym, &Ctx::new(sym))
+}
+
+fn unshuffled(sym: &Symbols, ctx: &Ctx) -> Iid {
     let n = sym.literal.len();
     let ws = f64::from(sym.word_size);
     let mcv_literal = mcv(&sym.literal, sym.alphabet);
@@ -208,7 +205,7 @@ pub fn deterministic(sym: &Symbols) -> Iid {
         chi_fit,
         lrs: lrs_test(&sym.literal, &p),
         permutation: Permutation {
-            unpermuted: statistics(&ctx, &sym.literal, &sym.raw, &[true; 19]),
+            unpermuted: statistics(ctx, &sym.literal, &sym.raw, &[true; 19]),
             counts: [[0; 3]; 19],
             rounds: 0,
         },
