@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 use qkeyd_health::estimate::{
     Estimates, NonIid, Symbols,
-    iid::{self, Iid, KEYS, NAMES},
+    iid::{self, Iid, NAMES},
     non_iid_with_progress, report,
 };
 use serde_json::{Map, Value, json};
@@ -373,8 +373,8 @@ fn iid_json(r: &Iid, name: &str, sha: &str, commandline: &str) -> Value {
         .map(|i| {
             let mut m = Map::new();
             m.insert("iteration".into(), json!(i));
-            for (j, key) in KEYS.iter().enumerate() {
-                m.insert((*key).into(), json!(f64::from(r.permutation.counts[j][i])));
+            for j in 0..NAMES.len() {
+                m.insert(iid::json_key(j), json!(f64::from(r.permutation.counts[j][i])));
             }
             Value::Object(m)
         })

@@ -37,28 +37,11 @@ pub const NAMES: [&str; 19] = [
     "covariance(32)",
     "compression",
 ];
-/// JSON keys of the 19 statistics.
-pub const KEYS: [&str; 19] = [
-    "excursion",
-    "numDirectionalRuns",
-    "lenDirectionalRuns",
-    "numIncreasesDecreases",
-    "numRunsMedian",
-    "lenRunsMedian",
-    "avgCollision",
-    "maxCollision",
-    "periodicity1",
-    "periodicity2",
-    "periodicity8",
-    "periodicity16",
-    "periodicity32",
-    "covariance1",
-    "covariance2",
-    "covariance8",
-    "covariance16",
-    "covariance32",
-    "compression",
-];
+/// The JSON key of statistic `j`: its name without parentheses
+/// (`periodicity(8)` → `periodicity8`), as the reference tool writes it.
+pub fn json_key(j: usize) -> String {
+    NAMES[j].replace(['(', ')'], "")
+}
 const LAGS: [usize; 5] = [1, 2, 8, 16, 32];
 
 /// A chi-square test.
