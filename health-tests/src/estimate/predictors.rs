@@ -265,6 +265,33 @@ fn key(ctx: &[u8]) -> u128 {
     ctx.iter().fold(0u128, |a, &b| (a << 8) | u128::from(b))
 }
 
+/// MultiMMC's scoreboard over its 16 orders and the current winner.
+#[derive(Default)]
+struct Orders {
+    board: [u64; 16],
+    winner: usize,
+}
+
+impl Orders {
+    /// Order `o` made a prediction, right or not; `cur_winner` was the winner
+    /// when this sample's predictions began. Only the winner's predictions
+    /// count for C and the runs; a later order that ties the winner's score
+    /// takes over (§6.3.9).
+    fn predicted(&mut self, o: usize, right: bool, cur_winner: usize, score: &mut Score) {
+        if right {
+            self.board[o] += 1;
+            if self.board[o] >= self.board[self.winner] {
+                self.winner = o;
+            }
+            if o == cur_winner {
+                score.hit();
+            }
+        } else if o == cur_winner {
+            score.miss();
+        }
+    }
+}
+
 /// §6.3.9 MultiMMC: Markov models of order 1..16, at most 100,000
 /// (context, next) pairs each.
 pub(super) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
@@ -284,11 +311,10 @@ pub(super) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
         maps[o].insert(key(&d[..=o]), Node::with(d[o + 1]));
         entries[o] = 1;
     }
-    let mut board = [0u64; ORDERS];
-    let mut winner = 0usize;
+    let mut orders = Orders::default();
     let mut score = Score::default();
     for i in 2..l {
-        let cur_winner = winner;
+        let cur_winner = orders.winner;
         let x = d[i];
         let mut found = true;
         for o in 0..=ORDERS.saturating_sub(1).min(i - 2) {
@@ -301,17 +327,7 @@ pub(super) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
             found = node.is_some();
             match node {
                 Some(node) => {
-                    if node.best.0 == x {
-                        board[o] += 1;
-                        if board[o] >= board[winner] {
-                            winner = o;
-                        }
-                        if o == cur_winner {
-                            score.hit();
-                        }
-                    } else if o == cur_winner {
-                        score.miss();
-                    }
+                    orders.predicted(o, node.best.0 == x, cur_winner, &mut score);
                     if node.bump(x, entries[o] < MAX_ENTRIES) {
                         entries[o] += 1;
                     }
@@ -393,14 +409,13 @@ fn multi_mmc_binary(d: &[u8]) -> Score {
         counts[o][2 * ctx_of(o + 1, o + 1) + usize::from(d[o + 1])] = 1;
         entries[o] = 1;
     }
-    let mut board = [0u64; ORDERS];
-    let mut winner = 0usize;
+    let mut orders = Orders::default();
     let mut score = Score::default();
     // The 16 bits before i, the most recent in bit 0.
     let mut hist = usize::from(d[0]);
     for i in 2..l {
         hist = ((hist << 1) | usize::from(d[i - 1])) & ((1 << ORDERS) - 1);
-        let cur_winner = winner;
+        let cur_winner = orders.winner;
         let x = usize::from(d[i]);
         let mut found = true;
         for o in 0..=15usize.min(i - 2) {
@@ -409,17 +424,7 @@ fn multi_mmc_binary(d: &[u8]) -> Score {
             found = found && (c[0] + c[1] > 0);
             if found {
                 let pred = usize::from(c[0] <= c[1]);
-                if pred == x {
-                    board[o] += 1;
-                    if board[o] >= board[winner] {
-                        winner = o;
-                    }
-                    if o == cur_winner {
-                        score.hit();
-                    }
-                } else if o == cur_winner {
-                    score.miss();
-                }
+                orders.predicted(o, pred == x, cur_winner, &mut score);
             }
             if c[x] > 0 {
                 c[x] += 1;
