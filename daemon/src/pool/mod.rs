@@ -151,6 +151,9 @@ struct SeedStats {
     last_seed: Option<Instant>,
     seeds: u64,
     log: VecDeque<SeedRecord>,
+    /// Seeds taken from each source. Kept here, beside the log, so that a
+    /// snapshot never shows a seed counted but not yet logged.
+    seeds_used: Vec<u64>,
 }
 
 /// What a source thread holds: its status and the way into the pool.
@@ -201,7 +204,7 @@ impl Pool {
         fallback: Fallback,
     ) -> (Arc<Self>, Vec<SourceHandle>) {
         let (tx, rx) = sync_channel(CHANNEL_BLOCKS);
-        let handles = sources
+        let handles: Vec<SourceHandle> = sources
             .iter()
             .enumerate()
             .map(|(index, status)| SourceHandle { index, status: status.clone(), tx: tx.clone() })
@@ -211,7 +214,10 @@ impl Pool {
             sources,
             rx: Mutex::new(rx),
             drbg: Mutex::new(DrbgSlot { drbg: None, seeded_by: None, last_seed: None }),
-            stats: Mutex::new(SeedStats::default()),
+            stats: Mutex::new(SeedStats {
+                seeds_used: vec![0; handles.len()],
+                ..SeedStats::default()
+            }),
             fallback,
             started: Instant::now(),
             #[cfg(test)]
@@ -263,18 +269,18 @@ impl Pool {
     /// from; returns where the seed came from. If the last healthy source fails
     /// while waiting for a block, fall back or refuse as the mode says.
     fn reseed(&self, slot: &mut DrbgSlot, serving: Serving) -> Result<Serving, PoolError> {
-        let (seed, record, serving) = match serving {
+        let (seed, record, serving, from) = match serving {
             Serving::Sources => match self.take_block() {
-                Ok((seed, record)) => (seed, record, Serving::Sources),
+                Ok((seed, record, index)) => (seed, record, Serving::Sources, Some(index)),
                 Err(PoolError::NoHealthySource) if self.config.mode == EntropyMode::OsFallback => {
                     let (seed, record) = self.fallback_seed()?;
-                    (seed, record, Serving::OsFallback)
+                    (seed, record, Serving::OsFallback, None)
                 }
                 Err(e) => return Err(e),
             },
             Serving::OsFallback => {
                 let (seed, record) = self.fallback_seed()?;
-                (seed, record, Serving::OsFallback)
+                (seed, record, Serving::OsFallback, None)
             }
         };
         match slot.drbg.as_mut() {
@@ -302,6 +308,9 @@ impl Pool {
             stats.log.pop_front();
         }
         stats.log.push_back(record);
+        if let Some(count) = from.and_then(|i| stats.seeds_used.get_mut(i)) {
+            *count += 1;
+        }
         Ok(serving)
     }
 
@@ -319,7 +328,7 @@ impl Pool {
 
     /// The next block from a source that is healthy and has not failed since
     /// the block was made; stale blocks are dropped (and zeroized).
-    fn take_block(&self) -> Result<(Zeroizing<[u8; SEED_LEN]>, SeedRecord), PoolError> {
+    fn take_block(&self) -> Result<(Zeroizing<[u8; SEED_LEN]>, SeedRecord, usize), PoolError> {
         // The config bounds seed_timeout to a minute, so this cannot overflow;
         // saturate anyway rather than panic.
         let deadline = Instant::now()
@@ -354,8 +363,7 @@ impl Pool {
                 last_sample: Some(*p.samples.end()),
                 at_secs: self.started.elapsed().as_secs_f64(),
             };
-            status.note_seed_used();
-            return Ok((block.bytes, record));
+            return Ok((block.bytes, record, p.source));
         }
     }
 
@@ -380,7 +388,12 @@ impl Pool {
         PoolSnapshot {
             mode: self.config.mode,
             serving: self.serving(),
-            sources: self.sources.iter().map(|s| s.snapshot()).collect(),
+            sources: self
+                .sources
+                .iter()
+                .zip(&stats.seeds_used)
+                .map(|(s, &used)| SourceSnapshot { seeds_used: used, ..s.snapshot() })
+                .collect(),
             drbg: DrbgSnapshot {
                 instantiated: stats.instantiated,
                 reseed_counter: stats.reseed_counter,

@@ -119,7 +119,6 @@ struct Inner {
     epoch: u64,
     counts: TestCounts,
     disconnects: u64,
-    seeds_used: u64,
     drift: f64,
     trust: f64,
     window_h: Option<f64>,
@@ -154,7 +153,6 @@ impl SourceStatus {
                 epoch: 0,
                 counts: TestCounts::default(),
                 disconnects: 0,
-                seeds_used: 0,
                 drift: 0.0,
                 trust: 1.0,
                 window_h: None,
@@ -237,10 +235,6 @@ impl SourceStatus {
         inner.last_error = Some(error);
     }
 
-    pub(super) fn note_seed_used(&self) {
-        lock(&self.inner).seeds_used += 1;
-    }
-
     /// A copy for reporting.
     pub fn snapshot(&self) -> SourceSnapshot {
         let inner = lock(&self.inner);
@@ -262,7 +256,8 @@ impl SourceStatus {
             apt_failures: inner.counts.apt_failures,
             startups_passed: inner.counts.startups_passed,
             disconnects: inner.disconnects,
-            seeds_used: inner.seeds_used,
+            // Filled in by the pool, which counts seeds beside its seed log.
+            seeds_used: 0,
             drift_score: inner.drift,
             trust_score: inner.trust,
             window_h_estimate: inner.window_h,
