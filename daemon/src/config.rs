@@ -45,8 +45,28 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Health-test parameters, already validated.
     pub params: HealthParams,
+    /// How drift and trust are scored.
+    pub scoring: Scoring,
+}
+
+/// Drift and trust scoring for a source (`[health]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scoring {
     /// Trust below this takes the source out of the pool.
     pub min_trust: f64,
+    /// Periodic full §6.3 assessments; `None` when disabled.
+    pub full: Option<FullAssessment>,
+}
+
+/// Periodic full SP 800-90B §6.3 assessments of a live source.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FullAssessment {
+    /// Usable samples per assessment (the most recent ones).
+    pub samples: usize,
+    /// Time between assessments of a trusted source.
+    pub interval: Duration,
+    /// How far below the claim the final min(H) may fall and still pass.
+    pub margin_bits: f64,
 }
 
 /// A source backend.
@@ -139,6 +159,9 @@ struct RawHealth {
     permanent_alpha_log2: f64,
     max_failed_startups: u32,
     min_trust: f64,
+    assessment_samples: usize,
+    assessment_interval_secs: f64,
+    assessment_margin_bits: f64,
 }
 
 impl Default for RawHealth {
@@ -149,6 +172,9 @@ impl Default for RawHealth {
             permanent_alpha_log2: d.permanent_alpha_log2,
             max_failed_startups: d.max_failed_startups,
             min_trust: 0.89,
+            assessment_samples: 1_000_000,
+            assessment_interval_secs: 3600.0,
+            assessment_margin_bits: 2.0,
         }
     }
 }
@@ -231,6 +257,30 @@ impl RawConfig {
             "health.min_trust must be within 0..=1, got {}",
             self.health.min_trust
         );
+        let h = &self.health;
+        ensure!(
+            h.assessment_samples == 0 || (65_536..=16 << 20).contains(&h.assessment_samples),
+            "health.assessment_samples must be 0 (off) or 65536..=16777216, got {}",
+            h.assessment_samples
+        );
+        ensure!(
+            (1.0..=1e7).contains(&h.assessment_interval_secs),
+            "health.assessment_interval_secs must be 1..=1e7, got {}",
+            h.assessment_interval_secs
+        );
+        ensure!(
+            h.assessment_margin_bits > 0.0 && h.assessment_margin_bits <= 8.0,
+            "health.assessment_margin_bits must be in (0, 8], got {}",
+            h.assessment_margin_bits
+        );
+        let scoring = Scoring {
+            min_trust: h.min_trust,
+            full: (h.assessment_samples > 0).then(|| FullAssessment {
+                samples: h.assessment_samples,
+                interval: Duration::from_secs_f64(h.assessment_interval_secs),
+                margin_bits: h.assessment_margin_bits,
+            }),
+        };
         if self.sources.is_empty() {
             bail!("no [[source]] configured: add at least one (kind = \"os\" runs anywhere)");
         }
@@ -274,7 +324,7 @@ impl RawConfig {
                 max_failed_startups: self.health.max_failed_startups,
             };
             params.cutoffs().with_context(|| format!("source {name:?}"))?;
-            sources.push(SourceConfig { name, kind, params, min_trust: self.health.min_trust });
+            sources.push(SourceConfig { name, kind, params, scoring });
         }
         let danger = Danger {
             os_fallback: self.danger.os_fallback,

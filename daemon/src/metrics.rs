@@ -28,6 +28,8 @@ pub struct Metrics {
     seeds: IntCounter,
     trust: prometheus::GaugeVec,
     drift: prometheus::GaugeVec,
+    assessments: IntCounterVec,
+    assessed_h: prometheus::GaugeVec,
     reseed_counter: IntGauge,
     seed_age: Gauge,
 }
@@ -97,6 +99,19 @@ impl Metrics {
             &["source"],
         )?;
         registry.register(Box::new(drift.clone()))?;
+        let assessments = counter(
+            "qkeyd_source_full_assessments_total",
+            "Full SP 800-90B non-IID assessments of live sources, by result.",
+            &["source", "result"],
+        )?;
+        let assessed_h = prometheus::GaugeVec::new(
+            Opts::new(
+                "qkeyd_source_assessed_min_entropy_bits",
+                "Final min(H) per sample of the last full assessment.",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(assessed_h.clone()))?;
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -120,6 +135,8 @@ impl Metrics {
             seeds,
             trust,
             drift,
+            assessments,
+            assessed_h,
             reseed_counter,
             seed_age,
         })
@@ -140,6 +157,15 @@ impl Metrics {
             catch_up(&self.disconnects.with_label_values(&[name]), s.disconnects);
             self.trust.with_label_values(&[name]).set(s.trust_score);
             self.drift.with_label_values(&[name]).set(s.drift_score);
+            let failed = s.full_assessments_failed;
+            catch_up(&self.assessments.with_label_values(&[name, "fail"]), failed);
+            catch_up(
+                &self.assessments.with_label_values(&[name, "pass"]),
+                s.full_assessments - failed,
+            );
+            if let Some(a) = &s.last_full_assessment {
+                self.assessed_h.with_label_values(&[name]).set(a.h_assessed);
+            }
             for (state, label) in STATES {
                 self.state.with_label_values(&[name, label]).set(i64::from(s.state == state));
             }

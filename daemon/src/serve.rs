@@ -11,7 +11,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
     api::{self, AppState},
-    config::{Config, SourceConfig, SourceKind},
+    config::{Config, Scoring, SourceConfig, SourceKind},
     metrics::Metrics,
     pool::{self, Pool, SourceStatus},
     sources,
@@ -64,9 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Build the sources and the pool, and start one thread per source.
 pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
-    let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams, f64)> = Vec::new();
+    let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams, Scoring)> = Vec::new();
     for s in &config.sources {
-        built.push((build_source(s)?, s.params, s.min_trust));
+        built.push((build_source(s)?, s.params, s.scoring));
     }
     let statuses = built
         .iter()
@@ -87,8 +87,8 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     let fallback: pool::Fallback =
         Box::new(|seed| getrandom::fill(&mut seed[..]).map_err(|e| e.to_string()));
     let (pool, handles) = Pool::new(config.pool.clone(), statuses, fallback);
-    for ((source, params, min_trust), handle) in built.into_iter().zip(handles) {
-        sources::spawn(source, params, min_trust, handle).context("starting a source thread")?;
+    for ((source, params, scoring), handle) in built.into_iter().zip(handles) {
+        sources::spawn(source, params, scoring, handle).context("starting a source thread")?;
     }
     Ok(pool)
 }

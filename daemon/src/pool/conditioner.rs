@@ -68,6 +68,18 @@ impl Conditioner {
         Self { source, claimed_h, hasher: Sha3_384::new(), first: None, samples: 0 }
     }
 
+    /// Credit `h` bits per sample from now on (the lower of the claim and the
+    /// last full assessment). A partly filled block is dropped when the credit
+    /// changes, so every block is accounted at one rate. Returns whether it changed.
+    pub fn set_credit(&mut self, h: f64) -> bool {
+        if h == self.claimed_h || h.is_nan() || h <= 0.0 {
+            return false;
+        }
+        self.discard();
+        self.claimed_h = h;
+        true
+    }
+
     /// Samples needed per block at this claim.
     pub fn samples_per_block(&self) -> u64 {
         (INPUT_ENTROPY_BITS / self.claimed_h).ceil() as u64
@@ -140,6 +152,21 @@ mod tests {
         // SHA3-384 of the 56 input samples.
         let expect = Sha3_384::digest([1u8; 56]);
         assert_eq!(blocks[0].bytes[..], expect[..]);
+    }
+
+    #[test]
+    fn a_lower_credit_needs_more_samples() {
+        let mut c = Conditioner::new(0, 8.0);
+        let mut blocks = Vec::new();
+        c.absorb(&[1; 30], 0, 0, |b| blocks.push(b));
+        assert!(c.set_credit(7.0));
+        assert!(!c.set_credit(7.0));
+        assert!(!c.set_credit(0.0), "no credit is no change, not a division by zero");
+        assert_eq!(c.samples_per_block(), 64);
+        c.absorb(&[2; 64], 30, 0, |b| blocks.push(b));
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].provenance.samples, 30..=93, "the partial block was dropped");
+        assert_eq!(blocks[0].provenance.input_entropy_bits, 448.0);
     }
 
     #[test]

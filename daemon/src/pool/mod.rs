@@ -28,7 +28,7 @@ use std::{
 
 pub use conditioner::{Conditioner, INPUT_ENTROPY_BITS, Provenance, SeedBlock};
 use drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
-pub use status::{SourceSnapshot, SourceState, SourceStatus};
+pub use status::{AssessmentSnapshot, SourceSnapshot, SourceState, SourceStatus};
 use zeroize::Zeroizing;
 
 /// Seed blocks buffered between the source threads and the DRBG.
@@ -101,6 +101,8 @@ pub struct SeedRecord {
     pub first_sample: Option<u64>,
     /// Last sample.
     pub last_sample: Option<u64>,
+    /// Min-entropy credited to the samples hashed in (`None` for the OS fallback).
+    pub input_entropy_bits: Option<f64>,
     /// Seconds since the pool started.
     pub at_secs: f64,
 }
@@ -321,6 +323,7 @@ impl Pool {
             source: "os-fallback".into(),
             first_sample: None,
             last_sample: None,
+            input_entropy_bits: None,
             at_secs: self.started.elapsed().as_secs_f64(),
         };
         Ok((seed, record))
@@ -361,6 +364,7 @@ impl Pool {
                 source: status.info().name.clone(),
                 first_sample: Some(*p.samples.start()),
                 last_sample: Some(*p.samples.end()),
+                input_entropy_bits: Some(p.input_entropy_bits),
                 at_secs: self.started.elapsed().as_secs_f64(),
             };
             return Ok((block.bytes, record, p.source));

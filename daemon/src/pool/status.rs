@@ -54,6 +54,29 @@ impl From<Failure> for FailureSnapshot {
     }
 }
 
+/// The last full §6.3 assessment of a live source, as /v1/health shows it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct AssessmentSnapshot {
+    /// Samples assessed.
+    pub samples: usize,
+    /// H_original, bits per sample.
+    pub h_original: f64,
+    /// H_bitstring, bits per bit.
+    pub h_bitstring: f64,
+    /// Final min(H), bits per sample.
+    pub h_assessed: f64,
+    /// The lowest passing result: claimed H minus the margin.
+    pub floor: f64,
+    /// Whether `h_assessed` reached the floor.
+    pub passed: bool,
+    /// Whether all samples were taken after the source last lost trust.
+    pub fresh: bool,
+    /// CPU time of the estimators.
+    pub seconds: f64,
+    /// Entropy credited per sample from then on: min(claimed H, h_assessed).
+    pub credited_h: f64,
+}
+
 /// One source in /v1/health. Counts and positions only: no sample values.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SourceSnapshot {
@@ -103,6 +126,12 @@ pub struct SourceSnapshot {
     pub drift_windows: u64,
     /// Sample index at which trust last fell below the minimum.
     pub distrusted_at_sample: Option<u64>,
+    /// Full assessments completed, and how many failed.
+    pub full_assessments: u64,
+    /// Full assessments that fell below the floor.
+    pub full_assessments_failed: u64,
+    /// The last full assessment.
+    pub last_full_assessment: Option<AssessmentSnapshot>,
     /// The most recent failure.
     pub last_failure: Option<FailureSnapshot>,
     /// The first failures since start (at most 16), oldest first.
@@ -124,6 +153,9 @@ struct Inner {
     window_h: Option<f64>,
     drift_windows: u64,
     distrusted_at: Option<u64>,
+    full_assessments: u64,
+    full_assessments_failed: u64,
+    last_assessment: Option<AssessmentSnapshot>,
     last_failure: Option<Failure>,
     first_failures: Vec<Failure>,
     last_error: Option<String>,
@@ -158,6 +190,9 @@ impl SourceStatus {
                 window_h: None,
                 drift_windows: 0,
                 distrusted_at: None,
+                full_assessments: 0,
+                full_assessments_failed: 0,
+                last_assessment: None,
                 last_failure: None,
                 first_failures: Vec::new(),
                 last_error: None,
@@ -200,6 +235,14 @@ impl SourceStatus {
         inner.trust = trust;
         inner.window_h = window_h;
         inner.drift_windows = windows;
+    }
+
+    /// Record a finished full assessment.
+    pub fn set_assessment(&self, a: AssessmentSnapshot) {
+        let mut inner = lock(&self.inner);
+        inner.full_assessments += 1;
+        inner.full_assessments_failed += u64::from(!a.passed);
+        inner.last_assessment = Some(a);
     }
 
     /// Trust fell below the minimum at `sample`: out, and queued blocks go stale.
@@ -263,6 +306,9 @@ impl SourceStatus {
             window_h_estimate: inner.window_h,
             drift_windows: inner.drift_windows,
             distrusted_at_sample: inner.distrusted_at,
+            full_assessments: inner.full_assessments,
+            full_assessments_failed: inner.full_assessments_failed,
+            last_full_assessment: inner.last_assessment,
             last_failure: inner.last_failure.map(Into::into),
             failures: inner.first_failures.iter().copied().map(Into::into).collect(),
             last_error: inner.last_error.clone(),

@@ -13,7 +13,9 @@ use qkeyd_health::{HealthParams, Severity};
 use sha3::{Digest, Sha3_384};
 
 use super::*;
-use crate::sources;
+use crate::{config::Scoring, sources};
+
+const NO_FULL: Scoring = Scoring { min_trust: 0.89, full: None };
 
 /// What the pool fed its DRBG, recorded in test builds only.
 #[derive(Clone, Debug)]
@@ -61,7 +63,7 @@ fn output_derives_only_from_samples_before_the_failure() {
     let status = status_for(&sim, params);
     let (pool, handles) =
         Pool::new(config(EntropyMode::FailClosed, 1), vec![status.clone()], no_fallback());
-    sources::spawn(Box::new(sim), params, 0.89, handles[0].clone()).unwrap();
+    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut outputs = Vec::new();
@@ -153,7 +155,7 @@ fn reseeds_by_count_and_large_requests_span_chunks() {
     let status = status_for(&sim, params);
     let (pool, handles) =
         Pool::new(config(EntropyMode::FailClosed, 4), vec![status.clone()], no_fallback());
-    sources::spawn(Box::new(sim), params, 0.89, handles[0].clone()).unwrap();
+    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.serving().is_none() {
         assert!(Instant::now() < deadline);

@@ -241,6 +241,9 @@ fn slow_drift_loses_trust_before_health_tests_fire() {
         r#"
         [pool]
         reseed_interval_requests = 1
+        [health]
+        assessment_samples = 65536
+        assessment_interval_secs = 1
         [[source]]
         name = "drifty"
         kind = "sim"
@@ -270,16 +273,76 @@ fn slow_drift_loses_trust_before_health_tests_fire() {
     for f in src["failures"].as_array().unwrap() {
         assert!(f["sample"].as_u64().unwrap() > at, "health test fired first: {f}");
     }
-    // Healthy again from sample 90000: back after 8 clean windows.
+    // Healthy again from sample 90000: back after 8 clean windows and a full
+    // assessment of samples taken since they began.
     let h = d.wait_health("trust to come back", WAIT, |h| {
         let _ = d.get("/v1/random?bytes=32");
         h["pool"]["sources"][0]["state"] == "healthy"
     });
     let src = &h["pool"]["sources"][0];
     assert!(src["trust_score"].as_f64().unwrap() >= 0.95, "{src}");
-    assert!(src["samples"].as_u64().unwrap() >= 90000 + 8 * 8192);
+    assert!(src["samples"].as_u64().unwrap() >= 90000 + 8 * 8192 + 65536, "{src}");
+    let full = &src["last_full_assessment"];
+    eprintln!("recovery assessment: {full}");
+    assert_eq!(full["fresh"], true, "{src}");
+    assert_eq!(full["passed"], true, "{src}");
+    assert_eq!(full["samples"], 65536);
+    assert!(full["h_assessed"].as_f64().unwrap() >= full["floor"].as_f64().unwrap());
+    assert!(src["full_assessments"].as_u64().unwrap() >= 1);
     let m = d.metrics();
     assert!(metric(&m, "qkeyd_source_trust{source=\"drifty\"}").unwrap() >= 0.95);
     assert!(d.log().contains("entropy source distrusted"));
     assert!(d.log().contains("trusted again"));
+    assert!(d.log().contains("full entropy assessment passed"));
+    let passed =
+        metric(&m, "qkeyd_source_full_assessments_total{result=\"pass\",source=\"drifty\"}");
+    assert!(passed.unwrap() >= 1.0, "{m}");
+}
+
+/// A healthy source is assessed in full periodically: the result shows in
+/// /v1/health and the metrics, and the credited entropy per sample becomes
+/// min(claim, assessment), while every seed still carries ≥ 448 bits.
+#[test]
+fn periodic_full_assessment_sets_the_credited_entropy() {
+    let d = Daemon::start(
+        r#"
+        [pool]
+        reseed_interval_requests = 1
+        [health]
+        assessment_samples = 65536
+        assessment_interval_secs = 1
+        [[source]]
+        name = "steady"
+        kind = "sim"
+        seed = 77
+        claimed_h = 7.9
+        [danger]
+        allow_sim_sources = true
+        "#,
+    );
+    let h = d.wait_health("two full assessments", WAIT, |h| {
+        let _ = d.get("/v1/random?bytes=32");
+        h["pool"]["sources"][0]["full_assessments"].as_u64() >= Some(2)
+    });
+    let src = &h["pool"]["sources"][0];
+    let full = &src["last_full_assessment"];
+    eprintln!("{full}");
+    assert_eq!(full["passed"], true, "{src}");
+    assert_eq!(src["full_assessments_failed"], 0);
+    let assessed = full["h_assessed"].as_f64().unwrap();
+    assert!(assessed > 5.9 && assessed <= 8.0, "{full}");
+    assert_eq!(full["credited_h"].as_f64().unwrap(), assessed.min(7.9));
+    assert_eq!(src["state"], "healthy");
+    // Seeds made after the assessment are accounted at the credited rate.
+    let h = d.wait_health("a seed at the credited rate", WAIT, |h| {
+        let _ = d.get("/v1/random?bytes=32");
+        let log = h["pool"]["drbg"]["seed_log"].as_array().cloned().unwrap_or_default();
+        log.iter().any(|s| s["input_entropy_bits"].as_f64().is_some_and(|b| b < 448.0 + 8.0))
+    });
+    for s in h["pool"]["drbg"]["seed_log"].as_array().unwrap() {
+        assert!(s["input_entropy_bits"].as_f64().unwrap() >= 448.0, "{s}");
+    }
+    let m = d.metrics();
+    let g = metric(&m, "qkeyd_source_assessed_min_entropy_bits{source=\"steady\"}").unwrap();
+    assert!(g > 5.9, "{m}");
 }

@@ -4,12 +4,19 @@
 //! device and, through the bounded seed channel, on the pool: a source is read
 //! only as fast as seed blocks are taken.
 
+mod full;
+
 use std::{io, thread, time::Duration};
 
 use qkeyd_drivers::EntropySource;
 use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity, drift::DriftDetector};
 
-use crate::pool::{Conditioner, SeedBlock, SourceHandle, SourceState};
+use crate::{
+    config::Scoring,
+    pool::{AssessmentSnapshot, Conditioner, SeedBlock, SourceHandle, SourceState},
+};
+
+pub use full::FIRST_DELAY as FIRST_ASSESSMENT_DELAY;
 
 /// Samples read per device call.
 const READ_CHUNK: usize = 4096;
@@ -18,21 +25,21 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Start the thread for one source. `params` were validated with the config;
-/// trust below `min_trust` takes the source out of the pool.
+/// `scoring` says how drift and trust are judged.
 pub fn spawn(
     source: Box<dyn EntropySource>,
     params: HealthParams,
-    min_trust: f64,
+    scoring: Scoring,
     handle: SourceHandle,
 ) -> io::Result<thread::JoinHandle<()>> {
     let name = format!("qkeyd-src-{}", source.info().name);
-    thread::Builder::new().name(name).spawn(move || run(source, params, min_trust, &handle))
+    thread::Builder::new().name(name).spawn(move || run(source, params, scoring, &handle))
 }
 
 fn run(
     mut source: Box<dyn EntropySource>,
     params: HealthParams,
-    min_trust: f64,
+    scoring: Scoring,
     handle: &SourceHandle,
 ) {
     let name = source.info().name.clone();
@@ -42,7 +49,11 @@ fn run(
         return;
     };
     let mut conditioner = Conditioner::new(handle.index, params.claimed_h);
-    let mut drift = DriftDetector::new(params.bits_per_sample, params.claimed_h, min_trust);
+    let mut drift = DriftDetector::new(params.bits_per_sample, params.claimed_h, scoring.min_trust);
+    let mut full = scoring.full.map(|policy| {
+        drift = drift.clone().require_full_assessment(policy.margin_bits);
+        full::Scheduler::new(&name, params.bits_per_sample, policy)
+    });
     let mut buf = vec![0u8; READ_CHUNK];
     let mut blocks: Vec<SeedBlock> = Vec::new();
     let mut total: u64 = 0;
@@ -58,6 +69,9 @@ fn run(
                 handle.status.disconnect(e.to_string());
                 conditioner.discard();
                 drift.discard_window();
+                if let Some(f) = &mut full {
+                    f.restart_recording(drift.distrusted());
+                }
                 // A device that comes back must pass start-up again; failed
                 // start-ups still count toward a permanent failure.
                 monitor.restart();
@@ -82,16 +96,40 @@ fn run(
                     tracing::warn!(source = %name, trust = drift.trust(), sample = at, "entropy source distrusted: drift from its claim");
                     conditioner.discard();
                     handle.status.distrust(at);
+                    if let Some(f) = &mut full {
+                        f.lost_trust();
+                    }
                 } else if was && !drift.distrusted() {
                     tracing::info!(source = %name, "entropy source trusted again after a fresh assessment");
+                } else if drift.distrusted() && drift.clean_run() == 0 {
+                    // A fresh assessment must cover clean samples only.
+                    if let Some(f) = &mut full {
+                        f.restart_recording(true);
+                    }
                 }
-                if !drift.distrusted() {
-                    conditioner.absorb(usable, first, handle.status.epoch(), |b| blocks.push(b));
+                // Samples set aside for a full assessment never seed the DRBG.
+                let (aside, rest) = match &mut full {
+                    Some(f) => {
+                        let was_recording = f.recording();
+                        let n = f.offer(usable, drift.awaiting_full_assessment());
+                        if f.recording() && !was_recording {
+                            conditioner.discard();
+                        }
+                        (n, &usable[n..])
+                    }
+                    None => (0, usable),
+                };
+                if !drift.distrusted() && !rest.is_empty() {
+                    let first = first + aside as u64;
+                    conditioner.absorb(rest, first, handle.status.epoch(), |b| blocks.push(b));
                 }
             }
             if let Some(mut failure) = f.failure {
                 conditioner.discard();
                 drift.discard_window();
+                if let Some(f) = &mut full {
+                    f.restart_recording(drift.distrusted());
+                }
                 if failure.severity == Severity::Permanent {
                     drift.hard_failure();
                 }
@@ -113,6 +151,47 @@ fn run(
             pos += f.consumed;
         }
         total += n as u64;
+        if let Some(result) = full.as_mut().and_then(full::Scheduler::poll) {
+            match result {
+                Ok(o) => {
+                    let was = drift.distrusted();
+                    let passed = drift.full_assessment(o.h_assessed, o.fresh);
+                    // H_I = min(H_submitter, assessed), SP 800-90B §3.1.3.
+                    let credit = params.claimed_h.min(o.h_assessed);
+                    if conditioner.set_credit(credit) {
+                        tracing::info!(source = %name, credited_h = credit, "credited min-entropy per sample changed");
+                    }
+                    if passed {
+                        tracing::info!(source = %name, h_assessed = o.h_assessed, samples = o.samples, seconds = o.elapsed.as_secs_f64(), "full entropy assessment passed");
+                    } else {
+                        tracing::warn!(source = %name, h_assessed = o.h_assessed, floor = drift.full_assessment_floor(), samples = o.samples, "full entropy assessment failed: far below the claim");
+                    }
+                    if drift.distrusted() && !was {
+                        conditioner.discard();
+                        handle.status.distrust(total.saturating_sub(1));
+                        if let Some(f) = &mut full {
+                            f.lost_trust();
+                        }
+                    } else if was && !drift.distrusted() {
+                        tracing::info!(source = %name, "entropy source trusted again after a fresh assessment");
+                    }
+                    handle.status.set_assessment(AssessmentSnapshot {
+                        samples: o.samples,
+                        h_original: o.h_original,
+                        h_bitstring: o.h_bitstring,
+                        h_assessed: o.h_assessed,
+                        floor: drift.full_assessment_floor(),
+                        passed,
+                        fresh: o.fresh,
+                        seconds: o.elapsed.as_secs_f64(),
+                        credited_h: credit,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(source = %name, error = %e, "full entropy assessment did not run")
+                }
+            }
+        }
         let state = match monitor.state() {
             MonitorState::Healthy => {
                 quarantined = false;
