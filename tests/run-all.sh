@@ -16,6 +16,8 @@ say() { printf '\n==> %s\n' "$*"; }
 # Debian packages the tests drive, keyed by the command they provide.
 declare -A packages=(
   [mkfifo]=coreutils
+  [softhsm2-util]=softhsm2
+  [pkcs11-tool]=opensc
 )
 missing=()
 for cmd in "${!packages[@]}"; do

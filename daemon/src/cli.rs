@@ -28,6 +28,9 @@ pub enum Command {
         /// REST listen address; overrides the config.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
+        /// State directory (keys, audit log, API token); overrides the config.
+        #[arg(long, value_name = "DIR", env = "QKEYD_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.

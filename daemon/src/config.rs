@@ -32,8 +32,69 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// The entropy sources, in order.
     pub sources: Vec<SourceConfig>,
+    /// The key vault.
+    pub keys: KeysConfig,
     /// Options that weaken security.
     pub danger: Danger,
+}
+
+/// The key vault (`[keys]`).
+#[derive(Clone, Debug)]
+pub struct KeysConfig {
+    /// Where keys, the audit log and generated secrets live; `None`: chosen at
+    /// start (`--state-dir`, `$STATE_DIRECTORY`, `~/.local/state/qkeyd`).
+    pub state_dir: Option<PathBuf>,
+    /// File holding the bearer token for key routes; `None`: `STATE_DIR/api-token`,
+    /// generated on first start.
+    pub token_file: Option<PathBuf>,
+    /// The sealing backend.
+    pub sealer: SealerConfig,
+    /// How long a caller waits for the sealer.
+    pub seal_timeout: Duration,
+}
+
+/// A sealing backend and its settings.
+#[derive(Clone, Debug)]
+pub enum SealerConfig {
+    /// AES-256-GCM under a key file (development only).
+    Soft {
+        /// Key file; `None`: `STATE_DIR/soft-seal.key`, generated on first start.
+        key_file: Option<PathBuf>,
+    },
+    /// An HSM through PKCS#11.
+    Pkcs11 {
+        /// The module.
+        module: PathBuf,
+        /// The token's label.
+        token_label: String,
+        /// Where the user PIN is read from.
+        pin: PinSource,
+    },
+}
+
+/// Where a PIN comes from. The PIN itself is never in the config.
+#[derive(Clone, Debug)]
+pub enum PinSource {
+    /// A file (trailing newline ignored).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl PinSource {
+    /// Read the PIN.
+    pub fn read(&self) -> anyhow::Result<zeroize::Zeroizing<String>> {
+        let pin = match self {
+            Self::File(p) => zeroize::Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the PIN file {}", p.display()))?,
+            ),
+            Self::Env(v) => zeroize::Zeroizing::new(
+                std::env::var(v).with_context(|| format!("the PIN variable {v} is not set"))?,
+            ),
+        };
+        Ok(zeroize::Zeroizing::new(pin.trim_end_matches(['\n', '\r']).to_owned()))
+    }
 }
 
 /// One checked source.
@@ -129,7 +190,79 @@ struct RawConfig {
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
     #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
     danger: RawDanger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeys {
+    state_dir: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    sealer: String,
+    seal_timeout_ms: u64,
+    soft: RawSoft,
+    pkcs11: Option<RawPkcs11>,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            token_file: None,
+            sealer: "soft".into(),
+            seal_timeout_ms: 5000,
+            soft: RawSoft::default(),
+            pkcs11: None,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoft {
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: PathBuf,
+    token_label: String,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+}
+
+impl RawKeys {
+    fn check(self) -> anyhow::Result<KeysConfig> {
+        ensure!(
+            (100..=60_000).contains(&self.seal_timeout_ms),
+            "keys.seal_timeout_ms must be 100..=60000, got {}",
+            self.seal_timeout_ms
+        );
+        let sealer = match self.sealer.as_str() {
+            "soft" => SealerConfig::Soft { key_file: self.soft.key_file },
+            "pkcs11" => {
+                let p =
+                    self.pkcs11.context("keys.sealer = \"pkcs11\" needs a [keys.pkcs11] table")?;
+                let pin = match (p.pin_file, p.pin_env) {
+                    (Some(f), None) => PinSource::File(f),
+                    (None, Some(v)) => PinSource::Env(v),
+                    _ => bail!("[keys.pkcs11] needs exactly one of pin_file and pin_env"),
+                };
+                ensure!(!p.token_label.is_empty(), "[keys.pkcs11] token_label is empty");
+                SealerConfig::Pkcs11 { module: p.module, token_label: p.token_label, pin }
+            }
+            other => bail!("keys.sealer {other:?}: use \"soft\" or \"pkcs11\""),
+        };
+        Ok(KeysConfig {
+            state_dir: self.state_dir,
+            token_file: self.token_file,
+            sealer,
+            seal_timeout: Duration::from_millis(self.seal_timeout_ms),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -326,6 +459,7 @@ impl RawConfig {
             params.cutoffs().with_context(|| format!("source {name:?}"))?;
             sources.push(SourceConfig { name, kind, params, scoring });
         }
+        let keys = self.keys.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -343,6 +477,7 @@ impl RawConfig {
                 },
             },
             max_request_bytes: p.max_request_bytes,
+            keys,
             sources,
             danger,
         })

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod pool;
 pub mod serve;
 pub mod sources;
+pub mod vault;

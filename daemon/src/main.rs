@@ -62,7 +62,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, state_dir } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Config::embedded(),
@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             };
             if let Some(addr) = listen {
                 config.listen = addr;
+            }
+            if let Some(dir) = state_dir {
+                config.keys.state_dir = Some(dir);
             }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,

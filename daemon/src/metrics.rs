@@ -18,6 +18,8 @@ pub struct Metrics {
     pub bytes_served: IntCounterVec,
     /// /v1/random answers, by HTTP status.
     pub random_requests: IntCounterVec,
+    /// Key requests refused before reaching the vault, by reason.
+    pub key_denied: IntCounterVec,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -57,6 +59,11 @@ impl Metrics {
             counter("qkeyd_random_bytes_served_total", "Random bytes served.", &["serving"])?;
         let random_requests =
             counter("qkeyd_random_requests_total", "/v1/random requests by status.", &["status"])?;
+        let key_denied = counter(
+            "qkeyd_key_requests_denied_total",
+            "Key API requests refused (no or wrong bearer token), by reason.",
+            &["reason"],
+        )?;
         let samples =
             counter("qkeyd_source_samples_total", "Raw samples read and tested.", &["source"])?;
         let usable = counter(
@@ -125,6 +132,7 @@ impl Metrics {
             render: std::sync::Mutex::new(()),
             bytes_served,
             random_requests,
+            key_denied,
             samples,
             usable,
             failures,

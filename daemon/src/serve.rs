@@ -5,16 +5,26 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use qkeyd_drivers::{
     EntropySource,
+    seal::{
+        Sealer,
+        pkcs11::{Pkcs11Config, Pkcs11Sealer},
+        soft::SoftSealer,
+        worker::SealerWorker,
+    },
     source::{chardev::CharDevSource, os::OsSource, sim::SimSource},
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
-    api::{self, AppState},
-    config::{Config, Scoring, SourceConfig, SourceKind},
+    api::{
+        self, AppState,
+        keys::{KeysState, TokenDigest},
+    },
+    config::{Config, KeysConfig, Scoring, SealerConfig, SourceConfig, SourceKind},
     metrics::Metrics,
     pool::{self, Pool, SourceStatus},
     sources,
+    vault::{self, Vault},
 };
 
 /// How long in-flight requests get after SIGTERM.
@@ -36,11 +46,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              predictable samples and must not seed anything that matters"
         );
     }
+    let kats = vault::kat::run()
+        .map_err(anyhow::Error::msg)
+        .context("ML-KEM/ML-DSA known-answer tests")?;
+    tracing::info!(
+        keygen = kats.keygen,
+        kem = kats.kem,
+        sign = kats.sign,
+        "ML-KEM/ML-DSA known-answer tests passed"
+    );
     let pool = start_pool(&config)?;
+    let keys = open_vault(&config.keys, &pool)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let state = AppState {
         pool,
         metrics,
+        keys: Some(keys),
         max_request_bytes: config.max_request_bytes,
         generate_permits: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
@@ -60,6 +81,84 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where state lives when neither the config nor `--state-dir` says:
+/// `$STATE_DIRECTORY` (systemd), else `~/.local/state/qkeyd`, else `./qkeyd-state`.
+pub fn default_state_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => std::path::Path::new(&home).join(".local/state/qkeyd"),
+        None => "qkeyd-state".into(),
+    }
+}
+
+/// Open the sealer and the vault, and load (or create) the API token.
+pub fn open_vault(keys: &KeysConfig, pool: &Arc<Pool>) -> anyhow::Result<KeysState> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let dir = keys.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    let sealer: Box<dyn Sealer> = match &keys.sealer {
+        SealerConfig::Soft { key_file } => {
+            let path = key_file.clone().unwrap_or_else(|| dir.join("soft-seal.key"));
+            tracing::warn!(
+                key_file = %path.display(),
+                "DANGER: keys are sealed by the soft sealer, under a key file on disk; \
+                 use the pkcs11 or tpm sealer for keys that matter"
+            );
+            Box::new(SoftSealer::open(&path)?)
+        }
+        SealerConfig::Pkcs11 { module, token_label, pin } => {
+            let config = Pkcs11Config {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin: pin.read()?,
+            };
+            let sealer = Pkcs11Sealer::open(config).with_context(|| {
+                format!("PKCS#11 token {token_label:?} via {}", module.display())
+            })?;
+            tracing::info!(module = %module.display(), token = %token_label, "keys are sealed in a PKCS#11 token");
+            Box::new(sealer)
+        }
+    };
+    let worker =
+        SealerWorker::spawn(sealer, keys.seal_timeout).context("starting the sealer thread")?;
+    let vault = Vault::open(&dir, worker, pool.clone())
+        .with_context(|| format!("opening the key vault in {}", dir.display()))?;
+    let token_path = keys.token_file.clone().unwrap_or_else(|| dir.join("api-token"));
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && keys.token_file.is_none() => {
+            // An access credential, not key material: the OS generator is
+            // right here, and start-up must not wait for a healthy source.
+            let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+            getrandom::fill(&mut raw[..]).context("generating the API token")?;
+            let t = hex::encode(&raw[..]);
+            std::fs::write(&token_path, format!("{t}\n"))
+                .and_then(|()| {
+                    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))
+                })
+                .with_context(|| format!("writing {}", token_path.display()))?;
+            t
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the API token {}", token_path.display()));
+        }
+    };
+    anyhow::ensure!(
+        token.len() >= 16,
+        "the API token in {} is shorter than 16 characters",
+        token_path.display()
+    );
+    tracing::info!(token_file = %token_path.display(), state_dir = %dir.display(), sealer = vault.sealer_kind(), "key vault ready; key routes need the bearer token in token_file");
+    Ok(KeysState { vault: Arc::new(vault), token: TokenDigest::of(&token) })
 }
 
 /// Build the sources and the pool, and start one thread per source.

@@ -1,4 +1,4 @@
-//! The hardware edge of qkeyd: entropy sources.
+//! The hardware edge of qkeyd: entropy sources and sealers.
 //!
 //! Every source implements [`EntropySource`]: a blocking `read` of raw samples,
 //! plus a description of what one sample is worth ([`SourceInfo`]). Sources do
@@ -13,10 +13,14 @@
 //! - [`source::sim::SimSource`]: a simulated QRNG with fault injection (stuck,
 //!   biased, drifting, short reads, vanishing), for tests and demonstrations.
 //!
-//! This crate never logs or formats sample values.
+//! Sealers ([`seal`]) protect key seeds at rest: in software, in an HSM through
+//! PKCS#11, or (feature `tpm`) in a TPM 2.0.
+//!
+//! This crate never logs or formats sample values or secrets.
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod seal;
 pub mod source;
 
 pub use error::Error;

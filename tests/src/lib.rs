@@ -85,6 +85,8 @@ pub struct Daemon {
     agent: ureq::Agent,
     /// Scratch directory (config file; FIFOs of a test may go here too).
     pub dir: tempfile::TempDir,
+    /// The daemon's state directory (keys, audit log, API token).
+    pub state: PathBuf,
 }
 
 impl Daemon {
@@ -94,23 +96,45 @@ impl Daemon {
         Self::start_in(dir, config)
     }
 
-    /// Like [`Daemon::start`], in a directory the test prepared.
+    /// Like [`Daemon::start`], in a directory the test prepared. The state
+    /// directory is `dir/state`.
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
+        let state = dir.path().join("state");
+        Self::start_with_state(dir, config, &state)
+    }
+
+    /// Like [`Daemon::start_in`] with a state directory of the test's choosing
+    /// (one that outlives this daemon, for restart tests).
+    pub fn start_with_state(dir: tempfile::TempDir, config: &str, state: &Path) -> Self {
+        Self::start_with(dir, config, state, &[])
+    }
+
+    /// The general form: also sets environment variables for the daemon.
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        config: &str,
+        state: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let path = dir.path().join("qkeyd.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(qkeyd_bin());
         cmd.arg("serve").arg("--config").arg(&path);
-        Self::spawn(cmd, dir)
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, dir, state)
     }
 
     /// Start `qkeyd serve` with the embedded default config.
     pub fn start_default() -> Self {
         let mut cmd = Command::new(qkeyd_bin());
         cmd.arg("serve");
-        Self::spawn(cmd, tempfile::tempdir().expect("temp dir"))
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        Self::spawn(cmd, dir, &state)
     }
 
-    fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Self {
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, state: &Path) -> Self {
+        cmd.arg("--state-dir").arg(state);
         cmd.args(["--listen", "127.0.0.1:0", "--log", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,7 +167,41 @@ impl Daemon {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Self { child, addr, log, agent, dir }
+        Self { child, addr, log, agent, dir, state: state.to_owned() }
+    }
+
+    /// The bearer token the daemon generated in its state directory.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state.join("api-token")).expect("api-token").trim().to_owned()
+    }
+
+    /// A key-API call with the daemon's token (`token = None`: without one).
+    pub fn key_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.addr);
+        let mut b = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map(|v| v.to_string()).unwrap_or_default();
+        if !body.is_empty() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b.body(body).expect("request");
+        let mut resp = self.agent.run(req).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// [`Daemon::key_call`] with the right token.
+    pub fn keys(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.key_call(method, path, body, Some(&self.token()))
     }
 
     /// GET a path.
@@ -234,4 +292,97 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A SoftHSM2 token initialised in a temporary directory: the real PKCS#11
+/// implementation, with its own config file (`SOFTHSM2_CONF`).
+pub struct SoftHsm {
+    /// The directory holding the config and the token files.
+    pub dir: tempfile::TempDir,
+    /// Path of the softhsm2.conf to pass as `SOFTHSM2_CONF`.
+    pub conf: PathBuf,
+    /// The module to load.
+    pub module: PathBuf,
+}
+
+/// The token label and PINs [`SoftHsm::new`] uses.
+pub const HSM_LABEL: &str = "qkeyd-test";
+/// User PIN of the test token.
+pub const HSM_PIN: &str = "1234-test-pin";
+/// Security officer PIN of the test token.
+pub const HSM_SO_PIN: &str = "5678-so-pin";
+
+impl SoftHsm {
+    /// Initialise a fresh token, or panic with what is missing.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token dir");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                HSM_LABEL,
+                "--pin",
+                HSM_PIN,
+                "--so-pin",
+                HSM_SO_PIN,
+            ])
+            .output()
+            .expect("softhsm2-util (tests/run-all.sh installs softhsm2)");
+        assert!(out.status.success(), "softhsm2-util: {}", String::from_utf8_lossy(&out.stderr));
+        let module = softhsm_module();
+        Self { dir, conf, module }
+    }
+
+    /// The token directory (remove or move it to make the token disappear).
+    pub fn tokens(&self) -> PathBuf {
+        self.dir.path().join("tokens")
+    }
+
+    /// `SOFTHSM2_CONF=...` for the daemon.
+    pub fn env(&self) -> (&'static str, &str) {
+        ("SOFTHSM2_CONF", self.conf.to_str().expect("utf-8 path"))
+    }
+
+    /// A `[keys]` config section using this token, the PIN in `pin_file`.
+    pub fn keys_config(&self, pin_file: &Path) -> String {
+        format!(
+            "[keys]\nsealer = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
+            self.module.display(),
+            pin_file.display()
+        )
+    }
+}
+
+impl Default for SoftHsm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where Debian and Ubuntu put the SoftHSM2 module.
+pub fn softhsm_module() -> PathBuf {
+    let candidates = [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("libsofthsm2.so not found in {candidates:?}"))
 }

@@ -16,6 +16,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Any status with a stable code and a message for the caller.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
     /// 400 with a message saying what was wrong.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
@@ -63,7 +68,8 @@ pub(super) async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
-        message: "no such route; see /v1/random, /v1/health, /healthz, /readyz, /metrics".into(),
+        message: "no such route; see /v1/random, /v1/health, /v1/keys, /healthz, /readyz, /metrics"
+            .into(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The REST API (axum): random bytes, health, readiness and metrics.
+//! The REST API (axum): random bytes, health, readiness, metrics and keys.
 //!
 //! The only module that knows HTTP. Errors are answered as JSON
 //! `{"error": {"status", "code", "message"}}`; bad input is never logged above
@@ -6,6 +6,7 @@
 
 mod error;
 mod health;
+pub mod keys;
 mod random;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Bounds concurrent DRBG work on the blocking pool.
     pub generate_permits: Arc<Semaphore>,
+    /// The key vault and its token (`None`: key routes answer 401).
+    pub keys: Option<keys::KeysState>,
 }
 
 /// The router with every route.
@@ -38,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(keys::routes(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -242,16 +242,28 @@ impl Pool {
     /// Fill `out` with DRBG output, reseeding first if due. Returns where the
     /// seed came from.
     pub fn fill(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
+        self.fill_inner(out, false)
+    }
+
+    /// [`Pool::fill`] with prediction resistance: the DRBG is reseeded from a
+    /// fresh seed block before generating (SP 800-90A §9.3.1), so the output
+    /// depends on entropy gathered after any earlier compromise. For key seeds.
+    pub fn fill_fresh(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
+        self.fill_inner(out, true)
+    }
+
+    fn fill_inner(&self, out: &mut [u8], fresh: bool) -> Result<Serving, PoolError> {
         let mut serving = self.serving().ok_or(PoolError::NoHealthySource)?;
         let mut slot = self.lock_drbg();
-        let due = match (&slot.drbg, slot.last_seed) {
-            (Some(d), Some(at)) => {
-                d.needs_reseed()
-                    || at.elapsed() >= self.config.reseed_interval
-                    || slot.seeded_by != Some(serving)
-            }
-            _ => true,
-        };
+        let due = fresh
+            || match (&slot.drbg, slot.last_seed) {
+                (Some(d), Some(at)) => {
+                    d.needs_reseed()
+                        || at.elapsed() >= self.config.reseed_interval
+                        || slot.seeded_by != Some(serving)
+                }
+                _ => true,
+            };
         if due {
             serving = self.reseed(&mut slot, serving)?;
         }

@@ -12,3 +12,5 @@ mod chardev;
 mod cli;
 // `qkeyd assess`: SP 800-90B estimates against NIST's reference answers.
 mod assess;
+// The key vault: soft sealer and SoftHSM2, tampering, tokens, kill -9.
+mod keys;

@@ -1,0 +1,335 @@
+//! /v1/keys: the key vault over REST, behind a bearer token.
+//!
+//! Every route here needs `Authorization: Bearer <token>`; the token is
+//! compared in constant time (as SHA3-256 digests, so lengths do not leak
+//! either). A denied request reaches no handler, changes nothing and is
+//! counted in `qkeyd_key_requests_denied_total`. Binary fields are base64.
+//! Public keys and fingerprints are returned; seeds and private keys never.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Request, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::Engine as _;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::json;
+use sha3::{Digest as _, Sha3_256};
+use subtle::ConstantTimeEq as _;
+
+use super::{ApiError, AppState};
+use crate::vault::{Algorithm, Vault, VaultError, encode, store::valid_id};
+
+/// The routes, with the token check in front of all of them.
+pub(super) fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", post(create).get(list))
+        .route("/v1/keys/{id}", get(show).delete(destroy))
+        .route("/v1/keys/{id}/rotate", post(rotate))
+        .route("/v1/keys/{id}/sign", post(sign))
+        .route("/v1/keys/{id}/verify", post(verify))
+        .route("/v1/keys/{id}/encapsulate", post(encapsulate))
+        .route("/v1/keys/{id}/decapsulate", post(decapsulate))
+        .route("/v1/keys/{id}/derive", post(derive))
+        .route_layer(middleware::from_fn_with_state(state, authorize))
+}
+
+/// The SHA3-256 digest of the API token.
+#[derive(Clone)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// Digest of `token`.
+    pub fn of(token: &str) -> Self {
+        Self(Sha3_256::digest(token.as_bytes()).into())
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha3_256::digest(presented.as_bytes()).into();
+        bool::from(self.0.ct_eq(&d))
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest(..)")
+    }
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let reason = match (presented, &state.keys) {
+        (_, None) => Some("disabled"),
+        (None, _) => Some("missing"),
+        (Some(t), Some(k)) if !k.token.matches(t.trim()) => Some("invalid"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        state.metrics.key_denied.with_label_values(&[reason]).inc();
+        tracing::info!(reason, path = %req.uri().path(), "key request denied");
+        let message = match reason {
+            "disabled" => "the key vault is not enabled on this daemon",
+            "missing" => "key routes need Authorization: Bearer <token> (see keys.token_file)",
+            _ => "the bearer token is not valid",
+        };
+        let mut resp =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// The vault and the token, when keys are enabled.
+#[derive(Clone)]
+pub struct KeysState {
+    /// The vault.
+    pub vault: Arc<Vault>,
+    /// Digest of the bearer token.
+    pub token: TokenDigest,
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        use qkeyd_drivers::seal::SealError;
+        let msg = e.to_string();
+        match e {
+            VaultError::BadRequest(_) | VaultError::Alg(_) => ApiError::bad_request(msg),
+            VaultError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg),
+            VaultError::Entropy(_) => ApiError::unavailable(msg),
+            VaultError::Seal(SealError::Unavailable(_) | SealError::Timeout(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sealer_unavailable", msg)
+            }
+            VaultError::Seal(SealError::Auth(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sealer_login_failed", msg)
+            }
+            VaultError::Seal(
+                SealError::Integrity | SealError::ObjectGone { .. } | SealError::Malformed(_),
+            )
+            | VaultError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key_unusable", msg)
+            }
+            VaultError::Seal(_) => ApiError::new(StatusCode::BAD_GATEWAY, "sealer_error", msg),
+        }
+    }
+}
+
+fn vault(state: &AppState) -> Result<Arc<Vault>, ApiError> {
+    state.keys.as_ref().map(|k| k.vault.clone()).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "keys_disabled", "the key vault is not enabled")
+    })
+}
+
+fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
+}
+
+fn key_id(id: &str) -> Result<(), ApiError> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            "no such key: ids are 32 hex digits",
+        ))
+    }
+}
+
+fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| ApiError::bad_request(format!("{field}: not base64 ({e})")))
+}
+
+/// Run a blocking vault call off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Vault) -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let v = vault(state)?;
+    tokio::task::spawn_blocking(move || f(&v))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(Into::into)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    alg: String,
+    #[serde(default)]
+    label: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    b: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let alg = Algorithm::parse(&b.alg).ok_or_else(|| {
+        let names: Vec<_> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+        ApiError::bad_request(format!("alg {:?}: use one of {}", b.alg, names.join(", ")))
+    })?;
+    let info = blocking(&state, move |v| v.create(alg, &b.label)).await?;
+    tracing::info!(key = %info.id, alg = %alg, "key created");
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = blocking(&state, Vault::list).await?;
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    Ok(Json(blocking(&state, move |v| v.info(&id)).await?).into_response())
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let info = blocking(&state, move |v| v.rotate(&id)).await?;
+    tracing::info!(key = %info.id, version = info.current_version, "key rotated");
+    Ok(Json(info).into_response())
+}
+
+async fn destroy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let shown = id.clone();
+    blocking(&state, move |v| v.destroy(&id)).await?;
+    tracing::info!(key = %shown, "key destroyed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    message: String,
+    #[serde(default)]
+    context: String,
+    version: Option<u32>,
+}
+
+async fn sign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<SignBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let b = body(b)?;
+    let (msg, ctx) = (b64("message", &b.message)?, b64("context", &b.context)?);
+    let (version, sig) = blocking(&state, move |v| v.sign(&id, b.version, &msg, &ctx)).await?;
+    Ok(Json(json!({ "version": version, "signature": encode(&sig) })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    message: String,
+    #[serde(default)]
+    context: String,
+    signature: String,
+    version: Option<u32>,
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<VerifyBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let b = body(b)?;
+    let (msg, ctx) = (b64("message", &b.message)?, b64("context", &b.context)?);
+    let sig = b64("signature", &b.signature)?;
+    let (version, valid) =
+        blocking(&state, move |v| v.verify(&id, b.version, &msg, &ctx, &sig)).await?;
+    Ok(Json(json!({ "version": version, "valid": valid })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    version: Option<u32>,
+}
+
+async fn encapsulate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Option<Json<VersionBody>>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let version = b.and_then(|Json(b)| b.version);
+    let e = blocking(&state, move |v| v.encapsulate(&id, version)).await?;
+    Ok(Json(json!({
+        "version": e.version,
+        "ciphertext": encode(&e.ciphertext),
+        "shared_secret": encode(&e.shared_secret[..]),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecapsulateBody {
+    ciphertext: String,
+    version: Option<u32>,
+}
+
+async fn decapsulate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<DecapsulateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let b = body(b)?;
+    let ct = b64("ciphertext", &b.ciphertext)?;
+    let (version, k) = blocking(&state, move |v| v.decapsulate(&id, b.version, &ct)).await?;
+    Ok(Json(json!({ "version": version, "shared_secret": encode(&k[..]) })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeriveBody {
+    ciphertext: String,
+    #[serde(default)]
+    salt: String,
+    #[serde(default)]
+    info: String,
+    length: usize,
+    version: Option<u32>,
+}
+
+async fn derive(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<DeriveBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    key_id(&id)?;
+    let b = body(b)?;
+    let ct = b64("ciphertext", &b.ciphertext)?;
+    let (salt, info) = (b64("salt", &b.salt)?, b64("info", &b.info)?);
+    let (version, okm) =
+        blocking(&state, move |v| v.derive(&id, b.version, &ct, &salt, &info, b.length)).await?;
+    Ok(Json(json!({ "version": version, "key": encode(&okm) })).into_response())
+}

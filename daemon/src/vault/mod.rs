@@ -1,0 +1,427 @@
+//! The key vault: post-quantum keys from health-tested entropy, sealed at rest.
+//!
+//! A key is an id with one or more versions; each version is an ML-KEM or
+//! ML-DSA key pair whose seed is drawn from the pool with prediction resistance,
+//! passes a pairwise-consistency test, is sealed by the configured backend and
+//! stored by [`store::Store`]. Rotation adds a version (old ones keep verifying
+//! and decapsulating); destruction removes every version and its backend
+//! objects. Private operations unseal the seed, use it and drop it (zeroized).
+//!
+//! Every call is blocking (disk, HSM, TPM); async callers use `spawn_blocking`.
+
+pub mod alg;
+mod audit;
+pub mod kat;
+pub mod store;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use hkdf::SimpleHkdf;
+use qkeyd_drivers::seal::{SealError, worker::SealerWorker};
+use serde::Serialize;
+use sha3::Sha3_256;
+use zeroize::Zeroizing;
+
+use crate::pool::{Pool, PoolError, Serving};
+
+pub use alg::{AlgError, Algorithm, PrivateKey};
+use audit::Audit;
+use store::{Store, StoreError, VersionRecord};
+
+/// Longest label accepted.
+pub const MAX_LABEL: usize = 128;
+/// Longest output of `derive`.
+pub const MAX_DERIVE: usize = 1024;
+
+/// Why a vault operation failed. Messages carry ids and reasons, never secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Bad input from the caller.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The key or version does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A cryptographic input was wrong (length, kind of key).
+    #[error(transparent)]
+    Alg(#[from] AlgError),
+    /// The sealing backend failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A stored key failed its checks.
+    #[error(transparent)]
+    Store(StoreError),
+    /// No health-tested entropy to make a key from.
+    #[error("no health-tested entropy: {0}")]
+    Entropy(#[from] PoolError),
+}
+
+impl From<StoreError> for VaultError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(format!("no such key: {what}")),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// One version as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u32,
+    /// Public key, base64.
+    pub public_key: String,
+    /// SHA3-256 fingerprint of the public key.
+    pub fingerprint: String,
+    /// Creation time, Unix seconds.
+    pub created_unix: u64,
+    /// Where the seed's entropy came from.
+    pub entropy: String,
+    /// Sealing backend.
+    pub sealer: String,
+}
+
+/// A key as the API shows it: public parts only.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Algorithm.
+    pub alg: Algorithm,
+    /// Label.
+    pub label: String,
+    /// The version used for new signatures / encapsulations.
+    pub current_version: u32,
+    /// Every version, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// Result of an encapsulation.
+pub struct Encapsulated {
+    /// Key version used.
+    pub version: u32,
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The shared secret (for the caller, who is the sender).
+    pub shared_secret: Zeroizing<[u8; 32]>,
+}
+
+/// The vault.
+pub struct Vault {
+    store: Store,
+    sealer: SealerWorker,
+    pool: Arc<Pool>,
+    audit: Audit,
+    /// Serialises changes (create, rotate, destroy).
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("store", &self.store).field("sealer", &self.sealer).finish()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+impl Vault {
+    /// Open the vault in `state_dir` with `sealer`; finishes destructions a
+    /// crash interrupted.
+    pub fn open(state_dir: &Path, sealer: SealerWorker, pool: Arc<Pool>) -> anyhow::Result<Self> {
+        let (store, pending) = Store::open(state_dir)?;
+        let audit = Audit::open(&state_dir.join("audit.log"))?;
+        let v = Self { store, sealer, pool, audit, write: Mutex::new(()) };
+        if !pending.is_empty() {
+            for r in &pending {
+                v.destroy_object(r)?;
+            }
+            v.store.purge_destroyed()?;
+            tracing::info!(versions = pending.len(), "finished an interrupted key destruction");
+        }
+        Ok(v)
+    }
+
+    /// The sealing backend's name.
+    pub fn sealer_kind(&self) -> &'static str {
+        self.sealer.kind()
+    }
+
+    /// Check that the sealing backend answers.
+    pub fn check_sealer(&self) -> Result<(), SealError> {
+        self.sealer.call(|s| s.check())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn random<const N: usize>(&self) -> Result<Zeroizing<[u8; N]>, VaultError> {
+        let mut b = Zeroizing::new([0u8; N]);
+        self.pool.fill(&mut b[..])?;
+        Ok(b)
+    }
+
+    /// Generate, test and seal a key version; returns its record (not yet stored).
+    fn new_version(
+        &self,
+        id: &str,
+        version: u32,
+        alg: Algorithm,
+        label: &str,
+    ) -> Result<VersionRecord, VaultError> {
+        let mut seed = Zeroizing::new(vec![0u8; alg.seed_len()]);
+        let serving = self.pool.fill_fresh(&mut seed)?;
+        let entropy = match serving {
+            Serving::Sources => "sources",
+            Serving::OsFallback => "os-fallback",
+        };
+        let key = PrivateKey::from_seed(alg, &seed)?;
+        alg::pairwise_consistency(&key, &*self.random::<32>()?)?;
+        let pk = key.public_key();
+        let fp = store::fingerprint(alg, &pk);
+        let aad = store::aad(id, version, alg, &fp);
+        let name = format!("qkeyd/{id}/v{version}");
+        let sealed = self.sealer.call(move |s| s.seal(&name, &aad, &seed))?;
+        Ok(VersionRecord::new(id, version, alg, label, now_unix(), &pk, entropy, sealed))
+    }
+
+    /// Create a key.
+    pub fn create(&self, alg: Algorithm, label: &str) -> Result<KeyInfo, VaultError> {
+        check_label(label)?;
+        let _w = self.lock();
+        let id = hex::encode(*self.random::<16>()?);
+        let r = self.new_version(&id, 1, alg, label);
+        let r = self.audit.result("create", &id, 1, Some(alg), r, |r| r.fingerprint.clone())?;
+        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
+        self.info(&id)
+    }
+
+    /// Add a version; the new one becomes current.
+    pub fn rotate(&self, id: &str) -> Result<KeyInfo, VaultError> {
+        let _w = self.lock();
+        let versions = self.store.versions(id)?;
+        let last =
+            *versions.last().ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?;
+        let cur = self.store.read(id, last)?;
+        let r = self.new_version(id, last + 1, cur.alg, &cur.label);
+        let r = self
+            .audit
+            .result("rotate", id, last + 1, Some(cur.alg), r, |r| r.fingerprint.clone())?;
+        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
+        self.info(id)
+    }
+
+    /// Destroy a key: every version's file and backend object.
+    pub fn destroy(&self, id: &str) -> Result<(), VaultError> {
+        let _w = self.lock();
+        let records = self.store.begin_destroy(id)?;
+        for r in &records {
+            self.destroy_object(r)?;
+            self.audit.log("destroy", id, r.version, Some(r.alg), &r.fingerprint, "ok");
+        }
+        self.store.purge_destroyed()?;
+        Ok(())
+    }
+
+    fn destroy_object(&self, r: &VersionRecord) -> Result<(), VaultError> {
+        let sealed = r.sealed.clone();
+        self.sealer.call(move |s| s.destroy(&sealed))?;
+        Ok(())
+    }
+
+    fn destroy_object_quietly(&self, r: &VersionRecord) {
+        if let Err(e) = self.destroy_object(r) {
+            tracing::warn!(key = %r.id, version = r.version, error = %e, "could not remove the backend object of an unsaved key version");
+        }
+    }
+
+    /// Every key, public parts only.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            match self.info(&id) {
+                Ok(k) => out.push(k),
+                // A key destroyed meanwhile is simply gone.
+                Err(VaultError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One key, public parts only.
+    pub fn info(&self, id: &str) -> Result<KeyInfo, VaultError> {
+        let versions = self.store.versions(id)?;
+        let mut infos = Vec::with_capacity(versions.len());
+        let mut head = None;
+        for v in versions {
+            let r = self.store.read(id, v)?;
+            infos.push(VersionInfo {
+                version: r.version,
+                public_key: r.public_key.clone(),
+                fingerprint: r.fingerprint.clone(),
+                created_unix: r.created_unix,
+                entropy: r.entropy.clone(),
+                sealer: r.sealed.backend.clone(),
+            });
+            head = Some(r);
+        }
+        let head = head.ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?;
+        Ok(KeyInfo {
+            id: id.to_owned(),
+            alg: head.alg,
+            label: head.label,
+            current_version: head.version,
+            versions: infos,
+        })
+    }
+
+    fn record(&self, id: &str, version: Option<u32>) -> Result<VersionRecord, VaultError> {
+        let v = match version {
+            Some(v) => v,
+            None => *self
+                .store
+                .versions(id)?
+                .last()
+                .ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?,
+        };
+        Ok(self.store.read(id, v)?)
+    }
+
+    /// Unseal a version and check it is the key the record describes.
+    fn private(&self, r: &VersionRecord) -> Result<PrivateKey, VaultError> {
+        let (sealed, aad) = (r.sealed.clone(), r.aad());
+        let seed = self.sealer.call(move |s| s.unseal(&sealed, &aad))?;
+        let key = PrivateKey::from_seed(r.alg, &seed.0)?;
+        if key.public_key() != r.public_key_bytes()? {
+            return Err(VaultError::Store(StoreError::Corrupt(format!(
+                "key {} v{}: the unsealed seed does not match the public key",
+                r.id, r.version
+            ))));
+        }
+        Ok(key)
+    }
+
+    /// Sign with the current (or given) version.
+    pub fn sign(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        msg: &[u8],
+        ctx: &[u8],
+    ) -> Result<(u32, Vec<u8>), VaultError> {
+        let r = self.record(id, version)?;
+        if r.alg.is_kem() {
+            return Err(
+                AlgError::WrongKind { op: "sign", need: "ML-DSA", alg: r.alg.name() }.into()
+            );
+        }
+        let key = self.private(&r)?;
+        let sig = key.sign(msg, ctx, &*self.random::<32>()?)?;
+        self.audit.log("sign", id, r.version, Some(r.alg), &r.fingerprint, "ok");
+        Ok((r.version, sig))
+    }
+
+    /// Verify against the current (or given) version.
+    pub fn verify(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        msg: &[u8],
+        ctx: &[u8],
+        sig: &[u8],
+    ) -> Result<(u32, bool), VaultError> {
+        let r = self.record(id, version)?;
+        Ok((r.version, alg::verify(r.alg, &r.public_key_bytes()?, msg, ctx, sig)?))
+    }
+
+    /// Encapsulate to the current (or given) version.
+    pub fn encapsulate(&self, id: &str, version: Option<u32>) -> Result<Encapsulated, VaultError> {
+        let r = self.record(id, version)?;
+        let m = self.random::<32>()?;
+        let (ciphertext, shared_secret) = alg::encapsulate(r.alg, &r.public_key_bytes()?, &m)?;
+        Ok(Encapsulated { version: r.version, ciphertext, shared_secret })
+    }
+
+    /// Decapsulate with the current (or given) version.
+    pub fn decapsulate(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        ct: &[u8],
+    ) -> Result<(u32, Zeroizing<[u8; 32]>), VaultError> {
+        let r = self.record(id, version)?;
+        if !r.alg.is_kem() {
+            return Err(AlgError::WrongKind {
+                op: "decapsulate",
+                need: "ML-KEM",
+                alg: r.alg.name(),
+            }
+            .into());
+        }
+        let want = alg::ciphertext_len(r.alg);
+        if ct.len() != want {
+            return Err(AlgError::Length {
+                what: "ciphertext",
+                alg: r.alg.name(),
+                want,
+                got: ct.len(),
+            }
+            .into());
+        }
+        let key = self.private(&r)?;
+        let k = key.decapsulate(ct)?;
+        self.audit.log("decapsulate", id, r.version, Some(r.alg), &r.fingerprint, "ok");
+        Ok((r.version, k))
+    }
+
+    /// Decapsulate, then HKDF-SHA3-256 (RFC 5869) the shared secret into `len`
+    /// bytes with `salt` and `info`.
+    pub fn derive(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        ct: &[u8],
+        salt: &[u8],
+        info: &[u8],
+        len: usize,
+    ) -> Result<(u32, Zeroizing<Vec<u8>>), VaultError> {
+        if !(1..=MAX_DERIVE).contains(&len) {
+            return Err(VaultError::BadRequest(format!(
+                "length must be 1..={MAX_DERIVE}, got {len}"
+            )));
+        }
+        let (v, k) = self.decapsulate(id, version, ct)?;
+        let mut okm = Zeroizing::new(vec![0u8; len]);
+        SimpleHkdf::<Sha3_256>::new(Some(salt), &k[..])
+            .expand(info, &mut okm)
+            .map_err(|_| VaultError::BadRequest("HKDF output too long".into()))?;
+        Ok((v, okm))
+    }
+}
+
+fn check_label(label: &str) -> Result<(), VaultError> {
+    if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+        return Err(VaultError::BadRequest(format!(
+            "label must be at most {MAX_LABEL} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Encode bytes for the API.
+pub fn encode(b: &[u8]) -> String {
+    b64(b)
+}

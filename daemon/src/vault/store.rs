@@ -1,0 +1,392 @@
+//! The keystore on disk: one file per key version, written crash-safely.
+//!
+//! ```text
+//! STATE_DIR/keys/<id>/v<N>.key     one key version (body line, checksum line)
+//! STATE_DIR/keys/.destroy-<id>/    a key being destroyed (finished at start-up)
+//! STATE_DIR/audit.log              append-only JSON lines, fingerprints only
+//! ```
+//!
+//! A version file is written to `v<N>.key.tmp`, fsynced, renamed into place and
+//! the folder fsynced: after a crash a version is either complete or absent,
+//! and only complete ones are acknowledged. Temp files found at start-up are
+//! removed. Each file is `<body JSON>\n<SHA3-256 of the body line>\n`, so any
+//! changed byte is detected before anything is unsealed; the sealed seed is in
+//! turn bound (as AEAD associated data) to the key id, version, algorithm and
+//! public-key fingerprint, and the public key re-derived from the unsealed seed
+//! must equal the stored one. Tampering is an error, never a wrong key.
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use qkeyd_drivers::seal::Sealed;
+use serde::{Deserialize, Serialize};
+use sha3::{Digest as _, Sha3_256};
+
+use super::alg::Algorithm;
+
+/// Format version of a key file body.
+const FORMAT: u32 = 1;
+
+/// What is stored for one key version. Nothing in it is secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRecord {
+    /// Body format.
+    pub format: u32,
+    /// Key id (32 lowercase hex digits).
+    pub id: String,
+    /// Version, from 1.
+    pub version: u32,
+    /// Algorithm.
+    pub alg: Algorithm,
+    /// Operator's label.
+    pub label: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// Encoded public key, base64.
+    pub public_key: String,
+    /// SHA3-256 fingerprint of the public key, hex.
+    pub fingerprint: String,
+    /// Where the seed's entropy came from: `sources` or `os-fallback`.
+    pub entropy: String,
+    /// The sealed seed.
+    pub sealed: Sealed,
+}
+
+impl VersionRecord {
+    /// A new record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: &str,
+        version: u32,
+        alg: Algorithm,
+        label: &str,
+        created_unix: u64,
+        public_key: &[u8],
+        entropy: &str,
+        sealed: Sealed,
+    ) -> Self {
+        use base64::Engine as _;
+        Self {
+            format: FORMAT,
+            id: id.to_owned(),
+            version,
+            alg,
+            label: label.to_owned(),
+            created_unix,
+            public_key: base64::engine::general_purpose::STANDARD.encode(public_key),
+            fingerprint: fingerprint(alg, public_key),
+            entropy: entropy.to_owned(),
+            sealed,
+        }
+    }
+
+    /// The public key bytes.
+    pub fn public_key_bytes(&self) -> Result<Vec<u8>, StoreError> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|_| {
+            StoreError::Corrupt(format!("key {} v{}: public key", self.id, self.version))
+        })
+    }
+
+    /// The associated data the seed is sealed with.
+    pub fn aad(&self) -> Vec<u8> {
+        aad(&self.id, self.version, self.alg, &self.fingerprint)
+    }
+}
+
+/// Associated data binding a sealed seed to its key version.
+pub fn aad(id: &str, version: u32, alg: Algorithm, fingerprint: &str) -> Vec<u8> {
+    format!("qkeyd-key-v1\0{id}\0{version}\0{}\0{fingerprint}", alg.name()).into_bytes()
+}
+
+/// SHA3-256 over the algorithm name and the public key, hex.
+pub fn fingerprint(alg: Algorithm, public_key: &[u8]) -> String {
+    let mut h = Sha3_256::new();
+    h.update(alg.name().as_bytes());
+    h.update([0]);
+    h.update(public_key);
+    hex::encode(h.finalize())
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file failed its checksum or does not parse.
+    #[error("key file corrupted: {0}")]
+    Corrupt(String),
+    /// No such key or version.
+    #[error("no such key: {0}")]
+    NotFound(String),
+    /// A filesystem error.
+    #[error("keystore I/O error on {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Whether `id` has the shape of a key id (so it is safe in a path).
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The key files under a state directory.
+#[derive(Debug)]
+pub struct Store {
+    keys: PathBuf,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+impl Store {
+    /// Open (creating) `state_dir/keys`, finish interrupted destructions and
+    /// drop half-written files. Returns the store and the ids of keys whose
+    /// destruction was finished now (their backend objects still need
+    /// destroying: the caller gets their records).
+    pub fn open(state_dir: &Path) -> Result<(Self, Vec<VersionRecord>), StoreError> {
+        let keys = state_dir.join("keys");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&keys).map_err(io_err(&keys))?;
+        let store = Self { keys };
+        let mut pending = Vec::new();
+        for entry in fs::read_dir(&store.keys).map_err(io_err(&store.keys))? {
+            let entry = entry.map_err(io_err(&store.keys))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with(".destroy-") {
+                pending.extend(store.read_dir_records(&path).unwrap_or_default());
+                continue;
+            }
+            if !valid_id(&name) {
+                continue;
+            }
+            for f in fs::read_dir(&path).map_err(io_err(&path))? {
+                let f = f.map_err(io_err(&path))?;
+                if f.file_name().to_string_lossy().ends_with(".tmp") {
+                    fs::remove_file(f.path()).map_err(io_err(&f.path()))?;
+                }
+            }
+            if store.versions(&name)?.is_empty() {
+                // Created, but its first version never landed: never acknowledged.
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+        sync_dir(&store.keys)?;
+        Ok((store, pending))
+    }
+
+    /// Remove the folders of destructions finished by the caller.
+    pub fn purge_destroyed(&self) -> Result<(), StoreError> {
+        for entry in fs::read_dir(&self.keys).map_err(io_err(&self.keys))? {
+            let entry = entry.map_err(io_err(&self.keys))?;
+            if entry.file_name().to_string_lossy().starts_with(".destroy-") {
+                fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+            }
+        }
+        sync_dir(&self.keys)
+    }
+
+    fn read_dir_records(&self, dir: &Path) -> Result<Vec<VersionRecord>, StoreError> {
+        let mut out = Vec::new();
+        for f in fs::read_dir(dir).map_err(io_err(dir))? {
+            let f = f.map_err(io_err(dir))?;
+            if f.file_name().to_string_lossy().ends_with(".key") {
+                out.push(read_file(&f.path())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key id, sorted.
+    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.keys).map_err(io_err(&self.keys))? {
+            let name =
+                entry.map_err(io_err(&self.keys))?.file_name().to_string_lossy().into_owned();
+            if valid_id(&name) {
+                ids.push(name);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The versions of a key that are on disk, ascending.
+    pub fn versions(&self, id: &str) -> Result<Vec<u32>, StoreError> {
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let dir = self.keys.join(id);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(id.to_owned()));
+            }
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut v = Vec::new();
+        for f in rd {
+            let name = f.map_err(io_err(&dir))?.file_name().to_string_lossy().into_owned();
+            if let Some(Ok(n)) =
+                name.strip_prefix('v').and_then(|s| s.strip_suffix(".key")).map(str::parse)
+            {
+                v.push(n);
+            }
+        }
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Read and check one version.
+    pub fn read(&self, id: &str, version: u32) -> Result<VersionRecord, StoreError> {
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let path = self.keys.join(id).join(format!("v{version}.key"));
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!("{id} version {version}")));
+        }
+        let r = read_file(&path)?;
+        if r.id != id || r.version != version {
+            return Err(StoreError::Corrupt(format!("{} holds another key", path.display())));
+        }
+        Ok(r)
+    }
+
+    /// Write a version crash-safely. Fails if it exists.
+    pub fn write(&self, r: &VersionRecord) -> Result<(), StoreError> {
+        let dir = self.keys.join(&r.id);
+        let new_dir = !dir.exists();
+        if new_dir {
+            fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err(&dir))?;
+            sync_dir(&self.keys)?;
+        }
+        let path = dir.join(format!("v{}.key", r.version));
+        if path.exists() {
+            return Err(StoreError::Corrupt(format!("{} exists already", path.display())));
+        }
+        let tmp = dir.join(format!("v{}.key.tmp", r.version));
+        let body = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut content = body.clone();
+        content.push(b'\n');
+        content.extend_from_slice(hex::encode(Sha3_256::digest(&body)).as_bytes());
+        content.push(b'\n');
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(&content).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&dir)
+    }
+
+    /// Move a key out of sight atomically; returns its records so the caller
+    /// can destroy their backend objects, then [`Store::purge_destroyed`].
+    pub fn begin_destroy(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let dir = self.keys.join(id);
+        if !dir.exists() {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let to = self.keys.join(format!(".destroy-{id}"));
+        fs::rename(&dir, &to).map_err(io_err(&dir))?;
+        sync_dir(&self.keys)?;
+        // Records that no longer verify still go: their objects are named by id.
+        Ok(self.read_dir_records(&to).unwrap_or_default())
+    }
+}
+
+fn read_file(path: &Path) -> Result<VersionRecord, StoreError> {
+    let content = fs::read(path).map_err(io_err(path))?;
+    let corrupt = |why: &str| StoreError::Corrupt(format!("{}: {why}", path.display()));
+    let mut lines = content.split(|&b| b == b'\n');
+    let (Some(body), Some(sum), Some(rest), None) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return Err(corrupt("not a key file"));
+    };
+    if !rest.is_empty() || hex::encode(Sha3_256::digest(body)).as_bytes() != sum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let r: VersionRecord = serde_json::from_slice(body).map_err(|e| corrupt(&e.to_string()))?;
+    if r.format != FORMAT {
+        return Err(corrupt(&format!("format {} is not {FORMAT}", r.format)));
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, v: u32) -> VersionRecord {
+        let sealed = Sealed { backend: "soft".into(), object: None, blob: vec![1, 2, 3] };
+        VersionRecord::new(id, v, Algorithm::MlDsa44, "l", 1, &[5; 8], "sources", sealed)
+    }
+
+    #[test]
+    fn versions_round_trip_and_any_flipped_bit_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, pending) = Store::open(dir.path()).unwrap();
+        assert!(pending.is_empty());
+        let id = "0123456789abcdef0123456789abcdef";
+        s.write(&record(id, 1)).unwrap();
+        s.write(&record(id, 2)).unwrap();
+        assert!(s.write(&record(id, 2)).is_err(), "a version is never overwritten");
+        assert_eq!(s.ids().unwrap(), vec![id.to_owned()]);
+        assert_eq!(s.versions(id).unwrap(), vec![1, 2]);
+        assert_eq!(s.read(id, 2).unwrap(), record(id, 2));
+        let path = dir.path().join("keys").join(id).join("v1.key");
+        let good = fs::read(&path).unwrap();
+        for i in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            fs::write(&path, &bad).unwrap();
+            assert!(matches!(s.read(id, 1), Err(StoreError::Corrupt(_))), "bit {i}");
+        }
+        fs::write(&path, &good).unwrap();
+        assert!(s.read(id, 1).is_ok());
+        assert!(matches!(s.read(id, 3), Err(StoreError::NotFound(_))));
+        assert!(matches!(s.read("../../etc", 1), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn open_drops_half_written_files_and_resumes_destruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let a = "a".repeat(32);
+        let b = "b".repeat(32);
+        s.write(&record(&a, 1)).unwrap();
+        fs::write(dir.path().join("keys").join(&a).join("v2.key.tmp"), b"half").unwrap();
+        fs::create_dir(dir.path().join("keys").join(&b)).unwrap();
+        s.write(&record(&"c".repeat(32), 1)).unwrap();
+        let gone = s.begin_destroy(&"c".repeat(32)).unwrap();
+        assert_eq!(gone.len(), 1);
+        let (s, pending) = Store::open(dir.path()).unwrap();
+        assert_eq!(pending.len(), 1, "the interrupted destruction is handed back");
+        s.purge_destroyed().unwrap();
+        assert_eq!(s.ids().unwrap(), vec![a.clone()]);
+        assert_eq!(s.versions(&a).unwrap(), vec![1]);
+        assert!(!dir.path().join("keys").join(&a).join("v2.key.tmp").exists());
+    }
+}

@@ -1,0 +1,121 @@
+//! Sealers: protect a key seed at rest with a software key, an HSM or a TPM.
+//!
+//! A sealer turns a secret (a 32- or 64-byte key seed) and its associated data
+//! (what the secret belongs to: key id, version, algorithm, fingerprint) into
+//! an opaque [`Sealed`] record, and back. Unsealing with different associated
+//! data, a changed record, a removed HSM key or a wrong PIN is an error, never
+//! a wrong secret.
+//!
+//! Backends:
+//! - [`soft::SoftSealer`]: AES-256-GCM under a key file. For development only:
+//!   the key file is as sensitive as every key it protects.
+//! - [`pkcs11::Pkcs11Sealer`]: one non-extractable, sensitive AES-256 key per
+//!   sealed secret, generated inside the token; the HSM encrypts the seed with
+//!   AES-GCM. Destroying the record destroys that HSM key (crypto-shredding).
+//!
+//! Sealers are blocking and not thread-safe; [`worker::SealerWorker`] keeps one
+//! on a thread of its own and gives callers timeouts.
+
+pub mod pkcs11;
+pub mod soft;
+pub mod worker;
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A sealed secret as stored: the backend's name, the object it depends on
+/// (an HSM key label), and the ciphertext. None of it is secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sealed {
+    /// `soft`, `pkcs11` or `tpm`.
+    pub backend: String,
+    /// The backend object the blob needs (the HSM key's label), if any.
+    pub object: Option<String>,
+    /// Backend-specific ciphertext.
+    #[serde(with = "b64")]
+    pub blob: Vec<u8>,
+}
+
+/// Why a seal operation failed. Messages never contain secret material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The HSM/TPM cannot be reached now (gone, not answering); retry later.
+    #[error("seal backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused our credentials (wrong PIN).
+    #[error("seal backend refused login: {0}")]
+    Auth(String),
+    /// The backend object this record needs no longer exists.
+    #[error("the {backend} key {object:?} that sealed this record no longer exists")]
+    ObjectGone {
+        /// Backend name.
+        backend: &'static str,
+        /// The object's label.
+        object: String,
+    },
+    /// The record or its associated data was changed, or sealed by another key.
+    #[error("sealed record failed authentication (tampered, or sealed by another key)")]
+    Integrity,
+    /// The record is not one this backend made.
+    #[error("sealed record is malformed: {0}")]
+    Malformed(String),
+    /// The caller waited longer than its timeout.
+    #[error("seal backend did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// Any other backend failure.
+    #[error("seal backend error: {0}")]
+    Backend(String),
+}
+
+impl SealError {
+    /// Whether the backend may work again later (device back, token reinserted).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+    }
+}
+
+/// A secret handed back by [`Sealer::unseal`]: zeroized on drop, never printed.
+pub struct Secret(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// A backend that seals secrets.
+pub trait Sealer: Send {
+    /// Backend name as stored in [`Sealed::backend`].
+    fn kind(&self) -> &'static str;
+
+    /// Seal `secret` bound to `aad`. `name` names the backend object, if the
+    /// backend makes one (unique per record, e.g. `qkeyd/<key id>/v<n>`).
+    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError>;
+
+    /// Recover the secret; `aad` must be what it was sealed with.
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError>;
+
+    /// Destroy the backend object of a record, if it has one, so that no copy
+    /// of the record can be unsealed again. Destroying what is already gone is
+    /// not an error.
+    fn destroy(&mut self, sealed: &Sealed) -> Result<(), SealError>;
+
+    /// Check that the backend answers (and reconnect if it came back).
+    fn check(&mut self) -> Result<(), SealError>;
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}

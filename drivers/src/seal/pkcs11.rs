@@ -1,0 +1,241 @@
+//! The PKCS#11 sealer: the HSM encrypts each seed under a key of its own.
+//!
+//! For every sealed secret a fresh AES-256 key is generated inside the token
+//! (`CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not `CKA_EXTRACTABLE`), labelled
+//! with the record's name, and used exactly once, for one AES-GCM encryption
+//! with the record's associated data as AAD. Because each key encrypts one
+//! message, a fixed IV is safe. Destroying the record destroys the key: any
+//! copy of the blob (a backup) is then useless.
+//!
+//! The session is opened lazily and reopened after the token went away; a
+//! reconnect re-initialises the library so that a token that came back is
+//! seen again.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    error::{Error as CkError, RvError},
+    mechanism::{Mechanism, aead::GcmParams},
+    object::{Attribute, KeyType, ObjectClass, ObjectHandle},
+    session::{Session, UserType},
+    types::AuthPin,
+};
+use zeroize::Zeroizing;
+
+use super::{SealError, Sealed, Sealer, Secret};
+
+const TAG_BITS: u64 = 128;
+/// The IV of every encryption: each key encrypts exactly one message.
+const IV: [u8; 12] = *b"qkeyd-seal-1";
+
+/// Where the token is and how to log in.
+#[derive(Clone)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The user PIN. Never logged or printed.
+    pub pin: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Connection {
+    // Field order: the session closes before the library is finalised.
+    session: Session,
+    _ctx: Pkcs11,
+}
+
+/// A token reached through a PKCS#11 module.
+pub struct Pkcs11Sealer {
+    config: Pkcs11Config,
+    conn: Option<Connection>,
+}
+
+impl std::fmt::Debug for Pkcs11Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Sealer")
+            .field("config", &self.config)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+fn map_err(e: CkError) -> SealError {
+    match e {
+        CkError::Pkcs11(rv, f) => match rv {
+            RvError::PinIncorrect | RvError::PinLenRange | RvError::PinLocked => {
+                SealError::Auth(format!("{f}: {rv:?}"))
+            }
+            RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::SlotIdInvalid
+            | RvError::UserNotLoggedIn
+            | RvError::CryptokiNotInitialized => SealError::Unavailable(format!("{f}: {rv:?}")),
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => SealError::Integrity,
+            _ => SealError::Backend(format!("{f}: {rv:?}")),
+        },
+        other => SealError::Backend(other.to_string()),
+    }
+}
+
+impl Pkcs11Sealer {
+    /// A sealer for the token `config.token_label`; connects now so that a
+    /// wrong module, label or PIN is reported at start-up.
+    pub fn open(config: Pkcs11Config) -> Result<Self, SealError> {
+        let mut s = Self { config, conn: None };
+        s.session()?;
+        Ok(s)
+    }
+
+    fn connect(config: &Pkcs11Config) -> Result<Connection, SealError> {
+        let module: &Path = &config.module;
+        let ctx = Pkcs11::new(module).map_err(|e| {
+            SealError::Backend(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+        })?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(map_err)?;
+        let mut found = None;
+        for slot in ctx.get_slots_with_token().map_err(map_err)? {
+            let info = ctx.get_token_info(slot).map_err(map_err)?;
+            if info.label().trim_end() == config.token_label {
+                found = Some(slot);
+                break;
+            }
+        }
+        let slot = found.ok_or_else(|| {
+            SealError::Unavailable(format!("no token labelled {:?}", config.token_label))
+        })?;
+        let session = ctx.open_rw_session(slot).map_err(map_err)?;
+        let pin = AuthPin::from(config.pin.as_str());
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(map_err(e)),
+        }
+        Ok(Connection { session, _ctx: ctx })
+    }
+
+    fn session(&mut self) -> Result<&Session, SealError> {
+        if self.conn.is_none() {
+            self.conn = Some(Self::connect(&self.config)?);
+        }
+        match &self.conn {
+            Some(c) => Ok(&c.session),
+            None => Err(SealError::Unavailable("not connected".into())),
+        }
+    }
+
+    /// Run `op` on the session; on a transient failure, drop the connection so
+    /// the next call reconnects.
+    fn with_session<T>(
+        &mut self,
+        op: impl FnOnce(&Session) -> Result<T, SealError>,
+    ) -> Result<T, SealError> {
+        let result = self.session().and_then(op);
+        if let Err(e) = &result
+            && e.is_transient()
+        {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, SealError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        Ok(session.find_objects(&template).map_err(map_err)?.into_iter().next())
+    }
+}
+
+impl Sealer for Pkcs11Sealer {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError> {
+        let label = name.to_owned();
+        self.with_session(|session| {
+            // A leftover key of the same name (a crash between key creation
+            // and the record reaching disk) is replaced.
+            if let Some(old) = Self::find_key(session, &label)? {
+                session.destroy_object(old).map_err(map_err)?;
+            }
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            let key = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(map_err)?;
+            let mut iv = IV;
+            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
+                .map_err(|e| SealError::Backend(e.to_string()))?;
+            let blob = session.encrypt(&Mechanism::AesGcm(params), key, secret).map_err(map_err)?;
+            Ok(Sealed { backend: "pkcs11".into(), object: Some(label.clone()), blob })
+        })
+    }
+
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError> {
+        if sealed.backend != self.kind() {
+            return Err(SealError::Malformed(format!(
+                "sealed by {:?}, not pkcs11",
+                sealed.backend
+            )));
+        }
+        let Some(label) = sealed.object.clone() else {
+            return Err(SealError::Malformed("no HSM key named".into()));
+        };
+        if sealed.blob.len() < (TAG_BITS / 8) as usize {
+            return Err(SealError::Malformed(format!("blob of {} bytes", sealed.blob.len())));
+        }
+        self.with_session(|session| {
+            let key = Self::find_key(session, &label)?
+                .ok_or(SealError::ObjectGone { backend: "pkcs11", object: label.clone() })?;
+            let mut iv = IV;
+            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
+                .map_err(|e| SealError::Backend(e.to_string()))?;
+            // A wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a general failure in some tokens.
+            match session.decrypt(&Mechanism::AesGcm(params), key, &sealed.blob) {
+                Ok(pt) => Ok(Secret(Zeroizing::new(pt))),
+                Err(CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _)) => {
+                    Err(SealError::Integrity)
+                }
+                Err(e) => Err(map_err(e)),
+            }
+        })
+    }
+
+    fn destroy(&mut self, sealed: &Sealed) -> Result<(), SealError> {
+        let Some(label) = sealed.object.clone() else { return Ok(()) };
+        self.with_session(|session| {
+            while let Some(key) = Self::find_key(session, &label)? {
+                session.destroy_object(key).map_err(map_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn check(&mut self) -> Result<(), SealError> {
+        self.with_session(|session| session.get_session_info().map(|_| ()).map_err(map_err))
+    }
+}

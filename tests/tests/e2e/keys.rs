@@ -1,0 +1,447 @@
+//! The key vault over REST: every parameter set through the soft sealer and
+//! through a real SoftHSM2 token, tampering, authorization, crash safety.
+
+use std::{fs, path::Path, time::Duration};
+
+use base64::Engine as _;
+use qkeyd_e2e::{Daemon, HSM_PIN, SoftHsm, metric};
+use serde_json::{Value, json};
+
+const ALGS: [&str; 6] =
+    ["ml-kem-512", "ml-kem-768", "ml-kem-1024", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"];
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
+}
+
+fn create(d: &Daemon, alg: &str) -> String {
+    let (s, k) =
+        d.keys("POST", "/v1/keys", Some(json!({ "alg": alg, "label": format!("test {alg}") })));
+    assert_eq!(s, 201, "{k}\n{}", d.log());
+    assert_eq!(k["alg"], alg);
+    assert_eq!(k["current_version"], 1);
+    assert!(k.to_string().find("seed").is_none(), "{k}");
+    k["id"].as_str().unwrap().to_owned()
+}
+
+/// Use a key at `version` (None: current) and check the answer is right.
+fn use_key(d: &Daemon, id: &str, alg: &str, version: Option<u32>) {
+    let v = version.map_or(Value::Null, |v| json!(v));
+    if alg.starts_with("ml-kem") {
+        let (s, e) =
+            d.keys("POST", &format!("/v1/keys/{id}/encapsulate"), Some(json!({ "version": v })));
+        assert_eq!(s, 200, "{e}");
+        let (s, k) = d.keys(
+            "POST",
+            &format!("/v1/keys/{id}/decapsulate"),
+            Some(json!({ "ciphertext": e["ciphertext"], "version": e["version"] })),
+        );
+        assert_eq!(s, 200, "{k}");
+        assert_eq!(k["shared_secret"], e["shared_secret"]);
+        let (s, okm) = d.keys(
+            "POST",
+            &format!("/v1/keys/{id}/derive"),
+            Some(json!({ "ciphertext": e["ciphertext"], "info": b64(b"ctx"), "length": 48, "version": e["version"] })),
+        );
+        assert_eq!(s, 200, "{okm}");
+        assert_eq!(unb64(&okm["key"]).len(), 48);
+    } else {
+        let msg = b64(b"attested payload");
+        let (s, sig) = d.keys(
+            "POST",
+            &format!("/v1/keys/{id}/sign"),
+            Some(json!({ "message": msg, "context": b64(b"qkeyd"), "version": v })),
+        );
+        assert_eq!(s, 200, "{sig}");
+        let check = |m: &str, ctx: &[u8]| {
+            let (s, r) = d.keys(
+                "POST",
+                &format!("/v1/keys/{id}/verify"),
+                Some(json!({ "message": m, "context": b64(ctx), "signature": sig["signature"], "version": sig["version"] })),
+            );
+            assert_eq!(s, 200, "{r}");
+            r["valid"].as_bool().unwrap()
+        };
+        assert!(check(&msg, b"qkeyd"));
+        assert!(!check(&b64(b"another payload"), b"qkeyd"));
+        assert!(!check(&msg, b"other context"));
+    }
+}
+
+/// Create, use, rotate, use both versions, destroy: all six parameter sets.
+fn exercise(d: &Daemon) {
+    for alg in ALGS {
+        let id = create(d, alg);
+        use_key(d, &id, alg, None);
+        let (s, k) = d.keys("POST", &format!("/v1/keys/{id}/rotate"), None);
+        assert_eq!(s, 200, "{k}");
+        assert_eq!(k["current_version"], 2);
+        let versions = k["versions"].as_array().unwrap();
+        assert_ne!(versions[0]["fingerprint"], versions[1]["fingerprint"]);
+        use_key(d, &id, alg, None);
+        use_key(d, &id, alg, Some(1));
+        let (s, _) = d.keys("DELETE", &format!("/v1/keys/{id}"), None);
+        assert_eq!(s, 204);
+        let (s, e) = d.keys("GET", &format!("/v1/keys/{id}"), None);
+        assert_eq!(s, 404, "{e}");
+        let (s, e) = d.keys("POST", &format!("/v1/keys/{id}/encapsulate"), None);
+        assert_eq!(s, 404, "{e}");
+    }
+    let (s, list) = d.keys("GET", "/v1/keys", None);
+    assert_eq!(s, 200);
+    assert_eq!(list["keys"], json!([]));
+}
+
+#[test]
+fn every_parameter_set_through_the_soft_sealer() {
+    let d = Daemon::start_default();
+    exercise(&d);
+    assert!(d.log().contains("DANGER: keys are sealed by the soft sealer"));
+}
+
+fn hsm_daemon(hsm: &SoftHsm, pin: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    fs::write(&pin_file, format!("{pin}\n")).unwrap();
+    let state = dir.path().join("state");
+    let config =
+        format!("[[source]]\nname = \"os\"\nkind = \"os\"\n{}", hsm.keys_config(&pin_file));
+    Daemon::start_with(dir, &config, &state, &[hsm.env()])
+}
+
+#[test]
+fn every_parameter_set_through_softhsm() {
+    let hsm = SoftHsm::new();
+    let d = hsm_daemon(&hsm, HSM_PIN);
+    exercise(&d);
+    assert!(d.log().contains("keys are sealed in a PKCS#11 token"));
+    // Destroyed keys took their HSM keys with them: the token holds no qkeyd key.
+    let objects = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
+    assert!(!objects.contains("qkeyd/"), "{objects}");
+}
+
+fn pkcs11_tool(hsm: &SoftHsm, args: &[&str]) -> String {
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(&hsm.module)
+        .args(["--token-label", qkeyd_e2e::HSM_LABEL, "--login", "--pin", HSM_PIN])
+        .args(args)
+        .output()
+        .expect("pkcs11-tool (tests/run-all.sh installs opensc)");
+    assert!(out.status.success(), "pkcs11-tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A key whose HSM key was deleted cannot be unsealed (clear error), and a
+/// wrong PIN stops the daemon at start with a clear message.
+#[test]
+fn softhsm_key_removed_or_wrong_pin_is_a_clear_error() {
+    let hsm = SoftHsm::new();
+    let d = hsm_daemon(&hsm, HSM_PIN);
+    let id = create(&d, "ml-kem-768");
+    use_key(&d, &id, "ml-kem-768", None);
+    let objects = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
+    let label = format!("qkeyd/{id}/v1");
+    assert!(objects.contains(&label), "{objects}");
+    pkcs11_tool(&hsm, &["--delete-object", "--type", "secrkey", "--label", &label]);
+    let (s, e) = d.keys("POST", &format!("/v1/keys/{id}/encapsulate"), None);
+    assert_eq!(s, 200, "encapsulation needs only the public key: {e}");
+    let (s, e) = d.keys(
+        "POST",
+        &format!("/v1/keys/{id}/decapsulate"),
+        Some(json!({ "ciphertext": e["ciphertext"] })),
+    );
+    assert_eq!(s, 500, "{e}");
+    assert_eq!(e["error"]["code"], "key_unusable");
+    assert!(e["error"]["message"].as_str().unwrap().contains("no longer exists"), "{e}");
+    drop(d);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    fs::write(&pin_file, "wrong-pin\n").unwrap();
+    let config =
+        format!("[[source]]\nname = \"os\"\nkind = \"os\"\n{}", hsm.keys_config(&pin_file));
+    fs::write(dir.path().join("qkeyd.toml"), &config).unwrap();
+    let out = std::process::Command::new(qkeyd_e2e::qkeyd_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("qkeyd.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("refused login") && err.contains("PinIncorrect"), "{err}");
+    assert!(!err.contains("wrong-pin"), "the PIN is never printed: {err}");
+}
+
+fn key_file(d: &Daemon, id: &str, v: u32) -> std::path::PathBuf {
+    d.state.join("keys").join(id).join(format!("v{v}.key"))
+}
+
+#[test]
+fn tampered_and_missing_blobs_are_clear_errors() {
+    let d = Daemon::start_default();
+    let id = create(&d, "ml-dsa-44");
+    d.keys("POST", &format!("/v1/keys/{id}/rotate"), None);
+    let path = key_file(&d, &id, 1);
+    let good = fs::read(&path).unwrap();
+    // A flipped bit anywhere: the checksum catches it before anything is unsealed.
+    for &i in &[0usize, 37, good.len() / 2, good.len() - 3] {
+        let mut bad = good.clone();
+        bad[i] ^= 0x04;
+        fs::write(&path, &bad).unwrap();
+        let (s, e) = d.keys(
+            "POST",
+            &format!("/v1/keys/{id}/sign"),
+            Some(json!({ "message": b64(b"m"), "version": 1 })),
+        );
+        assert_eq!(s, 500, "byte {i}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("corrupted"), "{e}");
+    }
+    fs::write(&path, &good).unwrap();
+    let (s, _) = d.keys(
+        "POST",
+        &format!("/v1/keys/{id}/sign"),
+        Some(json!({ "message": b64(b"m"), "version": 1 })),
+    );
+    assert_eq!(s, 200);
+    // A missing version is a clear error; the other version still works.
+    fs::remove_file(&path).unwrap();
+    let (s, e) = d.keys(
+        "POST",
+        &format!("/v1/keys/{id}/sign"),
+        Some(json!({ "message": b64(b"m"), "version": 1 })),
+    );
+    assert_eq!(s, 404, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("version 1"), "{e}");
+    use_key(&d, &id, "ml-dsa-44", None);
+}
+
+#[test]
+fn requests_without_the_token_are_refused_and_change_nothing() {
+    let d = Daemon::start_default();
+    let id = create(&d, "ml-dsa-65");
+    let before = fs::read_dir(d.state.join("keys")).unwrap().count();
+    let audit_before = fs::read_to_string(d.state.join("audit.log")).unwrap();
+    let calls: [(&str, String, Option<Value>); 6] = [
+        ("POST", "/v1/keys".into(), Some(json!({ "alg": "ml-dsa-44" }))),
+        ("GET", "/v1/keys".into(), None),
+        ("POST", format!("/v1/keys/{id}/sign"), Some(json!({ "message": b64(b"m") }))),
+        ("POST", format!("/v1/keys/{id}/rotate"), None),
+        ("DELETE", format!("/v1/keys/{id}"), None),
+        ("GET", format!("/v1/keys/{id}"), None),
+    ];
+    let wrong = "0".repeat(64);
+    for (method, path, body) in &calls {
+        for token in [None, Some(wrong.as_str()), Some("")] {
+            let (s, e) = d.key_call(method, path, body.clone(), token);
+            assert_eq!(s, 401, "{method} {path} with {token:?}: {e}");
+            assert_eq!(e["error"]["code"], "unauthorized");
+        }
+    }
+    assert_eq!(fs::read_dir(d.state.join("keys")).unwrap().count(), before);
+    assert_eq!(fs::read_to_string(d.state.join("audit.log")).unwrap(), audit_before);
+    let (s, k) = d.keys("GET", &format!("/v1/keys/{id}"), None);
+    assert_eq!((s, k["current_version"].clone()), (200, json!(1)));
+    let m = d.metrics();
+    // An empty token counts as missing (the header is just "Bearer").
+    assert_eq!(
+        metric(&m, "qkeyd_key_requests_denied_total{reason=\"missing\"}"),
+        Some(12.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "qkeyd_key_requests_denied_total{reason=\"invalid\"}"), Some(6.0), "{m}");
+    // Bad input with the token is a 400 with a reason, not a crash.
+    for body in [
+        json!({ "alg": "rsa" }),
+        json!({ "alg": 5 }),
+        json!({ "alg": "ml-kem-512", "label": "x".repeat(200) }),
+    ] {
+        let (s, e) = d.keys("POST", "/v1/keys", Some(body));
+        assert_eq!(s, 400, "{e}");
+    }
+    let (s, e) = d.keys(
+        "POST",
+        &format!("/v1/keys/{id}/decapsulate"),
+        Some(json!({ "ciphertext": "AA==" })),
+    );
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("ML-KEM"), "{e}");
+    let (s, _) = d.keys("GET", "/v1/keys/..%2F..%2Fetc", None);
+    assert_eq!(s, 404);
+}
+
+/// Decrypt a soft-sealed seed the way the daemon does, to know what to grep for.
+fn soft_seed(state: &Path, id: &str, v: u32) -> Vec<u8> {
+    use aes_gcm::{
+        Aes256Gcm, KeyInit as _, Nonce,
+        aead::{Aead as _, Payload},
+    };
+    let text = fs::read_to_string(state.join("keys").join(id).join(format!("v{v}.key"))).unwrap();
+    let body: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let blob = unb64(&body["sealed"]["blob"]);
+    let key = fs::read(state.join("soft-seal.key")).unwrap();
+    let aad = format!(
+        "qkeyd-key-v1\0{id}\0{v}\0{}\0{}",
+        body["alg"].as_str().unwrap(),
+        body["fingerprint"].as_str().unwrap()
+    );
+    let nonce: [u8; 12] = blob[..12].try_into().unwrap();
+    Aes256Gcm::new_from_slice(&key)
+        .unwrap()
+        .decrypt(&Nonce::from(nonce), Payload { msg: &blob[12..], aad: aad.as_bytes() })
+        .unwrap()
+}
+
+#[test]
+fn seeds_never_appear_in_logs() {
+    let d = Daemon::start_default();
+    let mut seeds = Vec::new();
+    for alg in ALGS {
+        let id = create(&d, alg);
+        use_key(&d, &id, alg, None);
+        d.keys("POST", &format!("/v1/keys/{id}/rotate"), None);
+        for v in [1, 2] {
+            seeds.push(soft_seed(&d.state, &id, v));
+        }
+    }
+    let logs = format!("{}{}", d.log(), fs::read_to_string(d.state.join("audit.log")).unwrap());
+    assert!(logs.contains("key created") && logs.contains("\"op\":\"rotate\""));
+    for seed in &seeds {
+        assert!(seed.len() == 32 || seed.len() == 64);
+        for needle in [
+            hex::encode(seed),
+            hex::encode_upper(seed),
+            b64(seed),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed),
+            // A 16-byte prefix catches partial dumps too.
+            hex::encode(&seed[..16]),
+        ] {
+            assert!(!logs.contains(&needle), "a seed leaked into the logs");
+        }
+    }
+}
+
+/// kill -9 at random points of a stream of creations and rotations, 200
+/// times: every acknowledged key version is there and usable after restart,
+/// and nothing half-written is ever loaded.
+#[test]
+fn kill_minus_nine_never_loses_an_acknowledged_key() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("state");
+    // (id, alg, acknowledged versions)
+    let mut acked: Vec<(String, &str, u32)> = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let rounds = 200;
+    let mut killed_mid_request = 0;
+    let mut last_round_start = 0;
+    for round in 0..rounds {
+        let d = Daemon::start_with_state(
+            tempfile::tempdir().unwrap(),
+            "[[source]]\nname = \"os\"\nkind = \"os\"\n",
+            &state,
+        );
+        // Everything acknowledged so far is there, at its versions, and works.
+        let (s, list) = d.keys("GET", "/v1/keys", None);
+        assert_eq!(s, 200, "round {round}: {list}");
+        let listed = list["keys"].as_array().unwrap();
+        for (id, _, v) in &acked {
+            let k = listed
+                .iter()
+                .find(|k| k["id"] == id.as_str())
+                .unwrap_or_else(|| panic!("round {round}: key {id} lost"));
+            assert!(k["current_version"].as_u64().unwrap() >= u64::from(*v), "round {round}: {k}");
+        }
+        // The versions acknowledged just before the last kill are usable.
+        for (id, alg, v) in &acked[last_round_start..] {
+            use_key(&d, id, alg, Some(*v));
+        }
+        last_round_start = acked.len();
+        // A stream of operations; kill -9 after a random delay.
+        let delay = Duration::from_millis(next() % 150);
+        let start = std::time::Instant::now();
+        let mut ops = 0;
+        while start.elapsed() < delay || ops == 0 {
+            let pick = next();
+            let rotate = !acked.is_empty() && pick % 3 == 0;
+            if rotate {
+                let i = (pick as usize / 3) % acked.len();
+                let (s, k) = d.keys("POST", &format!("/v1/keys/{}/rotate", acked[i].0), None);
+                assert_eq!(s, 200, "{k}");
+                acked[i].2 = k["current_version"].as_u64().unwrap() as u32;
+            } else {
+                let alg = if pick % 2 == 0 { "ml-kem-512" } else { "ml-dsa-44" };
+                let id = create(&d, alg);
+                acked.push((id, alg, 1));
+            }
+            ops += 1;
+        }
+        // Fire one more request and kill while it may be in flight.
+        let url = format!("http://{}/v1/keys", d.addr);
+        let token = d.token();
+        let inflight = std::thread::spawn(move || {
+            let agent: ureq::Agent =
+                ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            agent
+                .post(&url)
+                .header("authorization", &format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .send(r#"{"alg":"ml-dsa-44"}"#)
+                .ok()
+                .and_then(|mut r| {
+                    (r.status() == 201).then(|| r.body_mut().read_to_string().ok()).flatten()
+                })
+        });
+        std::thread::sleep(Duration::from_micros(next() % 3000));
+        drop(d); // SIGKILL, then wait
+        if let Ok(Some(body)) = inflight.join() {
+            let k: Value = serde_json::from_str(&body).unwrap();
+            acked.push((k["id"].as_str().unwrap().to_owned(), "ml-dsa-44", 1));
+        } else {
+            killed_mid_request += 1;
+        }
+        // Nothing half-written survives a restart's clean-up: checked by the next round's list.
+    }
+    eprintln!(
+        "{rounds} kills; {} keys acknowledged; {killed_mid_request} killed with a request in flight",
+        acked.len()
+    );
+    assert!(killed_mid_request > 0, "some kills should land mid-request");
+    let d = Daemon::start_with_state(
+        tempfile::tempdir().unwrap(),
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n",
+        &state,
+    );
+    for (id, alg, v) in &acked {
+        use_key(&d, id, alg, Some(*v));
+    }
+    for entry in walk(&state.join("keys")) {
+        assert!(!entry.ends_with(".tmp"), "half-written file left: {entry}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
