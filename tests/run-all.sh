@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs qkeyd's whole test suite on a Debian/Ubuntu machine with Rust installed.
 # It first installs what the tests need (Debian packages, rustup components);
-# then checks formatting, lints and docs, and runs every test, unit to end-to-end.
+# then checks formatting, lints and docs, and runs every test, unit to end-to-end,
+# with every feature on (the TPM sealer is tested against swtpm).
 #
 #   tests/run-all.sh            everything
 #   tests/run-all.sh --no-lint  tests only
@@ -18,10 +19,18 @@ declare -A packages=(
   [mkfifo]=coreutils
   [softhsm2-util]=softhsm2
   [pkcs11-tool]=opensc
+  [swtpm]=swtpm
+  [swtpm_setup]=swtpm-tools
+  [tpm2_pcrextend]=tpm2-tools
+  [pkg-config]=pkg-config
 )
 missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+# Build-time libraries (no command to look for): the TPM sealer links tpm2-tss.
+for pkg in libtss2-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
@@ -41,16 +50,16 @@ if ((lint)); then
   say "cargo fmt --check"
   cargo fmt --all --check
   say "cargo clippy"
-  cargo clippy --workspace --all-targets --locked -- -D warnings
+  cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
   say "cargo doc"
-  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --document-private-items --locked --quiet
 fi
 
 say "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --all-features --locked 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).

@@ -70,6 +70,13 @@ pub enum SealerConfig {
         /// Where the user PIN is read from.
         pin: PinSource,
     },
+    /// A TPM 2.0 (needs a build with the `tpm` feature).
+    Tpm {
+        /// TCTI, e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
+        tcti: String,
+        /// SHA-256 PCRs the seeds are bound to (empty: no policy).
+        pcrs: Vec<u8>,
+    },
 }
 
 /// Where a PIN comes from. The PIN itself is never in the config.
@@ -204,6 +211,15 @@ struct RawKeys {
     seal_timeout_ms: u64,
     soft: RawSoft,
     pkcs11: Option<RawPkcs11>,
+    tpm: Option<RawTpm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTpm {
+    tcti: String,
+    #[serde(default)]
+    pcrs: Vec<u8>,
 }
 
 impl Default for RawKeys {
@@ -215,6 +231,7 @@ impl Default for RawKeys {
             seal_timeout_ms: 5000,
             soft: RawSoft::default(),
             pkcs11: None,
+            tpm: None,
         }
     }
 }
@@ -254,7 +271,14 @@ impl RawKeys {
                 ensure!(!p.token_label.is_empty(), "[keys.pkcs11] token_label is empty");
                 SealerConfig::Pkcs11 { module: p.module, token_label: p.token_label, pin }
             }
-            other => bail!("keys.sealer {other:?}: use \"soft\" or \"pkcs11\""),
+            "tpm" => {
+                let t = self.tpm.context("keys.sealer = \"tpm\" needs a [keys.tpm] table")?;
+                if let Some(bad) = t.pcrs.iter().find(|&&p| p > 23) {
+                    bail!("[keys.tpm] pcrs: PCR {bad} is out of range 0..=23");
+                }
+                SealerConfig::Tpm { tcti: t.tcti, pcrs: t.pcrs }
+            }
+            other => bail!("keys.sealer {other:?}: use \"soft\", \"pkcs11\" or \"tpm\""),
         };
         Ok(KeysConfig {
             state_dir: self.state_dir,

@@ -17,7 +17,13 @@ const EXIT_INPUT: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // tss-esapi logs every TPM connection at info; its errors reach us as values.
+    let directives = if cli.log.contains("tss_esapi") {
+        cli.log.clone()
+    } else {
+        format!("{},tss_esapi=off", cli.log)
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -126,6 +126,19 @@ pub fn open_vault(keys: &KeysConfig, pool: &Arc<Pool>) -> anyhow::Result<KeysSta
             tracing::info!(module = %module.display(), token = %token_label, "keys are sealed in a PKCS#11 token");
             Box::new(sealer)
         }
+        #[cfg(feature = "tpm")]
+        SealerConfig::Tpm { tcti, pcrs } => {
+            use qkeyd_drivers::seal::tpm::{TpmConfig, TpmSealer};
+            let sealer = TpmSealer::open(TpmConfig { tcti: tcti.clone(), pcrs: pcrs.clone() })
+                .with_context(|| format!("TPM at {tcti:?}"))?;
+            tracing::info!(tcti = %tcti, pcrs = ?pcrs, "keys are sealed by a TPM 2.0");
+            Box::new(sealer)
+        }
+        #[cfg(not(feature = "tpm"))]
+        SealerConfig::Tpm { .. } => anyhow::bail!(
+            "keys.sealer = \"tpm\", but this qkeyd was built without TPM support; \
+             build it with `--features tpm` (needs libtss2-dev)"
+        ),
     };
     let worker =
         SealerWorker::spawn(sealer, keys.seal_timeout).context("starting the sealer thread")?;

@@ -29,6 +29,9 @@ pub fn qkeyd_bin() -> &'static Path {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "qkeyd", "--bin", "qkeyd", "--message-format=json"]);
+        if cfg!(feature = "tpm") {
+            cmd.args(["--features", "tpm"]);
+        }
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
@@ -385,4 +388,93 @@ pub fn softhsm_module() -> PathBuf {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("libsofthsm2.so not found in {candidates:?}"))
+}
+
+/// A software TPM (swtpm) on free loopback ports, with its state in a
+/// temporary directory; stopped on drop. [`Swtpm::stop`] and
+/// [`Swtpm::restart`] make it vanish and come back with the same state.
+pub struct Swtpm {
+    child: Option<Child>,
+    /// The state directory.
+    pub dir: tempfile::TempDir,
+    /// The TPM command port.
+    pub port: u16,
+    ctrl: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Swtpm {
+    /// Start a fresh TPM.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The swtpm TCTI expects the control channel on the next port.
+        let port = loop {
+            let p = free_port();
+            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                break p;
+            }
+        };
+        let ctrl = port + 1;
+        let mut t = Self { child: None, dir, port, ctrl };
+        t.restart();
+        t
+    }
+
+    /// The TCTI string for tss-esapi / tpm2-tools.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Stop the TPM process (its state stays on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)start the TPM on the same ports and state, and wait until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.dir.path().display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.port))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", self.ctrl))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm (tests/run-all.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "swtpm did not open port {}", self.port);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Extend a SHA-256 PCR with tpm2-tools, as another TPM client would.
+    pub fn extend_pcr(&self, pcr: u8) {
+        let out = Command::new("tpm2_pcrextend")
+            .args(["-T", &self.tcti()])
+            .arg(format!("{pcr}:sha256={}", "ab".repeat(32)))
+            .output()
+            .expect("tpm2_pcrextend (tests/run-all.sh installs tpm2-tools)");
+        assert!(out.status.success(), "tpm2_pcrextend: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

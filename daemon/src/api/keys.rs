@@ -118,7 +118,10 @@ impl From<VaultError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sealer_login_failed", msg)
             }
             VaultError::Seal(
-                SealError::Integrity | SealError::ObjectGone { .. } | SealError::Malformed(_),
+                SealError::Integrity
+                | SealError::ObjectGone { .. }
+                | SealError::Malformed(_)
+                | SealError::Policy(_),
             )
             | VaultError::Store(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key_unusable", msg)

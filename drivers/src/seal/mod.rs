@@ -12,12 +12,16 @@
 //! - [`pkcs11::Pkcs11Sealer`]: one non-extractable, sensitive AES-256 key per
 //!   sealed secret, generated inside the token; the HSM encrypts the seed with
 //!   AES-GCM. Destroying the record destroys that HSM key (crypto-shredding).
+//! - [`tpm::TpmSealer`] (feature `tpm`): a TPM 2.0 sealed data object under the
+//!   storage primary, optionally bound to PCR values.
 //!
 //! Sealers are blocking and not thread-safe; [`worker::SealerWorker`] keeps one
 //! on a thread of its own and gives callers timeouts.
 
 pub mod pkcs11;
 pub mod soft;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod worker;
 
 use std::fmt;
@@ -55,6 +59,9 @@ pub enum SealError {
         /// The object's label.
         object: String,
     },
+    /// The backend's policy refused the secret (a TPM PCR policy whose PCRs changed).
+    #[error("seal policy not satisfied: {0}")]
+    Policy(String),
     /// The record or its associated data was changed, or sealed by another key.
     #[error("sealed record failed authentication (tampered, or sealed by another key)")]
     Integrity,

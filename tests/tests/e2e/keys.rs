@@ -445,3 +445,99 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The TPM sealer against a real swtpm (build with `--features tpm`).
+#[cfg(feature = "tpm")]
+mod tpm {
+    use qkeyd_e2e::{Daemon, Swtpm};
+    use serde_json::json;
+
+    use super::{b64, create, exercise, use_key};
+
+    fn tpm_daemon(t: &Swtpm, pcrs: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let config = format!(
+            "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\ntcti = \"{}\"\npcrs = {pcrs}\n",
+            t.tcti()
+        );
+        Daemon::start_with_state(dir, &config, &state)
+    }
+
+    #[test]
+    fn every_parameter_set_through_swtpm() {
+        let t = Swtpm::start();
+        let d = tpm_daemon(&t, "[]");
+        exercise(&d);
+        assert!(d.log().contains("keys are sealed by a TPM 2.0"));
+    }
+
+    /// Keys bound to PCR 16 unseal until another client extends it; then every
+    /// private operation fails with a clear error and public ones still work.
+    #[test]
+    fn a_pcr_bound_key_cannot_be_unsealed_after_the_pcr_is_extended() {
+        let t = Swtpm::start();
+        let d = tpm_daemon(&t, "[16]");
+        let kem = create(&d, "ml-kem-768");
+        let dsa = create(&d, "ml-dsa-44");
+        use_key(&d, &kem, "ml-kem-768", None);
+        use_key(&d, &dsa, "ml-dsa-44", None);
+        t.extend_pcr(16);
+        let (s, e) = d.keys("POST", &format!("/v1/keys/{kem}/encapsulate"), None);
+        assert_eq!(s, 200, "public operations need no unseal: {e}");
+        let (s, err) = d.keys(
+            "POST",
+            &format!("/v1/keys/{kem}/decapsulate"),
+            Some(json!({ "ciphertext": e["ciphertext"] })),
+        );
+        assert_eq!(s, 500, "{err}");
+        assert_eq!(err["error"]["code"], "key_unusable");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("policy") && msg.contains("[16]") && msg.contains("changed"), "{msg}");
+        let (s, err) =
+            d.keys("POST", &format!("/v1/keys/{dsa}/sign"), Some(json!({ "message": b64(b"m") })));
+        assert_eq!(s, 500, "{err}");
+        // A key sealed now, under the new PCR value, works.
+        let fresh = create(&d, "ml-dsa-44");
+        use_key(&d, &fresh, "ml-dsa-44", None);
+    }
+
+    /// The TPM vanishes while the daemon serves: private operations and new
+    /// keys fail with 503 and a clear message, public ones and listings keep
+    /// working, nothing is lost, and everything works again once the TPM is
+    /// back, without restarting the daemon.
+    #[test]
+    fn the_tpm_vanishing_and_coming_back_loses_nothing() {
+        let mut t = Swtpm::start();
+        let d = tpm_daemon(&t, "[]");
+        let dsa = create(&d, "ml-dsa-65");
+        let kem = create(&d, "ml-kem-512");
+        t.stop();
+        let started = std::time::Instant::now();
+        let (s, err) =
+            d.keys("POST", &format!("/v1/keys/{dsa}/sign"), Some(json!({ "message": b64(b"m") })));
+        assert_eq!(s, 503, "{err}");
+        assert_eq!(err["error"]["code"], "sealer_unavailable");
+        assert!(err["error"]["message"].as_str().unwrap().contains("TPM"), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(6),
+            "answered within the seal timeout"
+        );
+        let (s, err) = d.keys("POST", "/v1/keys", Some(json!({ "alg": "ml-kem-768" })));
+        assert_eq!(s, 503, "{err}");
+        let (s, list) = d.keys("GET", "/v1/keys", None);
+        assert_eq!(s, 200);
+        assert_eq!(
+            list["keys"].as_array().unwrap().len(),
+            2,
+            "nothing lost, nothing half-made: {list}"
+        );
+        let (s, _) = d.keys("POST", &format!("/v1/keys/{kem}/encapsulate"), None);
+        assert_eq!(s, 200);
+        t.restart();
+        use_key(&d, &dsa, "ml-dsa-65", None);
+        use_key(&d, &kem, "ml-kem-512", None);
+        let again = create(&d, "ml-kem-768");
+        use_key(&d, &again, "ml-kem-768", None);
+    }
+}
