@@ -63,4 +63,79 @@ pub enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Manage and use keys in a running daemon (over its REST API).
+    Keys {
+        /// The daemon's REST address.
+        #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
+        url: String,
+        /// File holding the API token (default: STATE_DIR/api-token).
+        #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `qkeyd keys` actions. Binary inputs are files; outputs are printed as
+/// JSON (keys) or base64 (signatures).
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key: `--alg ml-kem-768|ml-dsa-65|…`.
+    Create {
+        /// Algorithm and parameter set.
+        #[arg(long)]
+        alg: String,
+        /// Label.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys.
+    List,
+    /// Show one key.
+    Show {
+        /// Key id.
+        id: String,
+    },
+    /// Add a version; it becomes current.
+    Rotate {
+        /// Key id.
+        id: String,
+    },
+    /// Destroy a key and every version.
+    Destroy {
+        /// Key id.
+        id: String,
+    },
+    /// Sign a file with an ML-DSA key; prints the signature (base64).
+    Sign {
+        /// Key id.
+        id: String,
+        /// The message file (`-` for standard input).
+        #[arg(long)]
+        message: PathBuf,
+        /// Context string (at most 255 bytes).
+        #[arg(long, default_value = "")]
+        context: String,
+        /// Key version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Verify a signature; exit code 0 if valid, 1 if not.
+    Verify {
+        /// Key id.
+        id: String,
+        /// The message file (`-` for standard input).
+        #[arg(long)]
+        message: PathBuf,
+        /// The signature, base64.
+        #[arg(long)]
+        signature: String,
+        /// Context string.
+        #[arg(long, default_value = "")]
+        context: String,
+        /// Key version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+    },
 }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod assess;
 pub mod cli;
 pub mod config;
+pub mod keys_cli;
 pub mod metrics;
 pub mod pool;
 pub mod serve;

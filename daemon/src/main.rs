@@ -68,6 +68,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Keys { url, token_file, action } => keys(&url, token_file, action),
         Command::Serve { config, listen, state_dir } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
@@ -100,6 +101,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn keys(
+    url: &str,
+    token_file: Option<std::path::PathBuf>,
+    action: qkeyd::cli::KeysAction,
+) -> ExitCode {
+    match qkeyd::keys_cli::run(url, token_file, action) {
+        Ok(qkeyd::keys_cli::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(qkeyd::keys_cli::Outcome::Invalid) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("qkeyd: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

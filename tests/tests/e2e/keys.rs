@@ -541,3 +541,62 @@ mod tpm {
         use_key(&d, &again, "ml-kem-768", None);
     }
 }
+
+/// `qkeyd keys …` against a running daemon: create, list, sign, verify,
+/// rotate, show, destroy, and clear errors (exit 2) for a wrong token.
+#[test]
+fn the_keys_cli_drives_the_vault() {
+    let d = Daemon::start_default();
+    let token_file = d.state.join("api-token");
+    let run = |args: &[&str], token: &Path| {
+        let out = std::process::Command::new(qkeyd_e2e::qkeyd_bin())
+            .arg("keys")
+            .args(["--url", &format!("http://{}", d.addr)])
+            .arg("--token-file")
+            .arg(token)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = run(&["create", "--alg", "ML-DSA-44", "--label", "cli"], &token_file);
+    assert_eq!(code, Some(0), "{err}");
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let id = key["id"].as_str().unwrap().to_owned();
+    let (_, list, _) = run(&["list"], &token_file);
+    assert!(list.contains(&id) && list.contains("ml-dsa-44") && list.contains("cli"), "{list}");
+    let msg = d.dir.path().join("msg");
+    fs::write(&msg, b"signed from a shell").unwrap();
+    let msg_s = msg.to_str().unwrap();
+    let (code, sig, err) = run(&["sign", &id, "--message", msg_s, "--context", "ops"], &token_file);
+    assert_eq!(code, Some(0), "{err}");
+    let sig = sig.trim().to_owned();
+    let (code, out, _) = run(
+        &["verify", &id, "--message", msg_s, "--context", "ops", "--signature", &sig],
+        &token_file,
+    );
+    assert_eq!((code, out.trim()), (Some(0), "valid"));
+    fs::write(&msg, b"signed from a shell!").unwrap();
+    let (code, out, _) = run(
+        &["verify", &id, "--message", msg_s, "--context", "ops", "--signature", &sig],
+        &token_file,
+    );
+    assert_eq!((code, out.trim()), (Some(1), "invalid"));
+    let (code, out, _) = run(&["rotate", &id], &token_file);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"current_version\": 2"), "{out}");
+    let (code, out, _) = run(&["show", &id], &token_file);
+    assert_eq!(code, Some(0));
+    assert!(!out.contains("seed") && out.contains("fingerprint"), "{out}");
+    let bad = d.dir.path().join("bad-token");
+    fs::write(&bad, "not-the-token-at-all").unwrap();
+    let (code, _, err) = run(&["destroy", &id], &bad);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = run(&["destroy", &id], &token_file);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["show", &id], &token_file);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("404") && err.contains("no such key"), "{err}");
+}

@@ -1,0 +1,130 @@
+//! `qkeyd keys …`: a small client of the daemon's `/v1/keys` API, so the vault
+//! is used the same way (authorised, audited) from a shell as from a program.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::cli::KeysAction;
+
+/// What `run` decided: print and exit 0, or (verify) report an invalid signature.
+pub enum Outcome {
+    /// Success; the text was printed.
+    Done,
+    /// `verify` found the signature invalid.
+    Invalid,
+}
+
+fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).context("reading standard input")?;
+        return Ok(b);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Run one action against the daemon at `url`.
+pub fn run(url: &str, token_file: Option<PathBuf>, action: KeysAction) -> anyhow::Result<Outcome> {
+    let token_file =
+        token_file.unwrap_or_else(|| crate::serve::default_state_dir().join("api-token"));
+    let token = std::fs::read_to_string(&token_file).with_context(|| {
+        format!("cannot read the API token {} (see --token-file)", token_file.display())
+    })?;
+    let token = token.trim();
+    let call = |method: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let uri = format!("{}{path}", url.trim_end_matches('/'));
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.map(|b| b.to_string()).unwrap_or_default())
+            .context("building the request")?;
+        let mut resp = agent.run(req).with_context(|| format!("cannot reach qkeyd at {url}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 {
+            let msg = v["error"]["message"].as_str().map_or_else(|| v.to_string(), str::to_owned);
+            bail!("{method} {path}: {status}: {msg}");
+        }
+        Ok(v)
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match action {
+        KeysAction::Create { alg, label } => {
+            println!(
+                "{}",
+                pretty(&call("POST", "/v1/keys", Some(json!({ "alg": alg, "label": label })))?)
+            );
+        }
+        KeysAction::List => {
+            let v = call("GET", "/v1/keys", None)?;
+            for k in v["keys"].as_array().into_iter().flatten() {
+                let fp = k["versions"]
+                    .as_array()
+                    .and_then(|vs| vs.last())
+                    .and_then(|v| v["fingerprint"].as_str())
+                    .unwrap_or("");
+                println!(
+                    "{}  {:<12} v{:<3} {}  {}",
+                    k["id"].as_str().unwrap_or(""),
+                    k["alg"].as_str().unwrap_or(""),
+                    k["current_version"],
+                    &fp[..fp.len().min(16)],
+                    k["label"].as_str().unwrap_or("")
+                );
+            }
+        }
+        KeysAction::Show { id } => {
+            println!("{}", pretty(&call("GET", &format!("/v1/keys/{id}"), None)?))
+        }
+        KeysAction::Rotate { id } => {
+            println!("{}", pretty(&call("POST", &format!("/v1/keys/{id}/rotate"), None)?));
+        }
+        KeysAction::Destroy { id } => {
+            call("DELETE", &format!("/v1/keys/{id}"), None)?;
+            println!("destroyed {id}");
+        }
+        KeysAction::Sign { id, message, context, version } => {
+            let body = json!({ "message": b64(&read_input(&message)?), "context": b64(context.as_bytes()), "version": version });
+            let v = call("POST", &format!("/v1/keys/{id}/sign"), Some(body))?;
+            println!("{}", v["signature"].as_str().unwrap_or_default());
+        }
+        KeysAction::Verify { id, message, signature, context, version } => {
+            let body = json!({
+                "message": b64(&read_input(&message)?),
+                "context": b64(context.as_bytes()),
+                "signature": signature.trim(),
+                "version": version,
+            });
+            let v = call("POST", &format!("/v1/keys/{id}/verify"), Some(body))?;
+            if v["valid"].as_bool() != Some(true) {
+                println!("invalid");
+                return Ok(Outcome::Invalid);
+            }
+            println!("valid");
+        }
+    }
+    Ok(Outcome::Done)
+}
