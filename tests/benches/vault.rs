@@ -2,14 +2,14 @@
 //! measured in the same run:
 //!
 //! ```text
-//! cargo bench -p qkeyd-e2e --bench vault
+//! cargo bench -p qkeyd-e2e --bench vault --features tpm
 //! ```
 //!
 //! For each parameter set: raw keygen (seed → public key) and raw sign or
-//! decapsulate; then per backend (soft, SoftHSM2) keygen + pairwise test + seal,
+//! decapsulate; then per backend (soft, SoftHSM2, swtpm) keygen + pairwise test + seal,
 //! and unseal + sign/decapsulate. The median of many runs is printed, in µs.
-//! SoftHSM2 must be installed (tests/run-all.sh installs it). Results go in
-//! BENCHMARKS.md.
+//! SoftHSM2 must be installed (tests/run-all.sh installs it). With
+//! `--features tpm`, a swtpm column too. Results go in BENCHMARKS.md.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -74,9 +74,25 @@ fn main() {
         pin: Zeroizing::new(HSM_PIN.into()),
     })
     .unwrap();
+    #[cfg(feature = "tpm")]
+    let swtpm = qkeyd_e2e::Swtpm::start();
+    #[cfg(feature = "tpm")]
+    let mut tpm = qkeyd_drivers::seal::tpm::TpmSealer::open(qkeyd_drivers::seal::tpm::TpmConfig {
+        tcti: swtpm.tcti(),
+        pcrs: vec![],
+    })
+    .unwrap();
     println!(
-        "{:<12} {:>10} {:>10} | {:>14} {:>14} | {:>14} {:>14}",
-        "alg", "keygen", "op", "soft gen+seal", "soft unseal+op", "hsm gen+seal", "hsm unseal+op"
+        "{:<12} {:>10} {:>10} | {:>14} {:>14} | {:>14} {:>14} | {:>14} {:>14}",
+        "alg",
+        "keygen",
+        "op",
+        "soft gen+seal",
+        "soft unseal+op",
+        "hsm gen+seal",
+        "hsm unseal+op",
+        "tpm gen+seal",
+        "tpm unseal+op"
     );
     for alg in Algorithm::ALL {
         let key = PrivateKey::from_seed(alg, &seed(alg, 0)).unwrap();
@@ -115,9 +131,13 @@ fn main() {
         };
         let (sg, so) = backend(&mut soft, "soft");
         let (hg, ho) = backend(&mut p11, "hsm");
+        #[cfg(feature = "tpm")]
+        let (tg, to) = backend(&mut tpm, "tpm");
+        #[cfg(not(feature = "tpm"))]
+        let (tg, to) = (f64::NAN, f64::NAN);
         let what = if alg.is_kem() { "decaps" } else { "sign" };
         println!(
-            "{:<12} {raw_keygen:>10.0} {raw_op:>7.0} {what:<2} | {sg:>14.0} {so:>14.0} | {hg:>14.0} {ho:>14.0}",
+            "{:<12} {raw_keygen:>10.0} {raw_op:>7.0} {what:<2} | {sg:>14.0} {so:>14.0} | {hg:>14.0} {ho:>14.0} | {tg:>14.0} {to:>14.0}",
             alg.name()
         );
     }
