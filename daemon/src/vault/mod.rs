@@ -202,9 +202,8 @@ impl Vault {
         check_label(label)?;
         let _w = self.lock();
         let id = hex::encode(*self.random::<16>()?);
-        let r = self.new_version(&id, 1, alg, label);
-        let r = self.audit.result("create", &id, 1, Some(alg), r, |r| r.fingerprint.clone())?;
-        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
+        let r = self.new_version(&id, 1, alg, label).and_then(|r| self.store_version(r));
+        self.audit.result("create", &id, 1, Some(alg), r, |r| r.fingerprint.clone())?;
         self.info(&id)
     }
 
@@ -215,12 +214,18 @@ impl Vault {
         let last =
             *versions.last().ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?;
         let cur = self.store.read(id, last)?;
-        let r = self.new_version(id, last + 1, cur.alg, &cur.label);
-        let r = self
-            .audit
-            .result("rotate", id, last + 1, Some(cur.alg), r, |r| r.fingerprint.clone())?;
-        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
+        let r =
+            self.new_version(id, last + 1, cur.alg, &cur.label).and_then(|r| self.store_version(r));
+        self.audit.result("rotate", id, last + 1, Some(cur.alg), r, |r| r.fingerprint.clone())?;
         self.info(id)
+    }
+
+    /// Write a new version to disk (durably); if that fails, remove its
+    /// backend object so nothing is left half-made. Audited after this, so the
+    /// log never says "ok" for a version that did not land.
+    fn store_version(&self, r: VersionRecord) -> Result<VersionRecord, VaultError> {
+        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
+        Ok(r)
     }
 
     /// Destroy a key: every version's file and backend object.
