@@ -239,6 +239,25 @@ impl Pool {
         }
     }
 
+    /// [`Pool::serving`], but a source still in its first start-up test is
+    /// waited for (up to the seed timeout): a request that arrives just after
+    /// the daemon started gets bytes once the test passes, not a refusal.
+    fn wait_serving(&self) -> Result<Serving, PoolError> {
+        let deadline = Instant::now()
+            .checked_add(self.config.seed_timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        loop {
+            if let Some(serving) = self.serving() {
+                return Ok(serving);
+            }
+            let starting = self.sources.iter().any(|s| s.state() == SourceState::Startup);
+            if !starting || Instant::now() >= deadline {
+                return Err(PoolError::NoHealthySource);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Fill `out` with DRBG output, reseeding first if due. Returns where the
     /// seed came from.
     pub fn fill(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
@@ -253,7 +272,7 @@ impl Pool {
     }
 
     fn fill_inner(&self, out: &mut [u8], fresh: bool) -> Result<Serving, PoolError> {
-        let mut serving = self.serving().ok_or(PoolError::NoHealthySource)?;
+        let mut serving = self.wait_serving()?;
         let mut slot = self.lock_drbg();
         let due = fresh
             || match (&slot.drbg, slot.last_seed) {

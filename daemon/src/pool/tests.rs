@@ -169,3 +169,33 @@ fn reseeds_by_count_and_large_requests_span_chunks() {
     assert_eq!(snap.sources[0].seeds_used, 4);
     assert!(big.chunks(1 << 16).collect::<std::collections::HashSet<_>>().len() == 16);
 }
+
+/// A request that arrives while the only source is still in its first
+/// start-up test waits for it and is served, instead of being refused.
+#[test]
+fn a_request_during_start_up_waits_for_the_source() {
+    let sim = SimSource::new("slow start", 9, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 10), vec![status.clone()], no_fallback());
+    assert_eq!(status.state(), SourceState::Startup);
+    assert_eq!(pool.serving(), None);
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.fill_fresh(&mut [0u8; 32]))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap(), Serving::Sources);
+
+    // A source that failed (not starting) is not waited for.
+    status.fail(qkeyd_health::Failure {
+        kind: qkeyd_health::FailureKind::Rct,
+        severity: Severity::Permanent,
+        sample: 0,
+    });
+    let t = Instant::now();
+    assert!(matches!(pool.fill(&mut [0u8; 8]), Err(PoolError::NoHealthySource)));
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
