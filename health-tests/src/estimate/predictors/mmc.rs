@@ -1,0 +1,127 @@
+//! §6.3.9 MultiMMC.
+
+use super::{Map, Node, Prediction, Score, estimate, key};
+
+/// MultiMMC's scoreboard over its 16 orders and the current winner.
+#[derive(Default)]
+struct Orders {
+    board: [u64; 16],
+    winner: usize,
+}
+
+impl Orders {
+    /// Order `o` made a prediction, right or not; `cur_winner` was the winner
+    /// when this sample's predictions began. Only the winner's predictions
+    /// count for C and the runs; a later order that ties the winner's score
+    /// takes over (§6.3.9).
+    fn predicted(&mut self, o: usize, right: bool, cur_winner: usize, score: &mut Score) {
+        if right {
+            self.board[o] += 1;
+            if self.board[o] >= self.board[self.winner] {
+                self.winner = o;
+            }
+            if o == cur_winner {
+                score.hit();
+            }
+        } else if o == cur_winner {
+            score.miss();
+        }
+    }
+}
+
+/// §6.3.9 MultiMMC: Markov models of order 1..16, at most 100,000
+/// (context, next) pairs each.
+pub(in crate::estimate) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
+    const ORDERS: usize = 16;
+    const MAX_ENTRIES: usize = 100_000;
+    let l = d.len();
+    if l < 3 || (k == 2 && l < 18) {
+        return None;
+    }
+    let n = l - 2;
+    if k == 2 {
+        return Some(estimate(&multi_mmc_binary(d), n as u64, k));
+    }
+    let mut maps: Vec<Map> = (0..ORDERS).map(|_| Map::default()).collect();
+    let mut entries = [0usize; ORDERS];
+    for o in 0..ORDERS.min(n) {
+        maps[o].insert(key(&d[..=o]), Node::with(d[o + 1]));
+        entries[o] = 1;
+    }
+    let mut orders = Orders::default();
+    let mut score = Score::default();
+    for i in 2..l {
+        let cur_winner = orders.winner;
+        let x = d[i];
+        let mut found = true;
+        for o in 0..=ORDERS.saturating_sub(1).min(i - 2) {
+            if !found && entries[o] >= MAX_ENTRIES {
+                // Nothing to look up and no room to add: this order is done for i.
+                continue;
+            }
+            let ctx = key(&d[i - o - 1..i]);
+            let node = if found { maps[o].get_mut(&ctx) } else { None };
+            found = node.is_some();
+            match node {
+                Some(node) => {
+                    orders.predicted(o, node.best.0 == x, cur_winner, &mut score);
+                    if node.bump(x, entries[o] < MAX_ENTRIES) {
+                        entries[o] += 1;
+                    }
+                }
+                None => {
+                    if entries[o] < MAX_ENTRIES {
+                        maps[o].insert(ctx, Node::with(x));
+                        entries[o] += 1;
+                    }
+                }
+            }
+        }
+    }
+    Some(estimate(&score, n as u64, k))
+}
+
+/// MultiMMC on 0/1 data: each order's counts in a flat table indexed by the
+/// context bits. Same rules as the general version; a binary context predicts
+/// 1 on a tie.
+fn multi_mmc_binary(d: &[u8]) -> Score {
+    const ORDERS: usize = 16;
+    const MAX_ENTRIES: u32 = 100_000;
+    let l = d.len();
+    // counts[o][2 * ctx + next], ctx = the o + 1 bits before, oldest first.
+    let mut counts: Vec<Vec<u32>> = (0..ORDERS).map(|o| vec![0u32; 2 << (o + 1)]).collect();
+    let mut entries = [0u32; ORDERS];
+    let ctx_of = |end: usize, len: usize| {
+        d[end - len..end].iter().fold(0usize, |a, &b| (a << 1) | usize::from(b))
+    };
+    for o in 0..ORDERS.min(l - 2) {
+        counts[o][2 * ctx_of(o + 1, o + 1) + usize::from(d[o + 1])] = 1;
+        entries[o] = 1;
+    }
+    let mut orders = Orders::default();
+    let mut score = Score::default();
+    // The 16 bits before i, the most recent in bit 0.
+    let mut hist = usize::from(d[0]);
+    for i in 2..l {
+        hist = ((hist << 1) | usize::from(d[i - 1])) & ((1 << ORDERS) - 1);
+        let cur_winner = orders.winner;
+        let x = usize::from(d[i]);
+        let mut found = true;
+        for o in 0..=15usize.min(i - 2) {
+            let ctx = hist & ((2 << o) - 1);
+            let c = &mut counts[o][2 * ctx..2 * ctx + 2];
+            found = found && (c[0] + c[1] > 0);
+            if found {
+                let pred = usize::from(c[0] <= c[1]);
+                orders.predicted(o, pred == x, cur_winner, &mut score);
+            }
+            if c[x] > 0 {
+                c[x] += 1;
+            } else if entries[o] < MAX_ENTRIES {
+                c[x] = 1;
+                entries[o] += 1;
+            }
+        }
+    }
+    score
+}
