@@ -17,11 +17,7 @@ pub(in crate::estimate) fn lag(d: &[u8], k: usize) -> Option<Prediction> {
     let mut score = Score::default();
     for i in 1..l {
         let x = d[i];
-        if x == d[i - winner] {
-            score.hit();
-        } else {
-            score.miss();
-        }
+        score.record(x == d[i - winner]);
         for lag in 1..=i.min(D) {
             if d[i - lag] == x {
                 board[lag] += 1;
@@ -35,62 +31,72 @@ pub(in crate::estimate) fn lag(d: &[u8], k: usize) -> Option<Prediction> {
     Some(estimate(&score, (l - 1) as u64, k))
 }
 
-/// Lag on 0/1 data. The 128 scoreboards are kept as bit-sliced counters (one
-/// u128 per bit of the score, lag ℓ in bit ℓ − 1), so adding the lags that
-/// matched is a few word operations, and so is finding the lags whose score
-/// equals the high score. The winner rule is the sequential one of the
-/// general version, restated for a whole step:
+/// Lag on 0/1 data, with the 128 scoreboards bit-sliced: lag ℓ is bit ℓ − 1
+/// of each plane, and the planes hold each lag's deficit `high − score` in
+/// binary, so the lags at the high score (deficit 0) and one below it
+/// (deficit 1) are a few word operations away, and adding the lags that
+/// matched is a carry chain that usually stops after a plane or two. The
+/// winner rule is the sequential one of the general version, restated for a
+/// whole step:
 /// - if some matched lag was at the high score, the high score rises by one
-///   and the largest such lag wins;
+///   and the largest such lag wins; every lag that did not match falls one
+///   further behind;
 /// - otherwise, if some matched lag was one below it, the largest such wins;
-/// - otherwise the winner stays.
+///   every matched lag comes one closer;
+/// - otherwise the winner stays (the matched lags still come one closer).
 fn lag_binary(d: &[u8]) -> Score {
-    // Scores stay below 2^32: at most 256 MiB of samples, 8 bits each.
+    // Deficits stay below 2^32: at most 256 MiB of samples, 8 bits each.
     const PLANES: usize = 32;
     let mut planes = [0u128; PLANES];
-    let equal = |planes: &[u128; PLANES], value: u64| -> u128 {
-        let mut eq = u128::MAX;
-        for (b, &plane) in planes.iter().enumerate() {
-            eq &= if (value >> b) & 1 == 1 { plane } else { !plane };
-        }
-        eq
-    };
-    let (mut winner, mut high) = (1usize, 0u64);
+    // Planes in use: every deficit is below 2^used.
+    let mut used = 0usize;
+    let mut winner = 1usize;
     let mut score = Score::default();
     // Bit ℓ − 1 holds the sample ℓ steps back.
     let mut hist = 0u128;
     for i in 1..d.len() {
         hist = (hist << 1) | u128::from(d[i - 1]);
         let x = d[i];
-        if x == d[i - winner] {
-            score.hit();
-        } else {
-            score.miss();
-        }
+        score.record(x == d[i - winner]);
         let valid = if i >= 128 { u128::MAX } else { (1u128 << i) - 1 };
         let matched = if x == 1 { hist } else { !hist } & valid;
         if matched == 0 {
             continue;
         }
-        let leaders = equal(&planes, high) & matched;
+        let high_bits = planes[1..used.max(1)].iter().fold(0u128, |a, &p| a | p);
+        let zero = !(planes[0] | high_bits);
+        let leaders = zero & matched;
         if leaders != 0 {
-            high += 1;
             winner = 128 - leaders.leading_zeros() as usize;
-        } else if high > 0 {
-            let near = equal(&planes, high - 1) & matched;
+            // Deficit + 1 for every lag that did not match.
+            let mut carry = !matched;
+            let mut k = 0;
+            while carry != 0 {
+                let p = planes[k];
+                planes[k] = p ^ carry;
+                carry &= p;
+                k += 1;
+            }
+            // The last plane the carry reached now has a bit set.
+            used = used.max(k);
+        } else {
+            let near = planes[0] & !high_bits & matched;
             if near != 0 {
                 winner = 128 - near.leading_zeros() as usize;
             }
-        }
-        // planes += matched, bit-sliced.
-        let mut carry = matched;
-        for plane in &mut planes {
-            if carry == 0 {
-                break;
+            // Deficit − 1 for every matched lag (each is at least 1).
+            let mut borrow = matched;
+            for plane in &mut planes[..used] {
+                if borrow == 0 {
+                    break;
+                }
+                let diff = *plane ^ borrow;
+                borrow &= !*plane;
+                *plane = diff;
             }
-            let sum = *plane ^ carry;
-            carry &= *plane;
-            *plane = sum;
+            while used > 0 && planes[used - 1] == 0 {
+                used -= 1;
+            }
         }
     }
     score
@@ -106,11 +112,7 @@ mod tests {
         let (mut winner, mut high) = (1usize, 0u64);
         let mut score = Score::default();
         for i in 1..d.len() {
-            if d[i] == d[i - winner] {
-                score.hit();
-            } else {
-                score.miss();
-            }
+            score.record(d[i] == d[i - winner]);
             for lag in 1..=i.min(128) {
                 if d[i - lag] == d[i] {
                     board[lag] += 1;

@@ -41,11 +41,7 @@ pub(in crate::estimate) fn lz78y(d: &[u8], k: usize) -> Option<Prediction> {
                 }
             }
         }
-        if have && pred == x {
-            score.hit();
-        } else {
-            score.miss();
-        }
+        score.record(have && pred == x);
     }
     Some(estimate(&score, (l - B - 1) as u64, k))
 }
@@ -91,11 +87,7 @@ fn lz78y_binary(d: &[u8]) -> Score {
                 size += 1;
             }
         }
-        if have && pred == x {
-            score.hit();
-        } else {
-            score.miss();
-        }
+        score.record(have && pred == x);
     }
     score
 }

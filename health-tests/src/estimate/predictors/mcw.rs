@@ -4,11 +4,18 @@ use super::{Prediction, Score, estimate};
 
 /// §6.3.7 MultiMCW: most common value in windows of 63, 255, 1023, 4095.
 pub(in crate::estimate) fn multi_mcw(d: &[u8], k: usize) -> Option<Prediction> {
-    const W: [usize; 4] = [63, 255, 1023, 4095];
     let l = d.len();
     if l < 4096 {
         return None;
     }
+    let score = if k == 2 { mcw_binary(d) } else { mcw_general(d, k) };
+    Some(estimate(&score, (l - 63) as u64, k))
+}
+
+const W: [usize; 4] = [63, 255, 1023, 4095];
+
+fn mcw_general(d: &[u8], k: usize) -> Score {
+    let l = d.len();
     let ks = k.max(2);
     let mut cnt = vec![[0u32; 4]; ks];
     let mut last = vec![[0usize; 4]; ks];
@@ -32,11 +39,7 @@ pub(in crate::estimate) fn multi_mcw(d: &[u8], k: usize) -> Option<Prediction> {
     let mut score = Score::default();
     for i in 63..l {
         let x = d[i];
-        if freq[winner] == x {
-            score.hit();
-        } else {
-            score.miss();
-        }
+        score.record(freq[winner] == x);
         for j in 0..4 {
             if i >= W[j] && freq[j] == x {
                 board[j] += 1;
@@ -70,5 +73,68 @@ pub(in crate::estimate) fn multi_mcw(d: &[u8], k: usize) -> Option<Prediction> {
             }
         }
     }
-    Some(estimate(&score, (l - 63) as u64, k))
+    score
+}
+
+/// MultiMCW on 0/1 data. The windows have odd lengths, so a full window's
+/// two counts never tie and its most common value is its majority: the
+/// count of ones in each window is all the state there is.
+fn mcw_binary(d: &[u8]) -> Score {
+    let l = d.len();
+    // Ones in d[i - W[j]..i] (from 0 while the window is filling).
+    let mut ones = [0u32; 4];
+    for j in 0..4 {
+        ones[j] = d[..63.min(W[j])].iter().map(|&b| u32::from(b)).sum();
+    }
+    let mut board = [0u64; 4];
+    let mut winner = 0usize;
+    let mut score = Score::default();
+    for i in 63..l {
+        let x = d[i];
+        let mut pred = [0u8; 4];
+        for j in 0..4 {
+            pred[j] = u8::from(2 * ones[j] as usize > W[j]);
+        }
+        score.record(pred[winner] == x);
+        for j in 0..4 {
+            let right = i >= W[j] && pred[j] == x;
+            board[j] += u64::from(right);
+            let takes_over = right & (board[j] >= board[winner]);
+            winner = if takes_over { j } else { winner };
+        }
+        for j in 0..4 {
+            ones[j] += u32::from(x);
+            if i >= W[j] {
+                ones[j] -= u32::from(d[i - W[j]]);
+            }
+        }
+    }
+    score
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_mcw_matches_the_general_rule() {
+        let mut x = 7u64;
+        for (len, period) in [(4096usize, 0u64), (5000, 0), (60_000, 0), (60_000, 5), (60_000, 700)]
+        {
+            let d: Vec<u8> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if period > 0 && !x.is_multiple_of(3) {
+                        ((i as u64 / period) % 2) as u8
+                    } else {
+                        (x >> 63) as u8
+                    }
+                })
+                .collect();
+            let (a, b) = (mcw_binary(&d), mcw_general(&d, 2));
+            assert_eq!((a.c, a.max_run), (b.c, b.max_run), "len {len} period {period}");
+        }
+    }
 }

@@ -15,16 +15,12 @@ impl Orders {
     /// count for C and the runs; a later order that ties the winner's score
     /// takes over (§6.3.9).
     fn predicted(&mut self, o: usize, right: bool, cur_winner: usize, score: &mut Score) {
-        if right {
-            self.board[o] += 1;
-            if self.board[o] >= self.board[self.winner] {
-                self.winner = o;
-            }
-            if o == cur_winner {
-                score.hit();
-            }
-        } else if o == cur_winner {
-            score.miss();
+        // Branch-free where the outcome is a coin flip on random data.
+        self.board[o] += u64::from(right);
+        let takes_over = right & (self.board[o] >= self.board[self.winner]);
+        self.winner = if takes_over { o } else { self.winner };
+        if o == cur_winner {
+            score.record(right);
         }
     }
 }
