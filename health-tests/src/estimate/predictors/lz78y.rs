@@ -1,6 +1,6 @@
 //! §6.3.10 LZ78Y.
 
-use super::{Map, Node, Prediction, Score, estimate, key};
+use super::{Map, Node, Prediction, Score, estimate, key, suffix};
 
 /// §6.3.10 LZ78Y: contexts of length 1..16, at most 65,536 contexts in all.
 pub(in crate::estimate) fn lz78y(d: &[u8], k: usize) -> Option<Prediction> {
@@ -19,11 +19,16 @@ pub(in crate::estimate) fn lz78y(d: &[u8], k: usize) -> Option<Prediction> {
     }
     let mut size = B;
     let mut score = Score::default();
+    // The 16 symbols before i, the most recent in the low byte.
+    let mut hist = key(&d[1..=B]);
     for i in B + 1..l {
+        if i > B + 1 {
+            hist = (hist << 8) | u128::from(d[i - 1]);
+        }
         let x = d[i];
         let (mut have, mut max_count, mut pred) = (false, 0u32, 0u8);
         for j in (1..=B).rev() {
-            let ctx = key(&d[i - j..i]);
+            let ctx = suffix(hist, j);
             match maps[j].get_mut(&ctx) {
                 Some(node) => {
                     if node.best.1 > max_count {
@@ -46,20 +51,19 @@ pub(in crate::estimate) fn lz78y(d: &[u8], k: usize) -> Option<Prediction> {
     Some(estimate(&score, (l - B - 1) as u64, k))
 }
 
-/// LZ78Y on 0/1 data: contexts of length j in a flat table of 2^j slots.
+/// LZ78Y on 0/1 data: contexts of length j in a flat table of 2^j slots,
+/// each the pair of next-bit counts (a context is in the dictionary iff a
+/// count is non-zero: entering it counts its first successor).
 fn lz78y_binary(d: &[u8]) -> Score {
     const B: usize = 16;
     const MAX_DICT: usize = 65_536;
     let l = d.len();
-    // [count0, count1, present] per context.
-    let mut tables: Vec<Vec<[u32; 3]>> = (0..=B).map(|j| vec![[0u32; 3]; 1 << j]).collect();
+    let mut tables: Vec<Vec<[u32; 2]>> = (0..=B).map(|j| vec![[0u32; 2]; 1 << j]).collect();
     let ctx_of = |end: usize, len: usize| {
         d[end - len..end].iter().fold(0usize, |a, &b| (a << 1) | usize::from(b))
     };
     for j in 1..=B {
-        let e = &mut tables[j][ctx_of(B, j)];
-        e[usize::from(d[B])] = 1;
-        e[2] = 1;
+        tables[j][ctx_of(B, j)][usize::from(d[B])] = 1;
     }
     let mut size = B;
     let mut score = Score::default();
@@ -70,20 +74,22 @@ fn lz78y_binary(d: &[u8]) -> Score {
         }
         let x = usize::from(d[i]);
         let (mut have, mut max_count, mut pred) = (false, 0u32, 0usize);
+        let full = size == MAX_DICT;
         for j in (1..=B).rev() {
             let e = &mut tables[j][hist & ((1 << j) - 1)];
-            if e[2] == 1 {
+            let present = e[0] + e[1] > 0;
+            if present || full {
+                // Branch-free: once the dictionary is full, whether a long
+                // context is in it is a coin flip on random data.
                 // Highest count, ties to the larger symbol.
                 let (y, c) = if e[1] >= e[0] { (1, e[1]) } else { (0, e[0]) };
-                if c > max_count {
-                    max_count = c;
-                    pred = y;
-                    have = true;
-                }
-                e[x] += 1;
+                let better = present & (c > max_count);
+                max_count = if better { c } else { max_count };
+                pred = if better { y } else { pred };
+                have |= better;
+                e[x] += u32::from(present);
             } else if size < MAX_DICT {
                 e[x] = 1;
-                e[2] = 1;
                 size += 1;
             }
         }

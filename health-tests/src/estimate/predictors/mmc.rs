@@ -1,6 +1,6 @@
 //! §6.3.9 MultiMMC.
 
-use super::{Map, Node, Prediction, Score, estimate, key};
+use super::{Map, Node, Prediction, Score, estimate, key, suffix};
 
 /// MultiMMC's scoreboard over its 16 orders and the current winner.
 #[derive(Default)]
@@ -46,7 +46,10 @@ pub(in crate::estimate) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
     }
     let mut orders = Orders::default();
     let mut score = Score::default();
+    // The (up to 16) symbols before i, the most recent in the low byte.
+    let mut hist = u128::from(d[0]);
     for i in 2..l {
+        hist = (hist << 8) | u128::from(d[i - 1]);
         let cur_winner = orders.winner;
         let x = d[i];
         let mut found = true;
@@ -55,7 +58,7 @@ pub(in crate::estimate) fn multi_mmc(d: &[u8], k: usize) -> Option<Prediction> {
                 // Nothing to look up and no room to add: this order is done for i.
                 continue;
             }
-            let ctx = key(&d[i - o - 1..i]);
+            let ctx = suffix(hist, o + 1);
             let node = if found { maps[o].get_mut(&ctx) } else { None };
             found = node.is_some();
             match node {
@@ -94,13 +97,16 @@ fn multi_mmc_binary(d: &[u8]) -> Score {
         counts[o][2 * ctx_of(o + 1, o + 1) + usize::from(d[o + 1])] = 1;
         entries[o] = 1;
     }
-    let mut orders = Orders::default();
+    // The scoreboard, with the winner's score kept beside it so that the
+    // winner rule does not wait on a load through `winner` at every order.
+    let mut board = [0u64; ORDERS];
+    let (mut winner, mut winner_board) = (0usize, 0u64);
     let mut score = Score::default();
     // The 16 bits before i, the most recent in bit 0.
     let mut hist = usize::from(d[0]);
     for i in 2..l {
         hist = ((hist << 1) | usize::from(d[i - 1])) & ((1 << ORDERS) - 1);
-        let cur_winner = orders.winner;
+        let cur_winner = winner;
         let x = usize::from(d[i]);
         let mut found = true;
         for o in 0..=15usize.min(i - 2) {
@@ -108,8 +114,17 @@ fn multi_mmc_binary(d: &[u8]) -> Score {
             let c = &mut counts[o][2 * ctx..2 * ctx + 2];
             found = found && (c[0] + c[1] > 0);
             if found {
-                let pred = usize::from(c[0] <= c[1]);
-                orders.predicted(o, pred == x, cur_winner, &mut score);
+                // Orders::predicted, with board[winner] in a register.
+                let right = usize::from(c[0] <= c[1]) == x;
+                let b = board[o] + u64::from(right);
+                board[o] = b;
+                winner_board = if o == winner { b } else { winner_board };
+                let takes_over = right & (b >= winner_board);
+                winner = if takes_over { o } else { winner };
+                winner_board = if takes_over { b } else { winner_board };
+                if o == cur_winner {
+                    score.record(right);
+                }
             }
             if c[x] > 0 {
                 c[x] += 1;

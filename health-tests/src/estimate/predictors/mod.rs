@@ -128,36 +128,71 @@ fn pef(p: f64, r: u64, n: u64) -> f64 {
 }
 
 /// Next-symbol counts under one context, with the running prediction
-/// (highest count, ties to the larger symbol). The first symbol is stored
-/// inline: most contexts of random data are seen once, and an allocation per
-/// context dominated the run time.
+/// (highest count, ties to the larger symbol).
 struct Node {
-    first: (u8, u32),
-    rest: Vec<(u8, u32)>,
     best: (u8, u32),
+    counts: Counts,
 }
+
+/// Most contexts of random data are seen once, so the first successor is
+/// stored inline (an allocation per context dominated the run time); a
+/// context with many successors (short contexts of 8-bit data have up to
+/// 256) gets a table instead of a list to search.
+enum Counts {
+    One(u8, u32),
+    Few(Vec<(u8, u32)>),
+    Dense(Box<[u32; 256]>),
+}
+
+/// Successors a list holds before it becomes a table.
+const FEW: usize = 12;
 
 impl Node {
     fn with(sym: u8) -> Self {
-        Self { first: (sym, 1), rest: Vec::new(), best: (sym, 1) }
+        Self { best: (sym, 1), counts: Counts::One(sym, 1) }
     }
 
     /// Count `sym`; returns whether it was a new (context, symbol) pair.
+    /// With `allow_new` false, a symbol not seen under this context is not
+    /// counted.
     fn bump(&mut self, sym: u8, allow_new: bool) -> bool {
-        let c = if self.first.0 == sym {
-            self.first.1 += 1;
-            self.first.1
-        } else {
-            match self.rest.iter_mut().find(|e| e.0 == sym) {
-                Some(e) => {
-                    e.1 += 1;
-                    e.1
+        let c = match &mut self.counts {
+            Counts::One(s, c) if *s == sym => {
+                *c += 1;
+                *c
+            }
+            Counts::One(..) if !allow_new => return false,
+            Counts::One(s, c) => {
+                self.counts = Counts::Few(vec![(*s, *c), (sym, 1)]);
+                1
+            }
+            Counts::Few(v) => match v.iter().position(|e| e.0 == sym) {
+                Some(at) => {
+                    v[at].1 += 1;
+                    v[at].1
                 }
-                None if allow_new => {
-                    self.rest.push((sym, 1));
+                None if !allow_new => return false,
+                None if v.len() < FEW => {
+                    v.push((sym, 1));
                     1
                 }
-                None => return false,
+                None => {
+                    let mut t = Box::new([0u32; 256]);
+                    for &(s, c) in v.iter() {
+                        t[usize::from(s)] = c;
+                    }
+                    t[usize::from(sym)] = 1;
+                    self.counts = Counts::Dense(t);
+                    1
+                }
+            },
+            Counts::Dense(t) => {
+                let e = &mut t[usize::from(sym)];
+                if *e == 0 && !allow_new {
+                    return false;
+                }
+                *e += 1;
+                *e
             }
         };
         if c > self.best.1 || (c == self.best.1 && sym > self.best.0) {
@@ -165,6 +200,12 @@ impl Node {
         }
         c == 1
     }
+}
+
+/// The last `len` symbols of a history that holds the most recent symbol in
+/// its low byte: the same key [`key`] gives the slice.
+fn suffix(hist: u128, len: usize) -> u128 {
+    if len >= 16 { hist } else { hist & ((1u128 << (8 * len)) - 1) }
 }
 
 fn key(ctx: &[u8]) -> u128 {
