@@ -4,31 +4,67 @@ use super::{Prediction, Score, estimate};
 
 /// §6.3.8 Lag: predict the symbol seen ℓ steps back, ℓ = 1..128.
 pub(in crate::estimate) fn lag(d: &[u8], k: usize) -> Option<Prediction> {
-    const D: usize = 128;
     let l = d.len();
     if l < 3 {
         return None;
     }
-    if k == 2 {
-        return Some(estimate(&lag_binary(d), (l - 1) as u64, k));
-    }
-    let mut board = [0u64; D + 1];
+    let score = if k == 2 { lag_binary(d) } else { lag_symbols(d, k) };
+    Some(estimate(&score, (l - 1) as u64, k))
+}
+
+/// Lags 1..=128.
+const D: u32 = 128;
+
+/// `m` aged by `by` steps: bit ℓ − 1 moves to bit ℓ − 1 + by, and lags past
+/// 128 drop out.
+fn aged(m: u128, by: usize) -> u128 {
+    if by >= D as usize { 0 } else { m << by }
+}
+
+/// Lag on symbols. For each symbol, a mask of the lags at which it was seen
+/// (bit ℓ − 1), kept as of the step it was last seen and aged on use, gives
+/// the lags that predicted each sample in two word operations; only those
+/// (about 128/k of them) touch the scoreboard. The winner rule is that of the
+/// sequential scan over lags 1..=128, which depends only on the set of lags
+/// that matched (`high` is always the highest score):
+/// - a matched lag at the high score raises it by one, and the largest such
+///   lag wins;
+/// - otherwise the largest matched lag one below the high score wins;
+/// - otherwise the winner stays.
+fn lag_symbols(d: &[u8], k: usize) -> Score {
+    // Per symbol: (lags it was seen at, the step that mask is for).
+    let mut seen = vec![(0u128, 0usize); k.max(256)];
+    let mut board = [0u64; D as usize + 1];
     let (mut winner, mut high) = (1usize, 0u64);
     let mut score = Score::default();
-    for i in 1..l {
+    for i in 1..d.len() {
+        let y = usize::from(d[i - 1]);
+        let (m, at) = seen[y];
+        seen[y] = (aged(m, i - at) | 1, i);
         let x = d[i];
         score.record(x == d[i - winner]);
-        for lag in 1..=i.min(D) {
-            if d[i - lag] == x {
-                board[lag] += 1;
-                if board[lag] >= high {
-                    winner = lag;
-                    high = board[lag];
-                }
+        let (m, at) = seen[usize::from(x)];
+        let mut matched = aged(m, i - at);
+        let (mut leader, mut near) = (0usize, 0usize);
+        while matched != 0 {
+            let lag = matched.trailing_zeros() as usize + 1;
+            matched &= matched - 1;
+            let b = board[lag];
+            if b == high {
+                leader = lag;
+            } else if b + 1 == high {
+                near = lag;
             }
+            board[lag] = b + 1;
+        }
+        if leader != 0 {
+            high += 1;
+            winner = leader;
+        } else if near != 0 {
+            winner = near;
         }
     }
-    Some(estimate(&score, (l - 1) as u64, k))
+    score
 }
 
 /// Lag on 0/1 data, with the 128 scoreboards bit-sliced: lag ℓ is bit ℓ − 1
@@ -106,7 +142,7 @@ fn lag_binary(d: &[u8]) -> Score {
 mod tests {
     use super::*;
 
-    /// The general Lag loop, kept as the reference for the bit-sliced one.
+    /// The sequential Lag loop of SP 800-90B, the reference for the fast ones.
     fn lag_scalar(d: &[u8]) -> (u64, u64) {
         let mut board = [0u64; 129];
         let (mut winner, mut high) = (1usize, 0u64);
@@ -145,6 +181,37 @@ mod tests {
                 .collect();
             let s = lag_binary(&d);
             assert_eq!((s.c, s.max_run), lag_scalar(&d), "len {len} bias {bias}");
+        }
+    }
+
+    #[test]
+    fn masked_lag_matches_the_scalar_rule() {
+        let mut x = 11u64;
+        for (len, k, period) in [
+            (3usize, 3u64, 0u64),
+            (300, 3, 0),
+            (20_000, 3, 0),
+            (20_000, 16, 0),
+            (20_000, 256, 0),
+            (20_000, 16, 37),
+            (20_000, 256, 130),
+            (20_000, 200, 1),
+        ] {
+            let d: Vec<u8> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Some streams periodic, to make long lags win.
+                    if period > 0 && !x.is_multiple_of(4) {
+                        ((i as u64 / period) % k) as u8
+                    } else {
+                        ((x >> 32) % k) as u8
+                    }
+                })
+                .collect();
+            let s = lag_symbols(&d, k as usize);
+            assert_eq!((s.c, s.max_run), lag_scalar(&d), "len {len} k {k} period {period}");
         }
     }
 }
