@@ -71,6 +71,9 @@ pub enum SealError {
     /// The caller waited longer than its timeout.
     #[error("seal backend did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The backend cannot do this operation (keys held inside it: only an HSM).
+    #[error("the {0} backend does not support this operation")]
+    Unsupported(&'static str),
     /// Any other backend failure.
     #[error("seal backend error: {0}")]
     Backend(String),
@@ -111,6 +114,52 @@ pub trait Sealer: Send {
 
     /// Check that the backend answers (and reconnect if it came back).
     fn check(&mut self) -> Result<(), SealError>;
+
+    /// Whether the backend can hold long-lived AES-256 keys and encrypt with
+    /// them itself (the `key_*` methods). Backends that cannot protect such a
+    /// key by [`Sealer::seal`]ing its value instead.
+    fn holds_keys(&self) -> bool {
+        false
+    }
+
+    /// Create a long-lived, non-extractable AES-256 key named `name` from
+    /// `value` inside the backend (replacing a leftover of the same name).
+    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
+        let _ = (name, value);
+        Err(SealError::Unsupported(self.kind()))
+    }
+
+    /// AES-256-GCM encryption under the key `name`, inside the backend:
+    /// ciphertext ‖ 16-byte tag. The caller never reuses an `iv` with a key.
+    fn key_encrypt(
+        &mut self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let _ = (name, iv, aad, plaintext);
+        Err(SealError::Unsupported(self.kind()))
+    }
+
+    /// The inverse of [`Sealer::key_encrypt`]; a wrong tag is
+    /// [`SealError::Integrity`].
+    fn key_decrypt(
+        &mut self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Secret, SealError> {
+        let _ = (name, iv, aad, ciphertext);
+        Err(SealError::Unsupported(self.kind()))
+    }
+
+    /// Destroy the key `name`; destroying what is gone is not an error.
+    fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
+        let _ = name;
+        Err(SealError::Unsupported(self.kind()))
+    }
 }
 
 mod b64 {

@@ -7,9 +7,15 @@
 //! message, a fixed IV is safe. Destroying the record destroys the key: any
 //! copy of the blob (a backup) is then useless.
 //!
+//! The same token also holds long-lived key-encryption keys (the `key_*`
+//! methods of [`Sealer`]: the KMS plugin's KEKs). Their values come from the
+//! caller (qkeyd's health-tested pool) and go into the token once, as
+//! sensitive, non-extractable objects; every encryption under them is
+//! AES-GCM inside the token with an IV the caller draws fresh.
+//!
 //! The session is opened lazily and reopened after the token went away; a
 //! reconnect re-initialises the library so that a token that came back is
-//! seen again.
+//! seen again. Object handles found by label are cached per connection.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +65,8 @@ struct Connection {
 pub struct Pkcs11Sealer {
     config: Pkcs11Config,
     conn: Option<Connection>,
+    /// Key handles by label, valid for the current connection only.
+    handles: std::collections::HashMap<String, ObjectHandle>,
 }
 
 impl std::fmt::Debug for Pkcs11Sealer {
@@ -96,7 +104,7 @@ impl Pkcs11Sealer {
     /// A sealer for the token `config.token_label`; connects now so that a
     /// wrong module, label or PIN is reported at start-up.
     pub fn open(config: Pkcs11Config) -> Result<Self, SealError> {
-        let mut s = Self { config, conn: None };
+        let mut s = Self { config, conn: None, handles: Default::default() };
         s.session()?;
         Ok(s)
     }
@@ -148,8 +156,61 @@ impl Pkcs11Sealer {
             && e.is_transient()
         {
             self.conn = None;
+            self.handles.clear();
         }
         result
+    }
+
+    /// The handle of the secret key `label`, cached; `ObjectGone` if absent.
+    fn key_handle(&mut self, label: &str) -> Result<ObjectHandle, SealError> {
+        if let Some(&h) = self.handles.get(label) {
+            return Ok(h);
+        }
+        let mut found = self.with_session(|session| Self::find_key(session, label))?;
+        if found.is_none() {
+            // A token that was removed and put back is only seen again
+            // through a new connection: look once more on one.
+            self.conn = None;
+            self.handles.clear();
+            found = self.with_session(|session| Self::find_key(session, label))?;
+        }
+        let h =
+            found.ok_or(SealError::ObjectGone { backend: "pkcs11", object: label.to_owned() })?;
+        self.handles.insert(label.to_owned(), h);
+        Ok(h)
+    }
+
+    /// Run `op` with the handle of key `label`. A handle that went stale (the
+    /// key was destroyed behind our back) is looked up once more.
+    fn with_key<T>(
+        &mut self,
+        label: &str,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
+        map: fn(CkError) -> SealError,
+    ) -> Result<T, SealError> {
+        for attempt in 0..2 {
+            let h = self.key_handle(label)?;
+            match self.with_session(|session| Ok(op(session, h))) {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(CkError::Pkcs11(
+                    RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                    _,
+                ))) if attempt == 0 => {
+                    self.handles.remove(label);
+                }
+                Ok(Err(e)) => {
+                    let e = map(e);
+                    if e.is_transient() {
+                        self.conn = None;
+                        self.handles.clear();
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.handles.remove(label);
+        Err(SealError::ObjectGone { backend: "pkcs11", object: label.to_owned() })
     }
 
     fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, SealError> {
@@ -237,5 +298,96 @@ impl Sealer for Pkcs11Sealer {
 
     fn check(&mut self) -> Result<(), SealError> {
         self.with_session(|session| session.get_session_info().map(|_| ()).map_err(map_err))
+    }
+
+    fn holds_keys(&self) -> bool {
+        true
+    }
+
+    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
+        if value.len() != 32 {
+            return Err(SealError::Backend(format!(
+                "an AES-256 key is 32 bytes, not {}",
+                value.len()
+            )));
+        }
+        self.handles.remove(name);
+        let label = name.to_owned();
+        let value = Zeroizing::new(value.to_vec());
+        self.with_session(|session| {
+            while let Some(old) = Self::find_key(session, &label)? {
+                session.destroy_object(old).map_err(map_err)?;
+            }
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(value.to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            session.create_object(&template).map(|_| ()).map_err(map_err)
+        })
+    }
+
+    fn key_encrypt(
+        &mut self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        self.with_key(
+            name,
+            |session, key| {
+                let mut iv = *iv;
+                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+                session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            },
+            map_err,
+        )
+    }
+
+    fn key_decrypt(
+        &mut self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Secret, SealError> {
+        if ciphertext.len() < (TAG_BITS / 8) as usize {
+            return Err(SealError::Integrity);
+        }
+        let pt = self.with_key(
+            name,
+            |session, key| {
+                let mut iv = *iv;
+                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+                session.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+            },
+            // A wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a general failure in some tokens.
+            |e| match e {
+                CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _) => {
+                    SealError::Integrity
+                }
+                other => map_err(other),
+            },
+        )?;
+        Ok(Secret(Zeroizing::new(pt)))
+    }
+
+    fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
+        self.handles.remove(name);
+        let label = name.to_owned();
+        self.with_session(|session| {
+            while let Some(key) = Self::find_key(session, &label)? {
+                session.destroy_object(key).map_err(map_err)?;
+            }
+            Ok(())
+        })
     }
 }
