@@ -31,6 +31,10 @@ pub enum Command {
         /// State directory (keys, audit log, API token); overrides the config.
         #[arg(long, value_name = "DIR", env = "QKEYD_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// Serve the Kubernetes KMS v2 plugin on this unix socket (a path, or
+        /// @name for an abstract socket); overrides `[kms] socket`.
+        #[arg(long, value_name = "PATH")]
+        kms_socket: Option<String>,
     },
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.
@@ -63,6 +67,18 @@ pub enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Manage the KMS plugin's key-encryption keys in a running daemon.
+    Kms {
+        /// The daemon's REST address.
+        #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
+        url: String,
+        /// File holding the API token (default: STATE_DIR/api-token).
+        #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        action: KmsAction,
+    },
     /// Manage and use keys in a running daemon (over its REST API).
     Keys {
         /// The daemon's REST address.
@@ -74,6 +90,20 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: KeysAction,
+    },
+}
+
+/// `qkeyd kms` actions.
+#[derive(Debug, Subcommand)]
+pub enum KmsAction {
+    /// List the KEKs: the write key and those that still decrypt.
+    List,
+    /// Make a new KEK the write key; older ones keep decrypting.
+    Rotate,
+    /// Retire a KEK: data encrypted under it no longer decrypts.
+    Retire {
+        /// The key id (as Status reported it).
+        key_id: String,
     },
 }
 

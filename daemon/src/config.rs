@@ -34,8 +34,43 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The key vault.
     pub keys: KeysConfig,
+    /// The Kubernetes KMS v2 plugin (`None`: off).
+    pub kms: Option<KmsSettings>,
     /// Options that weaken security.
     pub danger: Danger,
+}
+
+/// The KMS v2 plugin (`[kms]`): its socket and caches. Its KEKs are kept by
+/// the vault's sealer (`keys.sealer`).
+#[derive(Clone, Debug)]
+pub struct KmsSettings {
+    /// Where it listens.
+    pub socket: crate::kms::grpc::SocketSpec,
+    /// Cache lifetimes.
+    pub config: crate::kms::KmsConfig,
+}
+
+/// The socket mode when `[kms] socket_mode` is not given.
+pub const DEFAULT_KMS_SOCKET_MODE: u32 = 0o600;
+
+impl KmsSettings {
+    /// Serve the plugin on `socket` (a path keeps the configured mode): what
+    /// `--kms-socket` does. Turns the plugin on, with defaults, if it was off.
+    pub fn set_socket(kms: &mut Option<Self>, socket: &str) -> anyhow::Result<()> {
+        let mode = match kms.as_ref().map(|k| &k.socket) {
+            Some(crate::kms::grpc::SocketSpec::Path { mode, .. }) => *mode,
+            _ => DEFAULT_KMS_SOCKET_MODE,
+        };
+        let spec = crate::kms::grpc::SocketSpec::parse(socket, mode).map_err(anyhow::Error::msg)?;
+        match kms {
+            Some(k) => k.socket = spec,
+            None => {
+                let defaults = RawKms { socket: Some(socket.to_owned()), ..RawKms::default() };
+                *kms = defaults.check()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The key vault (`[keys]`).
@@ -199,7 +234,60 @@ struct RawConfig {
     #[serde(default)]
     keys: RawKeys,
     #[serde(default)]
+    kms: RawKms,
+    #[serde(default)]
     danger: RawDanger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKms {
+    socket: Option<String>,
+    socket_mode: String,
+    status_cache_ms: u64,
+    kek_cache_ms: u64,
+}
+
+impl Default for RawKms {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_mode: format!("{DEFAULT_KMS_SOCKET_MODE:o}"),
+            status_cache_ms: 1000,
+            kek_cache_ms: 2000,
+        }
+    }
+}
+
+impl RawKms {
+    fn check(self) -> anyhow::Result<Option<KmsSettings>> {
+        let Some(socket) = self.socket else { return Ok(None) };
+        let mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .with_context(|| {
+                format!(
+                    "kms.socket_mode {:?} is not an octal mode such as \"0600\"",
+                    self.socket_mode
+                )
+            })?;
+        ensure!(mode & 0o600 == 0o600, "kms.socket_mode {mode:o}: the owner needs read and write");
+        ensure!(
+            self.status_cache_ms <= 60_000,
+            "kms.status_cache_ms must be at most 60000 (kube-apiserver polls Status every minute)"
+        );
+        ensure!(self.kek_cache_ms <= 3_600_000, "kms.kek_cache_ms must be at most 3600000");
+        let socket = crate::kms::grpc::SocketSpec::parse(&socket, mode)
+            .map_err(anyhow::Error::msg)
+            .context("kms.socket")?;
+        Ok(Some(KmsSettings {
+            socket,
+            config: crate::kms::KmsConfig {
+                status_cache: Duration::from_millis(self.status_cache_ms),
+                kek_cache: Duration::from_millis(self.kek_cache_ms),
+            },
+        }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -484,6 +572,7 @@ impl RawConfig {
             sources.push(SourceConfig { name, kind, params, scoring });
         }
         let keys = self.keys.check()?;
+        let kms = self.kms.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -502,6 +591,7 @@ impl RawConfig {
             },
             max_request_bytes: p.max_request_bytes,
             keys,
+            kms,
             sources,
             danger,
         })

@@ -1,5 +1,6 @@
-//! `qkeyd keys …`: a small client of the daemon's `/v1/keys` API, so the vault
-//! is used the same way (authorised, audited) from a shell as from a program.
+//! `qkeyd keys …` and `qkeyd kms …`: a small client of the daemon's `/v1/keys`
+//! and `/v1/kms` API, so the vault and the KMS plugin's KEKs are managed the
+//! same way (authorised, audited) from a shell as from a program.
 
 use std::{
     io::Read as _,
@@ -11,7 +12,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::cli::KeysAction;
+use crate::cli::{KeysAction, KmsAction};
 
 /// What `run` decided: print and exit 0, or (verify) report an invalid signature.
 pub enum Outcome {
@@ -34,15 +35,20 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// Run one action against the daemon at `url`.
-pub fn run(url: &str, token_file: Option<PathBuf>, action: KeysAction) -> anyhow::Result<Outcome> {
+/// A call to the daemon's REST API with the bearer token: the JSON answer, or
+/// an error carrying the daemon's message.
+fn caller(
+    url: &str,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<impl Fn(&str, &str, Option<Value>) -> anyhow::Result<Value>> {
     let token_file =
         token_file.unwrap_or_else(|| crate::serve::default_state_dir().join("api-token"));
     let token = std::fs::read_to_string(&token_file).with_context(|| {
         format!("cannot read the API token {} (see --token-file)", token_file.display())
     })?;
-    let token = token.trim();
-    let call = |method: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
+    let token = token.trim().to_owned();
+    let url = url.to_owned();
+    Ok(move |method: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -69,7 +75,47 @@ pub fn run(url: &str, token_file: Option<PathBuf>, action: KeysAction) -> anyhow
             bail!("{method} {path}: {status}: {msg}");
         }
         Ok(v)
-    };
+    })
+}
+
+/// Run one `qkeyd kms` action against the daemon at `url`.
+pub fn run_kms(url: &str, token_file: Option<PathBuf>, action: KmsAction) -> anyhow::Result<()> {
+    let call = caller(url, token_file)?;
+    match action {
+        KmsAction::List => {
+            let v = call("GET", "/v1/kms", None)?;
+            for k in v["keks"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<12} {:<6} created {}",
+                    k["key_id"].as_str().unwrap_or(""),
+                    k["state"].as_str().unwrap_or(""),
+                    k["location"].as_str().unwrap_or(""),
+                    k["created_unix"]
+                );
+            }
+            for r in v["retired"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  retired      at {}",
+                    r["key_id"].as_str().unwrap_or(""),
+                    r["retired_unix"]
+                );
+            }
+        }
+        KmsAction::Rotate => {
+            let v = call("POST", "/v1/kms/rotate", None)?;
+            println!("{}", v["key_id"].as_str().unwrap_or_default());
+        }
+        KmsAction::Retire { key_id } => {
+            call("DELETE", &format!("/v1/kms/keks/{key_id}"), None)?;
+            println!("retired {key_id}");
+        }
+    }
+    Ok(())
+}
+
+/// Run one action against the daemon at `url`.
+pub fn run(url: &str, token_file: Option<PathBuf>, action: KeysAction) -> anyhow::Result<Outcome> {
+    let call = caller(url, token_file)?;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     match action {
         KeysAction::Create { alg, label } => {

@@ -15,6 +15,7 @@ pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod keys_cli;
+pub mod kms;
 pub mod metrics;
 pub mod pool;
 pub mod serve;

@@ -69,7 +69,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Keys { url, token_file, action } => keys(&url, token_file, action),
-        Command::Serve { config, listen, state_dir } => {
+        Command::Kms { url, token_file, action } => {
+            match qkeyd::keys_cli::run_kms(&url, token_file, action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("qkeyd: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve { config, listen, state_dir, kms_socket } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Config::embedded(),
@@ -86,6 +95,13 @@ fn main() -> ExitCode {
             }
             if let Some(dir) = state_dir {
                 config.keys.state_dir = Some(dir);
+            }
+            if let Some(socket) = kms_socket {
+                // --kms-socket moves (or turns on) the plugin; other [kms] settings stay.
+                if let Err(e) = qkeyd::config::KmsSettings::set_socket(&mut config.kms, &socket) {
+                    eprintln!("qkeyd: --kms-socket: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
             }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,

@@ -21,6 +21,7 @@ use crate::{
         keys::{KeysState, TokenDigest},
     },
     config::{Config, KeysConfig, Scoring, SealerConfig, SourceConfig, SourceKind},
+    kms,
     metrics::Metrics,
     pool::{self, Pool, SourceStatus},
     sources,
@@ -56,12 +57,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "ML-KEM/ML-DSA known-answer tests passed"
     );
     let pool = start_pool(&config)?;
-    let keys = open_vault(&config.keys, &pool)?;
+    let (dir, sealer) = open_sealer(&config.keys)?;
+    let keys = open_vault(&config.keys, &dir, sealer.clone(), &pool)?;
+    let kms = match &config.kms {
+        Some(settings) => Some(start_kms(settings, &dir, sealer, &pool)?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let state = AppState {
         pool,
         metrics,
         keys: Some(keys),
+        kms: kms.as_ref().map(|k| k.kms.clone()),
         max_request_bytes: config.max_request_bytes,
         generate_permits: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
@@ -75,12 +82,68 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(%addr, "REST API listens beyond loopback");
     }
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("HTTP server")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = kms.map(|k| {
+        let mut stop = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(k.listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(k.service.server())
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            });
+        (tokio::spawn(server), k.socket)
+    });
+    let mut stop = stop_rx;
+    let http = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    let http = tokio::spawn(http.into_future());
+    shutdown().await;
+    let _ = stop_tx.send(true);
+    http.await.context("HTTP server")?.context("HTTP server")?;
+    if let Some((task, socket)) = grpc {
+        task.await.context("KMS server")?.context("KMS server")?;
+        if let kms::grpc::SocketSpec::Path { path, .. } = &socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The KMS plugin, ready to serve.
+struct KmsRunning {
+    kms: Arc<kms::Kms>,
+    service: kms::grpc::Service,
+    listener: tokio::net::UnixListener,
+    socket: kms::grpc::SocketSpec,
+}
+
+/// Open the KMS plugin over the vault's sealer, make its first KEK if it has
+/// none, and bind its socket.
+fn start_kms(
+    settings: &crate::config::KmsSettings,
+    dir: &std::path::Path,
+    sealer: SealerWorker,
+    pool: &Arc<Pool>,
+) -> anyhow::Result<KmsRunning> {
+    let k = Arc::new(
+        kms::Kms::open(dir, sealer, pool.clone(), settings.config.clone())
+            .context("opening the KMS plugin's KEKs")?,
+    );
+    // A first KEK needs healthy entropy and the sealer; if either is missing
+    // now, Status keeps trying (and answers with an error meanwhile).
+    match k.ensure_key() {
+        Ok(key_id) => tracing::info!(key_id, backend = k.backend(), "KMS write key"),
+        Err(e) => tracing::error!(error = %e, "KMS plugin has no write key yet"),
+    }
+    let listener = kms::grpc::bind(&settings.socket).with_context(|| {
+        format!("cannot listen for the KMS plugin on {}", settings.socket.endpoint())
+    })?;
+    tracing::info!(endpoint = %settings.socket.endpoint(), "KMS v2 plugin listening");
+    let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 8;
+    let service = kms::grpc::Service::new(k.clone(), permits);
+    Ok(KmsRunning { kms: k, service, listener, socket: settings.socket.clone() })
 }
 
 /// Where state lives when neither the config nor `--state-dir` says:
@@ -95,9 +158,10 @@ pub fn default_state_dir() -> std::path::PathBuf {
     }
 }
 
-/// Open the sealer and the vault, and load (or create) the API token.
-pub fn open_vault(keys: &KeysConfig, pool: &Arc<Pool>) -> anyhow::Result<KeysState> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+/// Create the state directory (0700) and open the configured sealer on a
+/// thread of its own. The vault and the KMS plugin share it.
+pub fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, SealerWorker)> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let dir = keys.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -142,7 +206,18 @@ pub fn open_vault(keys: &KeysConfig, pool: &Arc<Pool>) -> anyhow::Result<KeysSta
     };
     let worker =
         SealerWorker::spawn(sealer, keys.seal_timeout).context("starting the sealer thread")?;
-    let vault = Vault::open(&dir, worker, pool.clone())
+    Ok((dir, worker))
+}
+
+/// Open the vault in `dir` over `worker`, and load (or create) the API token.
+pub fn open_vault(
+    keys: &KeysConfig,
+    dir: &std::path::Path,
+    worker: SealerWorker,
+    pool: &Arc<Pool>,
+) -> anyhow::Result<KeysState> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let vault = Vault::open(dir, worker, pool.clone())
         .with_context(|| format!("opening the key vault in {}", dir.display()))?;
     let token_path = keys.token_file.clone().unwrap_or_else(|| dir.join("api-token"));
     let token = match std::fs::read_to_string(&token_path) {

@@ -127,6 +127,28 @@ impl Daemon {
         Self::spawn(cmd, dir, state)
     }
 
+    /// Like [`Daemon::start_with_state`], with extra `qkeyd serve` arguments.
+    pub fn start_with_args(
+        dir: tempfile::TempDir,
+        config: &str,
+        state: &Path,
+        args: &[&str],
+    ) -> Self {
+        let path = dir.path().join("qkeyd.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(qkeyd_bin());
+        cmd.arg("serve").arg("--config").arg(&path).args(args);
+        Self::spawn(cmd, dir, state)
+    }
+
+    /// `kill -9` the daemon and hand back its directory, to start another on
+    /// the same state.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Start `qkeyd serve` with the embedded default config.
     pub fn start_default() -> Self {
         let mut cmd = Command::new(qkeyd_bin());

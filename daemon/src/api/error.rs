@@ -68,7 +68,7 @@ pub(super) async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
-        message: "no such route; see /v1/random, /v1/health, /v1/keys, /healthz, /readyz, /metrics"
+        message: "no such route; see /v1/random, /v1/health, /v1/keys, /v1/kms, /healthz, /readyz, /metrics"
             .into(),
     }
 }

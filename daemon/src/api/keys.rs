@@ -61,7 +61,8 @@ impl std::fmt::Debug for TokenDigest {
     }
 }
 
-async fn authorize(
+/// The bearer-token check in front of every key and KMS route.
+pub(super) async fn authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
     req: Request,

@@ -1,4 +1,5 @@
-//! The REST API (axum): random bytes, health, readiness, metrics and keys.
+//! The REST API (axum): random bytes, health, readiness, metrics, keys and the
+//! KMS plugin's KEKs.
 //!
 //! The only module that knows HTTP. Errors are answered as JSON
 //! `{"error": {"status", "code", "message"}}`; bad input is never logged above
@@ -7,6 +8,7 @@
 mod error;
 mod health;
 pub mod keys;
+mod kms;
 mod random;
 
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub generate_permits: Arc<Semaphore>,
     /// The key vault and its token (`None`: key routes answer 401).
     pub keys: Option<keys::KeysState>,
+    /// The KMS plugin, if enabled (its routes need the same token).
+    pub kms: Option<Arc<crate::kms::Kms>>,
 }
 
 /// The router with every route.
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(keys::routes(state.clone()))
+        .merge(kms::routes(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -14,3 +14,5 @@ mod cli;
 mod assess;
 // The key vault: soft sealer and SoftHSM2, tampering, tokens, kill -9.
 mod keys;
+// The KMS v2 plugin: apiserver's rules, rotation, bad input, vanishing backends.
+mod kms;

@@ -1,0 +1,263 @@
+//! The KMS v2 gRPC service on a unix socket (tonic). The only part of the
+//! plugin that knows protobuf: it validates, calls [`Kms`] on the blocking
+//! pool and maps its errors to gRPC status codes once, in `to_status`.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use tokio::{net::UnixListener, sync::Semaphore};
+use tonic::{Request, Response, Status};
+
+use super::{Kms, KmsError};
+
+/// Code generated from `proto/kms_v2.proto` (package `v2`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("v2");
+}
+
+use proto::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest,
+    StatusResponse,
+    key_management_service_server::{KeyManagementService, KeyManagementServiceServer},
+};
+
+/// The KMS API version kube-apiserver requires.
+pub const VERSION: &str = "v2";
+/// Longest key id kube-apiserver accepts.
+pub const MAX_KEY_ID: usize = 1024;
+/// Longest uid logged (it is the caller's; truncated, never trusted).
+const MAX_UID_LOGGED: usize = 64;
+
+/// Where the plugin listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A socket file, created with `mode`.
+    Path {
+        /// The file.
+        path: PathBuf,
+        /// Its permissions (0600 by default).
+        mode: u32,
+    },
+    /// A Linux abstract socket (`@name`): no file, reachable in this network namespace.
+    Abstract(String),
+}
+
+impl SocketSpec {
+    /// Parse `/path`, `@name`, `unix:///path` or `unix:///@name` (the last two
+    /// as an EncryptionConfiguration's `endpoint` writes them).
+    pub fn parse(s: &str, mode: u32) -> Result<Self, String> {
+        let s = s.strip_prefix("unix://").unwrap_or(s);
+        let s = if s.starts_with("/@") { &s[1..] } else { s };
+        if let Some(name) = s.strip_prefix('@') {
+            if name.is_empty() {
+                return Err("an abstract socket needs a name after '@'".into());
+            }
+            return Ok(Self::Abstract(name.to_owned()));
+        }
+        if !s.starts_with('/') {
+            return Err(format!("kms socket {s:?}: give an absolute path or @name"));
+        }
+        Ok(Self::Path { path: PathBuf::from(s), mode })
+    }
+
+    /// How kube-apiserver's EncryptionConfiguration names it.
+    pub fn endpoint(&self) -> String {
+        match self {
+            Self::Path { path, .. } => format!("unix://{}", path.display()),
+            Self::Abstract(name) => format!("unix:///@{name}"),
+        }
+    }
+}
+
+/// Bind the socket. A stale socket file (nobody accepts on it) is removed;
+/// a live one, or a file that is not a socket, is an error.
+pub fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
+    let std_listener = match spec {
+        SocketSpec::Path { path, mode } => {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => {
+                    match std::os::unix::net::UnixStream::connect(path) {
+                        Ok(_) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                format!("{} is in use by a running process", path.display()),
+                            ));
+                        }
+                        Err(_) => {
+                            tracing::info!(socket = %path.display(), "removing a stale KMS socket");
+                            std::fs::remove_file(path)?;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+            l
+        }
+        SocketSpec::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            std::os::unix::net::UnixListener::bind_addr(&addr)?
+        }
+    };
+    std_listener.set_nonblocking(true)?;
+    UnixListener::from_std(std_listener)
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct Service {
+    kms: Arc<Kms>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service over `kms`; at most `concurrency` calls run at once on the
+    /// blocking pool, the rest wait.
+    pub fn new(kms: Arc<Kms>, concurrency: usize) -> Self {
+        Self { kms, permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+    }
+
+    /// The tonic server for this service.
+    pub fn server(self) -> KeyManagementServiceServer<Self> {
+        KeyManagementServiceServer::new(self)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Kms) -> Result<T, KmsError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let _permit =
+            self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
+        let kms = self.kms.clone();
+        tokio::task::spawn_blocking(move || op(&kms))
+            .await
+            .map_err(|_| Status::internal("the KMS call failed"))?
+            .map_err(to_status)
+    }
+}
+
+/// The one mapping of plugin errors to gRPC.
+fn to_status(e: KmsError) -> Status {
+    match e {
+        KmsError::InvalidArgument(m) => Status::invalid_argument(m),
+        KmsError::NotFound(m) => Status::not_found(m),
+        KmsError::Conflict(m) => Status::failed_precondition(m),
+        KmsError::Unavailable(m) => {
+            tracing::warn!(error = %m, "KMS call failed: backend unavailable");
+            Status::unavailable(m)
+        }
+        KmsError::Internal(m) => {
+            tracing::error!(error = %m, "KMS call failed");
+            Status::internal(m)
+        }
+    }
+}
+
+fn uid(u: &str) -> &str {
+    let end = u.char_indices().nth(MAX_UID_LOGGED).map_or(u.len(), |(i, _)| i);
+    &u[..end]
+}
+
+#[tonic::async_trait]
+impl KeyManagementService for Service {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let key_id = self.blocking(|k| k.status()).await?;
+        Ok(Response::new(StatusResponse { version: VERSION.into(), healthz: "ok".into(), key_id }))
+    }
+
+    async fn encrypt(
+        &self,
+        req: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
+        let req = req.into_inner();
+        tracing::debug!(uid = uid(&req.uid), bytes = req.plaintext.len(), "KMS Encrypt");
+        let plaintext = zeroize::Zeroizing::new(req.plaintext);
+        let out = self.blocking(move |k| k.encrypt(&plaintext)).await?;
+        Ok(Response::new(EncryptResponse {
+            ciphertext: out.ciphertext,
+            key_id: out.key_id,
+            annotations: out.annotations.into_iter().collect(),
+        }))
+    }
+
+    async fn decrypt(
+        &self,
+        req: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
+        let req = req.into_inner();
+        tracing::debug!(uid = uid(&req.uid), key_id = %uid(&req.key_id), "KMS Decrypt");
+        if req.key_id.len() > MAX_KEY_ID {
+            return Err(Status::invalid_argument(format!(
+                "key_id of {} bytes: at most {MAX_KEY_ID}",
+                req.key_id.len()
+            )));
+        }
+        let annotations: BTreeMap<String, Vec<u8>> = req.annotations.into_iter().collect();
+        let (key_id, ciphertext) = (req.key_id, req.ciphertext);
+        let plaintext =
+            self.blocking(move |k| k.decrypt(&key_id, &ciphertext, &annotations)).await?;
+        // The reply buffer is the caller's: it leaves as the response body.
+        Ok(Response::new(DecryptResponse { plaintext: plaintext.to_vec() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_specs_parse_like_an_encryption_configuration_endpoint() {
+        let p = |s: &str| SocketSpec::parse(s, 0o600);
+        let path = SocketSpec::Path { path: "/run/qkeyd/kms.sock".into(), mode: 0o600 };
+        assert_eq!(p("/run/qkeyd/kms.sock").unwrap(), path);
+        assert_eq!(p("unix:///run/qkeyd/kms.sock").unwrap(), path);
+        assert_eq!(p("@qkeyd").unwrap(), SocketSpec::Abstract("qkeyd".into()));
+        assert_eq!(p("unix:///@qkeyd").unwrap(), SocketSpec::Abstract("qkeyd".into()));
+        assert_eq!(p("unix:///@qkeyd").unwrap().endpoint(), "unix:///@qkeyd");
+        assert_eq!(path.endpoint(), "unix:///run/qkeyd/kms.sock");
+        assert!(p("relative.sock").is_err());
+        assert!(p("@").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.sock");
+        let spec = SocketSpec::Path { path: path.clone(), mode: 0o600 };
+        // A socket file nobody listens on any more.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let live = bind(&spec).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let err = bind(&spec).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        drop(live);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    }
+}

@@ -1,0 +1,559 @@
+//! The Kubernetes KMS v2 plugin: kube-apiserver's envelope encryption of etcd
+//! data (Secrets) under key-encryption keys (KEKs) made from health-tested
+//! entropy and kept by the configured sealer.
+//!
+//! kube-apiserver sends a 32-byte DEK seed to Encrypt; the plugin returns it
+//! encrypted under the current KEK (AES-256-GCM, a fresh 96-bit IV from the
+//! pool, the key id and format bound as associated data), the key id, and one
+//! annotation naming the ciphertext format. Decrypt takes that back.
+//!
+//! Where a KEK lives depends on the sealer:
+//! - `pkcs11`: a sensitive, non-extractable AES-256 key inside the token,
+//!   created from pool bytes; the token does the AES-GCM.
+//! - `tpm` and `soft`: the KEK's value sealed by that sealer; it is unsealed
+//!   into zeroizing memory and kept there for `kms.kek_cache_ms` at most, so a
+//!   TPM that goes away stops Encrypt and Decrypt within that time.
+//!
+//! Rotation makes a new KEK the write key; older ones keep decrypting until
+//! retired. Key ids are derived from a random KEK id and are never re-used:
+//! retired ids are kept as tombstones.
+//!
+//! Everything here blocks (disk, HSM, TPM); the gRPC and REST handlers call
+//! it on the blocking pool. [`grpc`] is the only part that knows protobuf.
+
+pub mod grpc;
+pub mod store;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aes_gcm::{
+    Aes256Gcm, KeyInit as _, Nonce,
+    aead::{Aead as _, Payload},
+};
+use qkeyd_drivers::seal::{SealError, worker::SealerWorker};
+use serde::Serialize;
+use sha3::{Digest as _, Sha3_256};
+use zeroize::Zeroizing;
+
+use crate::pool::{Pool, PoolError};
+use store::{KekFile, KekLocation, KekRecord, Retired, Store, StoreError};
+
+/// The only ciphertext format so far: `1 ‖ IV (12) ‖ AES-GCM(seed) ‖ tag (16)`.
+const FORMAT: u8 = 1;
+const IV_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Bytes a ciphertext adds to its plaintext.
+pub const OVERHEAD: usize = 1 + IV_LEN + TAG_LEN;
+/// kube-apiserver refuses Encrypt ciphertexts over 1 KiB.
+pub const MAX_CIPHERTEXT: usize = 1024;
+/// So the largest plaintext is the rest.
+pub const MAX_PLAINTEXT: usize = MAX_CIPHERTEXT - OVERHEAD;
+/// The annotation naming the ciphertext format (stored in clear in etcd).
+pub const FORMAT_ANNOTATION: &str = "format.kms.qkeyd.io";
+/// Prefix of every key id.
+const KEY_ID_PREFIX: &str = "qkeyd-kek-";
+
+/// Why a KMS call failed. Messages carry key ids and reasons, never secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsError {
+    /// The request is malformed (lengths, annotations, a ciphertext that does
+    /// not authenticate).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The key id is unknown or retired.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the state (retiring the write key).
+    #[error("{0}")]
+    Conflict(String),
+    /// The sealer (HSM, TPM) or the entropy pool cannot serve now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (a damaged KEK file, a KEK whose backend object is gone).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<SealError> for KmsError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Unavailable(_) | SealError::Timeout(_) | SealError::Auth(_) => {
+                Self::Unavailable(format!("KEK backend: {e}"))
+            }
+            other => Self::Internal(format!("KEK backend: {other}")),
+        }
+    }
+}
+
+impl From<PoolError> for KmsError {
+    fn from(e: PoolError) -> Self {
+        Self::Unavailable(format!("no health-tested entropy: {e}"))
+    }
+}
+
+impl From<StoreError> for KmsError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Settings (`[kms]`).
+#[derive(Clone, Debug)]
+pub struct KmsConfig {
+    /// How long a Status answer (a real round trip through the backend) is reused.
+    pub status_cache: Duration,
+    /// How long an unsealed KEK (tpm, soft) is kept in memory.
+    pub kek_cache: Duration,
+}
+
+/// Encrypt's answer.
+#[derive(Debug)]
+pub struct Encrypted {
+    /// The ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The KEK's key id.
+    pub key_id: String,
+    /// Annotations to store beside it.
+    pub annotations: BTreeMap<String, Vec<u8>>,
+}
+
+/// A KEK as `GET /v1/kms` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KekInfo {
+    /// Key id.
+    pub key_id: String,
+    /// Creation time, Unix seconds.
+    pub created_unix: u64,
+    /// `write` (new Encrypt calls) or `decrypt-only`.
+    pub state: &'static str,
+    /// `token` (inside the HSM) or `sealed` (by the TPM or soft sealer).
+    pub location: &'static str,
+}
+
+/// The plugin's state as `GET /v1/kms` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KmsInfo {
+    /// The write key id.
+    pub write_key_id: Option<String>,
+    /// The sealer holding the KEKs.
+    pub backend: &'static str,
+    /// Every KEK that decrypts.
+    pub keks: Vec<KekInfo>,
+    /// Retired key ids.
+    pub retired: Vec<Retired>,
+}
+
+/// An unsealed KEK and when it was unsealed.
+struct Cached {
+    at: Instant,
+    key: Zeroizing<[u8; 32]>,
+}
+
+/// The plugin.
+pub struct Kms {
+    store: Store,
+    file: Mutex<KekFile>,
+    sealer: SealerWorker,
+    holds_keys: bool,
+    pool: Arc<Pool>,
+    config: KmsConfig,
+    /// The last Status round trip: when, and its key id or error.
+    status: Mutex<Option<(Instant, Result<String, String>)>>,
+    unsealed: Mutex<HashMap<String, Cached>>,
+    /// Serialises rotate and retire.
+    change: Mutex<()>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kms").field("store", &self.store).field("sealer", &self.sealer).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Associated data of a ciphertext: what it is, under which key, which format.
+fn aad(key_id: &str) -> Vec<u8> {
+    let mut a = b"qkeyd kms v2\0".to_vec();
+    a.extend_from_slice(key_id.as_bytes());
+    a.push(0);
+    a.push(FORMAT);
+    a
+}
+
+/// Associated data when a KEK's value is sealed.
+fn kek_aad(key_id: &str) -> Vec<u8> {
+    let mut a = b"qkeyd kms kek\0".to_vec();
+    a.extend_from_slice(key_id.as_bytes());
+    a
+}
+
+fn label(key_id: &str) -> String {
+    format!("qkeyd-kms/{key_id}")
+}
+
+impl Kms {
+    /// Open the KEK file in `state_dir` (KEKs are made on first use).
+    /// `sealer` holds the KEKs; its `holds_keys` is asked once, here.
+    pub fn open(
+        state_dir: &Path,
+        sealer: SealerWorker,
+        pool: Arc<Pool>,
+        config: KmsConfig,
+    ) -> Result<Self, KmsError> {
+        let (store, file) = Store::open(state_dir)?;
+        let holds_keys = sealer.call(|s| Ok(s.holds_keys()))?;
+        Ok(Self {
+            store,
+            file: Mutex::new(file),
+            sealer,
+            holds_keys,
+            pool,
+            config,
+            status: Mutex::new(None),
+            unsealed: Mutex::new(HashMap::new()),
+            change: Mutex::new(()),
+        })
+    }
+
+    /// The sealer's name.
+    pub fn backend(&self) -> &'static str {
+        self.sealer.kind()
+    }
+
+    /// Make the first KEK if there is none; returns the write key id.
+    pub fn ensure_key(&self) -> Result<String, KmsError> {
+        if let Some(id) = lock(&self.file).write.clone() {
+            return Ok(id);
+        }
+        let _c = lock(&self.change);
+        if let Some(id) = lock(&self.file).write.clone() {
+            return Ok(id);
+        }
+        self.make_write_kek()
+    }
+
+    /// Status: the write key id after a real Encrypt/Decrypt round trip
+    /// through the backend, reused for `status_cache`. Fails (and so makes
+    /// kube-apiserver stop trusting the key) when the backend or the pool
+    /// cannot serve.
+    pub fn status(&self) -> Result<String, KmsError> {
+        if let Some((at, r)) = lock(&self.status).as_ref()
+            && at.elapsed() < self.config.status_cache
+        {
+            return r.clone().map_err(KmsError::Unavailable);
+        }
+        let r = self.probe();
+        let cached = match &r {
+            Ok(id) => Ok(id.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        *lock(&self.status) = Some((Instant::now(), cached));
+        r
+    }
+
+    fn probe(&self) -> Result<String, KmsError> {
+        let key_id = self.ensure_key()?;
+        let mut probe = Zeroizing::new([0u8; 32]);
+        self.pool.fill(&mut probe[..])?;
+        let record = self.record(&key_id)?;
+        // Always through the backend: a cached unsealed KEK would hide a TPM
+        // that has gone away.
+        let ct = self.seal_under(&record, &probe[..], true)?;
+        let back = self.open_under(&record, &ct, true)?;
+        if back[..] != probe[..] {
+            return Err(KmsError::Internal(format!(
+                "KEK {key_id}: the round trip through the backend returned other bytes"
+            )));
+        }
+        Ok(key_id)
+    }
+
+    /// Encrypt `plaintext` (a DEK seed) under the write KEK.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Encrypted, KmsError> {
+        if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
+            return Err(KmsError::InvalidArgument(format!(
+                "plaintext of {} bytes: 1 to {MAX_PLAINTEXT} bytes are accepted",
+                plaintext.len()
+            )));
+        }
+        let key_id = self.ensure_key()?;
+        let record = self.record(&key_id)?;
+        let ciphertext = self.seal_under(&record, plaintext, false)?;
+        let annotations = BTreeMap::from([(FORMAT_ANNOTATION.to_owned(), b"1".to_vec())]);
+        Ok(Encrypted { ciphertext, key_id, annotations })
+    }
+
+    /// Decrypt a ciphertext Encrypt made. Everything is checked before the
+    /// backend is asked; a ciphertext that does not authenticate is an
+    /// error, never other bytes.
+    pub fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        if key_id.is_empty() {
+            return Err(KmsError::InvalidArgument("key_id is empty".into()));
+        }
+        let record = self.record(key_id)?;
+        match annotations.get(FORMAT_ANNOTATION) {
+            Some(v) if v.as_slice() == b"1" => {}
+            Some(v) => {
+                return Err(KmsError::InvalidArgument(format!(
+                    "annotation {FORMAT_ANNOTATION} is {:?}; this plugin writes format \"1\"",
+                    String::from_utf8_lossy(v)
+                )));
+            }
+            None => {
+                return Err(KmsError::InvalidArgument(format!(
+                    "annotation {FORMAT_ANNOTATION} is missing"
+                )));
+            }
+        }
+        if let Some(other) = annotations.keys().find(|k| *k != FORMAT_ANNOTATION) {
+            return Err(KmsError::InvalidArgument(format!(
+                "unexpected annotation {other:?}: this plugin writes only {FORMAT_ANNOTATION}"
+            )));
+        }
+        if ciphertext.len() <= OVERHEAD || ciphertext.len() > MAX_CIPHERTEXT {
+            return Err(KmsError::InvalidArgument(format!(
+                "ciphertext of {} bytes: this plugin's are {} to {MAX_CIPHERTEXT} bytes",
+                ciphertext.len(),
+                OVERHEAD + 1
+            )));
+        }
+        if ciphertext[0] != FORMAT {
+            return Err(KmsError::InvalidArgument(format!(
+                "ciphertext format {} is unknown (this plugin writes {FORMAT})",
+                ciphertext[0]
+            )));
+        }
+        self.open_under(&record, ciphertext, false)
+    }
+
+    /// Make a new KEK the write key; returns its key id.
+    pub fn rotate(&self) -> Result<String, KmsError> {
+        let _c = lock(&self.change);
+        self.make_write_kek()
+    }
+
+    /// Retire `key_id`: it no longer decrypts, and its HSM key is destroyed.
+    pub fn retire(&self, key_id: &str) -> Result<(), KmsError> {
+        let _c = lock(&self.change);
+        let mut next = lock(&self.file).clone();
+        if next.write.as_deref() == Some(key_id) {
+            return Err(KmsError::Conflict(format!(
+                "{key_id} is the write key; rotate first, then retire it"
+            )));
+        }
+        let Some(pos) = next.keks.iter().position(|k| k.key_id == key_id) else {
+            return Err(self.not_found(key_id));
+        };
+        let record = next.keks.remove(pos);
+        next.retired.push(Retired { key_id: key_id.to_owned(), retired_unix: now_unix() });
+        self.store.save(&next)?;
+        *lock(&self.file) = next;
+        lock(&self.unsealed).remove(key_id);
+        if let KekLocation::Token { label, .. } = &record.kek {
+            let l = label.clone();
+            if let Err(e) = self.sealer.call(move |s| s.key_destroy(&l)) {
+                tracing::warn!(key_id, label = %label, error = %e, "retired KEK, but its HSM key could not be destroyed; remove it by hand");
+            }
+        }
+        tracing::info!(key_id, "KMS KEK retired");
+        Ok(())
+    }
+
+    /// Every KEK, for `GET /v1/kms`.
+    pub fn info(&self) -> KmsInfo {
+        let file = lock(&self.file);
+        KmsInfo {
+            write_key_id: file.write.clone(),
+            backend: self.backend(),
+            keks: file
+                .keks
+                .iter()
+                .map(|k| KekInfo {
+                    key_id: k.key_id.clone(),
+                    created_unix: k.created_unix,
+                    state: if file.write.as_deref() == Some(&k.key_id) {
+                        "write"
+                    } else {
+                        "decrypt-only"
+                    },
+                    location: match k.kek {
+                        KekLocation::Token { .. } => "token",
+                        KekLocation::Sealed { .. } => "sealed",
+                    },
+                })
+                .collect(),
+            retired: file.retired.clone(),
+        }
+    }
+
+    fn not_found(&self, key_id: &str) -> KmsError {
+        let file = lock(&self.file);
+        match file.retired.iter().find(|r| r.key_id == key_id) {
+            Some(r) => KmsError::NotFound(format!(
+                "key_id {key_id} was retired (at Unix time {}); data under it can no longer be decrypted",
+                r.retired_unix
+            )),
+            None => {
+                KmsError::NotFound(format!("unknown key_id {key_id:?}: not a KEK of this plugin"))
+            }
+        }
+    }
+
+    fn record(&self, key_id: &str) -> Result<KekRecord, KmsError> {
+        let found = lock(&self.file).get(key_id).cloned();
+        found.ok_or_else(|| self.not_found(key_id))
+    }
+
+    /// Caller holds `change`.
+    fn make_write_kek(&self) -> Result<String, KmsError> {
+        let mut id = [0u8; 16];
+        self.pool.fill(&mut id)?;
+        let digest = Sha3_256::new_with_prefix(b"qkeyd kms kek id\0").chain_update(id).finalize();
+        let key_id = format!("{KEY_ID_PREFIX}{}", hex::encode(&digest[..16]));
+        {
+            let file = lock(&self.file);
+            if file.get(&key_id).is_some() || file.retired.iter().any(|r| r.key_id == key_id) {
+                return Err(KmsError::Internal("key id collision".into()));
+            }
+        }
+        // A long-term key: prediction resistance (a fresh seed block first).
+        let mut value = Zeroizing::new(vec![0u8; 32]);
+        self.pool.fill_fresh(&mut value)?;
+        let kek = if self.holds_keys {
+            let l = label(&key_id);
+            let name = l.clone();
+            self.sealer.call(move |s| s.key_create(&name, &value))?;
+            KekLocation::Token { backend: self.sealer.kind().to_owned(), label: l }
+        } else {
+            let (name, a) = (label(&key_id), kek_aad(&key_id));
+            let sealed = self.sealer.call(move |s| s.seal(&name, &a, &value))?;
+            KekLocation::Sealed { sealed }
+        };
+        let record = KekRecord { key_id: key_id.clone(), created_unix: now_unix(), kek };
+        let mut next = lock(&self.file).clone();
+        next.keks.push(record.clone());
+        next.write = Some(key_id.clone());
+        if let Err(e) = self.store.save(&next) {
+            // Not acknowledged: take the new HSM key back out.
+            if let KekLocation::Token { label, .. } = record.kek {
+                let _ = self.sealer.call(move |s| s.key_destroy(&label));
+            }
+            return Err(e.into());
+        }
+        *lock(&self.file) = next;
+        *lock(&self.status) = None;
+        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
+        Ok(key_id)
+    }
+
+    /// The unsealed value of a sealed KEK, from memory if unsealed within
+    /// `kek_cache` (and `fresh` is false).
+    fn unseal_kek(&self, record: &KekRecord, fresh: bool) -> Result<Zeroizing<[u8; 32]>, KmsError> {
+        let KekLocation::Sealed { sealed } = &record.kek else {
+            return Err(KmsError::Internal("not a sealed KEK".into()));
+        };
+        if !fresh
+            && let Some(c) = lock(&self.unsealed).get(&record.key_id)
+            && c.at.elapsed() < self.config.kek_cache
+        {
+            return Ok(c.key.clone());
+        }
+        let (s, a) = (sealed.clone(), kek_aad(&record.key_id));
+        let result = self.sealer.call(move |x| x.unseal(&s, &a));
+        let secret = match result {
+            Ok(s) => s,
+            Err(e) => {
+                lock(&self.unsealed).remove(&record.key_id);
+                return Err(e.into());
+            }
+        };
+        let mut key = Zeroizing::new([0u8; 32]);
+        if secret.0.len() != 32 {
+            return Err(KmsError::Internal(format!("KEK {} is not 32 bytes", record.key_id)));
+        }
+        key.copy_from_slice(&secret.0);
+        lock(&self.unsealed)
+            .insert(record.key_id.clone(), Cached { at: Instant::now(), key: key.clone() });
+        Ok(key)
+    }
+
+    fn seal_under(&self, record: &KekRecord, pt: &[u8], fresh: bool) -> Result<Vec<u8>, KmsError> {
+        let mut iv = [0u8; IV_LEN];
+        self.pool.fill(&mut iv)?;
+        let a = aad(&record.key_id);
+        let body = match &record.kek {
+            KekLocation::Token { label, .. } => {
+                let (l, p) = (label.clone(), Zeroizing::new(pt.to_vec()));
+                self.sealer.call(move |s| s.key_encrypt(&l, &iv, &a, &p))?
+            }
+            KekLocation::Sealed { .. } => {
+                let key = self.unseal_kek(record, fresh)?;
+                let cipher = Aes256Gcm::new_from_slice(&key[..])
+                    .map_err(|e| KmsError::Internal(e.to_string()))?;
+                cipher
+                    .encrypt(&Nonce::from(iv), Payload { msg: pt, aad: &a })
+                    .map_err(|_| KmsError::Internal("AES-GCM encryption failed".into()))?
+            }
+        };
+        let mut out = Vec::with_capacity(1 + IV_LEN + body.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn open_under(
+        &self,
+        record: &KekRecord,
+        ct: &[u8],
+        fresh: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(&ct[1..=IV_LEN]);
+        let body = &ct[1 + IV_LEN..];
+        let a = aad(&record.key_id);
+        let bad = || {
+            KmsError::InvalidArgument(format!(
+                "ciphertext does not authenticate under key_id {} (corrupted, or not made by this key)",
+                record.key_id
+            ))
+        };
+        match &record.kek {
+            KekLocation::Token { label, .. } => {
+                let (l, b) = (label.clone(), body.to_vec());
+                match self.sealer.call(move |s| s.key_decrypt(&l, &iv, &a, &b)) {
+                    Ok(secret) => Ok(secret.0),
+                    Err(SealError::Integrity) => Err(bad()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            KekLocation::Sealed { .. } => {
+                let key = self.unseal_kek(record, fresh)?;
+                let cipher = Aes256Gcm::new_from_slice(&key[..])
+                    .map_err(|e| KmsError::Internal(e.to_string()))?;
+                cipher
+                    .decrypt(&Nonce::from(iv), Payload { msg: body, aad: &a })
+                    .map(Zeroizing::new)
+                    .map_err(|_| bad())
+            }
+        }
+    }
+}

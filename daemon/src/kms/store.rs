@@ -1,0 +1,238 @@
+//! The KMS plugin's key-encryption keys on disk: `STATE_DIR/kms/keks.json`.
+//!
+//! One file, rewritten whole on every change (temp file, fsync, rename, fsync
+//! the folder), so a crash leaves either the old or the new file. The body is
+//! followed by its SHA3-256, and a file whose digest does not match is an
+//! error, never a silently shorter key list. Nothing in it is secret: a KEK is
+//! either the label of a key inside the HSM or its value sealed by the TPM or
+//! the soft sealer.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use qkeyd_drivers::seal::Sealed;
+use serde::{Deserialize, Serialize};
+use sha3::{Digest as _, Sha3_256};
+
+/// Where a KEK lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum KekLocation {
+    /// A non-extractable AES-256 key inside the HSM, found by its label.
+    Token {
+        /// The backend that holds it (`pkcs11`).
+        backend: String,
+        /// Its `CKA_LABEL`.
+        label: String,
+    },
+    /// The KEK's value, sealed by the TPM or the soft sealer.
+    Sealed {
+        /// The sealed value.
+        sealed: Sealed,
+    },
+}
+
+/// One KEK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekRecord {
+    /// The key id kube-apiserver sees and stores beside each DEK.
+    pub key_id: String,
+    /// Creation time, Unix seconds.
+    pub created_unix: u64,
+    /// Where it lives.
+    pub kek: KekLocation,
+}
+
+/// A KEK taken out of use; its key id is never handed out again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// The key id.
+    pub key_id: String,
+    /// When it was retired, Unix seconds.
+    pub retired_unix: u64,
+}
+
+/// Everything the plugin keeps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekFile {
+    /// The KEK new Encrypt calls use.
+    pub write: Option<String>,
+    /// Every KEK that still decrypts, oldest first.
+    pub keks: Vec<KekRecord>,
+    /// Retired key ids.
+    pub retired: Vec<Retired>,
+}
+
+impl KekFile {
+    /// The record of `key_id`.
+    pub fn get(&self, key_id: &str) -> Option<&KekRecord> {
+        self.keks.iter().find(|k| k.key_id == key_id)
+    }
+
+    /// The KEK Encrypt uses.
+    pub fn write_kek(&self) -> Option<&KekRecord> {
+        self.write.as_deref().and_then(|id| self.get(id))
+    }
+}
+
+/// Why the file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is damaged.
+    #[error("{path} is damaged: {reason}")]
+    Corrupt {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The KEK file in `STATE_DIR/kms/`.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Open (creating) `state_dir/kms` and read the file; no file is an empty
+    /// list. Half-written temp files from a crash are removed.
+    pub fn open(state_dir: &Path) -> Result<(Self, KekFile), StoreError> {
+        let dir = state_dir.join("kms");
+        let io = |source| StoreError::Io { path: dir.clone(), source };
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
+        let store = Self { dir };
+        let tmp = store.tmp_path();
+        if tmp.exists() {
+            fs::remove_file(&tmp).map_err(|source| StoreError::Io { path: tmp.clone(), source })?;
+        }
+        let path = store.path();
+        let file = match fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KekFile::default(),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok((store, file))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("keks.json")
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.dir.join("keks.json.tmp")
+    }
+
+    /// Replace the file with `file`, durably.
+    pub fn save(&self, file: &KekFile) -> Result<(), StoreError> {
+        let (path, tmp) = (self.path(), self.tmp_path());
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |source| StoreError::Io { path: p, source }
+        };
+        let body = serde_json::to_vec(file)
+            .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let mut content = body.clone();
+        content.push(b'\n');
+        content.extend_from_slice(hex::encode(Sha3_256::digest(&body)).as_bytes());
+        content.push(b'\n');
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(&content).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<KekFile, StoreError> {
+    let corrupt =
+        |reason: &str| StoreError::Corrupt { path: path.to_owned(), reason: reason.into() };
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8"))?;
+    let mut lines = text.lines();
+    let (Some(body), Some(digest), None) = (lines.next(), lines.next(), lines.next()) else {
+        return Err(corrupt("not a body line and a digest line"));
+    };
+    if hex::encode(Sha3_256::digest(body.as_bytes())) != digest {
+        return Err(corrupt("its SHA3-256 does not match (changed or truncated)"));
+    }
+    serde_json::from_str(body).map_err(|e| corrupt(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KekFile {
+        KekFile {
+            write: Some("b".into()),
+            keks: vec![
+                KekRecord {
+                    key_id: "a".into(),
+                    created_unix: 1,
+                    kek: KekLocation::Token {
+                        backend: "pkcs11".into(),
+                        label: "qkeyd-kms/a".into(),
+                    },
+                },
+                KekRecord {
+                    key_id: "b".into(),
+                    created_unix: 2,
+                    kek: KekLocation::Sealed {
+                        sealed: Sealed {
+                            backend: "soft".into(),
+                            object: None,
+                            blob: vec![1, 2, 3],
+                        },
+                    },
+                },
+            ],
+            retired: vec![Retired { key_id: "z".into(), retired_unix: 3 }],
+        }
+    }
+
+    #[test]
+    fn saves_and_reads_back_and_any_change_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, empty) = Store::open(dir.path()).unwrap();
+        assert_eq!(empty, KekFile::default());
+        store.save(&sample()).unwrap();
+        let (_, back) = Store::open(dir.path()).unwrap();
+        assert_eq!(back, sample());
+        let path = dir.path().join("kms/keks.json");
+        let good = fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            fs::write(&path, &bad).unwrap();
+            assert!(Store::open(dir.path()).is_err(), "flip at byte {i} went unnoticed");
+        }
+        fs::write(&path, &good[..good.len() / 2]).unwrap();
+        assert!(Store::open(dir.path()).is_err());
+        // A crash mid-write leaves a temp file and the old file.
+        fs::write(&path, &good).unwrap();
+        fs::write(dir.path().join("kms/keks.json.tmp"), b"half").unwrap();
+        let (_, back) = Store::open(dir.path()).unwrap();
+        assert_eq!(back, sample());
+        assert!(!dir.path().join("kms/keks.json.tmp").exists());
+    }
+}

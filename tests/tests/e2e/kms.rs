@@ -1,0 +1,451 @@
+//! The KMS v2 plugin over its unix socket, with a tonic client: every rule
+//! kube-apiserver applies to a plugin's answers, rotation and retirement, bad
+//! input, restarts, and backends that vanish and come back (soft, SoftHSM2,
+//! swtpm). The Python grpcio client and the real kube-apiserver are in
+//! `kms_python` and `kube`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use hyper_util::rt::TokioIo;
+use qkeyd::kms::grpc::proto::{
+    DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
+    key_management_service_client::KeyManagementServiceClient,
+};
+use qkeyd_e2e::{Daemon, HSM_PIN, SoftHsm};
+use tonic::{Code, transport::Channel};
+
+/// A blocking KMS v2 client over a unix socket (a path, or `@name`).
+pub(crate) struct Client {
+    rt: tokio::runtime::Runtime,
+    inner: KeyManagementServiceClient<Channel>,
+}
+
+impl Client {
+    pub(crate) fn connect(socket: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let socket = socket.to_owned();
+        let channel = rt
+            .block_on(
+                tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let socket = socket.clone();
+                        async move {
+                            let stream = match socket.strip_prefix('@') {
+                                Some(name) => {
+                                    use std::os::linux::net::SocketAddrExt as _;
+                                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(
+                                        name.as_bytes(),
+                                    )?;
+                                    let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+                                    s.set_nonblocking(true)?;
+                                    tokio::net::UnixStream::from_std(s)?
+                                }
+                                None => tokio::net::UnixStream::connect(&socket).await?,
+                            };
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    })),
+            )
+            .expect("connect to the KMS socket");
+        Self { rt, inner: KeyManagementServiceClient::new(channel) }
+    }
+
+    pub(crate) fn status(&mut self) -> Result<StatusResponse, tonic::Status> {
+        let mut req = tonic::Request::new(StatusRequest {});
+        // kube-apiserver's per-call timeout.
+        req.set_timeout(Duration::from_secs(3));
+        self.rt.block_on(self.inner.status(req)).map(tonic::Response::into_inner)
+    }
+
+    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<EncryptResponse, tonic::Status> {
+        let mut req = tonic::Request::new(EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            uid: "e2e-encrypt".into(),
+        });
+        req.set_timeout(Duration::from_secs(3));
+        self.rt.block_on(self.inner.encrypt(req)).map(tonic::Response::into_inner)
+    }
+
+    pub(crate) fn decrypt(
+        &mut self,
+        key_id: &str,
+        ciphertext: &[u8],
+        annotations: &HashMap<String, Vec<u8>>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut req = tonic::Request::new(DecryptRequest {
+            ciphertext: ciphertext.to_vec(),
+            uid: "e2e-decrypt".into(),
+            key_id: key_id.into(),
+            annotations: annotations.clone(),
+        });
+        req.set_timeout(Duration::from_secs(3));
+        self.rt.block_on(self.inner.decrypt(req)).map(|r| r.into_inner().plaintext)
+    }
+
+    pub(crate) fn decrypt_reply(&mut self, e: &EncryptResponse) -> Result<Vec<u8>, tonic::Status> {
+        self.decrypt(&e.key_id, &e.ciphertext, &e.annotations)
+    }
+}
+
+/// A DNS-1123 subdomain with at least two labels, as kube-apiserver requires
+/// of annotation keys.
+fn is_lowercase_fqdn(k: &str) -> bool {
+    let labels: Vec<&str> = k.split('.').collect();
+    k.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Every check kube-apiserver (k8s.io/apiserver, envelope/kmsv2) makes of a
+/// Status and an Encrypt answer; returns the Status key id.
+pub(crate) fn check_apiserver_rules(c: &mut Client, seed: &[u8]) -> String {
+    let s = c.status().expect("Status");
+    assert_eq!(s.version, "v2");
+    assert_eq!(s.healthz, "ok");
+    assert!(!s.key_id.is_empty() && s.key_id.len() <= 1024, "key_id {:?}", s.key_id);
+    let e = c.encrypt(seed).expect("Encrypt");
+    assert_eq!(e.key_id, s.key_id, "Encrypt key_id equals Status key_id");
+    assert!(!e.ciphertext.is_empty() && e.ciphertext.len() <= 1024, "{}", e.ciphertext.len());
+    assert_ne!(e.ciphertext, seed);
+    assert!(!e.ciphertext.windows(seed.len()).any(|w| w == seed), "the seed is not in clear");
+    let mut total = 0;
+    for (k, v) in &e.annotations {
+        assert!(is_lowercase_fqdn(k), "annotation key {k:?}");
+        total += k.len() + v.len();
+    }
+    assert!(total <= 32 * 1024, "annotations total {total} bytes");
+    assert_eq!(c.decrypt_reply(&e).expect("Decrypt"), seed, "the round trip returns the seed");
+    s.key_id
+}
+
+pub(crate) fn seed(n: u8) -> Vec<u8> {
+    (0..32).map(|i| i ^ n.wrapping_mul(31)).collect()
+}
+
+/// A daemon with the plugin on `dir/kms.sock` and `keys` as its `[keys]` table.
+pub(crate) fn start(dir: tempfile::TempDir, keys: &str, env: &[(&str, &str)]) -> (Daemon, PathBuf) {
+    let socket = dir.path().join("kms.sock");
+    let state = dir.path().join("state");
+    let config = format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[kms]\nsocket = \"{}\"\n\n{keys}",
+        socket.display()
+    );
+    let d = Daemon::start_with(dir, &config, &state, env);
+    wait_for_socket(&socket, &d);
+    (d, socket)
+}
+
+fn wait_for_socket(socket: &Path, d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no KMS socket; log:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Malformed requests: each a clear error with the right code, and the
+/// plugin keeps serving.
+fn bad_input_is_refused(c: &mut Client) {
+    let good = c.encrypt(&seed(9)).unwrap();
+    let expect = |r: Result<Vec<u8>, tonic::Status>, code: Code, words: &str| {
+        let e = r.expect_err("a bad request must fail");
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(words), "{:?} should say {words:?}", e.message());
+    };
+    let ann = &good.annotations;
+    expect(c.decrypt("qkeyd-kek-00", &good.ciphertext, ann), Code::NotFound, "unknown key_id");
+    expect(c.decrypt("", &good.ciphertext, ann), Code::InvalidArgument, "empty");
+    expect(c.decrypt(&"k".repeat(2000), &good.ciphertext, ann), Code::InvalidArgument, "key_id");
+    expect(c.decrypt(&good.key_id, &good.ciphertext[..20], ann), Code::InvalidArgument, "bytes");
+    expect(c.decrypt(&good.key_id, &[1u8; 2000], ann), Code::InvalidArgument, "bytes");
+    expect(c.decrypt(&good.key_id, &[], ann), Code::InvalidArgument, "bytes");
+    for i in [0usize, 5, 20, good.ciphertext.len() - 1] {
+        let mut flipped = good.ciphertext.clone();
+        flipped[i] ^= 0x10;
+        let r = c.decrypt(&good.key_id, &flipped, ann);
+        let e = r.expect_err("a changed ciphertext must not decrypt");
+        assert_eq!(e.code(), Code::InvalidArgument, "byte {i}: {e:?}");
+    }
+    expect(
+        c.decrypt(&good.key_id, &good.ciphertext, &HashMap::new()),
+        Code::InvalidArgument,
+        "missing",
+    );
+    let mut wrong = ann.clone();
+    for v in wrong.values_mut() {
+        *v = b"2".to_vec();
+    }
+    expect(c.decrypt(&good.key_id, &good.ciphertext, &wrong), Code::InvalidArgument, "format");
+    let mut extra = ann.clone();
+    extra.insert("other.example.com".into(), b"x".to_vec());
+    expect(c.decrypt(&good.key_id, &good.ciphertext, &extra), Code::InvalidArgument, "unexpected");
+    let e = c.encrypt(&[]).expect_err("empty plaintext");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c.encrypt(&[7u8; 1000]).expect_err("plaintext too long for a 1 KiB ciphertext");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(c.decrypt_reply(&good).unwrap(), seed(9), "still serving");
+}
+
+/// Encrypt under key 1, rotate, Status reports key 2, new Encrypts use it,
+/// key 1's data still decrypts; after retiring key 1 it fails clearly.
+fn rotation_scenario(d: &Daemon, c: &mut Client) {
+    let k1 = check_apiserver_rules(c, &seed(1));
+    let under_k1 = c.encrypt(&seed(11)).unwrap();
+    let (s, v) = d.keys("POST", "/v1/kms/rotate", None);
+    assert_eq!(s, 201, "{v}");
+    let k2 = v["key_id"].as_str().unwrap().to_owned();
+    assert_ne!(k1, k2);
+    // Status answers are cached for at most a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.status().unwrap().key_id != k2 {
+        assert!(Instant::now() < deadline, "Status never reported the new key");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(check_apiserver_rules(c, &seed(2)), k2);
+    assert_eq!(c.encrypt(&seed(12)).unwrap().key_id, k2);
+    assert_eq!(c.decrypt_reply(&under_k1).unwrap(), seed(11), "key 1 still decrypts");
+    let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k2}"), None);
+    assert_eq!(s, 409, "the write key cannot be retired: {v}");
+    let (s, v) = d.keys("GET", "/v1/kms", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["write_key_id"], k2.as_str());
+    assert_eq!(v["keks"].as_array().unwrap().len(), 2, "{v}");
+    let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k1}"), None);
+    assert_eq!(s, 204, "{v}");
+    let e = c.decrypt_reply(&under_k1).expect_err("retired");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("retired"), "{}", e.message());
+    // Unauthenticated management is refused and changes nothing.
+    let (s, _) = d.key_call("POST", "/v1/kms/rotate", None, None);
+    assert_eq!(s, 401);
+    assert_eq!(c.status().unwrap().key_id, k2);
+}
+
+#[test]
+fn soft_sealer_meets_the_apiserver_rules_rotates_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, socket) = start(dir, "", &[]);
+    let mut c = Client::connect(socket.to_str().unwrap());
+    let mode = std::fs::metadata(&socket).map(|m| {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.unwrap(), 0o600, "the socket is 0600 by default");
+    bad_input_is_refused(&mut c);
+    rotation_scenario(&d, &mut c);
+    let key = c.status().unwrap().key_id;
+    let kept = c.encrypt(&seed(20)).unwrap();
+    // Restart on the same state: the same write key, old data decrypts, and
+    // the socket the dead daemon left behind is taken over.
+    let state = d.state.clone();
+    drop(c);
+    let dir = d.kill();
+    let socket2 = dir.path().join("kms.sock");
+    assert!(socket2.exists(), "a killed daemon leaves its socket file");
+    let config = std::fs::read_to_string(dir.path().join("qkeyd.toml")).unwrap();
+    let d = Daemon::start_with(dir, &config, &state, &[]);
+    wait_for_socket(&socket2, &d);
+    let mut c = Client::connect(socket2.to_str().unwrap());
+    assert_eq!(c.status().unwrap().key_id, key);
+    assert_eq!(c.decrypt_reply(&kept).unwrap(), seed(20));
+    assert!(!d.log().contains(&hex::encode(seed(20))), "no plaintext in the log");
+}
+
+#[test]
+fn abstract_socket_and_cli_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("qkeyd-e2e-{}", std::process::id());
+    let state = dir.path().join("state");
+    let d = Daemon::start_with_args(
+        dir,
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n",
+        &state,
+        &["--kms-socket", &format!("@{name}")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("KMS v2 plugin listening") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = Client::connect(&format!("@{name}"));
+    check_apiserver_rules(&mut c, &seed(3));
+    // The CLI manages the same KEKs.
+    let token = d.state.join("api-token");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(qkeyd_e2e::qkeyd_bin())
+            .args(["kms", "--url", &format!("http://{}", d.addr), "--token-file"])
+            .arg(&token)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let before = c.status().unwrap().key_id;
+    let (code, out, err) = run(&["rotate"]);
+    assert_eq!(code, Some(0), "{err}");
+    let new = out.trim().to_owned();
+    assert!(new.starts_with("qkeyd-kek-") && new != before, "{out}");
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&new) && out.contains(&before), "{out}");
+    let (code, _, err) = run(&["retire", &new]);
+    assert_eq!(code, Some(2), "retiring the write key is refused");
+    assert!(err.contains("rotate first"), "{err}");
+    let (code, _, err) = run(&["retire", &before]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+fn softhsm_daemon(hsm: &SoftHsm) -> (Daemon, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, HSM_PIN).unwrap();
+    let keys = hsm.keys_config(&pin).replacen("[keys]\n", "[keys]\nseal_timeout_ms = 2000\n", 1);
+    start(dir, &keys, &[hsm.env()])
+}
+
+/// The KEK objects in the token, as `pkcs11-tool` lists them.
+fn token_objects(hsm: &SoftHsm) -> String {
+    let out = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(&hsm.module)
+        .args([
+            "--token-label",
+            qkeyd_e2e::HSM_LABEL,
+            "--login",
+            "--pin",
+            HSM_PIN,
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ])
+        .output()
+        .expect("pkcs11-tool");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn softhsm_kek_meets_the_apiserver_rules_and_stays_in_the_token() {
+    let hsm = SoftHsm::new();
+    let (d, socket) = softhsm_daemon(&hsm);
+    let mut c = Client::connect(socket.to_str().unwrap());
+    let key = check_apiserver_rules(&mut c, &seed(4));
+    let objects = token_objects(&hsm);
+    let entry = objects
+        .split("Secret Key Object")
+        .find(|o| o.contains(&format!("qkeyd-kms/{key}")))
+        .unwrap_or_else(|| panic!("the KEK is a token object:\n{objects}"));
+    assert!(entry.contains("AES length 32"), "{entry}");
+    assert!(entry.contains("never extractable") || !entry.contains("extractable,"), "{entry}");
+    bad_input_is_refused(&mut c);
+    rotation_scenario(&d, &mut c);
+    // The retired KEK's token key is destroyed.
+    let objects = token_objects(&hsm);
+    assert!(!objects.contains(&format!("qkeyd-kms/{key}")), "{objects}");
+}
+
+#[test]
+fn softhsm_token_removed_and_back_without_a_restart() {
+    let hsm = SoftHsm::new();
+    let (d, socket) = softhsm_daemon(&hsm);
+    let mut c = Client::connect(socket.to_str().unwrap());
+    let key = check_apiserver_rules(&mut c, &seed(5));
+    let before = c.encrypt(&seed(15)).unwrap();
+    // The token goes away: its files move out of SoftHSM's sight.
+    let aside = hsm.dir.path().join("tokens-aside");
+    std::fs::rename(hsm.tokens(), &aside).unwrap();
+    std::fs::create_dir(hsm.tokens()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100)); // past the Status cache
+    let t = Instant::now();
+    let e = c.status().expect_err("Status must fail with the token gone");
+    assert!(t.elapsed() < Duration::from_secs(3), "Status answered in {:?}", t.elapsed());
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("no token labelled"), "{}", e.message());
+    assert!(c.encrypt(&seed(16)).is_err());
+    assert!(c.decrypt_reply(&before).is_err());
+    // Back: Status is ok again, same key, old data decrypts, no restart.
+    std::fs::remove_dir(hsm.tokens()).unwrap();
+    std::fs::rename(&aside, hsm.tokens()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        match c.status() {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "Status never recovered: {e:?}\n{}", d.log())
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(s.key_id, key);
+    assert_eq!(c.decrypt_reply(&before).unwrap(), seed(15));
+    check_apiserver_rules(&mut c, &seed(6));
+}
+
+#[cfg(feature = "tpm")]
+mod tpm {
+    use super::*;
+    use qkeyd_e2e::Swtpm;
+
+    fn tpm_daemon(tpm: &Swtpm) -> (Daemon, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = format!(
+            "[keys]\nsealer = \"tpm\"\nseal_timeout_ms = 2000\n[keys.tpm]\ntcti = \"{}\"\n",
+            tpm.tcti()
+        );
+        start(dir, &keys, &[])
+    }
+
+    #[test]
+    fn swtpm_kek_meets_the_apiserver_rules_and_rotates() {
+        let tpm = Swtpm::start();
+        let (d, socket) = tpm_daemon(&tpm);
+        let mut c = Client::connect(socket.to_str().unwrap());
+        check_apiserver_rules(&mut c, &seed(7));
+        bad_input_is_refused(&mut c);
+        rotation_scenario(&d, &mut c);
+    }
+
+    #[test]
+    fn swtpm_stopped_and_back_without_a_restart() {
+        let mut tpm = Swtpm::start();
+        let (_d, socket) = tpm_daemon(&tpm);
+        let mut c = Client::connect(socket.to_str().unwrap());
+        let key = check_apiserver_rules(&mut c, &seed(8));
+        let before = c.encrypt(&seed(18)).unwrap();
+        tpm.stop();
+        // Past both the Status cache (1 s) and the unsealed-KEK cache (2 s).
+        std::thread::sleep(Duration::from_millis(2100));
+        let t = Instant::now();
+        let e = c.status().expect_err("Status must fail with the TPM gone");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(c.encrypt(&seed(19)).is_err());
+        assert!(c.decrypt_reply(&before).is_err());
+        tpm.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let s = loop {
+            if let Ok(s) = c.status() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "Status never recovered");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(s.key_id, key);
+        assert_eq!(c.decrypt_reply(&before).unwrap(), seed(18));
+    }
+}
