@@ -18,6 +18,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod kms;
+
 /// Path of the `qkeyd` binary under test.
 pub fn qkeyd_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -10,87 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper_util::rt::TokioIo;
-use qkeyd::kms::grpc::proto::{
-    DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
-    key_management_service_client::KeyManagementServiceClient,
-};
+pub(crate) use qkeyd_e2e::kms::Client;
 use qkeyd_e2e::{Daemon, HSM_PIN, SoftHsm};
-use tonic::{Code, transport::Channel};
-
-/// A blocking KMS v2 client over a unix socket (a path, or `@name`).
-pub(crate) struct Client {
-    rt: tokio::runtime::Runtime,
-    inner: KeyManagementServiceClient<Channel>,
-}
-
-impl Client {
-    pub(crate) fn connect(socket: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let socket = socket.to_owned();
-        let channel = rt
-            .block_on(
-                tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_timeout(Duration::from_secs(5))
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            let stream = match socket.strip_prefix('@') {
-                                Some(name) => {
-                                    use std::os::linux::net::SocketAddrExt as _;
-                                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(
-                                        name.as_bytes(),
-                                    )?;
-                                    let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
-                                    s.set_nonblocking(true)?;
-                                    tokio::net::UnixStream::from_std(s)?
-                                }
-                                None => tokio::net::UnixStream::connect(&socket).await?,
-                            };
-                            Ok::<_, std::io::Error>(TokioIo::new(stream))
-                        }
-                    })),
-            )
-            .expect("connect to the KMS socket");
-        Self { rt, inner: KeyManagementServiceClient::new(channel) }
-    }
-
-    pub(crate) fn status(&mut self) -> Result<StatusResponse, tonic::Status> {
-        let mut req = tonic::Request::new(StatusRequest {});
-        // kube-apiserver's per-call timeout.
-        req.set_timeout(Duration::from_secs(3));
-        self.rt.block_on(self.inner.status(req)).map(tonic::Response::into_inner)
-    }
-
-    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<EncryptResponse, tonic::Status> {
-        let mut req = tonic::Request::new(EncryptRequest {
-            plaintext: plaintext.to_vec(),
-            uid: "e2e-encrypt".into(),
-        });
-        req.set_timeout(Duration::from_secs(3));
-        self.rt.block_on(self.inner.encrypt(req)).map(tonic::Response::into_inner)
-    }
-
-    pub(crate) fn decrypt(
-        &mut self,
-        key_id: &str,
-        ciphertext: &[u8],
-        annotations: &HashMap<String, Vec<u8>>,
-    ) -> Result<Vec<u8>, tonic::Status> {
-        let mut req = tonic::Request::new(DecryptRequest {
-            ciphertext: ciphertext.to_vec(),
-            uid: "e2e-decrypt".into(),
-            key_id: key_id.into(),
-            annotations: annotations.clone(),
-        });
-        req.set_timeout(Duration::from_secs(3));
-        self.rt.block_on(self.inner.decrypt(req)).map(|r| r.into_inner().plaintext)
-    }
-
-    pub(crate) fn decrypt_reply(&mut self, e: &EncryptResponse) -> Result<Vec<u8>, tonic::Status> {
-        self.decrypt(&e.key_id, &e.ciphertext, &e.annotations)
-    }
-}
+use tonic::Code;
 
 /// A DNS-1123 subdomain with at least two labels, as kube-apiserver requires
 /// of annotation keys.
@@ -396,6 +318,28 @@ fn softhsm_token_removed_and_back_without_a_restart() {
     check_apiserver_rules(&mut c, &seed(6));
 }
 
+/// Run the Python grpcio client (tests/kms/grpcio_client.py) against `socket`.
+fn python_client_passes(socket: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/kms/grpcio_client.py"))
+        .args(["--socket", socket, "--proto"])
+        .arg(root.join("daemon/proto/kms_v2.proto"))
+        .output()
+        .expect("python3 (tests/run-all.sh installs grpcio and grpcio-tools)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the grpcio client failed:\n{text}");
+    assert!(text.starts_with("ok: key_id qkeyd-kek-"), "{text}");
+}
+
+#[test]
+fn python_grpcio_client_against_softhsm() {
+    let hsm = SoftHsm::new();
+    let (_d, socket) = softhsm_daemon(&hsm);
+    python_client_passes(socket.to_str().unwrap());
+}
+
 #[cfg(feature = "tpm")]
 mod tpm {
     use super::*;
@@ -418,6 +362,13 @@ mod tpm {
         check_apiserver_rules(&mut c, &seed(7));
         bad_input_is_refused(&mut c);
         rotation_scenario(&d, &mut c);
+    }
+
+    #[test]
+    fn python_grpcio_client_against_swtpm() {
+        let tpm = Swtpm::start();
+        let (_d, socket) = tpm_daemon(&tpm);
+        python_client_passes(socket.to_str().unwrap());
     }
 
     #[test]
