@@ -23,6 +23,7 @@ declare -A packages=(
   [swtpm_setup]=swtpm-tools
   [tpm2_pcrextend]=tpm2-tools
   [pkg-config]=pkg-config
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!packages[@]}"; do
@@ -38,6 +39,12 @@ if ((${#missing[@]})); then
   [[ $(id -u) -ne 0 ]] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python packages of the test clients (the KMS grpcio client).
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  say "installing grpcio and grpcio-tools"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1
 fi
 
 if ((lint)); then
