@@ -16,3 +16,5 @@ mod assess;
 mod keys;
 // The KMS v2 plugin: apiserver's rules, rotation, bad input, vanishing backends.
 mod kms;
+// kube-apiserver and etcd built from the Go module proxy, with qkeyd as their KMS plugin.
+mod kube;
