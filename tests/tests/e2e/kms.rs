@@ -279,6 +279,23 @@ fn softhsm_kek_meets_the_apiserver_rules_and_stays_in_the_token() {
     // The retired KEK's token key is destroyed.
     let objects = token_objects(&hsm);
     assert!(!objects.contains(&format!("qkeyd-kms/{key}")), "{objects}");
+    // kill -9 and restart: every KEK is kept, in the file and in the token.
+    let write = c.status().unwrap().key_id;
+    let kept = c.encrypt(&seed(21)).unwrap();
+    let (s, before) = d.keys("GET", "/v1/kms", None);
+    assert_eq!(s, 200);
+    drop(c);
+    let state = d.state.clone();
+    let dir = d.kill();
+    let config = std::fs::read_to_string(dir.path().join("qkeyd.toml")).unwrap();
+    let d = Daemon::start_with(dir, &config, &state, &[hsm.env()]);
+    wait_for_socket(&socket, &d);
+    let mut c = Client::connect(socket.to_str().unwrap());
+    assert_eq!(c.status().unwrap().key_id, write);
+    assert_eq!(c.decrypt_reply(&kept).unwrap(), seed(21));
+    let (s, after) = d.keys("GET", "/v1/kms", None);
+    assert_eq!(s, 200);
+    assert_eq!(after, before, "the same KEKs and tombstones after the restart");
 }
 
 #[test]
