@@ -50,6 +50,43 @@ impl SealerWorker {
         self.kind
     }
 
+    /// How long [`SealerWorker::call`] waits.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Queue `op` on the sealer's thread and return at once; `done` gets its
+    /// result there (or a backend error if the thread has stopped, or if `op`
+    /// panicked). For callers that wait their own way (an async task awaiting
+    /// a channel, with its own timeout) instead of blocking a thread.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut dyn Sealer) -> Result<T, SealError> + Send + 'static,
+        done: impl FnOnce(Result<T, SealError>) + Send + 'static,
+    ) {
+        // Called exactly once: with the result, or from the guard's drop if
+        // the job never ran or `op` panicked.
+        struct Once<F: FnOnce(Result<T, SealError>), T>(Option<F>, std::marker::PhantomData<T>);
+        impl<F: FnOnce(Result<T, SealError>), T> Drop for Once<F, T> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f(Err(SealError::Backend("the sealer failed while handling the call".into())));
+                }
+            }
+        }
+        let mut guard = Once(Some(done), std::marker::PhantomData);
+        let job: Job = Box::new(move |s| {
+            let r = op(s);
+            if let Some(f) = guard.0.take() {
+                f(r);
+            }
+        });
+        if let Err(mpsc::SendError(job)) = self.tx.send(job) {
+            // Dropping the job drops the guard, which reports the failure.
+            drop(job);
+        }
+    }
+
     /// Run `op` on the sealer's thread and wait for it, at most the timeout.
     pub fn call<T: Send + 'static>(
         &self,
@@ -112,5 +149,20 @@ mod tests {
         let err = w.call(move |s| s.unseal(&sealed, b"")).unwrap_err();
         assert!(err.to_string().contains("failed while handling"), "{err}");
         assert!(w.call(|s| s.check()).is_ok());
+    }
+
+    #[test]
+    fn submit_reports_exactly_once_even_when_the_backend_panics() {
+        let w =
+            SealerWorker::spawn(Box::new(Slow(Duration::ZERO)), Duration::from_secs(30)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        w.submit(|s| s.check(), move |r| t.send(r.is_ok()).unwrap());
+        let sealed = Sealed { backend: "slow".into(), object: None, blob: vec![] };
+        let t = tx.clone();
+        w.submit(move |s| s.unseal(&sealed, b"").map(|_| ()), move |r| t.send(r.is_ok()).unwrap());
+        drop(tx);
+        let got: Vec<bool> = rx.iter().collect();
+        assert_eq!(got, vec![true, false]);
     }
 }
