@@ -1,6 +1,7 @@
 //! The KMS v2 gRPC service on a unix socket (tonic). The only part of the
-//! plugin that knows protobuf: it validates, calls [`Kms`] on the blocking
-//! pool and maps its errors to gRPC status codes once, in `to_status`.
+//! plugin that knows protobuf: it validates, calls [`Kms`] (its async paths,
+//! or its blocking ones on the blocking pool) and maps its errors to gRPC
+//! status codes once, in `to_status`.
 
 use std::{
     collections::BTreeMap,
@@ -132,8 +133,8 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service over `kms`; at most `concurrency` calls run at once on the
-    /// blocking pool, the rest wait.
+    /// A service over `kms`; at most `concurrency` calls are in progress at
+    /// once (on the blocking pool or queued at the sealer), the rest wait.
     pub fn new(kms: Arc<Kms>, concurrency: usize) -> Self {
         Self { kms, permits: Arc::new(Semaphore::new(concurrency.max(1))) }
     }
@@ -143,12 +144,15 @@ impl Service {
         KeyManagementServiceServer::new(self)
     }
 
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Kms) -> Result<T, KmsError> + Send + 'static,
     ) -> Result<T, Status> {
-        let _permit =
-            self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
+        let _permit = self.permit().await?;
         let kms = self.kms.clone();
         tokio::task::spawn_blocking(move || op(&kms))
             .await
@@ -185,7 +189,11 @@ impl KeyManagementService for Service {
         &self,
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let key_id = self.blocking(|k| k.status()).await?;
+        // A fresh answer needs no thread: only a real check goes to the pool.
+        let key_id = match self.kms.cached_status() {
+            Some(r) => r.map_err(to_status)?,
+            None => self.blocking(|k| k.status()).await?,
+        };
         Ok(Response::new(StatusResponse { version: VERSION.into(), healthz: "ok".into(), key_id }))
     }
 
@@ -196,7 +204,8 @@ impl KeyManagementService for Service {
         let req = req.into_inner();
         tracing::debug!(uid = uid(&req.uid), bytes = req.plaintext.len(), "KMS Encrypt");
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
-        let out = self.blocking(move |k| k.encrypt(&plaintext)).await?;
+        let _permit = self.permit().await?;
+        let out = self.kms.clone().encrypt_async(plaintext).await.map_err(to_status)?;
         Ok(Response::new(EncryptResponse {
             ciphertext: out.ciphertext,
             key_id: out.key_id,
@@ -217,9 +226,13 @@ impl KeyManagementService for Service {
             )));
         }
         let annotations: BTreeMap<String, Vec<u8>> = req.annotations.into_iter().collect();
-        let (key_id, ciphertext) = (req.key_id, req.ciphertext);
-        let plaintext =
-            self.blocking(move |k| k.decrypt(&key_id, &ciphertext, &annotations)).await?;
+        let _permit = self.permit().await?;
+        let plaintext = self
+            .kms
+            .clone()
+            .decrypt_async(req.key_id, req.ciphertext, annotations)
+            .await
+            .map_err(to_status)?;
         // The reply buffer is the caller's: it leaves as the response body.
         Ok(Response::new(DecryptResponse { plaintext: plaintext.to_vec() }))
     }

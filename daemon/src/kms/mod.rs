@@ -204,6 +204,43 @@ fn label(key_id: &str) -> String {
     format!("qkeyd-kms/{key_id}")
 }
 
+fn check_plaintext(plaintext: &[u8]) -> Result<(), KmsError> {
+    if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
+        return Err(KmsError::InvalidArgument(format!(
+            "plaintext of {} bytes: 1 to {MAX_PLAINTEXT} bytes are accepted",
+            plaintext.len()
+        )));
+    }
+    Ok(())
+}
+
+fn annotations() -> BTreeMap<String, Vec<u8>> {
+    BTreeMap::from([(FORMAT_ANNOTATION.to_owned(), b"1".to_vec())])
+}
+
+/// `FORMAT ‖ IV ‖ body`.
+fn assemble(iv: &[u8; IV_LEN], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + IV_LEN + body.len());
+    out.push(FORMAT);
+    out.extend_from_slice(iv);
+    out.extend_from_slice(body);
+    out
+}
+
+fn not_authentic(key_id: &str) -> KmsError {
+    KmsError::InvalidArgument(format!(
+        "ciphertext does not authenticate under key_id {key_id} (corrupted, or not made by this key)"
+    ))
+}
+
+async fn run_blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, KmsError> + Send + 'static,
+) -> Result<T, KmsError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|_| KmsError::Internal("the KMS call failed".into()))?
+}
+
 impl Kms {
     /// Open the KEK file in `state_dir` (KEKs are made on first use).
     /// `sealer` holds the KEKs; its `holds_keys` is asked once, here.
@@ -283,17 +320,11 @@ impl Kms {
 
     /// Encrypt `plaintext` (a DEK seed) under the write KEK.
     pub fn encrypt(&self, plaintext: &[u8]) -> Result<Encrypted, KmsError> {
-        if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
-            return Err(KmsError::InvalidArgument(format!(
-                "plaintext of {} bytes: 1 to {MAX_PLAINTEXT} bytes are accepted",
-                plaintext.len()
-            )));
-        }
+        check_plaintext(plaintext)?;
         let key_id = self.ensure_key()?;
         let record = self.record(&key_id)?;
         let ciphertext = self.seal_under(&record, plaintext, false)?;
-        let annotations = BTreeMap::from([(FORMAT_ANNOTATION.to_owned(), b"1".to_vec())]);
-        Ok(Encrypted { ciphertext, key_id, annotations })
+        Ok(Encrypted { ciphertext, key_id, annotations: annotations() })
     }
 
     /// Decrypt a ciphertext Encrypt made. Everything is checked before the
@@ -305,6 +336,17 @@ impl Kms {
         ciphertext: &[u8],
         annotations: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let record = self.check_decrypt(key_id, ciphertext, annotations)?;
+        self.open_under(&record, ciphertext, false)
+    }
+
+    /// The KEK a Decrypt request names, once everything in it checks out.
+    fn check_decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<KekRecord, KmsError> {
         if key_id.is_empty() {
             return Err(KmsError::InvalidArgument("key_id is empty".into()));
         }
@@ -341,7 +383,89 @@ impl Kms {
                 ciphertext[0]
             )));
         }
-        self.open_under(&record, ciphertext, false)
+        Ok(record)
+    }
+
+    /// The fresh Status answer, if there is one (no I/O).
+    pub fn cached_status(&self) -> Option<Result<String, KmsError>> {
+        match lock(&self.status).as_ref() {
+            Some((at, r)) if at.elapsed() < self.config.status_cache => {
+                Some(r.clone().map_err(KmsError::Unavailable))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Kms::encrypt`] for async callers. With the KEK in the HSM the token
+    /// operation is queued on the sealer's thread and awaited, so no thread
+    /// blocks on the way (the IV comes from the pool inline: the DRBG answers
+    /// in microseconds unless a reseed waits for a seed block). Everything
+    /// else goes to the blocking pool.
+    pub async fn encrypt_async(
+        self: Arc<Self>,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Encrypted, KmsError> {
+        let write = lock(&self.file).write_kek().cloned();
+        let (record, label) = match write {
+            Some(r) => match &r.kek {
+                KekLocation::Token { label, .. } => {
+                    let label = label.clone();
+                    (r, label)
+                }
+                KekLocation::Sealed { .. } => {
+                    return run_blocking(move || self.encrypt(&plaintext)).await;
+                }
+            },
+            None => return run_blocking(move || self.encrypt(&plaintext)).await,
+        };
+        check_plaintext(&plaintext)?;
+        let mut iv = [0u8; IV_LEN];
+        self.pool.fill(&mut iv)?;
+        let a = aad(&record.key_id);
+        let body = self.on_sealer(move |s| s.key_encrypt(&label, &iv, &a, &plaintext)).await?;
+        Ok(Encrypted {
+            ciphertext: assemble(&iv, &body),
+            key_id: record.key_id,
+            annotations: annotations(),
+        })
+    }
+
+    /// [`Kms::decrypt`] for async callers, as [`Kms::encrypt_async`].
+    pub async fn decrypt_async(
+        self: Arc<Self>,
+        key_id: String,
+        ciphertext: Vec<u8>,
+        annotations: BTreeMap<String, Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let record = self.check_decrypt(&key_id, &ciphertext, &annotations)?;
+        let KekLocation::Token { label, .. } = &record.kek else {
+            return run_blocking(move || self.open_under(&record, &ciphertext, false)).await;
+        };
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
+        let (l, a, body) = (label.clone(), aad(&record.key_id), ciphertext[1 + IV_LEN..].to_vec());
+        match self.on_sealer(move |s| s.key_decrypt(&l, &iv, &a, &body)).await {
+            Ok(secret) => Ok(secret.0),
+            Err(SealError::Integrity) => Err(not_authentic(&record.key_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Queue `op` on the sealer's thread and await it, at most its timeout.
+    async fn on_sealer<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut dyn qkeyd_drivers::seal::Sealer) -> Result<T, SealError> + Send + 'static,
+    ) -> Result<T, SealError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.sealer.submit(op, move |r| {
+            let _ = tx.send(r);
+        });
+        let timeout = self.sealer.timeout();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SealError::Backend("the sealer dropped the call".into())),
+            Err(_) => Err(SealError::Timeout(timeout)),
+        }
     }
 
     /// Make a new KEK the write key; returns its key id.
@@ -513,11 +637,7 @@ impl Kms {
                     .map_err(|_| KmsError::Internal("AES-GCM encryption failed".into()))?
             }
         };
-        let mut out = Vec::with_capacity(1 + IV_LEN + body.len());
-        out.push(FORMAT);
-        out.extend_from_slice(&iv);
-        out.extend_from_slice(&body);
-        Ok(out)
+        Ok(assemble(&iv, &body))
     }
 
     fn open_under(
@@ -530,12 +650,7 @@ impl Kms {
         iv.copy_from_slice(&ct[1..=IV_LEN]);
         let body = &ct[1 + IV_LEN..];
         let a = aad(&record.key_id);
-        let bad = || {
-            KmsError::InvalidArgument(format!(
-                "ciphertext does not authenticate under key_id {} (corrupted, or not made by this key)",
-                record.key_id
-            ))
-        };
+        let bad = || not_authentic(&record.key_id);
         match &record.kek {
             KekLocation::Token { label, .. } => {
                 let (l, b) = (label.clone(), body.to_vec());
