@@ -1,0 +1,290 @@
+//! The KMS v2 plugin under load, next to the raw SoftHSM2 AES-GCM operation
+//! and (when given) the upstream Kubernetes KMS v2 mock plugin on the same
+//! token, with the same client, in the same run:
+//!
+//! ```text
+//! cargo bench -p qkeyd-e2e --bench kms
+//! QKEYD_BENCH_MOCK_KMS=/path/to/mock-kms-plugin cargo bench -p qkeyd-e2e --bench kms
+//! ```
+//!
+//! Status, Encrypt and Decrypt at concurrency 1 and 64 are driven by ghz
+//! (github.com/bojand/ghz, installed from the Go module proxy into the
+//! tests/k8s cache on first use) over one connection, as kube-apiserver
+//! connects; the decrypt burst (10,000 distinct seeds, the apiserver-restart
+//! case) by the harness's tonic client with 64 requests in flight. The mock
+//! plugin (k8s.io/kms internal/plugins/_mock) is not on the module proxy; the
+//! bench runs it only if QKEYD_BENCH_MOCK_KMS names a binary of it.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use qkeyd::kms::grpc::proto::{DecryptRequest, EncryptRequest};
+use qkeyd_drivers::seal::{
+    Sealer,
+    pkcs11::{Pkcs11Config, Pkcs11Sealer},
+};
+use qkeyd_e2e::{Daemon, HSM_LABEL, HSM_PIN, SoftHsm, kms::Client, softhsm_module};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+const GHZ: &str = "github.com/bojand/ghz/cmd/ghz@v0.121.0";
+const MOCK_KEY: &str = "kms-test";
+
+fn ghz_bin() -> PathBuf {
+    let dir = std::env::var_os("QKEYD_K8S_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+        cache.join("qkeyd-e2e/tools")
+    });
+    let bin = dir.join("ghz");
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("go")
+            .args(["install", "-trimpath", GHZ])
+            .env("GOBIN", &dir)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-buildvcs=false")
+            .status()
+            .expect("go (to install ghz)")
+            .success();
+        assert!(ok, "go install {GHZ}");
+    }
+    bin
+}
+
+struct Figures {
+    p50_us: f64,
+    p99_us: f64,
+    rps: f64,
+}
+
+fn ghz(
+    bin: &Path,
+    proto: &Path,
+    socket: &Path,
+    call: &str,
+    c: u32,
+    n: u32,
+    data: &Value,
+) -> Figures {
+    let out = Command::new(bin)
+        .args(["--insecure", "--proto"])
+        .arg(proto)
+        .args(["--call", &format!("v2.KeyManagementService/{call}")])
+        .args(["-c", &c.to_string(), "-n", &n.to_string(), "--connections", "1"])
+        .args(["-d", &data.to_string(), "-O", "json", "--skipFirst", &c.to_string()])
+        .arg(format!("unix://{}", socket.display()))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ghz {call}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let codes = &v["statusCodeDistribution"];
+    assert_eq!(codes["OK"].as_u64(), Some(u64::from(n - c)), "ghz {call}: {codes}");
+    let pct = |p: u64| {
+        v["latencyDistribution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["percentage"].as_u64() == Some(p))
+            .and_then(|d| d["latency"].as_f64())
+            .unwrap()
+            / 1e3
+    };
+    Figures { p50_us: pct(50), p99_us: pct(99), rps: v["rps"].as_f64().unwrap() }
+}
+
+/// p50 and p99 in µs of `n` runs of `f`.
+fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
+    let mut s: Vec<f64> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    s.sort_by(f64::total_cmp);
+    (s[n / 2], s[n * 99 / 100])
+}
+
+/// Time to decrypt `n` distinct seeds with 64 requests in flight.
+fn burst(socket: &Path, n: usize) -> Duration {
+    let (rt, client) = Client::parts(socket.to_str().unwrap());
+    let mut encrypted = Vec::with_capacity(n);
+    rt.block_on(async {
+        let mut c = client.clone();
+        for i in 0..n {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let e = c
+                .encrypt(EncryptRequest { plaintext: seed.to_vec(), uid: String::new() })
+                .await
+                .unwrap()
+                .into_inner();
+            encrypted.push((seed, e));
+        }
+    });
+    let encrypted = Arc::new(encrypted);
+    let t = Instant::now();
+    rt.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (mut c, e, next) = (client.clone(), encrypted.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((seed, e)) = e.get(i) else { break };
+                        let pt = c
+                            .decrypt(DecryptRequest {
+                                ciphertext: e.ciphertext.clone(),
+                                uid: String::new(),
+                                key_id: e.key_id.clone(),
+                                annotations: e.annotations.clone(),
+                            })
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .plaintext;
+                        assert_eq!(&pt, seed);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    t.elapsed()
+}
+
+fn main() {
+    // SoftHSM2 reads SOFTHSM2_CONF when the module is initialised, and setting
+    // the environment of a running process is unsafe: initialise a token, then
+    // run the measurements in a child that inherits the variable.
+    if std::env::var_os("SOFTHSM2_CONF").is_none() {
+        let hsm = SoftHsm::new();
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args_os().skip(1))
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .status()
+            .unwrap();
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let conf = std::env::var("SOFTHSM2_CONF").unwrap();
+    let ghz_bin = ghz_bin();
+    let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/proto/kms_v2.proto");
+    let seed = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+
+    // The raw HSM operation: AES-256-GCM of a 32-byte seed in the token,
+    // in process, no gRPC. The same key serves the mock plugin.
+    let mut hsm = Pkcs11Sealer::open(Pkcs11Config {
+        module: softhsm_module(),
+        token_label: HSM_LABEL.into(),
+        pin: Zeroizing::new(HSM_PIN.into()),
+    })
+    .unwrap();
+    let mut value = [0u8; 32];
+    getrandom::fill(&mut value).unwrap();
+    hsm.key_create(MOCK_KEY, &value).unwrap();
+    let iv = [9u8; 12];
+    let ct = hsm.key_encrypt(MOCK_KEY, &iv, b"aad", &[7u8; 32]).unwrap();
+    let raw_enc = percentiles(5000, |_| {
+        hsm.key_encrypt(MOCK_KEY, &iv, b"aad", &[7u8; 32]).unwrap();
+    });
+    let raw_dec = percentiles(5000, |_| {
+        hsm.key_decrypt(MOCK_KEY, &iv, b"aad", &ct).unwrap();
+    });
+    drop(hsm);
+
+    // qkeyd with a SoftHSM KEK.
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, HSM_PIN).unwrap();
+    let socket = dir.path().join("kms.sock");
+    let config = format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[kms]\nsocket = \"{}\"\n\n[keys]\nsealer = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
+        socket.display(),
+        softhsm_module().display(),
+        pin.display()
+    );
+    let state = dir.path().join("state");
+    let qkeyd = Daemon::start_with(dir, &config, &state, &[("SOFTHSM2_CONF", conf.as_str())]);
+    let mut targets: Vec<(&str, PathBuf)> = vec![("qkeyd", socket)];
+
+    // The upstream mock plugin, if built.
+    let mock_dir = tempfile::tempdir().unwrap();
+    let mut mock: Option<Child> = None;
+    if let Some(bin) = std::env::var_os("QKEYD_BENCH_MOCK_KMS") {
+        let cfg = mock_dir.path().join("softhsm-config.json");
+        let cfg_json = json!({ "Path": softhsm_module(), "TokenLabel": HSM_LABEL, "Pin": HSM_PIN });
+        std::fs::write(&cfg, cfg_json.to_string()).unwrap();
+        let sock = mock_dir.path().join("mock.sock");
+        mock = Some(
+            Command::new(bin)
+                .arg(format!("-listen-addr=unix://{}", sock.display()))
+                .arg(format!("-config-file-path={}", cfg.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "the mock plugin did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        targets.push(("k8s mock plugin", sock));
+    }
+
+    println!(
+        "raw SoftHSM AES-GCM (in process): encrypt p50 {:.0} µs p99 {:.0} µs; decrypt p50 {:.0} µs p99 {:.0} µs",
+        raw_enc.0, raw_enc.1, raw_dec.0, raw_dec.1
+    );
+    println!("| plugin | call | c | p50 µs | p99 µs | ops/s |");
+    println!("|---|---|---|---|---|---|");
+    for (name, sock) in &targets {
+        let mut c = Client::connect(sock.to_str().unwrap());
+        let e = c.encrypt(&[7u8; 32]).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let annotations: serde_json::Map<String, Value> =
+            e.annotations.iter().map(|(k, v)| (k.clone(), json!(b64.encode(v)))).collect();
+        let decrypt = json!({
+            "ciphertext": b64.encode(&e.ciphertext),
+            "uid": "bench",
+            "key_id": e.key_id,
+            "annotations": annotations,
+        });
+        for (call, data) in [
+            ("Status", json!({})),
+            ("Encrypt", json!({ "plaintext": seed, "uid": "bench" })),
+            ("Decrypt", decrypt),
+        ] {
+            for (conc, n) in [(1u32, 3000u32), (64, 20_000)] {
+                let f = ghz(&ghz_bin, &proto, sock, call, conc, n, &data);
+                println!(
+                    "| {name} | {call} | {conc} | {:.0} | {:.0} | {:.0} |",
+                    f.p50_us, f.p99_us, f.rps
+                );
+            }
+        }
+    }
+    for (name, sock) in &targets {
+        let t = burst(sock, 10_000);
+        println!(
+            "decrypt burst, 10,000 distinct seeds, 64 in flight, {name}: {:.2} s",
+            t.as_secs_f64()
+        );
+    }
+    if let Some(mut m) = mock {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    drop(qkeyd);
+}
