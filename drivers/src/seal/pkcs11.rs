@@ -32,6 +32,8 @@ use zeroize::Zeroizing;
 use super::{SealError, Sealed, Sealer, Secret};
 
 const TAG_BITS: u64 = 128;
+/// Least time between reconnects caused by a key not found.
+const MISS_RECONNECT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The IV of every encryption: each key encrypts exactly one message.
 const IV: [u8; 12] = *b"qkeyd-seal-1";
 
@@ -67,6 +69,8 @@ pub struct Pkcs11Sealer {
     conn: Option<Connection>,
     /// Key handles by label, valid for the current connection only.
     handles: std::collections::HashMap<String, ObjectHandle>,
+    /// When a missing key last made us reconnect (see `key_handle`).
+    miss_reconnect: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Pkcs11Sealer {
@@ -104,7 +108,7 @@ impl Pkcs11Sealer {
     /// A sealer for the token `config.token_label`; connects now so that a
     /// wrong module, label or PIN is reported at start-up.
     pub fn open(config: Pkcs11Config) -> Result<Self, SealError> {
-        let mut s = Self { config, conn: None, handles: Default::default() };
+        let mut s = Self { config, conn: None, handles: Default::default(), miss_reconnect: None };
         s.session()?;
         Ok(s)
     }
@@ -167,9 +171,13 @@ impl Pkcs11Sealer {
             return Ok(h);
         }
         let mut found = self.with_session(|session| Self::find_key(session, label))?;
-        if found.is_none() {
-            // A token that was removed and put back is only seen again
-            // through a new connection: look once more on one.
+        // A token that was removed and put back is only seen again through a
+        // new connection: look once more on one, but not more than every few
+        // seconds (a reconnect logs in again; a burst of calls for a key that
+        // is really gone must not hammer the token).
+        let due = self.miss_reconnect.is_none_or(|t| t.elapsed() >= MISS_RECONNECT);
+        if found.is_none() && due {
+            self.miss_reconnect = Some(std::time::Instant::now());
             self.conn = None;
             self.handles.clear();
             found = self.with_session(|session| Self::find_key(session, label))?;
@@ -318,7 +326,7 @@ impl Sealer for Pkcs11Sealer {
             while let Some(old) = Self::find_key(session, &label)? {
                 session.destroy_object(old).map_err(map_err)?;
             }
-            let template = [
+            let mut template = [
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
                 Attribute::Value(value.to_vec()),
@@ -330,7 +338,13 @@ impl Sealer for Pkcs11Sealer {
                 Attribute::Decrypt(true),
                 Attribute::Label(label.as_bytes().to_vec()),
             ];
-            session.create_object(&template).map(|_| ()).map_err(map_err)
+            let created = session.create_object(&template).map(|_| ()).map_err(map_err);
+            for a in &mut template {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            created
         })
     }
 
