@@ -44,7 +44,10 @@ fi
 # Python packages of the test clients (the KMS grpcio client).
 if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
   say "installing grpcio and grpcio-tools"
-  python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1
+  # A Debian python3 refuses pip (PEP 668); its own packages do the same job.
+  python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1 ||
+    { sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-grpcio python3-grpc-tools; }
 fi
 
 if ((lint)); then

@@ -104,6 +104,9 @@ pub enum KmsAction {
     Retire {
         /// The key id (as Status reported it).
         key_id: String,
+        /// Retire it even within its grace period after a rotation or a use.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -34,18 +34,23 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The key vault.
     pub keys: KeysConfig,
-    /// The Kubernetes KMS v2 plugin (`None`: off).
-    pub kms: Option<KmsSettings>,
+    /// The Kubernetes KMS v2 plugin (on when it has a socket).
+    pub kms: KmsSettings,
     /// Options that weaken security.
     pub danger: Danger,
 }
 
-/// The KMS v2 plugin (`[kms]`): its socket and caches. Its KEKs are kept by
-/// the vault's sealer (`keys.sealer`).
+/// The KMS v2 plugin (`[kms]`): its socket, who may connect, and caches.
+/// Its KEKs are kept by the vault's sealer (`keys.sealer`).
 #[derive(Clone, Debug)]
 pub struct KmsSettings {
-    /// Where it listens.
-    pub socket: crate::kms::grpc::SocketSpec,
+    /// Where it listens; `None`: the plugin is off.
+    pub socket: Option<crate::kms::grpc::SocketSpec>,
+    /// The mode of a socket file.
+    pub mode: u32,
+    /// Besides root and qkeyd's own user, the uids that may connect (checked
+    /// on every connection: an abstract socket has no file permissions).
+    pub allowed_uids: Vec<u32>,
     /// Cache lifetimes.
     pub config: crate::kms::KmsConfig,
 }
@@ -54,21 +59,12 @@ pub struct KmsSettings {
 pub const DEFAULT_KMS_SOCKET_MODE: u32 = 0o600;
 
 impl KmsSettings {
-    /// Serve the plugin on `socket` (a path keeps the configured mode): what
-    /// `--kms-socket` does. Turns the plugin on, with defaults, if it was off.
-    pub fn set_socket(kms: &mut Option<Self>, socket: &str) -> anyhow::Result<()> {
-        let mode = match kms.as_ref().map(|k| &k.socket) {
-            Some(crate::kms::grpc::SocketSpec::Path { mode, .. }) => *mode,
-            _ => DEFAULT_KMS_SOCKET_MODE,
-        };
-        let spec = crate::kms::grpc::SocketSpec::parse(socket, mode).map_err(anyhow::Error::msg)?;
-        match kms {
-            Some(k) => k.socket = spec,
-            None => {
-                let defaults = RawKms { socket: Some(socket.to_owned()), ..RawKms::default() };
-                *kms = defaults.check()?;
-            }
-        }
+    /// Serve the plugin on `socket` (what `--kms-socket` does); every other
+    /// `[kms]` setting stays.
+    pub fn set_socket(&mut self, socket: &str) -> anyhow::Result<()> {
+        self.socket = Some(
+            crate::kms::grpc::SocketSpec::parse(socket, self.mode).map_err(anyhow::Error::msg)?,
+        );
         Ok(())
     }
 }
@@ -244,6 +240,7 @@ struct RawConfig {
 struct RawKms {
     socket: Option<String>,
     socket_mode: String,
+    allowed_uids: Vec<u32>,
     status_cache_ms: u64,
     kek_cache_ms: u64,
 }
@@ -253,6 +250,7 @@ impl Default for RawKms {
         Self {
             socket: None,
             socket_mode: format!("{DEFAULT_KMS_SOCKET_MODE:o}"),
+            allowed_uids: Vec::new(),
             status_cache_ms: 1000,
             kek_cache_ms: 2000,
         }
@@ -260,8 +258,7 @@ impl Default for RawKms {
 }
 
 impl RawKms {
-    fn check(self) -> anyhow::Result<Option<KmsSettings>> {
-        let Some(socket) = self.socket else { return Ok(None) };
+    fn check(self) -> anyhow::Result<KmsSettings> {
         let mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
             .ok()
             .filter(|m| *m <= 0o777)
@@ -277,16 +274,20 @@ impl RawKms {
             "kms.status_cache_ms must be at most 60000 (kube-apiserver polls Status every minute)"
         );
         ensure!(self.kek_cache_ms <= 3_600_000, "kms.kek_cache_ms must be at most 3600000");
-        let socket = crate::kms::grpc::SocketSpec::parse(&socket, mode)
-            .map_err(anyhow::Error::msg)
+        let socket = self
+            .socket
+            .map(|s| crate::kms::grpc::SocketSpec::parse(&s, mode).map_err(anyhow::Error::msg))
+            .transpose()
             .context("kms.socket")?;
-        Ok(Some(KmsSettings {
+        Ok(KmsSettings {
             socket,
+            mode,
+            allowed_uids: self.allowed_uids,
             config: crate::kms::KmsConfig {
                 status_cache: Duration::from_millis(self.status_cache_ms),
                 kek_cache: Duration::from_millis(self.kek_cache_ms),
             },
-        }))
+        })
     }
 }
 

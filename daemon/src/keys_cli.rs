@@ -105,8 +105,13 @@ pub fn run_kms(url: &str, token_file: Option<PathBuf>, action: KmsAction) -> any
             let v = call("POST", "/v1/kms/rotate", None)?;
             println!("{}", v["key_id"].as_str().unwrap_or_default());
         }
-        KmsAction::Retire { key_id } => {
-            call("DELETE", &format!("/v1/kms/keks/{key_id}"), None)?;
+        KmsAction::Retire { key_id, force } => {
+            if key_id.is_empty()
+                || !key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                bail!("{key_id:?} is not a key id (qkeyd-kek-… as `qkeyd kms list` shows)");
+            }
+            call("DELETE", &format!("/v1/kms/keks/{key_id}?force={force}"), None)?;
             println!("retired {key_id}");
         }
     }

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
             }
             if let Some(socket) = kms_socket {
                 // --kms-socket moves (or turns on) the plugin; other [kms] settings stay.
-                if let Err(e) = qkeyd::config::KmsSettings::set_socket(&mut config.kms, &socket) {
+                if let Err(e) = config.kms.set_socket(&socket) {
                     eprintln!("qkeyd: --kms-socket: {e:#}");
                     return ExitCode::from(EXIT_CONFIG);
                 }

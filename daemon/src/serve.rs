@@ -59,8 +59,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = start_pool(&config)?;
     let (dir, sealer) = open_sealer(&config.keys)?;
     let keys = open_vault(&config.keys, &dir, sealer.clone(), &pool)?;
-    let kms = match &config.kms {
-        Some(settings) => Some(start_kms(settings, &dir, sealer, &pool)?),
+    let kms = match &config.kms.socket {
+        Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
         None => None,
     };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(k.listener);
+        let incoming = kms::grpc::incoming(k.listener, k.allowed_uids);
         let server = tonic::transport::Server::builder()
             .add_service(k.service.server())
             .serve_with_incoming_shutdown(incoming, async move {
@@ -117,12 +117,14 @@ struct KmsRunning {
     service: kms::grpc::Service,
     listener: tokio::net::UnixListener,
     socket: kms::grpc::SocketSpec,
+    allowed_uids: Vec<u32>,
 }
 
 /// Open the KMS plugin over the vault's sealer, make its first KEK if it has
 /// none, and bind its socket.
 fn start_kms(
     settings: &crate::config::KmsSettings,
+    socket: &kms::grpc::SocketSpec,
     dir: &std::path::Path,
     sealer: SealerWorker,
     pool: &Arc<Pool>,
@@ -137,13 +139,23 @@ fn start_kms(
         Ok(key_id) => tracing::info!(key_id, backend = k.backend(), "KMS write key"),
         Err(e) => tracing::error!(error = %e, "KMS plugin has no write key yet"),
     }
-    let listener = kms::grpc::bind(&settings.socket).with_context(|| {
-        format!("cannot listen for the KMS plugin on {}", settings.socket.endpoint())
-    })?;
-    tracing::info!(endpoint = %settings.socket.endpoint(), "KMS v2 plugin listening");
+    let listener = kms::grpc::bind(socket)
+        .with_context(|| format!("cannot listen for the KMS plugin on {}", socket.endpoint()))?;
+    let own = kms::grpc::own_uid().context("reading qkeyd's own uid")?;
+    let mut allowed_uids = vec![0, own];
+    allowed_uids.extend(&settings.allowed_uids);
+    allowed_uids.sort_unstable();
+    allowed_uids.dedup();
+    if settings.mode & 0o077 != 0 {
+        tracing::warn!(
+            mode = format!("{:o}", settings.mode),
+            "the KMS socket is open beyond qkeyd's user; only these uids are served: {allowed_uids:?}"
+        );
+    }
+    tracing::info!(endpoint = %socket.endpoint(), uids = ?allowed_uids, "KMS v2 plugin listening");
     let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 8;
     let service = kms::grpc::Service::new(k.clone(), permits);
-    Ok(KmsRunning { kms: k, service, listener, socket: settings.socket.clone() })
+    Ok(KmsRunning { kms: k, service, listener, socket: socket.clone(), allowed_uids })
 }
 
 /// Where state lives when neither the config nor `--state-dir` says:

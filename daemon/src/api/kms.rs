@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     middleware,
     response::{IntoResponse, Response},
@@ -72,10 +72,19 @@ async fn rotate(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok((StatusCode::CREATED, Json(json!({ "key_id": key_id }))).into_response())
 }
 
+/// `?force=true` retires a KEK within its grace period.
+#[derive(serde::Deserialize)]
+struct RetireQuery {
+    #[serde(default)]
+    force: bool,
+}
+
 async fn retire(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
+    query: Result<Query<RetireQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    blocking(&state, move |k| k.retire(&key_id)).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    blocking(&state, move |k| k.retire(&key_id, q.force)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -32,6 +32,9 @@ use proto::{
 pub const VERSION: &str = "v2";
 /// Longest key id kube-apiserver accepts.
 pub const MAX_KEY_ID: usize = 1024;
+/// Longest a call takes before it answers Unavailable: under kube-apiserver's
+/// 3 s per-call timeout, so a hung HSM is an error it sees, not a timeout.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(2500);
 /// Longest uid logged (it is the caller's; truncated, never trusted).
 const MAX_UID_LOGGED: usize = 64;
 
@@ -84,15 +87,22 @@ pub fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
             match std::fs::symlink_metadata(path) {
                 Ok(m) if m.file_type().is_socket() => {
                     match std::os::unix::net::UnixStream::connect(path) {
+                        // Nobody accepts on it: left by a process that died.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            tracing::info!(socket = %path.display(), "removing a stale KMS socket");
+                            std::fs::remove_file(path)?;
+                        }
                         Ok(_) => {
                             return Err(io::Error::new(
                                 io::ErrorKind::AddrInUse,
                                 format!("{} is in use by a running process", path.display()),
                             ));
                         }
-                        Err(_) => {
-                            tracing::info!(socket = %path.display(), "removing a stale KMS socket");
-                            std::fs::remove_file(path)?;
+                        Err(e) => {
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("{} exists and cannot be checked: {e}", path.display()),
+                            ));
                         }
                     }
                 }
@@ -117,6 +127,37 @@ pub fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
     };
     std_listener.set_nonblocking(true)?;
     UnixListener::from_std(std_listener)
+}
+
+/// qkeyd's own (effective) uid, as the kernel reports it for this process.
+pub fn own_uid() -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata("/proc/self")?.uid())
+}
+
+/// The connections to serve: each peer's uid (SO_PEERCRED) must be in
+/// `allowed`. An abstract socket has no file permissions, and a socket file's
+/// mode can be widened; this check holds either way. A refused peer is
+/// logged and its connection closed.
+pub fn incoming(
+    listener: UnixListener,
+    allowed: Vec<u32>,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::UnixStream>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::UnixListenerStream::new(listener).filter(move |conn| match conn {
+        Ok(stream) => match stream.peer_cred() {
+            Ok(cred) if allowed.contains(&cred.uid()) => true,
+            Ok(cred) => {
+                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "KMS connection refused: uid not allowed (kms.allowed_uids)");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "KMS connection refused: no peer credentials");
+                false
+            }
+        },
+        Err(_) => true,
+    })
 }
 
 /// The gRPC service.
@@ -144,20 +185,33 @@ impl Service {
         KeyManagementServiceServer::new(self)
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
-        self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))
+    /// A place among the calls in progress. It is owned, so it goes with
+    /// the work: a caller that gives up (a deadline) does not free it while
+    /// the work still runs.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.permits.clone().acquire_owned().await.map_err(|_| Status::unavailable("shutting down"))
     }
 
+    /// `op` on the blocking pool, answered within [`CALL_TIMEOUT`]; the work
+    /// keeps its permit until it ends even if the answer was a timeout.
     async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Kms) -> Result<T, KmsError> + Send + 'static,
     ) -> Result<T, Status> {
-        let _permit = self.permit().await?;
+        let permit = self.permit().await?;
         let kms = self.kms.clone();
-        tokio::task::spawn_blocking(move || op(&kms))
-            .await
-            .map_err(|_| Status::internal("the KMS call failed"))?
-            .map_err(to_status)
+        let work = tokio::task::spawn_blocking(move || {
+            let r = op(&kms);
+            drop(permit);
+            r
+        });
+        match tokio::time::timeout(CALL_TIMEOUT, work).await {
+            Ok(Ok(r)) => r.map_err(to_status),
+            Ok(Err(_)) => Err(Status::internal("the KMS call failed")),
+            Err(_) => Err(to_status(KmsError::Unavailable(format!(
+                "the KEK backend did not answer within {CALL_TIMEOUT:?}"
+            )))),
+        }
     }
 }
 
@@ -175,6 +229,18 @@ fn to_status(e: KmsError) -> Status {
             tracing::error!(error = %m, "KMS call failed");
             Status::internal(m)
         }
+    }
+}
+
+/// `work`'s answer within [`CALL_TIMEOUT`].
+async fn in_time<T>(
+    work: impl std::future::Future<Output = Result<T, KmsError>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(CALL_TIMEOUT, work).await {
+        Ok(r) => r.map_err(to_status),
+        Err(_) => Err(to_status(KmsError::Unavailable(format!(
+            "the KEK backend did not answer within {CALL_TIMEOUT:?}"
+        )))),
     }
 }
 
@@ -204,8 +270,8 @@ impl KeyManagementService for Service {
         let req = req.into_inner();
         tracing::debug!(uid = uid(&req.uid), bytes = req.plaintext.len(), "KMS Encrypt");
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
-        let _permit = self.permit().await?;
-        let out = self.kms.clone().encrypt_async(plaintext).await.map_err(to_status)?;
+        let permit = self.permit().await?;
+        let out = in_time(self.kms.clone().encrypt_async(plaintext, permit)).await?;
         Ok(Response::new(EncryptResponse {
             ciphertext: out.ciphertext,
             key_id: out.key_id,
@@ -226,13 +292,10 @@ impl KeyManagementService for Service {
             )));
         }
         let annotations: BTreeMap<String, Vec<u8>> = req.annotations.into_iter().collect();
-        let _permit = self.permit().await?;
-        let plaintext = self
-            .kms
-            .clone()
-            .decrypt_async(req.key_id, req.ciphertext, annotations)
-            .await
-            .map_err(to_status)?;
+        let permit = self.permit().await?;
+        let kms = self.kms.clone();
+        let plaintext =
+            in_time(kms.decrypt_async(req.key_id, req.ciphertext, annotations, permit)).await?;
         // The reply buffer is the caller's: it leaves as the response body.
         Ok(Response::new(DecryptResponse { plaintext: plaintext.to_vec() }))
     }

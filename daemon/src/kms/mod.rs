@@ -18,8 +18,11 @@
 //! retired. Key ids are derived from a random KEK id and are never re-used:
 //! retired ids are kept as tombstones.
 //!
-//! Everything here blocks (disk, HSM, TPM); the gRPC and REST handlers call
-//! it on the blocking pool. [`grpc`] is the only part that knows protobuf.
+//! The methods block (disk, HSM, TPM); the REST handlers call them on the
+//! blocking pool. The gRPC service uses `encrypt_async`/`decrypt_async`,
+//! which queue a token KEK's operation on the sealer thread and await it, and
+//! the blocking methods for everything else. [`grpc`] is the only part that
+//! knows protobuf.
 
 pub mod grpc;
 pub mod store;
@@ -57,6 +60,10 @@ pub const MAX_PLAINTEXT: usize = MAX_CIPHERTEXT - OVERHEAD;
 pub const FORMAT_ANNOTATION: &str = "format.kms.qkeyd.io";
 /// Prefix of every key id.
 const KEY_ID_PREFIX: &str = "qkeyd-kek-";
+/// How long after a rotation (or after its last use) a KEK is not retired
+/// without `force`: kube-apiserver learns of a new key at its next Status call
+/// (about once a minute) and keeps using a DEK for up to 3 minutes.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(300);
 
 /// Why a KMS call failed. Messages carry key ids and reasons, never secrets.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +173,8 @@ pub struct Kms {
     /// The last Status round trip: when, and its key id or error.
     status: Mutex<Option<(Instant, Result<String, String>)>>,
     unsealed: Mutex<HashMap<String, Cached>>,
+    /// When each KEK last encrypted or decrypted (since start).
+    used: Mutex<HashMap<String, Instant>>,
     /// Serialises rotate and retire.
     change: Mutex<()>,
 }
@@ -233,12 +242,18 @@ fn not_authentic(key_id: &str) -> KmsError {
     ))
 }
 
-async fn run_blocking<T: Send + 'static>(
+/// `op` on the blocking pool, holding `permit` until it ends.
+async fn run_blocking<T: Send + 'static, P: Send + 'static>(
+    permit: P,
     op: impl FnOnce() -> Result<T, KmsError> + Send + 'static,
 ) -> Result<T, KmsError> {
-    tokio::task::spawn_blocking(op)
-        .await
-        .map_err(|_| KmsError::Internal("the KMS call failed".into()))?
+    tokio::task::spawn_blocking(move || {
+        let r = op();
+        drop(permit);
+        r
+    })
+    .await
+    .map_err(|_| KmsError::Internal("the KMS call failed".into()))?
 }
 
 impl Kms {
@@ -261,6 +276,7 @@ impl Kms {
             config,
             status: Mutex::new(None),
             unsealed: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
             change: Mutex::new(()),
         })
     }
@@ -297,7 +313,12 @@ impl Kms {
             Ok(id) => Ok(id.clone()),
             Err(e) => Err(e.to_string()),
         };
-        *lock(&self.status) = Some((Instant::now(), cached));
+        // A rotation while the probe ran has made its key id stale: answer
+        // with it this once, but do not keep it.
+        let current = lock(&self.file).write.clone();
+        if r.as_ref().ok() == current.as_ref() || r.is_err() {
+            *lock(&self.status) = Some((Instant::now(), cached));
+        }
         r
     }
 
@@ -310,7 +331,7 @@ impl Kms {
         // that has gone away.
         let ct = self.seal_under(&record, &probe[..], true)?;
         let back = self.open_under(&record, &ct, true)?;
-        if back[..] != probe[..] {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&back[..], &probe[..])) {
             return Err(KmsError::Internal(format!(
                 "KEK {key_id}: the round trip through the backend returned other bytes"
             )));
@@ -324,6 +345,7 @@ impl Kms {
         let key_id = self.ensure_key()?;
         let record = self.record(&key_id)?;
         let ciphertext = self.seal_under(&record, plaintext, false)?;
+        self.note_use(&key_id);
         Ok(Encrypted { ciphertext, key_id, annotations: annotations() })
     }
 
@@ -337,7 +359,9 @@ impl Kms {
         annotations: &BTreeMap<String, Vec<u8>>,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let record = self.check_decrypt(key_id, ciphertext, annotations)?;
-        self.open_under(&record, ciphertext, false)
+        let plaintext = self.open_under(&record, ciphertext, false)?;
+        self.note_use(key_id);
+        Ok(plaintext)
     }
 
     /// The KEK a Decrypt request names, once everything in it checks out.
@@ -401,9 +425,12 @@ impl Kms {
     /// blocks on the way (the IV comes from the pool inline: the DRBG answers
     /// in microseconds unless a reseed waits for a seed block). Everything
     /// else goes to the blocking pool.
-    pub async fn encrypt_async(
+    /// `permit` is held until the work ends (on the sealer thread, or the
+    /// blocking pool), even if the caller stops waiting.
+    pub async fn encrypt_async<P: Send + 'static>(
         self: Arc<Self>,
         plaintext: Zeroizing<Vec<u8>>,
+        permit: P,
     ) -> Result<Encrypted, KmsError> {
         let write = lock(&self.file).write_kek().cloned();
         let (record, label) = match write {
@@ -413,16 +440,18 @@ impl Kms {
                     (r, label)
                 }
                 KekLocation::Sealed { .. } => {
-                    return run_blocking(move || self.encrypt(&plaintext)).await;
+                    return run_blocking(permit, move || self.encrypt(&plaintext)).await;
                 }
             },
-            None => return run_blocking(move || self.encrypt(&plaintext)).await,
+            None => return run_blocking(permit, move || self.encrypt(&plaintext)).await,
         };
         check_plaintext(&plaintext)?;
         let mut iv = [0u8; IV_LEN];
         self.pool.fill(&mut iv)?;
         let a = aad(&record.key_id);
-        let body = self.on_sealer(move |s| s.key_encrypt(&label, &iv, &a, &plaintext)).await?;
+        let body =
+            self.on_sealer(permit, move |s| s.key_encrypt(&label, &iv, &a, &plaintext)).await?;
+        self.note_use(&record.key_id);
         Ok(Encrypted {
             ciphertext: assemble(&iv, &body),
             key_id: record.key_id,
@@ -431,33 +460,41 @@ impl Kms {
     }
 
     /// [`Kms::decrypt`] for async callers, as [`Kms::encrypt_async`].
-    pub async fn decrypt_async(
+    pub async fn decrypt_async<P: Send + 'static>(
         self: Arc<Self>,
         key_id: String,
         ciphertext: Vec<u8>,
         annotations: BTreeMap<String, Vec<u8>>,
+        permit: P,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let record = self.check_decrypt(&key_id, &ciphertext, &annotations)?;
         let KekLocation::Token { label, .. } = &record.kek else {
-            return run_blocking(move || self.open_under(&record, &ciphertext, false)).await;
+            return run_blocking(permit, move || self.decrypt(&key_id, &ciphertext, &annotations))
+                .await;
         };
         let mut iv = [0u8; IV_LEN];
         iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
         let (l, a, body) = (label.clone(), aad(&record.key_id), ciphertext[1 + IV_LEN..].to_vec());
-        match self.on_sealer(move |s| s.key_decrypt(&l, &iv, &a, &body)).await {
-            Ok(secret) => Ok(secret.0),
+        match self.on_sealer(permit, move |s| s.key_decrypt(&l, &iv, &a, &body)).await {
+            Ok(secret) => {
+                self.note_use(&record.key_id);
+                Ok(secret.0)
+            }
             Err(SealError::Integrity) => Err(not_authentic(&record.key_id)),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Queue `op` on the sealer's thread and await it, at most its timeout.
-    async fn on_sealer<T: Send + 'static>(
+    /// `permit` is released when `op` has run, not when this returns.
+    async fn on_sealer<T: Send + 'static, P: Send + 'static>(
         &self,
+        permit: P,
         op: impl FnOnce(&mut dyn qkeyd_drivers::seal::Sealer) -> Result<T, SealError> + Send + 'static,
     ) -> Result<T, SealError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.sealer.submit(op, move |r| {
+            drop(permit);
             let _ = tx.send(r);
         });
         let timeout = self.sealer.timeout();
@@ -475,30 +512,65 @@ impl Kms {
     }
 
     /// Retire `key_id`: it no longer decrypts, and its HSM key is destroyed.
-    pub fn retire(&self, key_id: &str) -> Result<(), KmsError> {
+    /// Refused for the write key, and (unless `force`) for a KEK replaced or
+    /// used within [`RETIRE_GRACE`]: kube-apiserver may still be writing
+    /// under it, and data only it decrypts would be lost.
+    pub fn retire(&self, key_id: &str, force: bool) -> Result<(), KmsError> {
         let _c = lock(&self.change);
         let mut next = lock(&self.file).clone();
         if next.write.as_deref() == Some(key_id) {
             return Err(KmsError::Conflict(format!(
-                "{key_id} is the write key; rotate first, then retire it"
+                "{key_id} is the write key; rotate first, then retire it once every Secret \
+                 has been rewritten under the new key"
             )));
         }
         let Some(pos) = next.keks.iter().position(|k| k.key_id == key_id) else {
             return Err(self.not_found(key_id));
         };
+        if !force {
+            let grace = RETIRE_GRACE.as_secs();
+            let replaced_ago = next.keks[pos].replaced_unix.map(|t| now_unix().saturating_sub(t));
+            if replaced_ago.is_none_or(|ago| ago < grace) {
+                return Err(KmsError::Conflict(format!(
+                    "{key_id} was the write key {}s ago: kube-apiserver may still write under \
+                     it for a few minutes after a rotation; retire it after {grace}s, or force",
+                    replaced_ago.unwrap_or(0)
+                )));
+            }
+            if let Some(at) = lock(&self.used).get(key_id)
+                && at.elapsed() < RETIRE_GRACE
+            {
+                return Err(KmsError::Conflict(format!(
+                    "{key_id} decrypted or encrypted {}s ago: data under it is still being \
+                     read; rewrite it under the new key first, or force",
+                    at.elapsed().as_secs()
+                )));
+            }
+        }
         let record = next.keks.remove(pos);
         next.retired.push(Retired { key_id: key_id.to_owned(), retired_unix: now_unix() });
         self.store.save(&next)?;
         *lock(&self.file) = next;
         lock(&self.unsealed).remove(key_id);
-        if let KekLocation::Token { label, .. } = &record.kek {
-            let l = label.clone();
-            if let Err(e) = self.sealer.call(move |s| s.key_destroy(&l)) {
-                tracing::warn!(key_id, label = %label, error = %e, "retired KEK, but its HSM key could not be destroyed; remove it by hand");
+        let outcome = match &record.kek {
+            KekLocation::Token { label, .. } => {
+                let l = label.clone();
+                self.sealer.call(move |s| s.key_destroy(&l))
             }
+            KekLocation::Sealed { sealed } => {
+                let s = sealed.clone();
+                self.sealer.call(move |x| x.destroy(&s))
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(key_id, error = %e, "retired KEK, but its backend object could not be destroyed; remove it by hand");
         }
-        tracing::info!(key_id, "KMS KEK retired");
+        tracing::info!(key_id, force, "KMS KEK retired");
         Ok(())
+    }
+
+    fn note_use(&self, key_id: &str) {
+        lock(&self.used).insert(key_id.to_owned(), Instant::now());
     }
 
     /// Every KEK, for `GET /v1/kms`.
@@ -571,8 +643,14 @@ impl Kms {
             let sealed = self.sealer.call(move |s| s.seal(&name, &a, &value))?;
             KekLocation::Sealed { sealed }
         };
-        let record = KekRecord { key_id: key_id.clone(), created_unix: now_unix(), kek };
+        let now = now_unix();
+        let record =
+            KekRecord { key_id: key_id.clone(), created_unix: now, replaced_unix: None, kek };
         let mut next = lock(&self.file).clone();
+        let old = next.write.clone();
+        if let Some(prev) = next.keks.iter_mut().find(|k| Some(&k.key_id) == old.as_ref()) {
+            prev.replaced_unix = Some(now);
+        }
         next.keks.push(record.clone());
         next.write = Some(key_id.clone());
         if let Err(e) = self.store.save(&next) {
@@ -594,11 +672,13 @@ impl Kms {
         let KekLocation::Sealed { sealed } = &record.kek else {
             return Err(KmsError::Internal("not a sealed KEK".into()));
         };
-        if !fresh
-            && let Some(c) = lock(&self.unsealed).get(&record.key_id)
-            && c.at.elapsed() < self.config.kek_cache
         {
-            return Ok(c.key.clone());
+            let mut cache = lock(&self.unsealed);
+            // Nothing stays past its time, used or not.
+            cache.retain(|_, c| c.at.elapsed() < self.config.kek_cache);
+            if !fresh && let Some(c) = cache.get(&record.key_id) {
+                return Ok(c.key.clone());
+            }
         }
         let (s, a) = (sealed.clone(), kek_aad(&record.key_id));
         let result = self.sealer.call(move |x| x.unseal(&s, &a));
@@ -614,8 +694,11 @@ impl Kms {
             return Err(KmsError::Internal(format!("KEK {} is not 32 bytes", record.key_id)));
         }
         key.copy_from_slice(&secret.0);
-        lock(&self.unsealed)
-            .insert(record.key_id.clone(), Cached { at: Instant::now(), key: key.clone() });
+        // Not for a KEK retired while it was being unsealed.
+        if !self.config.kek_cache.is_zero() && lock(&self.file).get(&record.key_id).is_some() {
+            lock(&self.unsealed)
+                .insert(record.key_id.clone(), Cached { at: Instant::now(), key: key.clone() });
+        }
         Ok(key)
     }
 

@@ -43,6 +43,9 @@ pub struct KekRecord {
     pub key_id: String,
     /// Creation time, Unix seconds.
     pub created_unix: u64,
+    /// When a rotation made another KEK the write key, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_unix: Option<u64>,
     /// Where it lives.
     pub kek: KekLocation,
 }
@@ -101,10 +104,12 @@ pub enum StoreError {
     },
 }
 
-/// The KEK file in `STATE_DIR/kms/`.
+/// The KEK file in `STATE_DIR/kms/`, locked against a second daemon on the
+/// same state directory for as long as the store is open.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    _lock: fs::File,
 }
 
 impl Store {
@@ -114,7 +119,19 @@ impl Store {
         let dir = state_dir.join("kms");
         let io = |source| StoreError::Io { path: dir.clone(), source };
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
-        let store = Self { dir };
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io { path: lock_path.clone(), source })?;
+        lock.try_lock().map_err(|_| StoreError::Corrupt {
+            path: lock_path.clone(),
+            reason: "another qkeyd holds this state directory's KMS lock".into(),
+        })?;
+        let store = Self { dir, _lock: lock };
         let tmp = store.tmp_path();
         if tmp.exists() {
             fs::remove_file(&tmp).map_err(|source| StoreError::Io { path: tmp.clone(), source })?;
@@ -125,6 +142,16 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => KekFile::default(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
+        for k in &file.keks {
+            if let KekLocation::Token { label, .. } = &k.kek
+                && *label != format!("qkeyd-kms/{}", k.key_id)
+            {
+                return Err(StoreError::Corrupt {
+                    path: store.path(),
+                    reason: format!("KEK {} names the token key {label:?}, not its own", k.key_id),
+                });
+            }
+        }
         Ok((store, file))
     }
 
@@ -189,6 +216,7 @@ mod tests {
                 KekRecord {
                     key_id: "a".into(),
                     created_unix: 1,
+                    replaced_unix: Some(2),
                     kek: KekLocation::Token {
                         backend: "pkcs11".into(),
                         label: "qkeyd-kms/a".into(),
@@ -197,6 +225,7 @@ mod tests {
                 KekRecord {
                     key_id: "b".into(),
                     created_unix: 2,
+                    replaced_unix: None,
                     kek: KekLocation::Sealed {
                         sealed: Sealed {
                             backend: "soft".into(),
@@ -216,6 +245,8 @@ mod tests {
         let (store, empty) = Store::open(dir.path()).unwrap();
         assert_eq!(empty, KekFile::default());
         store.save(&sample()).unwrap();
+        assert!(Store::open(dir.path()).is_err(), "a second open while the first holds the lock");
+        drop(store);
         let (_, back) = Store::open(dir.path()).unwrap();
         assert_eq!(back, sample());
         let path = dir.path().join("kms/keks.json");

@@ -1,8 +1,8 @@
-//! The KMS v2 plugin over its unix socket, with a tonic client: every rule
-//! kube-apiserver applies to a plugin's answers, rotation and retirement, bad
-//! input, restarts, and backends that vanish and come back (soft, SoftHSM2,
-//! swtpm). The Python grpcio client and the real kube-apiserver are in
-//! `kms_python` and `kube`.
+//! The KMS v2 plugin over its unix socket, with a tonic client and a Python
+//! grpcio client: every rule kube-apiserver applies to a plugin's answers,
+//! rotation and retirement, bad input, peer credentials, restarts, and
+//! backends that vanish and come back (soft, SoftHSM2, swtpm). The real
+//! kube-apiserver is in `kube`.
 
 use std::{
     collections::HashMap,
@@ -114,7 +114,12 @@ fn bad_input_is_refused(c: &mut Client) {
     expect(c.decrypt(&good.key_id, &good.ciphertext, &extra), Code::InvalidArgument, "unexpected");
     let e = c.encrypt(&[]).expect_err("empty plaintext");
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = c.encrypt(&[7u8; 1000]).expect_err("plaintext too long for a 1 KiB ciphertext");
+    // The largest plaintext whose ciphertext kube-apiserver still accepts (1 KiB).
+    let max = qkeyd::kms::MAX_PLAINTEXT;
+    let big = c.encrypt(&vec![7u8; max]).expect("the largest plaintext");
+    assert_eq!(big.ciphertext.len(), 1024);
+    assert_eq!(c.decrypt_reply(&big).unwrap(), vec![7u8; max]);
+    let e = c.encrypt(&vec![7u8; max + 1]).expect_err("plaintext too long for a 1 KiB ciphertext");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(c.decrypt_reply(&good).unwrap(), seed(9), "still serving");
 }
@@ -135,15 +140,27 @@ fn rotation_scenario(d: &Daemon, c: &mut Client) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(check_apiserver_rules(c, &seed(2)), k2);
-    assert_eq!(c.encrypt(&seed(12)).unwrap().key_id, k2);
+    let under_k2 = c.encrypt(&seed(12)).unwrap();
+    assert_eq!(under_k2.key_id, k2);
     assert_eq!(c.decrypt_reply(&under_k1).unwrap(), seed(11), "key 1 still decrypts");
+    // A ciphertext presented under the other key id does not authenticate.
+    let e = c.decrypt(&k2, &under_k1.ciphertext, &under_k1.annotations).expect_err("cross-key");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = c.decrypt(&k1, &under_k2.ciphertext, &under_k2.annotations).expect_err("cross-key");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k2}"), None);
     assert_eq!(s, 409, "the write key cannot be retired: {v}");
     let (s, v) = d.keys("GET", "/v1/kms", None);
     assert_eq!(s, 200);
     assert_eq!(v["write_key_id"], k2.as_str());
     assert_eq!(v["keks"].as_array().unwrap().len(), 2, "{v}");
+    // Just replaced, and just used: kube-apiserver may still write under it.
     let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k1}"), None);
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("was the write key"), "{v}");
+    let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k1}?force=maybe"), None);
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.keys("DELETE", &format!("/v1/kms/keks/{k1}?force=true"), None);
     assert_eq!(s, 204, "{v}");
     let e = c.decrypt_reply(&under_k1).expect_err("retired");
     assert_eq!(e.code(), Code::NotFound);
@@ -172,6 +189,7 @@ fn soft_sealer_meets_the_apiserver_rules_rotates_and_survives_restarts() {
     // the socket the dead daemon left behind is taken over.
     let state = d.state.clone();
     drop(c);
+    let first_log = d.log();
     let dir = d.kill();
     let socket2 = dir.path().join("kms.sock");
     assert!(socket2.exists(), "a killed daemon leaves its socket file");
@@ -181,7 +199,19 @@ fn soft_sealer_meets_the_apiserver_rules_rotates_and_survives_restarts() {
     let mut c = Client::connect(socket2.to_str().unwrap());
     assert_eq!(c.status().unwrap().key_id, key);
     assert_eq!(c.decrypt_reply(&kept).unwrap(), seed(20));
-    assert!(!d.log().contains(&hex::encode(seed(20))), "no plaintext in the log");
+    for log in [first_log, d.log()] {
+        assert!(log.contains("KMS v2 plugin listening"), "{log}");
+        for seed in [seed(9), seed(11), seed(20)] {
+            for text in [hex::encode(&seed), format!("{seed:?}"), base64_of(&seed)] {
+                assert!(!log.contains(&text), "a plaintext seed in the log");
+            }
+        }
+    }
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[test]
@@ -229,7 +259,54 @@ fn abstract_socket_and_cli_flag() {
     assert_eq!(code, Some(2), "retiring the write key is refused");
     assert!(err.contains("rotate first"), "{err}");
     let (code, _, err) = run(&["retire", &before]);
+    assert_eq!(code, Some(2), "retiring right after a rotation is refused");
+    assert!(err.contains("was the write key"), "{err}");
+    let (code, _, err) = run(&["retire", "--force", &before]);
     assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["retire", "../../v1/keys"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a key id"), "{err}");
+}
+
+/// A peer whose uid is not allowed gets its connection closed before any
+/// gRPC: the abstract socket has no file permissions to stop it.
+#[test]
+fn a_peer_of_another_uid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("qkeyd-e2e-uid-{}", std::process::id());
+    let state = dir.path().join("state");
+    let d = Daemon::start_with_args(
+        dir,
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n",
+        &state,
+        &["--kms-socket", &format!("@{name}")],
+    );
+    // Send the HTTP/2 preface; a served peer gets the server's SETTINGS back.
+    let probe = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect('\\0{name}')\n\
+         s.settimeout(5)\ntry:\n    s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'+bytes(9))\n    \
+         d=s.recv(64)\nexcept OSError:\n    d=b''\nprint(len(d))"
+    );
+    let run = |as_nobody: bool| {
+        let mut cmd = if as_nobody {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]);
+            c
+        } else {
+            std::process::Command::new("/usr/bin/python3")
+        };
+        let out = cmd.args(["-c", &probe]).output().expect("setpriv and python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap()
+    };
+    assert!(run(false) > 0, "root is served");
+    assert_eq!(run(true), 0, "uid 65534 is not");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.log().contains("uid not allowed") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.log().contains("uid=65534"), "{}", d.log());
 }
 
 fn softhsm_daemon(hsm: &SoftHsm) -> (Daemon, PathBuf) {
@@ -273,7 +350,13 @@ fn softhsm_kek_meets_the_apiserver_rules_and_stays_in_the_token() {
         .find(|o| o.contains(&format!("qkeyd-kms/{key}")))
         .unwrap_or_else(|| panic!("the KEK is a token object:\n{objects}"));
     assert!(entry.contains("AES length 32"), "{entry}");
-    assert!(entry.contains("never extractable") || !entry.contains("extractable,"), "{entry}");
+    let access = entry
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Access:"))
+        .unwrap_or_else(|| panic!("no Access line: {entry}"));
+    let flags: Vec<&str> = access.split(',').map(str::trim).collect();
+    assert!(flags.contains(&"sensitive"), "{access}");
+    assert!(!flags.contains(&"extractable"), "the KEK is not extractable: {access}");
     bad_input_is_refused(&mut c);
     rotation_scenario(&d, &mut c);
     // The retired KEK's token key is destroyed.
@@ -315,8 +398,8 @@ fn softhsm_token_removed_and_back_without_a_restart() {
     assert!(t.elapsed() < Duration::from_secs(3), "Status answered in {:?}", t.elapsed());
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(e.message().contains("no token labelled"), "{}", e.message());
-    assert!(c.encrypt(&seed(16)).is_err());
-    assert!(c.decrypt_reply(&before).is_err());
+    assert_eq!(c.encrypt(&seed(16)).unwrap_err().code(), Code::Unavailable);
+    assert_eq!(c.decrypt_reply(&before).unwrap_err().code(), Code::Unavailable);
     // Back: Status is ok again, same key, old data decrypts, no restart.
     std::fs::remove_dir(hsm.tokens()).unwrap();
     std::fs::rename(&aside, hsm.tokens()).unwrap();
@@ -396,14 +479,15 @@ mod tpm {
         let key = check_apiserver_rules(&mut c, &seed(8));
         let before = c.encrypt(&seed(18)).unwrap();
         tpm.stop();
-        // Past both the Status cache (1 s) and the unsealed-KEK cache (2 s).
+        // Past both the Status cache (1 s) and the unsealed-KEK cache (2 s):
+        // Encrypt and Decrypt fail on their own, before any Status.
         std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(c.encrypt(&seed(19)).unwrap_err().code(), Code::Unavailable);
+        assert_eq!(c.decrypt_reply(&before).unwrap_err().code(), Code::Unavailable);
         let t = Instant::now();
         let e = c.status().expect_err("Status must fail with the TPM gone");
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-        assert!(c.encrypt(&seed(19)).is_err());
-        assert!(c.decrypt_reply(&before).is_err());
         tpm.restart();
         let deadline = Instant::now() + Duration::from_secs(10);
         let s = loop {
