@@ -14,6 +14,7 @@ pub mod api;
 pub mod assess;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod keys_cli;
 pub mod kms;
 pub mod metrics;

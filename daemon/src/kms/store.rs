@@ -9,14 +9,12 @@
 
 use std::{
     fs,
-    io::Write as _,
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
 use qkeyd_drivers::seal::Sealed;
 use serde::{Deserialize, Serialize};
-use sha3::{Digest as _, Sha3_256};
 
 /// Where a KEK lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,44 +163,19 @@ impl Store {
 
     /// Replace the file with `file`, durably.
     pub fn save(&self, file: &KekFile) -> Result<(), StoreError> {
-        let (path, tmp) = (self.path(), self.tmp_path());
-        let io = |p: &Path| {
-            let p = p.to_owned();
-            move |source| StoreError::Io { path: p, source }
-        };
+        let path = self.path();
         let body = serde_json::to_vec(file)
             .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
-        let mut content = body.clone();
-        content.push(b'\n');
-        content.extend_from_slice(hex::encode(Sha3_256::digest(&body)).as_bytes());
-        content.push(b'\n');
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(&content).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+        crate::durable::write(&self.tmp_path(), &path, &body)
+            .map_err(|(path, source)| StoreError::Io { path, source })
     }
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<KekFile, StoreError> {
     let corrupt =
         |reason: &str| StoreError::Corrupt { path: path.to_owned(), reason: reason.into() };
-    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8"))?;
-    let mut lines = text.lines();
-    let (Some(body), Some(digest), None) = (lines.next(), lines.next(), lines.next()) else {
-        return Err(corrupt("not a body line and a digest line"));
-    };
-    if hex::encode(Sha3_256::digest(body.as_bytes())) != digest {
-        return Err(corrupt("its SHA3-256 does not match (changed or truncated)"));
-    }
-    serde_json::from_str(body).map_err(|e| corrupt(&e.to_string()))
+    let body = crate::durable::body(bytes).map_err(corrupt)?;
+    serde_json::from_slice(body).map_err(|e| corrupt(&e.to_string()))
 }
 
 #[cfg(test)]

@@ -16,9 +16,8 @@
 //! must equal the stored one. Tampering is an error, never a wrong key.
 
 use std::{
-    fs,
-    io::{self, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    fs, io,
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
@@ -280,22 +279,8 @@ impl Store {
         }
         let tmp = dir.join(format!("v{}.key.tmp", r.version));
         let body = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut content = body.clone();
-        content.push(b'\n');
-        content.extend_from_slice(hex::encode(Sha3_256::digest(&body)).as_bytes());
-        content.push(b'\n');
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        f.write_all(&content).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&dir)
+        crate::durable::write(&tmp, &path, &body)
+            .map_err(|(path, source)| StoreError::Io { path, source })
     }
 
     /// Move a key out of sight atomically; returns its records so the caller
@@ -319,15 +304,7 @@ impl Store {
 fn read_file(path: &Path) -> Result<VersionRecord, StoreError> {
     let content = fs::read(path).map_err(io_err(path))?;
     let corrupt = |why: &str| StoreError::Corrupt(format!("{}: {why}", path.display()));
-    let mut lines = content.split(|&b| b == b'\n');
-    let (Some(body), Some(sum), Some(rest), None) =
-        (lines.next(), lines.next(), lines.next(), lines.next())
-    else {
-        return Err(corrupt("not a key file"));
-    };
-    if !rest.is_empty() || hex::encode(Sha3_256::digest(body)).as_bytes() != sum {
-        return Err(corrupt("checksum mismatch"));
-    }
+    let body = crate::durable::body(&content).map_err(corrupt)?;
     let r: VersionRecord = serde_json::from_slice(body).map_err(|e| corrupt(&e.to_string()))?;
     if r.format != FORMAT {
         return Err(corrupt(&format!("format {} is not {FORMAT}", r.format)));
