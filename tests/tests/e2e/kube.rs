@@ -95,7 +95,7 @@ impl Cluster {
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
                 .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
                 .arg(format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"))
-                .args(["--log-level=warn", "--unsafe-no-fsync"]),
+                .arg("--log-level=warn"),
             dir.path(),
         );
         let deadline = Instant::now() + Duration::from_secs(30);
