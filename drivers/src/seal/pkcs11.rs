@@ -228,6 +228,33 @@ impl Pkcs11Sealer {
         ];
         Ok(session.find_objects(&template).map_err(map_err)?.into_iter().next())
     }
+
+    /// Destroy every secret key labelled `label` (none is not an error).
+    fn destroy_all(session: &Session, label: &str) -> Result<(), SealError> {
+        while let Some(key) = Self::find_key(session, label)? {
+            session.destroy_object(key).map_err(map_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The attributes of every AES-256 key qkeyd makes in the token: a token
+/// object, private, sensitive, never extractable, for encryption and
+/// decryption. `value` is the key's value (imported) or its length
+/// (generated in the token).
+fn aes_key_template(label: &str, value: Attribute) -> [Attribute; 10] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        value,
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
 }
 
 impl Sealer for Pkcs11Sealer {
@@ -240,21 +267,8 @@ impl Sealer for Pkcs11Sealer {
         self.with_session(|session| {
             // A leftover key of the same name (a crash between key creation
             // and the record reaching disk) is replaced.
-            if let Some(old) = Self::find_key(session, &label)? {
-                session.destroy_object(old).map_err(map_err)?;
-            }
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ];
+            Self::destroy_all(session, &label)?;
+            let template = aes_key_template(&label, Attribute::ValueLen(32.into()));
             let key = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(map_err)?;
             let mut iv = IV;
             let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
@@ -296,12 +310,7 @@ impl Sealer for Pkcs11Sealer {
 
     fn destroy(&mut self, sealed: &Sealed) -> Result<(), SealError> {
         let Some(label) = sealed.object.clone() else { return Ok(()) };
-        self.with_session(|session| {
-            while let Some(key) = Self::find_key(session, &label)? {
-                session.destroy_object(key).map_err(map_err)?;
-            }
-            Ok(())
-        })
+        self.with_session(|session| Self::destroy_all(session, &label))
     }
 
     fn check(&mut self) -> Result<(), SealError> {
@@ -323,21 +332,8 @@ impl Sealer for Pkcs11Sealer {
         let label = name.to_owned();
         let value = Zeroizing::new(value.to_vec());
         self.with_session(|session| {
-            while let Some(old) = Self::find_key(session, &label)? {
-                session.destroy_object(old).map_err(map_err)?;
-            }
-            let mut template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Value(value.to_vec()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ];
+            Self::destroy_all(session, &label)?;
+            let mut template = aes_key_template(&label, Attribute::Value(value.to_vec()));
             let created = session.create_object(&template).map(|_| ()).map_err(map_err);
             for a in &mut template {
                 if let Attribute::Value(v) = a {
@@ -397,11 +393,6 @@ impl Sealer for Pkcs11Sealer {
     fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
         self.handles.remove(name);
         let label = name.to_owned();
-        self.with_session(|session| {
-            while let Some(key) = Self::find_key(session, &label)? {
-                session.destroy_object(key).map_err(map_err)?;
-            }
-            Ok(())
-        })
+        self.with_session(|session| Self::destroy_all(session, &label))
     }
 }
