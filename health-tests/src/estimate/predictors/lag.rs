@@ -166,19 +166,7 @@ mod tests {
     fn bit_sliced_lag_matches_the_scalar_rule() {
         let mut x = 5u64;
         for (len, bias) in [(3usize, 0u64), (200, 0), (20_000, 0), (20_000, 3), (20_000, 60)] {
-            let d: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Some streams periodic, to make long lags win.
-                    if bias > 0 && !x.is_multiple_of(4) {
-                        ((i as u64 / bias) % 2) as u8
-                    } else {
-                        (x >> 63) as u8
-                    }
-                })
-                .collect();
+            let d = super::super::test_stream(len, 2, bias, 4, &mut x);
             let s = lag_binary(&d);
             assert_eq!((s.c, s.max_run), lag_scalar(&d), "len {len} bias {bias}");
         }
@@ -197,19 +185,7 @@ mod tests {
             (20_000, 256, 130),
             (20_000, 200, 1),
         ] {
-            let d: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Some streams periodic, to make long lags win.
-                    if period > 0 && !x.is_multiple_of(4) {
-                        ((i as u64 / period) % k) as u8
-                    } else {
-                        ((x >> 32) % k) as u8
-                    }
-                })
-                .collect();
+            let d = super::super::test_stream(len, k, period, 4, &mut x);
             let s = lag_symbols(&d, k as usize);
             assert_eq!((s.c, s.max_run), lag_scalar(&d), "len {len} k {k} period {period}");
         }

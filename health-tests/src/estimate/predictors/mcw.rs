@@ -121,18 +121,7 @@ mod tests {
         let mut x = 7u64;
         for (len, period) in [(4096usize, 0u64), (5000, 0), (60_000, 0), (60_000, 5), (60_000, 700)]
         {
-            let d: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if period > 0 && !x.is_multiple_of(3) {
-                        ((i as u64 / period) % 2) as u8
-                    } else {
-                        (x >> 63) as u8
-                    }
-                })
-                .collect();
+            let d = super::super::test_stream(len, 2, period, 3, &mut x);
             let (a, b) = (mcw_binary(&d), mcw_general(&d, 2));
             assert_eq!((a.c, a.max_run), (b.c, b.max_run), "len {len} period {period}");
         }

@@ -256,18 +256,7 @@ mod tests {
             (300_000, 7),
             (50_000, 1),
         ] {
-            let d: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if period > 0 && !x.is_multiple_of(5) {
-                        ((i as u64 / period) % 2) as u8
-                    } else {
-                        (x >> 63) as u8
-                    }
-                })
-                .collect();
+            let d = super::super::test_stream(len, 2, period, 5, &mut x);
             let (a, b) = (multi_mmc_binary(&d), multi_mmc_binary_sequential(&d));
             assert_eq!((a.c, a.max_run), (b.c, b.max_run), "len {len} period {period}");
         }

@@ -211,3 +211,25 @@ fn suffix(hist: u128, len: usize) -> u128 {
 fn key(ctx: &[u8]) -> u128 {
     ctx.iter().fold(0u128, |a, &b| (a << 8) | u128::from(b))
 }
+
+/// A test stream for the fast paths: `len` symbols of 0..k from a xorshift
+/// generator whose state is `x`; with `period > 0`, all but one sample in
+/// `mix` follow a square wave instead (`i / period mod k`), so that long
+/// lags, contexts and windows win.
+#[cfg(test)]
+fn test_stream(len: usize, k: u64, period: u64, mix: u64, x: &mut u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            if period > 0 && !x.is_multiple_of(mix) {
+                ((i as u64 / period) % k) as u8
+            } else if k == 2 {
+                (*x >> 63) as u8
+            } else {
+                ((*x >> 32) % k) as u8
+            }
+        })
+        .collect()
+}
