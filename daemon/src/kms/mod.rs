@@ -469,8 +469,13 @@ impl Kms {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let record = self.check_decrypt(&key_id, &ciphertext, &annotations)?;
         let KekLocation::Token { label, .. } = &record.kek else {
-            return run_blocking(permit, move || self.decrypt(&key_id, &ciphertext, &annotations))
-                .await;
+            // Checked already: straight to the sealed KEK.
+            return run_blocking(permit, move || {
+                let plaintext = self.open_under(&record, &ciphertext, false)?;
+                self.note_use(&record.key_id);
+                Ok(plaintext)
+            })
+            .await;
         };
         let mut iv = [0u8; IV_LEN];
         iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
