@@ -214,10 +214,9 @@ fn base64_of(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-#[test]
-fn abstract_socket_and_cli_flag() {
+/// A daemon with the plugin turned on by `--kms-socket @name` alone.
+fn start_abstract(name: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let name = format!("qkeyd-e2e-{}", std::process::id());
     let state = dir.path().join("state");
     let d = Daemon::start_with_args(
         dir,
@@ -225,11 +224,15 @@ fn abstract_socket_and_cli_flag() {
         &state,
         &["--kms-socket", &format!("@{name}")],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !d.log().contains("KMS v2 plugin listening") {
-        assert!(Instant::now() < deadline, "{}", d.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Logged before "listening on http://", which start_with_args waits for.
+    assert!(d.log().contains("KMS v2 plugin listening"), "{}", d.log());
+    d
+}
+
+#[test]
+fn abstract_socket_and_cli_flag() {
+    let name = format!("qkeyd-e2e-{}", std::process::id());
+    let d = start_abstract(&name);
     let mut c = Client::connect(&format!("@{name}"));
     check_apiserver_rules(&mut c, &seed(3));
     // The CLI manages the same KEKs.
@@ -272,15 +275,8 @@ fn abstract_socket_and_cli_flag() {
 /// gRPC: the abstract socket has no file permissions to stop it.
 #[test]
 fn a_peer_of_another_uid_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
     let name = format!("qkeyd-e2e-uid-{}", std::process::id());
-    let state = dir.path().join("state");
-    let d = Daemon::start_with_args(
-        dir,
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n",
-        &state,
-        &["--kms-socket", &format!("@{name}")],
-    );
+    let d = start_abstract(&name);
     // Send the HTTP/2 preface; a served peer gets the server's SETTINGS back.
     let probe = format!(
         "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect('\\0{name}')\n\
