@@ -426,21 +426,20 @@ pub struct Swtpm {
     ctrl: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 impl Swtpm {
     /// Start a fresh TPM.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        // The swtpm TCTI expects the control channel on the next port.
+        // The swtpm TCTI expects the control channel on the next port. The
+        // pair comes from below the kernel's ephemeral range (32768 and up on
+        // Linux), so that while this TPM is stopped no port the OS hands out
+        // (a daemon's listener on :0, an outgoing connection) can take it.
         let port = loop {
-            let p = free_port();
-            if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            let mut r = [0u8; 2];
+            getrandom::fill(&mut r).expect("getrandom");
+            let p = 20_000 + u16::from_le_bytes(r) % 12_000;
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if free(p) && free(p + 1) {
                 break p;
             }
         };
