@@ -35,6 +35,10 @@ pub enum Command {
         /// @name for an abstract socket); overrides `[kms] socket`.
         #[arg(long, value_name = "PATH")]
         kms_socket: Option<String>,
+        /// Serve the PKCS#11 module (libqkeyd_pkcs11.so) on this unix socket
+        /// (a path, or @name); overrides `[pkcs11] socket`.
+        #[arg(long, value_name = "PATH")]
+        pkcs11_socket: Option<String>,
     },
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.

@@ -36,6 +36,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// The Kubernetes KMS v2 plugin (on when it has a socket).
     pub kms: KmsSettings,
+    /// The PKCS#11 module's daemon socket (on when it has a socket).
+    pub pkcs11: crate::p11::P11Settings,
     /// Options that weaken security.
     pub danger: Danger,
 }
@@ -45,7 +47,7 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct KmsSettings {
     /// Where it listens; `None`: the plugin is off.
-    pub socket: Option<crate::kms::grpc::SocketSpec>,
+    pub socket: Option<crate::unix_socket::SocketSpec>,
     /// The mode of a socket file.
     pub mode: u32,
     /// Besides root and qkeyd's own user, the uids that may connect (checked
@@ -58,12 +60,22 @@ pub struct KmsSettings {
 /// The socket mode when `[kms] socket_mode` is not given.
 pub const DEFAULT_KMS_SOCKET_MODE: u32 = 0o600;
 
+impl crate::p11::P11Settings {
+    /// Serve the module's socket on `socket` (what `--pkcs11-socket` does).
+    pub fn set_socket(&mut self, socket: &str) -> anyhow::Result<()> {
+        self.socket = Some(
+            crate::unix_socket::SocketSpec::parse(socket, self.mode).map_err(anyhow::Error::msg)?,
+        );
+        Ok(())
+    }
+}
+
 impl KmsSettings {
     /// Serve the plugin on `socket` (what `--kms-socket` does); every other
     /// `[kms]` setting stays.
     pub fn set_socket(&mut self, socket: &str) -> anyhow::Result<()> {
         self.socket = Some(
-            crate::kms::grpc::SocketSpec::parse(socket, self.mode).map_err(anyhow::Error::msg)?,
+            crate::unix_socket::SocketSpec::parse(socket, self.mode).map_err(anyhow::Error::msg)?,
         );
         Ok(())
     }
@@ -232,6 +244,8 @@ struct RawConfig {
     #[serde(default)]
     kms: RawKms,
     #[serde(default)]
+    pkcs11: RawP11,
+    #[serde(default)]
     danger: RawDanger,
 }
 
@@ -259,16 +273,7 @@ impl Default for RawKms {
 
 impl RawKms {
     fn check(self) -> anyhow::Result<KmsSettings> {
-        let mode = u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .with_context(|| {
-                format!(
-                    "kms.socket_mode {:?} is not an octal mode such as \"0600\"",
-                    self.socket_mode
-                )
-            })?;
-        ensure!(mode & 0o600 == 0o600, "kms.socket_mode {mode:o}: the owner needs read and write");
+        let mode = socket_mode("kms.socket_mode", &self.socket_mode)?;
         ensure!(
             self.status_cache_ms <= 60_000,
             "kms.status_cache_ms must be at most 60000 (kube-apiserver polls Status every minute)"
@@ -276,7 +281,7 @@ impl RawKms {
         ensure!(self.kek_cache_ms <= 3_600_000, "kms.kek_cache_ms must be at most 3600000");
         let socket = self
             .socket
-            .map(|s| crate::kms::grpc::SocketSpec::parse(&s, mode).map_err(anyhow::Error::msg))
+            .map(|s| crate::unix_socket::SocketSpec::parse(&s, mode).map_err(anyhow::Error::msg))
             .transpose()
             .context("kms.socket")?;
         Ok(KmsSettings {
@@ -287,6 +292,75 @@ impl RawKms {
                 status_cache: Duration::from_millis(self.status_cache_ms),
                 kek_cache: Duration::from_millis(self.kek_cache_ms),
             },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawP11 {
+    socket: Option<String>,
+    socket_mode: String,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    key_cache_ms: u64,
+    max_connections: usize,
+}
+
+impl Default for RawP11 {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_mode: format!("{:o}", crate::p11::DEFAULT_SOCKET_MODE),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            pin_file: None,
+            pin_env: None,
+            key_cache_ms: 2000,
+            max_connections: 256,
+        }
+    }
+}
+
+/// Parse an octal socket mode the owner can use.
+fn socket_mode(what: &str, mode: &str) -> anyhow::Result<u32> {
+    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .with_context(|| format!("{what} {mode:?} is not an octal mode such as \"0600\""))?;
+    ensure!(m & 0o600 == 0o600, "{what} {m:o}: the owner needs read and write");
+    Ok(m)
+}
+
+impl RawP11 {
+    fn check(self) -> anyhow::Result<crate::p11::P11Settings> {
+        let mode = socket_mode("pkcs11.socket_mode", &self.socket_mode)?;
+        ensure!(self.key_cache_ms <= 3_600_000, "pkcs11.key_cache_ms must be at most 3600000");
+        ensure!(
+            (1..=4096).contains(&self.max_connections),
+            "pkcs11.max_connections must be 1..=4096"
+        );
+        let pin = match (self.pin_file, self.pin_env) {
+            (Some(f), None) => Some(PinSource::File(f)),
+            (None, Some(v)) => Some(PinSource::Env(v)),
+            (None, None) => None,
+            _ => bail!("[pkcs11] takes at most one of pin_file and pin_env"),
+        };
+        let socket = self
+            .socket
+            .map(|s| crate::unix_socket::SocketSpec::parse(&s, mode).map_err(anyhow::Error::msg))
+            .transpose()
+            .context("pkcs11.socket")?;
+        Ok(crate::p11::P11Settings {
+            socket,
+            mode,
+            allowed_uids: self.allowed_uids,
+            allowed_gids: self.allowed_gids,
+            pin,
+            key_cache: Duration::from_millis(self.key_cache_ms),
+            max_connections: self.max_connections,
         })
     }
 }
@@ -574,6 +648,7 @@ impl RawConfig {
         }
         let keys = self.keys.check()?;
         let kms = self.kms.check()?;
+        let pkcs11 = self.pkcs11.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -593,6 +668,7 @@ impl RawConfig {
             max_request_bytes: p.max_request_bytes,
             keys,
             kms,
+            pkcs11,
             sources,
             danger,
         })

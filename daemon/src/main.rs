@@ -78,7 +78,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, listen, state_dir, kms_socket } => {
+        Command::Serve { config, listen, state_dir, kms_socket, pkcs11_socket } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Config::embedded(),
@@ -102,6 +102,12 @@ fn main() -> ExitCode {
                     eprintln!("qkeyd: --kms-socket: {e:#}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
+            }
+            if let Some(socket) = pkcs11_socket
+                && let Err(e) = config.pkcs11.set_socket(&socket)
+            {
+                eprintln!("qkeyd: --pkcs11-socket: {e:#}");
+                return ExitCode::from(EXIT_CONFIG);
             }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,

@@ -24,7 +24,7 @@ use crate::{
     kms,
     metrics::Metrics,
     pool::{self, Pool, SourceStatus},
-    sources,
+    sources, unix_socket,
     vault::{self, Vault},
 };
 
@@ -33,7 +33,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Run the daemon.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let vectors = pool::kat::run_all().context("refusing to start")?;
+    let vectors = qkeyd_drbg::kat::run_all().context("refusing to start")?;
     tracing::info!(vectors, "CTR_DRBG known-answer tests passed");
     if config.danger.os_fallback {
         tracing::warn!(
@@ -61,6 +61,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keys = open_vault(&config.keys, &dir, sealer.clone(), &pool)?;
     let kms = match &config.kms.socket {
         Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
+        None => None,
+    };
+    let p11 = match &config.pkcs11.socket {
+        Some(socket) => Some(start_p11(&config.pkcs11, socket, &dir, &keys, &pool)?),
         None => None,
     };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
@@ -93,6 +97,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             });
         (tokio::spawn(server), k.socket)
     });
+    let p11 = p11.map(|(server, listener, socket)| {
+        (tokio::spawn(server.serve(listener, stop_rx.clone())), socket)
+    });
     let mut stop = stop_rx;
     let http = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
         let _ = stop.changed().await;
@@ -103,7 +110,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     http.await.context("HTTP server")?.context("HTTP server")?;
     if let Some((task, socket)) = grpc {
         task.await.context("KMS server")?.context("KMS server")?;
-        if let kms::grpc::SocketSpec::Path { path, .. } = &socket {
+        if let unix_socket::SocketSpec::Path { path, .. } = &socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    if let Some((task, socket)) = p11 {
+        // Connection threads end with their clients; only the listener stops here.
+        task.await.context("PKCS#11 server")?;
+        if let unix_socket::SocketSpec::Path { path, .. } = &socket {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -111,12 +125,80 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The PKCS#11 module's server, its bound socket, and where that is.
+type P11Running = (Arc<crate::p11::Server>, tokio::net::UnixListener, unix_socket::SocketSpec);
+
+/// Resolve the token PIN (generating `STATE_DIR/pkcs11-pin` if none is
+/// configured) and bind the PKCS#11 module's socket.
+fn start_p11(
+    settings: &crate::p11::P11Settings,
+    socket: &unix_socket::SocketSpec,
+    dir: &std::path::Path,
+    keys: &KeysState,
+    pool: &Arc<Pool>,
+) -> anyhow::Result<P11Running> {
+    use sha3::Digest as _;
+    let pin = match &settings.pin {
+        Some(source) => source.read().context("the PKCS#11 token PIN")?,
+        None => secret_file(&dir.join("pkcs11-pin"), 12).context("the PKCS#11 token PIN")?,
+    };
+    anyhow::ensure!(
+        (4..=qkeyd_p11_proto::MAX_PIN).contains(&pin.len()),
+        "the PKCS#11 token PIN must be 4..={} bytes",
+        qkeyd_p11_proto::MAX_PIN
+    );
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let digest = sha3::Sha3_256::digest(canonical.as_os_str().as_encoded_bytes());
+    let serial = hex::encode(&digest[..8]);
+    let own = unix_socket::own_uid().context("reading qkeyd's own uid")?;
+    let mut uids = vec![0, own];
+    uids.extend(&settings.allowed_uids);
+    uids.sort_unstable();
+    uids.dedup();
+    let listener = unix_socket::bind(socket).with_context(|| {
+        format!("cannot listen for the PKCS#11 module on {}", socket.endpoint())
+    })?;
+    tracing::info!(
+        endpoint = %socket.endpoint(), serial, uids = ?uids, gids = ?settings.allowed_gids,
+        "PKCS#11 module socket listening"
+    );
+    let server =
+        crate::p11::Server::new(keys.vault.clone(), pool.clone(), pin, serial, settings, uids);
+    Ok((Arc::new(server), listener, socket.clone()))
+}
+
+/// Read a secret from `path`, or create it (0600) with `len` random bytes, hex.
+fn secret_file(path: &std::path::Path, len: usize) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(zeroize::Zeroizing::new(t.trim_end_matches(['\n', '\r']).to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An access credential, not key material: the OS generator will do.
+            let mut raw = zeroize::Zeroizing::new(vec![0u8; len]);
+            getrandom::fill(&mut raw[..]).context("generating a secret")?;
+            let t = zeroize::Zeroizing::new(hex::encode(&raw[..]));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(format!("{}\n", &*t).as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(file = %path.display(), "generated the PKCS#11 token PIN");
+            Ok(t)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// The KMS plugin, ready to serve.
 struct KmsRunning {
     kms: Arc<kms::Kms>,
     service: kms::grpc::Service,
     listener: tokio::net::UnixListener,
-    socket: kms::grpc::SocketSpec,
+    socket: unix_socket::SocketSpec,
     allowed_uids: Vec<u32>,
 }
 
@@ -124,7 +206,7 @@ struct KmsRunning {
 /// none, and bind its socket.
 fn start_kms(
     settings: &crate::config::KmsSettings,
-    socket: &kms::grpc::SocketSpec,
+    socket: &unix_socket::SocketSpec,
     dir: &std::path::Path,
     sealer: SealerWorker,
     pool: &Arc<Pool>,
@@ -139,9 +221,9 @@ fn start_kms(
         Ok(key_id) => tracing::info!(key_id, backend = k.backend(), "KMS write key"),
         Err(e) => tracing::error!(error = %e, "KMS plugin has no write key yet"),
     }
-    let listener = kms::grpc::bind(socket)
+    let listener = unix_socket::bind(socket)
         .with_context(|| format!("cannot listen for the KMS plugin on {}", socket.endpoint()))?;
-    let own = kms::grpc::own_uid().context("reading qkeyd's own uid")?;
+    let own = unix_socket::own_uid().context("reading qkeyd's own uid")?;
     let mut allowed_uids = vec![0, own];
     allowed_uids.extend(&settings.allowed_uids);
     allowed_uids.sort_unstable();

@@ -11,7 +11,7 @@ use std::{fmt, ops::RangeInclusive};
 use sha3::{Digest, Sha3_384};
 use zeroize::Zeroizing;
 
-use super::drbg::SEED_LEN;
+use qkeyd_drbg::SEED_LEN;
 
 /// Claimed min-entropy a block's input must carry: n_out + 64 bits.
 pub const INPUT_ENTROPY_BITS: f64 = (SEED_LEN * 8 + 64) as f64;

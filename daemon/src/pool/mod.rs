@@ -13,8 +13,7 @@
 //! This module does no I/O of its own: the fallback is a function it is given.
 
 mod conditioner;
-pub mod drbg;
-pub mod kat;
+pub use qkeyd_drbg as drbg;
 mod status;
 
 use std::{
@@ -27,7 +26,7 @@ use std::{
 };
 
 pub use conditioner::{Conditioner, INPUT_ENTROPY_BITS, Provenance, SeedBlock};
-use drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
+use qkeyd_drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
 pub use status::{AssessmentSnapshot, SourceSnapshot, SourceState, SourceStatus};
 use zeroize::Zeroizing;
 

@@ -212,6 +212,40 @@ impl PrivateKey {
         }, unreachable!("every algorithm is ML-KEM or ML-DSA")))
     }
 
+    /// The expanded key, for many operations.
+    pub fn expand(&self) -> ExpandedKey {
+        let kem_seed =
+            || ml_kem::Seed::try_from(&self.seed[..]).expect("length checked at construction");
+        let dsa_seed =
+            || ml_dsa::Seed::try_from(&self.seed[..]).expect("length checked at construction");
+        match self.alg {
+            Algorithm::MlKem512 => {
+                ExpandedKey::MlKem512(Box::new(ml_kem::DecapsulationKey::<MlKem512>::from_seed(
+                    kem_seed(),
+                )))
+            }
+            Algorithm::MlKem768 => {
+                ExpandedKey::MlKem768(Box::new(ml_kem::DecapsulationKey::<MlKem768>::from_seed(
+                    kem_seed(),
+                )))
+            }
+            Algorithm::MlKem1024 => {
+                ExpandedKey::MlKem1024(Box::new(ml_kem::DecapsulationKey::<MlKem1024>::from_seed(
+                    kem_seed(),
+                )))
+            }
+            Algorithm::MlDsa44 => ExpandedKey::MlDsa44(Box::new(
+                ml_dsa::SigningKey::<MlDsa44>::from_seed(&dsa_seed()),
+            )),
+            Algorithm::MlDsa65 => ExpandedKey::MlDsa65(Box::new(
+                ml_dsa::SigningKey::<MlDsa65>::from_seed(&dsa_seed()),
+            )),
+            Algorithm::MlDsa87 => ExpandedKey::MlDsa87(Box::new(
+                ml_dsa::SigningKey::<MlDsa87>::from_seed(&dsa_seed()),
+            )),
+        }
+    }
+
     /// ML-DSA.Sign (FIPS 204 Algorithm 2, hedged): `rnd` is 32 fresh random bytes.
     pub fn sign(&self, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Result<Vec<u8>, AlgError> {
         let ctx_len = u8::try_from(ctx.len()).map_err(|_| AlgError::Context(ctx.len()))?;
@@ -234,6 +268,80 @@ impl PrivateKey {
             let k = dk.decapsulate_slice(ct).map_err(|_| length("ciphertext", self.alg, want, ct.len()))?;
             Ok(Zeroizing::new(k.into()))
         }, Err(wrong("decapsulate", "ML-KEM", self.alg)))
+    }
+}
+
+/// A private key expanded once from its seed, for repeated use (a PKCS#11
+/// session's signing key). The crates zeroize the expanded forms on drop;
+/// `Debug` shows the algorithm only.
+pub enum ExpandedKey {
+    /// ML-KEM-512.
+    MlKem512(Box<ml_kem::DecapsulationKey<MlKem512>>),
+    /// ML-KEM-768.
+    MlKem768(Box<ml_kem::DecapsulationKey<MlKem768>>),
+    /// ML-KEM-1024.
+    MlKem1024(Box<ml_kem::DecapsulationKey<MlKem1024>>),
+    /// ML-DSA-44.
+    MlDsa44(Box<ml_dsa::SigningKey<MlDsa44>>),
+    /// ML-DSA-65.
+    MlDsa65(Box<ml_dsa::SigningKey<MlDsa65>>),
+    /// ML-DSA-87.
+    MlDsa87(Box<ml_dsa::SigningKey<MlDsa87>>),
+}
+
+impl fmt::Debug for ExpandedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpandedKey").field("alg", &self.alg()).finish_non_exhaustive()
+    }
+}
+
+/// Sign M' = 0 ‖ |ctx| ‖ ctx ‖ M (pure ML-DSA, FIPS 204 §5.2) with an expanded key.
+fn sign_with<P: ml_dsa::MlDsaParams>(
+    sk: &ml_dsa::SigningKey<P>,
+    msg: &[u8],
+    ctx: &[u8],
+    rnd: &[u8; 32],
+) -> Result<Vec<u8>, AlgError> {
+    let ctx_len = u8::try_from(ctx.len()).map_err(|_| AlgError::Context(ctx.len()))?;
+    let sig = sk.expanded_key().sign_internal(&[&[0, ctx_len], ctx, msg], &(*rnd).into());
+    Ok(sig.encode().to_vec())
+}
+
+impl ExpandedKey {
+    /// The algorithm.
+    pub fn alg(&self) -> Algorithm {
+        match self {
+            Self::MlKem512(_) => Algorithm::MlKem512,
+            Self::MlKem768(_) => Algorithm::MlKem768,
+            Self::MlKem1024(_) => Algorithm::MlKem1024,
+            Self::MlDsa44(_) => Algorithm::MlDsa44,
+            Self::MlDsa65(_) => Algorithm::MlDsa65,
+            Self::MlDsa87(_) => Algorithm::MlDsa87,
+        }
+    }
+
+    /// ML-DSA.Sign, as [`PrivateKey::sign`]; `rnd` all zero is the
+    /// deterministic variant.
+    pub fn sign(&self, msg: &[u8], ctx: &[u8], rnd: &[u8; 32]) -> Result<Vec<u8>, AlgError> {
+        match self {
+            Self::MlDsa44(k) => sign_with(k, msg, ctx, rnd),
+            Self::MlDsa65(k) => sign_with(k, msg, ctx, rnd),
+            Self::MlDsa87(k) => sign_with(k, msg, ctx, rnd),
+            _ => Err(wrong("sign", "ML-DSA", self.alg())),
+        }
+    }
+
+    /// ML-KEM.Decaps, as [`PrivateKey::decapsulate`].
+    pub fn decapsulate(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, AlgError> {
+        let alg = self.alg();
+        let bad = |_| length("ciphertext", alg, ciphertext_len(alg), ct.len());
+        let k = match self {
+            Self::MlKem512(k) => k.decapsulate_slice(ct).map_err(bad)?,
+            Self::MlKem768(k) => k.decapsulate_slice(ct).map_err(bad)?,
+            Self::MlKem1024(k) => k.decapsulate_slice(ct).map_err(bad)?,
+            _ => return Err(wrong("decapsulate", "ML-KEM", alg)),
+        };
+        Ok(Zeroizing::new(k.into()))
     }
 }
 
@@ -352,7 +460,21 @@ mod tests {
                     Err(AlgError::Length { .. })
                 ));
             }
+            let x = key.expand();
+            assert_eq!(x.alg(), a);
+            if a.is_kem() {
+                let (ct, k) = encapsulate(a, &pk, &[3; 32]).unwrap();
+                assert_eq!(x.decapsulate(&ct).unwrap()[..], k[..]);
+                assert_eq!(x.decapsulate(&ct).unwrap()[..], key.decapsulate(&ct).unwrap()[..]);
+            } else {
+                // The same rnd gives the same signature either way.
+                assert_eq!(
+                    x.sign(b"m", b"c", &[5; 32]).unwrap(),
+                    key.sign(b"m", b"c", &[5; 32]).unwrap()
+                );
+            }
             assert!(!format!("{key:?}").contains("seed"));
+            assert!(!format!("{x:?}").contains("seed"));
         }
         assert!(matches!(
             PrivateKey::from_seed(Algorithm::MlKem768, &[0; 32]),

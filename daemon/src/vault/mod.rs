@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use crate::pool::{Pool, PoolError, Serving};
 
-pub use alg::{AlgError, Algorithm, PrivateKey};
+pub use alg::{AlgError, Algorithm, ExpandedKey, PrivateKey};
 use audit::Audit;
 use store::{Store, StoreError, VersionRecord};
 
@@ -110,6 +110,21 @@ pub struct Encapsulated {
     pub ciphertext: Vec<u8>,
     /// The shared secret (for the caller, who is the sender).
     pub shared_secret: Zeroizing<[u8; 32]>,
+}
+
+/// A version unsealed and expanded for repeated private operations (a PKCS#11
+/// connection keeps one for a short while). Every use still goes through the
+/// vault, which checks the key still exists and audits it.
+#[derive(Debug)]
+pub struct OpenKey {
+    /// Key id.
+    pub id: String,
+    /// Version.
+    pub version: u32,
+    /// Algorithm.
+    pub alg: Algorithm,
+    fingerprint: String,
+    key: ExpandedKey,
 }
 
 /// The vault.
@@ -337,6 +352,57 @@ impl Vault {
         let sig = key.sign(msg, ctx, &*self.random::<32>()?)?;
         self.audit.log("sign", id, r.version, Some(r.alg), &r.fingerprint, "ok");
         Ok((r.version, sig))
+    }
+
+    /// Unseal a version (the current one if `version` is `None`) for
+    /// [`Vault::sign_open`] and [`Vault::decapsulate_open`].
+    pub fn open_key(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
+        let r = self.record(id, version)?;
+        let key = self.private(&r)?.expand();
+        Ok(OpenKey {
+            id: id.to_owned(),
+            version: r.version,
+            alg: r.alg,
+            fingerprint: r.fingerprint,
+            key,
+        })
+    }
+
+    /// Refuse an open key whose version was destroyed since it was opened.
+    fn still_there(&self, k: &OpenKey) -> Result<(), VaultError> {
+        if self.store.versions(&k.id)?.contains(&k.version) {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound(format!("no such key: {} v{}", k.id, k.version)))
+        }
+    }
+
+    /// Sign with an open key: hedged with fresh pool randomness, or with
+    /// rnd = 0 (FIPS 204's deterministic variant) if `deterministic`.
+    pub fn sign_open(
+        &self,
+        k: &OpenKey,
+        msg: &[u8],
+        ctx: &[u8],
+        deterministic: bool,
+    ) -> Result<Vec<u8>, VaultError> {
+        self.still_there(k)?;
+        let rnd = if deterministic { Zeroizing::new([0; 32]) } else { self.random::<32>()? };
+        let sig = k.key.sign(msg, ctx, &rnd)?;
+        self.audit.log("sign", &k.id, k.version, Some(k.alg), &k.fingerprint, "ok");
+        Ok(sig)
+    }
+
+    /// Decapsulate with an open key.
+    pub fn decapsulate_open(
+        &self,
+        k: &OpenKey,
+        ct: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        self.still_there(k)?;
+        let secret = k.key.decapsulate(ct)?;
+        self.audit.log("decapsulate", &k.id, k.version, Some(k.alg), &k.fingerprint, "ok");
+        Ok(secret)
     }
 
     /// Verify against the current (or given) version.

@@ -2,15 +2,15 @@
 //!
 //! The vectors are the `[AES-256 no df]` sections of CAVP's `CTR_DRBG.rsp`
 //! (prediction resistance off, on, and no reseed), kept verbatim as files under
-//! `daemon/tests/data/cavp/` (see the README there) and compiled in.
+//! `daemon/drbg/cavp/` (see the README there) and compiled in.
 
 use zeroize::Zeroizing;
 
-use super::drbg::{CtrDrbg, SEED_LEN};
+use crate::{CtrDrbg, SEED_LEN};
 
-const PR_FALSE: &str = include_str!("../../tests/data/cavp/CTR_DRBG_AES256_nodf_pr_false.rsp");
-const PR_TRUE: &str = include_str!("../../tests/data/cavp/CTR_DRBG_AES256_nodf_pr_true.rsp");
-const NO_RESEED: &str = include_str!("../../tests/data/cavp/CTR_DRBG_AES256_nodf_no_reseed.rsp");
+const PR_FALSE: &str = include_str!("../cavp/CTR_DRBG_AES256_nodf_pr_false.rsp");
+const PR_TRUE: &str = include_str!("../cavp/CTR_DRBG_AES256_nodf_pr_true.rsp");
+const NO_RESEED: &str = include_str!("../cavp/CTR_DRBG_AES256_nodf_no_reseed.rsp");
 
 /// A known-answer test did not give the known answer, or a vector file is
 /// malformed. Either way the DRBG must not be used.

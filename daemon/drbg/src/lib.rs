@@ -1,7 +1,13 @@
-//! CTR_DRBG with AES-256 and no derivation function (SP 800-90A §10.2.1).
+//! CTR_DRBG with AES-256 and no derivation function (SP 800-90A §10.2.1),
+//! shared by the daemon's pool and the PKCS#11 module's per-process DRBG, and
+//! its known-answer tests against NIST CAVP vectors ([`kat`]).
 //!
 //! No derivation function means every entropy input must be full entropy of
-//! seedlen = 384 bits; the pool's SHA3-384 conditioner provides exactly that.
+//! seedlen = 384 bits; the pool's SHA3-384 conditioner provides exactly that,
+//! and the module seeds from the pool's output.
+#![forbid(unsafe_code)]
+
+pub mod kat;
 
 use aes::{
     Aes256,
