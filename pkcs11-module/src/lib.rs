@@ -1,8 +1,22 @@
-//! qkeyd's PKCS#11 module, `libqkeyd_pkcs11.so`.
+//! `libqkeyd_pkcs11.so`: qkeyd's PKCS#11 3.2 module.
 //!
-//! Nothing is exported yet: the module (C_GetFunctionList, C_GetInterface,
-//! C_GenerateRandom from the daemon's pool, ML-KEM/ML-DSA with daemon-sealed
-//! keys) is the work of a later issue. The crate exists so the workspace has its
-//! final shape: this is the only crate that will be allowed `unsafe`, and only
-//! in `src/ffi/`.
+//! Applications get one slot with one token, `qkeyd`. C_GenerateRandom comes
+//! from a per-process CTR_DRBG seeded from the daemon's health-tested pool;
+//! ML-KEM and ML-DSA keys are made, used and kept by the daemon, whose vault
+//! seals token keys with its HSM/TPM/soft sealer. The private halves never
+//! enter the application's memory. The daemon is reached over a unix socket
+//! (`QKEYD_SOCKET`, else `/run/qkeyd/pkcs11.sock`), connected on first use.
+//!
+//! Layout: `ffi` is the C ABI and the only place with `unsafe`; `token` holds
+//! the state and every operation in safe Rust; `object` the objects and
+//! templates; `client` the daemon connection; `rng` the DRBG. Nothing starts a
+//! thread, and loading the library does nothing until C_Initialize.
 #![deny(unsafe_code)]
+
+mod client;
+mod ffi;
+mod object;
+mod rng;
+mod token;
+
+pub use ffi::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};

@@ -1,0 +1,190 @@
+//! The connection to the daemon: made on first use, remade when the daemon
+//! restarts, never shared with a forked child.
+
+use std::{
+    io::{self, Read as _},
+    os::unix::net::UnixStream,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use cryptoki_sys::*;
+use qkeyd_p11_proto::{
+    self as proto, ErrorCode, Request, Response, Secret, read_frame, write_frame,
+};
+use zeroize::Zeroizing;
+
+use crate::object::Rv;
+
+/// The environment variable naming the daemon's socket (a path, or `@name`).
+pub(crate) const SOCKET_ENV: &str = "QKEYD_SOCKET";
+/// The socket used when [`SOCKET_ENV`] is not set.
+pub(crate) const DEFAULT_SOCKET: &str = "/run/qkeyd/pkcs11.sock";
+/// Set (to anything) to have the module print the daemon's error messages to stderr.
+const DEBUG_ENV: &str = "QKEYD_PKCS11_DEBUG";
+/// How long one request may take (a TPM-sealed key generation takes seconds).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which connection a session key belongs to: bumped on every new connection.
+pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Print a diagnostic if the application asked for them.
+pub(crate) fn debug(msg: &str) {
+    if std::env::var_os(DEBUG_ENV).is_some() {
+        eprintln!("libqkeyd_pkcs11: {msg}");
+    }
+}
+
+/// The daemon, as this process reaches it.
+pub(crate) struct Daemon {
+    stream: Option<UnixStream>,
+    /// The process that opened `stream`.
+    pid: u32,
+    /// The PIN of the current login, to log a new connection in again.
+    pin: Option<Secret>,
+    /// The token serial the daemon gave.
+    serial: String,
+}
+
+impl Daemon {
+    pub(crate) const fn new() -> Self {
+        Self { stream: None, pid: 0, pin: None, serial: String::new() }
+    }
+
+    /// Forget the connection and the login. In a forked child the socket is
+    /// the parent's too: it is only closed here, never written to.
+    pub(crate) fn reset(&mut self) {
+        self.stream = None;
+        self.pin = None;
+    }
+
+    /// The serial of the token (empty until connected).
+    pub(crate) fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// Remember (or forget) the PIN the application logged in with.
+    pub(crate) fn set_pin(&mut self, pin: Option<Secret>) {
+        self.pin = pin;
+    }
+
+    /// Whether the connection is up: the daemon never speaks first, so
+    /// anything readable (data or end of stream) means it is gone.
+    pub(crate) fn alive(&mut self) -> bool {
+        if self.pid != std::process::id() {
+            return false;
+        }
+        let Some(s) = &self.stream else { return false };
+        let mut probe = [0u8; 1];
+        let up = s.set_nonblocking(true).is_ok()
+            && matches!((&*s).read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        up && s.set_nonblocking(false).is_ok()
+    }
+
+    /// Connect if not connected (or if the old connection is dead).
+    pub(crate) fn connect(&mut self) -> Result<(), Rv> {
+        if self.pid != std::process::id() {
+            self.reset();
+        }
+        if self.stream.is_some() && self.alive() {
+            return Ok(());
+        }
+        self.stream = None;
+        let stream = open().map_err(|e| {
+            debug(&format!("cannot reach qkeyd: {e}"));
+            CKR_TOKEN_NOT_PRESENT
+        })?;
+        self.stream = Some(stream);
+        self.pid = std::process::id();
+        EPOCH.fetch_add(1, Ordering::AcqRel);
+        match self.exchange(&Request::Hello { version: proto::VERSION }) {
+            Ok(Response::Hello { serial, .. }) => self.serial = serial,
+            Ok(Response::Error { message, .. }) => {
+                debug(&message);
+                self.stream = None;
+                return Err(CKR_DEVICE_ERROR);
+            }
+            Ok(_) | Err(_) => {
+                self.stream = None;
+                return Err(CKR_DEVICE_ERROR);
+            }
+        }
+        if let Some(pin) = self.pin.clone() {
+            // The application is logged in: so is the new connection.
+            match self.exchange(&Request::Login { pin }) {
+                Ok(Response::Done) => {}
+                _ => {
+                    self.pin = None;
+                    self.stream = None;
+                    return Err(CKR_DEVICE_ERROR);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn exchange(&mut self, req: &Request) -> Result<Response, Rv> {
+        let Some(stream) = &self.stream else { return Err(CKR_DEVICE_ERROR) };
+        let mut s = stream;
+        let reply = write_frame(&mut s, &req.encode()).and_then(|()| read_frame(&mut s));
+        match reply {
+            Ok(Some(frame)) => Response::decode(&frame).map_err(|e| {
+                debug(&format!("from qkeyd: {e}"));
+                self.stream = None;
+                CKR_DEVICE_ERROR
+            }),
+            Ok(None) | Err(_) => {
+                debug("the connection to qkeyd broke");
+                self.stream = None;
+                Err(CKR_DEVICE_ERROR)
+            }
+        }
+    }
+
+    /// Send `req` and return the answer; a refusal becomes its CK_RV, with
+    /// `bad_request` for a request the daemon found malformed.
+    pub(crate) fn call(&mut self, req: &Request, bad_request: Rv) -> Result<Response, Rv> {
+        self.connect()?;
+        match self.exchange(req)? {
+            Response::Error { code, message } => {
+                debug(&message);
+                Err(match code {
+                    ErrorCode::BadRequest => bad_request,
+                    ErrorCode::NotFound => CKR_KEY_HANDLE_INVALID,
+                    ErrorCode::NotLoggedIn => CKR_USER_NOT_LOGGED_IN,
+                    ErrorCode::PinIncorrect => CKR_PIN_INCORRECT,
+                    ErrorCode::PinLocked => CKR_PIN_LOCKED,
+                    ErrorCode::Unavailable => CKR_DEVICE_ERROR,
+                    ErrorCode::KeyMismatch => CKR_KEY_TYPE_INCONSISTENT,
+                    ErrorCode::Internal => CKR_GENERAL_ERROR,
+                })
+            }
+            r => Ok(r),
+        }
+    }
+
+    /// `len` seed bytes from the daemon's health-tested pool.
+    pub(crate) fn seed(&mut self, len: u32) -> Result<Zeroizing<Vec<u8>>, Rv> {
+        match self.call(&Request::Seed { len }, CKR_GENERAL_ERROR)? {
+            Response::Seed(s) if s.expose().len() == len as usize => Ok(s.0),
+            _ => Err(CKR_DEVICE_ERROR),
+        }
+    }
+}
+
+/// Open the socket that `QKEYD_SOCKET` (else [`DEFAULT_SOCKET`]) names.
+fn open() -> io::Result<UnixStream> {
+    let spec = std::env::var(SOCKET_ENV).ok().filter(|s| !s.is_empty());
+    let spec = spec.as_deref().unwrap_or(DEFAULT_SOCKET);
+    let stream = match spec.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            UnixStream::connect_addr(&addr)?
+        }
+        None => UnixStream::connect(spec)?,
+    };
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    Ok(stream)
+}
