@@ -41,13 +41,21 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-# Python packages of the test clients (the KMS grpcio client).
+# Python packages of the test clients (the KMS grpcio client, the PKCS#11 clients).
 if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
   say "installing grpcio and grpcio-tools"
   # A Debian python3 refuses pip (PEP 668); its own packages do the same job.
   python3 -m pip install --quiet --disable-pip-version-check grpcio==1.85.3 grpcio-tools==1.85.1 ||
     { sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-grpcio python3-grpc-tools; }
+fi
+
+# python-pkcs11 (0.10 added PKCS#11 3.2 and ML-KEM): a client of the PKCS#11 module.
+# Debian has no package of it; a Debian python3 (PEP 668) needs the pip override.
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("python-pkcs11") != "0.10.1")' >/dev/null 2>&1; then
+  say "installing python-pkcs11"
+  python3 -m pip install --quiet --disable-pip-version-check python-pkcs11==0.10.1 ||
+    python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages python-pkcs11==0.10.1
 fi
 
 if ((lint)); then

@@ -55,6 +55,45 @@ pub fn qkeyd_bin() -> &'static Path {
     })
 }
 
+/// Path of `libqkeyd_pkcs11.so`, built like [`qkeyd_bin`] (`QKEYD_PKCS11_MODULE`
+/// overrides).
+pub fn pkcs11_module() -> &'static Path {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        if let Some(p) = std::env::var_os("QKEYD_PKCS11_MODULE") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "qkeyd-pkcs11", "--lib", "--message-format=json"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for qkeyd-pkcs11");
+        assert!(out.status.success(), "cargo build -p qkeyd-pkcs11 failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "qkeyd_pkcs11")
+            .flat_map(|v| {
+                v["filenames"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|f| f.as_str().filter(|f| f.ends_with(".so")).map(PathBuf::from))
+            })
+            .next()
+            .expect("cargo reported libqkeyd_pkcs11.so")
+    })
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Reply {
@@ -149,6 +188,11 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Start `qkeyd serve` with the embedded default config.

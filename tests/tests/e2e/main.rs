@@ -18,3 +18,5 @@ mod keys;
 mod kms;
 // kube-apiserver and etcd built from the Go module proxy, with qkeyd as their KMS plugin.
 mod kube;
+// libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
+mod pkcs11;
