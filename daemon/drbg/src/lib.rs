@@ -23,8 +23,6 @@ const BLOCK_LEN: usize = 16;
 pub const SEED_LEN: usize = KEY_LEN + BLOCK_LEN;
 /// Largest single request, 2^19 bits (SP 800-90A Table 3, max_number_of_bits_per_request).
 pub const MAX_REQUEST: usize = 1 << 16;
-/// Blocks generated per AES call batch, so AES-NI can pipeline.
-const BATCH: usize = 32;
 
 /// Why a DRBG call was refused.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
@@ -122,24 +120,24 @@ impl CtrDrbg {
     }
 
     /// Fill `out` with AES(Key, V+1) || AES(Key, V+2) || …, advancing V.
+    /// The counter blocks are written into `out` and encrypted in place, in
+    /// one call, so the AES backend (AES-NI, VAES) can pipeline all of them.
     fn keystream(&mut self, out: &mut [u8]) {
-        let mut blocks = [Array::<u8, _>::default(); BATCH];
         let mut v = u128::from_be_bytes(*self.v);
-        for chunk in out.chunks_mut(BATCH * BLOCK_LEN) {
-            let n = chunk.len().div_ceil(BLOCK_LEN);
-            for b in &mut blocks[..n] {
-                v = v.wrapping_add(1);
-                *b = Array::from(v.to_be_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut blocks[..n]);
-            for (dst, src) in chunk.chunks_mut(BLOCK_LEN).zip(&blocks[..n]) {
-                dst.copy_from_slice(&src[..dst.len()]);
-            }
+        let (blocks, tail) = out.as_chunks_mut::<BLOCK_LEN>();
+        for b in blocks.iter_mut() {
+            v = v.wrapping_add(1);
+            *b = v.to_be_bytes();
+        }
+        self.cipher.encrypt_blocks(Array::cast_slice_from_core_mut(blocks));
+        if !tail.is_empty() {
+            v = v.wrapping_add(1);
+            let mut last = Array::from(v.to_be_bytes());
+            self.cipher.encrypt_block(&mut last);
+            tail.copy_from_slice(&last[..tail.len()]);
+            last.zeroize();
         }
         *self.v = v.to_be_bytes();
-        for b in &mut blocks {
-            b.zeroize();
-        }
     }
 
     /// CTR_DRBG_Update (§10.2.1.2).
