@@ -24,7 +24,9 @@ impl Audit {
         Ok(Self { file: Mutex::new(file) })
     }
 
-    /// Append one event and fsync it. A failure to log is reported, not fatal.
+    /// Append a lifecycle event (create, rotate, destroy) and fsync it, which
+    /// also makes every use event before it durable. A failure to log is
+    /// reported, not fatal.
     pub(super) fn log(
         &self,
         op: &str,
@@ -33,6 +35,35 @@ impl Audit {
         alg: Option<Algorithm>,
         fingerprint: &str,
         outcome: &str,
+    ) {
+        self.write(op, id, version, alg, fingerprint, outcome, true);
+    }
+
+    /// Append a use of a key (sign, decapsulate): written at once, so it
+    /// survives the daemon, and synced with the next lifecycle event or by the
+    /// kernel; a power cut may lose the last few. One fsync per signature
+    /// would cost more than the signature.
+    pub(super) fn log_use(
+        &self,
+        op: &str,
+        id: &str,
+        version: u32,
+        alg: Option<Algorithm>,
+        fingerprint: &str,
+    ) {
+        self.write(op, id, version, alg, fingerprint, "ok", false);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        op: &str,
+        id: &str,
+        version: u32,
+        alg: Option<Algorithm>,
+        fingerprint: &str,
+        outcome: &str,
+        sync: bool,
     ) {
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let line = serde_json::json!({
@@ -45,7 +76,8 @@ impl Audit {
             "outcome": outcome,
         });
         let mut f = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let written = writeln!(f, "{line}").and_then(|()| f.sync_data());
+        let written =
+            writeln!(f, "{line}").and_then(|()| if sync { f.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             tracing::error!(error = %e, op, key = id, "cannot write the audit log");
         }

@@ -125,6 +125,8 @@ pub struct OpenKey {
     pub alg: Algorithm,
     fingerprint: String,
     key: ExpandedKey,
+    /// The vault's destruction count when this was opened.
+    generation: u64,
 }
 
 /// The vault.
@@ -135,6 +137,8 @@ pub struct Vault {
     audit: Audit,
     /// Serialises changes (create, rotate, destroy).
     write: Mutex<()>,
+    /// Bumped by every destruction: an [`OpenKey`] opened since needs no check.
+    destroyed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Vault {
@@ -157,7 +161,14 @@ impl Vault {
     pub fn open(state_dir: &Path, sealer: SealerWorker, pool: Arc<Pool>) -> anyhow::Result<Self> {
         let (store, pending) = Store::open(state_dir)?;
         let audit = Audit::open(&state_dir.join("audit.log"))?;
-        let v = Self { store, sealer, pool, audit, write: Mutex::new(()) };
+        let v = Self {
+            store,
+            sealer,
+            pool,
+            audit,
+            write: Mutex::new(()),
+            destroyed: Default::default(),
+        };
         if !pending.is_empty() {
             for r in &pending {
                 v.destroy_object(r)?;
@@ -246,6 +257,7 @@ impl Vault {
     /// Destroy a key: every version's file and backend object.
     pub fn destroy(&self, id: &str) -> Result<(), VaultError> {
         let _w = self.lock();
+        self.destroyed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let records = self.store.begin_destroy(id)?;
         for r in &records {
             self.destroy_object(r)?;
@@ -350,13 +362,14 @@ impl Vault {
         }
         let key = self.private(&r)?;
         let sig = key.sign(msg, ctx, &*self.random::<32>()?)?;
-        self.audit.log("sign", id, r.version, Some(r.alg), &r.fingerprint, "ok");
+        self.audit.log_use("sign", id, r.version, Some(r.alg), &r.fingerprint);
         Ok((r.version, sig))
     }
 
     /// Unseal a version (the current one if `version` is `None`) for
     /// [`Vault::sign_open`] and [`Vault::decapsulate_open`].
     pub fn open_key(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
+        let generation = self.destroyed.load(std::sync::atomic::Ordering::Acquire);
         let r = self.record(id, version)?;
         let key = self.private(&r)?.expand();
         Ok(OpenKey {
@@ -365,12 +378,16 @@ impl Vault {
             alg: r.alg,
             fingerprint: r.fingerprint,
             key,
+            generation,
         })
     }
 
-    /// Refuse an open key whose version was destroyed since it was opened.
+    /// Refuse an open key whose version was destroyed since it was opened
+    /// (the disk is asked only if some key was destroyed since).
     fn still_there(&self, k: &OpenKey) -> Result<(), VaultError> {
-        if self.store.versions(&k.id)?.contains(&k.version) {
+        if self.destroyed.load(std::sync::atomic::Ordering::Acquire) == k.generation
+            || self.store.versions(&k.id)?.contains(&k.version)
+        {
             Ok(())
         } else {
             Err(VaultError::NotFound(format!("no such key: {} v{}", k.id, k.version)))
@@ -389,7 +406,7 @@ impl Vault {
         self.still_there(k)?;
         let rnd = if deterministic { Zeroizing::new([0; 32]) } else { self.random::<32>()? };
         let sig = k.key.sign(msg, ctx, &rnd)?;
-        self.audit.log("sign", &k.id, k.version, Some(k.alg), &k.fingerprint, "ok");
+        self.audit.log_use("sign", &k.id, k.version, Some(k.alg), &k.fingerprint);
         Ok(sig)
     }
 
@@ -401,7 +418,7 @@ impl Vault {
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
         self.still_there(k)?;
         let secret = k.key.decapsulate(ct)?;
-        self.audit.log("decapsulate", &k.id, k.version, Some(k.alg), &k.fingerprint, "ok");
+        self.audit.log_use("decapsulate", &k.id, k.version, Some(k.alg), &k.fingerprint);
         Ok(secret)
     }
 
@@ -454,7 +471,7 @@ impl Vault {
         }
         let key = self.private(&r)?;
         let k = key.decapsulate(ct)?;
-        self.audit.log("decapsulate", id, r.version, Some(r.alg), &r.fingerprint, "ok");
+        self.audit.log_use("decapsulate", id, r.version, Some(r.alg), &r.fingerprint);
         Ok((r.version, k))
     }
 
