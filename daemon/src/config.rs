@@ -732,6 +732,36 @@ mod tests {
     }
 
     #[test]
+    fn pkcs11_settings_parse_with_defaults_and_refuse_nonsense() {
+        let os = "[[source]]\nname=\"o\"\nkind=\"os\"\n";
+        let c = Config::from_toml(os).unwrap();
+        assert!(c.pkcs11.socket.is_none(), "off unless asked for");
+        assert_eq!(c.pkcs11.mode, 0o660);
+        let c = Config::from_toml(&format!(
+            "{os}[pkcs11]\nsocket=\"@qkeyd-p11\"\nallowed_gids=[990]\npin_env=\"P\"\nkey_cache_ms=0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.pkcs11.socket,
+            Some(crate::unix_socket::SocketSpec::Abstract("qkeyd-p11".into()))
+        );
+        assert_eq!(c.pkcs11.allowed_gids, [990]);
+        assert!(matches!(c.pkcs11.pin, Some(PinSource::Env(ref v)) if v == "P"));
+        assert!(c.pkcs11.key_cache.is_zero());
+        for (bad, needle) in [
+            ("[pkcs11]\nsocket=\"rel.sock\"", "absolute path"),
+            ("[pkcs11]\nsocket_mode=\"0060\"", "owner needs"),
+            ("[pkcs11]\npin_file=\"/a\"\npin_env=\"B\"", "at most one"),
+            ("[pkcs11]\nmax_connections=0", "1..=4096"),
+            ("[pkcs11]\nkey_cache_ms=99999999", "3600000"),
+            ("[pkcs11]\nbogus=1", "unknown field"),
+        ] {
+            let e = format!("{:#}", Config::from_toml(&format!("{os}{bad}")).unwrap_err());
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
             ("listen = \"nope\"\n[[source]]\nname=\"o\"\nkind=\"os\"", "not ADDR:PORT"),

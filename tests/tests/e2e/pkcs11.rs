@@ -43,6 +43,44 @@ fn soft() -> P11 {
     start("", &[])
 }
 
+/// A directory uid 65534 can read, with a copy of the module and the socket
+/// of a daemon serving `allowed_uids`: for tests that run a consumer as nobody
+/// (p11-kit ignores per-user module files for root).
+fn for_nobody(allowed_uids: &str) -> (tempfile::TempDir, P11, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let module = open.path().join("libqkeyd_pkcs11.so");
+    std::fs::copy(pkcs11_module(), &module).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = open.path().join("p11.sock");
+    let pin = dir.path().join("p11-pin");
+    std::fs::write(&pin, PIN).unwrap();
+    let state = dir.path().join("state");
+    let config = format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[pkcs11]\nsocket = \"{}\"\nsocket_mode = \"0666\"\n\
+         allowed_uids = [{allowed_uids}]\npin_file = \"{}\"\n",
+        socket.display(),
+        pin.display()
+    );
+    let d = Daemon::start_with(dir, &config, &state, &[]);
+    (open, P11 { d, socket }, module)
+}
+
+/// `args` as uid 65534, with `env`.
+fn as_nobody(args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).args(args);
+    c.env_clear().env("PATH", "/usr/bin:/bin");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("setpriv (util-linux)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 fn softhsm(hsm: &SoftHsm) -> P11 {
     let pin = hsm.dir.path().join("hsm-pin");
     std::fs::write(&pin, HSM_PIN).unwrap();
@@ -155,6 +193,51 @@ fn pkcs11_tool_sees_vault_keys_and_their_private_halves_only_after_login() {
     assert!(!text.contains("Private Key Object"), "private objects need a login:\n{text}");
     let (ok, text) = pkcs11_tool(&p, &["--list-objects", "--login", "--pin", PIN]);
     assert!(ok && text.contains("Private Key Object"), "{text}");
+}
+
+/// deploy/p11-kit/qkeyd.module, with only the library path changed, makes
+/// p11-kit list the token; and a user the daemon does not allow sees none.
+#[test]
+fn p11_kit_lists_the_token_through_the_deploy_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (open, p, module) = for_nobody("65534");
+    let home = open.path().join("home");
+    let modules = home.join(".config/pkcs11/modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/p11-kit/qkeyd.module"),
+    )
+    .unwrap();
+    let default = "/usr/lib/x86_64-linux-gnu/pkcs11/libqkeyd_pkcs11.so";
+    assert!(shipped.contains(default), "{shipped}");
+    std::fs::write(
+        modules.join("qkeyd.module"),
+        shipped.replace(default, module.to_str().unwrap()),
+    )
+    .unwrap();
+    for d in [home.clone(), home.join(".config"), home.join(".config/pkcs11"), modules] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let env = [("HOME", home.as_path()), ("QKEYD_SOCKET", p.socket.as_path())];
+    let (ok, text) = as_nobody(&["p11-kit", "list-modules"], &env);
+    assert!(ok, "{text}");
+    let ours = text.split("\n").skip_while(|l| !l.starts_with("qkeyd:")).collect::<Vec<_>>();
+    assert!(!ours.is_empty(), "p11-kit did not load the module:\n{text}");
+    let ours = ours.join("\n");
+    for want in
+        ["library-description: qkeyd PKCS#11 module", "token: qkeyd", "rng", "login-required"]
+    {
+        assert!(ours.contains(want), "missing {want:?}:\n{ours}");
+    }
+    // The same user, against a daemon that does not allow it: no token.
+    let (_open2, refused, module2) = for_nobody("");
+    let env = [("QKEYD_SOCKET", refused.socket.as_path())];
+    let (ok, text) = as_nobody(
+        &["pkcs11-tool", "--module", module2.to_str().unwrap(), "--generate-random", "16"],
+        &env,
+    );
+    assert!(!ok && text.contains("No slot with a token was found"), "{text}");
+    assert!(refused.d.log().contains("PKCS#11 connection refused"), "{}", refused.d.log());
 }
 
 #[test]
