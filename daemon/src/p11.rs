@@ -9,18 +9,19 @@
 
 use std::{
     collections::HashMap,
-    io::{BufReader, BufWriter},
+    io::{self, Read as _},
     os::unix::net::UnixStream,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use base64::Engine as _;
 use qkeyd_p11_proto::{
-    self as proto, Alg, ErrorCode, KeyEntry, Request, Response, Secret, read_frame, write_frame,
+    self as proto, Alg, ErrorCode, KeyEntry, Request, Response, Secret, read_frame_after,
+    write_frame,
 };
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
@@ -40,7 +41,8 @@ pub struct P11Settings {
     pub mode: u32,
     /// Besides root and qkeyd's own user, the uids that may connect.
     pub allowed_uids: Vec<u32>,
-    /// Groups whose members may connect.
+    /// Groups that may connect: the peer's primary gid (SO_PEERCRED gives no
+    /// supplementary groups).
     pub allowed_gids: Vec<u32>,
     /// The token PIN; `None`: `STATE_DIR/pkcs11-pin`, generated on first start.
     pub pin: Option<crate::config::PinSource>,
@@ -62,6 +64,10 @@ const PIN_PAUSE: Duration = Duration::from_secs(10);
 const PIN_DELAY: Duration = Duration::from_millis(200);
 /// Session keys one connection may hold.
 const MAX_SESSION_KEYS: usize = 1024;
+/// Session key numbers, unique across connections: a module that reconnects
+/// and still holds an old connection's reference gets NotFound, never
+/// another key.
+static SESSION_KEYS: AtomicU64 = AtomicU64::new(0);
 
 /// Wrong-PIN accounting, shared by every connection.
 #[derive(Debug, Default)]
@@ -177,16 +183,40 @@ impl Server {
         }
     }
 
-    /// Serve one connection until it closes or sends something undecodable.
+    /// Serve one connection until it closes or breaks its framing. Reads are
+    /// unbuffered, so PINs, seeds and secrets exist only in zeroizing buffers.
+    /// While it holds unsealed vault keys, an idle connection wakes up to let
+    /// them go once `key_cache` has passed.
     fn connection(&self, stream: UnixStream) {
-        let Ok(write_half) = stream.try_clone() else { return };
-        let mut reader = BufReader::new(stream);
-        let mut writer = BufWriter::new(write_half);
         let mut conn = Conn::default();
+        let mut s = &stream;
         loop {
-            let frame = match read_frame(&mut reader) {
-                Ok(Some(f)) => f,
-                Ok(None) => return,
+            let idle_limit = (!conn.open.is_empty()).then_some(self.key_cache);
+            if stream.set_read_timeout(idle_limit.filter(|d| !d.is_zero())).is_err() {
+                return;
+            }
+            let mut first = [0u8; 1];
+            let frame = match s.read(&mut first) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if stream.set_read_timeout(None).is_err() {
+                        return;
+                    }
+                    match read_frame_after(first[0], &mut s) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "PKCS#11 connection closed");
+                            return;
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    self.prune(&mut conn);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!(error = %e, "PKCS#11 connection closed");
                     return;
@@ -197,13 +227,20 @@ impl Server {
                 // Framing is intact, so the connection can go on.
                 Err(e) => error(ErrorCode::BadRequest, e.to_string()),
             };
-            if write_frame(&mut writer, &response.encode()).is_err() {
+            if write_frame(&mut s, &response.encode()).is_err() {
                 return;
             }
         }
     }
 
+    /// Let go of vault keys unused for `key_cache`.
+    fn prune(&self, conn: &mut Conn) {
+        let now = Instant::now();
+        conn.open.retain(|_, (_, used)| now.duration_since(*used) < self.key_cache);
+    }
+
     fn handle(&self, conn: &mut Conn, req: Request) -> Response {
+        self.prune(conn);
         let private = matches!(
             req,
             Request::Generate { .. }
@@ -337,8 +374,7 @@ impl Server {
         let key = PrivateKey::from_seed(algorithm, &seed).map_err(alg_error)?;
         vault::alg::pairwise_consistency(&key, &*self.random32()?).map_err(alg_error)?;
         let public_key = key.public_key();
-        conn.next += 1;
-        let reference = format!("s/{}", conn.next);
+        let reference = format!("s/{}", SESSION_KEYS.fetch_add(1, Ordering::Relaxed) + 1);
         conn.session.insert(
             reference.clone(),
             SessionKey { key: key.expand(), public_key: public_key.clone() },
@@ -363,7 +399,6 @@ impl Server {
     /// A vault key, unsealed once and kept for `key_cache` after its last use.
     fn open(&self, conn: &mut Conn, id: &str, version: u32) -> Result<Arc<OpenKey>, Failure> {
         let now = Instant::now();
-        conn.open.retain(|_, (_, used)| now.duration_since(*used) < self.key_cache);
         let k = (id.to_owned(), version);
         if let Some((key, used)) = conn.open.get_mut(&k) {
             *used = now;
@@ -456,7 +491,6 @@ impl Server {
 #[derive(Default)]
 struct Conn {
     logged_in: bool,
-    next: u64,
     session: HashMap<String, SessionKey>,
     open: HashMap<(String, u32), (Arc<OpenKey>, Instant)>,
 }

@@ -125,8 +125,13 @@ impl Daemon {
 
     fn exchange(&mut self, req: &Request) -> Result<Response, Rv> {
         let Some(stream) = &self.stream else { return Err(CKR_DEVICE_ERROR) };
+        let payload = req.encode();
+        if payload.len() > proto::MAX_FRAME {
+            // Refused before a byte is written: the connection stays good.
+            return Err(CKR_DATA_LEN_RANGE);
+        }
         let mut s = stream;
-        let reply = write_frame(&mut s, &req.encode()).and_then(|()| read_frame(&mut s));
+        let reply = write_frame(&mut s, &payload).and_then(|()| read_frame(&mut s));
         match reply {
             Ok(Some(frame)) => Response::decode(&frame).map_err(|e| {
                 debug(&format!("from qkeyd: {e}"));

@@ -198,9 +198,12 @@ impl Object {
             }
             CKA_VALUE if class == Class::Public => v(self.value.to_vec()),
             CKA_VALUE | CKA_SEED if class == Class::Private => Read::Sensitive,
-            CKA_SENSITIVE | CKA_ALWAYS_SENSITIVE if class != Class::Public => b(c.sensitive),
+            CKA_SENSITIVE if class != Class::Public => b(c.sensitive),
             CKA_EXTRACTABLE if class != Class::Public => b(c.extractable),
-            CKA_NEVER_EXTRACTABLE if class != Class::Public => b(!c.extractable),
+            // A private key never left the daemon; a shared secret came out of
+            // the daemon to this process, like an unwrapped key.
+            CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE if class == Class::Private => b(true),
+            CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE if class == Class::Secret => b(false),
             CKA_ALWAYS_AUTHENTICATE | CKA_WRAP_WITH_TRUSTED if class == Class::Private => b(false),
             CKA_WRAP_WITH_TRUSTED if class == Class::Secret => b(false),
             CKA_VALUE_LEN if class == Class::Secret => v(ulong(self.value.len() as CK_ULONG)),

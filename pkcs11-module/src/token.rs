@@ -2,8 +2,11 @@
 //! turns C pointers into the arguments here and the results back.
 //!
 //! Locks: `state` (sessions, objects, login) is never held while talking to
-//! the daemon, so one thread's slow signature does not stall another's
-//! random bytes. `rng` may take `daemon`; nothing takes them the other way.
+//! the daemon (C_Initialize and C_Finalize excepted, which reset everything),
+//! so one thread's slow signature does not stall another's sessions. The
+//! DRBG takes `daemon` only to reseed (each second) or to check the
+//! connection (each 100 ms), so random bytes can wait behind a daemon call
+//! then. Order: `state` → `rng` → `daemon`, never backwards.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,7 +27,9 @@ pub(crate) const SLOT: CK_SLOT_ID = 0;
 /// The token's label.
 pub(crate) const LABEL: &str = "qkeyd";
 /// Longest message C_Sign accepts (it travels to the daemon in one frame).
-pub(crate) const MAX_DATA: usize = proto::MAX_FRAME - 4096;
+/// (The rest of the frame: the key reference, a context of ≤ 255 bytes and,
+/// for Verify, a signature of ≤ 4627.)
+pub(crate) const MAX_DATA: usize = proto::MAX_FRAME - 8192;
 
 /// The mechanisms: (type, min and max key size in bytes of the public key, flags).
 pub(crate) const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 4] = [
@@ -260,6 +265,10 @@ pub(crate) fn close_all_sessions(id: CK_SLOT_ID) -> Result<(), Rv> {
 /// application: a lost connection dropped those keys already.
 fn release(orphans: Vec<String>, logout: bool) {
     let mut d = lock(&MODULE.daemon);
+    if logout {
+        // Forgotten first, so a later connection is not logged in for the application.
+        d.set_pin(None);
+    }
     if !d.alive() {
         return;
     }
@@ -267,7 +276,6 @@ fn release(orphans: Vec<String>, logout: bool) {
         let _ = d.call(&Request::Destroy { key }, CKR_GENERAL_ERROR);
     }
     if logout {
-        d.set_pin(None);
         let _ = d.call(&Request::Logout, CKR_GENERAL_ERROR);
     }
 }
@@ -315,9 +323,10 @@ pub(crate) fn login(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Res
     })
 }
 
-/// C_Logout.
+/// C_Logout: private session objects are destroyed (PKCS#11 §5.6), and
+/// operations with private keys end.
 pub(crate) fn logout(h: CK_SESSION_HANDLE) -> Result<(), Rv> {
-    with(|s| {
+    let orphans = with(|s| {
         s.session(h)?;
         if !s.logged_in {
             return Err(CKR_USER_NOT_LOGGED_IN);
@@ -327,11 +336,19 @@ pub(crate) fn logout(h: CK_SESSION_HANDLE) -> Result<(), Rv> {
             x.sign = None;
             x.find = None;
         }
-        Ok(())
+        let mut dropped = Vec::new();
+        s.objects.retain(|_, o| {
+            let goes = o.private && o.owner.is_some();
+            if goes && let Some(l) = &o.link {
+                dropped.push(l.key.clone());
+            }
+            !goes
+        });
+        Ok(s.unused(dropped))
     })?;
-    let mut d = lock(&MODULE.daemon);
-    d.set_pin(None);
-    let _ = d.call(&Request::Logout, CKR_GENERAL_ERROR);
+    lock(&MODULE.daemon).set_pin(None);
+    release(orphans, false);
+    let _ = daemon_call(&Request::Logout, CKR_GENERAL_ERROR);
     Ok(())
 }
 
@@ -418,9 +435,9 @@ pub(crate) fn generate_key_pair(
         _ => return Err(CKR_DEVICE_ERROR),
     };
     let epoch = EPOCH.load(Ordering::Acquire);
-    with(|s| {
-        // The session may have closed meanwhile; the key then simply stays
-        // in the vault (token) or goes with the connection (session).
+    let made = with(|s| {
+        // The session may have closed meanwhile: a token key then simply
+        // stays in the vault; a session key is released below.
         s.session(h)?;
         if token {
             s.merge_token_key(&entry, epoch);
@@ -461,7 +478,11 @@ pub(crate) fn generate_key_pair(
         s.objects.insert(hp, p);
         s.objects.insert(hq, q);
         Ok((hp, hq))
-    })
+    });
+    if made.is_err() && !token {
+        release(vec![entry.key], false);
+    }
+    made
 }
 
 /// The refreshed list of token keys, from the daemon.
@@ -666,6 +687,22 @@ pub(crate) fn sign_init(
             Some(SignOp { link, ctx, deterministic, data: Vec::new(), multipart: false });
         Ok(())
     })
+}
+
+/// End a signing operation (a NULL mechanism, or a C_Sign refused for its arguments).
+pub(crate) fn end_sign(h: CK_SESSION_HANDLE) {
+    let _ = with(|s| {
+        s.session(h)?.sign = None;
+        Ok(())
+    });
+}
+
+/// End a verification operation.
+pub(crate) fn end_verify(h: CK_SESSION_HANDLE) {
+    let _ = with(|s| {
+        s.session(h)?.verify = None;
+        Ok(())
+    });
 }
 
 /// C_SignUpdate.
@@ -983,6 +1020,17 @@ impl State {
         }
     }
 
+    /// The session keys of `keys` that no object refers to any more.
+    fn unused(&self, mut keys: Vec<String>) -> Vec<String> {
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| {
+            k.starts_with("s/")
+                && !self.objects.values().any(|o| o.link.as_ref().is_some_and(|l| &l.key == k))
+        });
+        keys
+    }
+
     /// Remove the session objects of the sessions `owned` picks; returns the
     /// session keys no object uses any more, and whether no session is left
     /// (which logs the application out).
@@ -1000,11 +1048,7 @@ impl State {
             }
             _ => true,
         });
-        dropped.sort();
-        dropped.dedup();
-        dropped.retain(|k| {
-            !self.objects.values().any(|o| o.link.as_ref().is_some_and(|l| &l.key == k))
-        });
+        let dropped = self.unused(dropped);
         let logout = self.sessions.is_empty() && self.logged_in;
         if self.sessions.is_empty() {
             self.logged_in = false;

@@ -837,10 +837,14 @@ def check_null_pointers_session(m, h, dsa_pub, dsa_priv):
     )
     check_eq(len(find(m, h)), before, "no object created by the refused C_GenerateKeyPair calls")
 
-    expect(m.C_SignInit(h, None, dsa_priv), ARGUMENTS_BAD, "C_SignInit(NULL mechanism)")
+    # PKCS#11 3.x: C_SignInit with a NULL mechanism ends the active operation.
     mech = mechanism(CKM_ML_DSA)
-    expect(m.C_SignInit(h, byref(mech), dsa_priv), OK, "C_SignInit after the refused one")
+    expect(m.C_SignInit(h, byref(mech), dsa_priv), OK, "C_SignInit")
+    expect(m.C_SignInit(h, None, dsa_priv), OK, "C_SignInit(NULL mechanism) ends it")
+    n = CK_ULONG(ML_DSA_65_SIG_LEN)
     buf = create_string_buffer(ML_DSA_65_SIG_LEN)
+    expect(m.C_Sign(h, MESSAGE, len(MESSAGE), buf, byref(n)), OPERATION_NOT_INITIALIZED, "no operation after a NULL-mechanism C_SignInit")
+    expect(m.C_SignInit(h, byref(mech), dsa_priv), OK, "C_SignInit again")
     expect(m.C_Sign(h, MESSAGE, len(MESSAGE), buf, None), ARGUMENTS_BAD, "C_Sign(NULL pulSignatureLen)")
     # The spec ends the operation on any C_Sign error other than BUFFER_TOO_SMALL;
     # a module that checks pointers first may keep it. Either way, clean up.
@@ -873,6 +877,13 @@ def check_short_buffers(m, h, dsa_pub, dsa_priv):
         verify(m, h, dsa_pub, MESSAGE, sig[:-1]), (SIGNATURE_LEN_RANGE, SIGNATURE_INVALID), "a signature one byte short"
     )
     expect(m.C_Sign(h, MESSAGE, len(MESSAGE), buf, byref(n)), OPERATION_NOT_INITIALIZED, "C_Sign after the operation ended")
+
+    # Signing in place: the signature buffer is the message buffer.
+    inplace = create_string_buffer(MESSAGE, 4096)
+    expect(m.C_SignInit(h, byref(mech), dsa_priv), OK, "C_SignInit for an in-place signature")
+    n = CK_ULONG(4096)
+    expect(m.C_Sign(h, inplace, len(MESSAGE), inplace, byref(n)), OK, "C_Sign with pSignature == pData")
+    expect(verify(m, h, dsa_pub, MESSAGE, inplace.raw[: n.value]), OK, "the in-place signature verifies")
 
     t = ReadTemplate((CKA_CLASS, 8), (CKA_VALUE, 10), (CKA_PARAMETER_SET, 8), (CKA_KEY_TYPE, 8))
     expect(m.C_GetAttributeValue(h, dsa_pub, t.arr, t.count), BUFFER_TOO_SMALL, "C_GetAttributeValue with a 10-byte CKA_VALUE")

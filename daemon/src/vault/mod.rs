@@ -257,8 +257,10 @@ impl Vault {
     /// Destroy a key: every version's file and backend object.
     pub fn destroy(&self, id: &str) -> Result<(), VaultError> {
         let _w = self.lock();
-        self.destroyed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let records = self.store.begin_destroy(id)?;
+        // After the rename: a key opened from here on sees the key gone, and
+        // one opened before sees the count change and asks the disk.
+        self.destroyed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for r in &records {
             self.destroy_object(r)?;
             self.audit.log("destroy", id, r.version, Some(r.alg), &r.fingerprint, "ok");

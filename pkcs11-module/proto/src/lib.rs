@@ -356,12 +356,22 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 /// Read one frame into a zeroizing buffer; a length over [`MAX_FRAME`] is an
 /// error before anything is allocated. `Ok(None)` on a clean end of stream.
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    let mut first = [0u8; 1];
+    loop {
+        match r.read(&mut first) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return read_frame_after(first[0], r).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+}
+
+/// The rest of a frame whose first byte has been read (a server that waits
+/// for that byte with a timeout, to do housekeeping while a client is idle).
+pub fn read_frame_after(first: u8, r: &mut impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut len = [first, 0, 0, 0];
+    r.read_exact(&mut len[1..])?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -371,7 +381,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
     }
     let mut buf = Zeroizing::new(vec![0u8; len]);
     r.read_exact(&mut buf)?;
-    Ok(Some(buf))
+    Ok(buf)
 }
 
 struct Enc(Zeroizing<Vec<u8>>);

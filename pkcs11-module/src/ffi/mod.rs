@@ -250,7 +250,8 @@ unsafe extern "C" fn C_GetSlotInfo(slot_id: CK_SLOT_ID, p_info: *mut CK_SLOT_INF
         *info = CK_SLOT_INFO {
             slotDescription: pad("qkeyd daemon (QKEYD_SOCKET)"),
             manufacturerID: pad("qkeyd"),
-            flags: if present { CKF_TOKEN_PRESENT } else { 0 },
+            // The token comes and goes with the daemon.
+            flags: CKF_REMOVABLE_DEVICE | if present { CKF_TOKEN_PRESENT } else { 0 },
             hardwareVersion: crate_version(),
             firmwareVersion: crate_version(),
         };
@@ -536,6 +537,11 @@ unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
+        if p_mech.is_null() {
+            // PKCS#11 3.x: a NULL mechanism ends the active operation.
+            token::end_sign(h);
+            return Ok(());
+        }
         // SAFETY: the caller passes NULL or a valid mechanism.
         let m = unsafe { mechanism_in(p_mech) }?;
         token::sign_init(h, &m, key)
@@ -551,13 +557,16 @@ unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_sig_len) }?;
+        // Copied first: the caller may sign in place (pSignature over pData).
         // SAFETY: the caller passes NULL or data readable for data_len bytes.
-        let data = unsafe { bytes_in(p_data, data_len) }?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let sig = unsafe { bytes_out(p_sig, *len) }?;
-        answer(token::sign(h, Some(data), sig)?, len)
+        let data =
+            unsafe { bytes_in(p_data, data_len) }.inspect_err(|_| token::end_sign(h))?.to_vec();
+        // SAFETY: the caller passes NULL or a writable CK_ULONG.
+        let len = unsafe { out(pul_sig_len) }.inspect_err(|_| token::end_sign(h))?;
+        // SAFETY: the caller passes NULL or a buffer writable for *len bytes;
+        // nothing else borrowed from the caller is alive.
+        let sig = unsafe { bytes_out(p_sig, *len) }.inspect_err(|_| token::end_sign(h))?;
+        answer(token::sign(h, Some(&data), sig)?, len)
     })
 }
 
@@ -582,9 +591,9 @@ unsafe extern "C" fn C_SignFinal(
     guard(|| {
         token::session_info(h)?;
         // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_sig_len) }?;
+        let len = unsafe { out(pul_sig_len) }.inspect_err(|_| token::end_sign(h))?;
         // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let sig = unsafe { bytes_out(p_sig, *len) }?;
+        let sig = unsafe { bytes_out(p_sig, *len) }.inspect_err(|_| token::end_sign(h))?;
         answer(token::sign(h, None, sig)?, len)
     })
 }
@@ -596,6 +605,10 @@ unsafe extern "C" fn C_VerifyInit(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
+        if p_mech.is_null() {
+            token::end_verify(h);
+            return Ok(());
+        }
         // SAFETY: the caller passes NULL or a valid mechanism.
         let m = unsafe { mechanism_in(p_mech) }?;
         token::verify_init(h, &m, key, None)
@@ -654,6 +667,10 @@ unsafe extern "C" fn C_VerifySignatureInit(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
+        if p_mech.is_null() {
+            token::end_verify(h);
+            return Ok(());
+        }
         // SAFETY: the caller passes NULL or a valid mechanism.
         let m = unsafe { mechanism_in(p_mech) }?;
         // SAFETY: the caller passes NULL or a signature readable for sig_len bytes.
@@ -709,11 +726,16 @@ unsafe extern "C" fn C_GenerateKeyPair(
         let pubt = unsafe { template_in(p_pub, pub_count) }?;
         // SAFETY: the caller passes NULL or `priv_count` readable attributes.
         let privt = unsafe { template_in(p_priv, priv_count) }?;
-        // SAFETY: the caller passes NULL or writable handles.
-        let (hp, hq) = unsafe { (out(ph_pub)?, out(ph_priv)?) };
+        if ph_pub.is_null() || ph_priv.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
         let (p, q) = token::generate_key_pair(h, &m, &pubt, &privt)?;
-        *hp = p;
-        *hq = q;
+        // SAFETY: both are non-NULL and writable by the caller's contract; each
+        // is written through its raw pointer, so the two may even be the same.
+        unsafe {
+            ph_pub.write(p);
+            ph_priv.write(q);
+        }
         Ok(())
     })
 }
@@ -769,22 +791,30 @@ unsafe extern "C" fn C_EncapsulateKey(
         let m = unsafe { mechanism_in(p_mech) }?;
         // SAFETY: the caller passes NULL or `count` readable attributes.
         let t = unsafe { template_in(p_template, count) }?;
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_ct_len) }?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let ct = unsafe { bytes_out(p_ct, *len) }?;
-        // A length query needs no handle; a real call does, checked first.
-        let key_out = if ct.is_some() {
-            // SAFETY: the caller passes NULL or a writable handle.
-            Some(unsafe { out(ph_key) }?)
-        } else {
-            None
-        };
-        let (o, handle) = token::encapsulate(h, &m, public, &t, ct)?;
-        if let (Some(dst), Some(k)) = (key_out, handle) {
-            *dst = k;
+        if pul_ct_len.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
         }
-        answer(o, len)
+        // SAFETY: non-NULL, and a readable CK_ULONG by the caller's contract.
+        let have = unsafe { pul_ct_len.read() };
+        // A length query needs no handle; a real call does, checked first.
+        if !p_ct.is_null() && ph_key.is_null() {
+            return Err(CKR_ARGUMENTS_BAD);
+        }
+        // SAFETY: the caller passes NULL or a buffer writable for `have` bytes;
+        // the length and the handle are written through raw pointers below,
+        // so they may lie anywhere, even inside it.
+        let ct = unsafe { bytes_out(p_ct, have) }?;
+        let (o, handle) = token::encapsulate(h, &m, public, &t, ct)?;
+        let mut len = have;
+        let r = answer(o, &mut len);
+        // SAFETY: non-NULL and writable by the caller's contract (checked above).
+        unsafe { pul_ct_len.write(len) };
+        if let Some(k) = handle {
+            // SAFETY: a handle is made only by a real call, for which ph_key
+            // was checked non-NULL; writable by the caller's contract.
+            unsafe { ph_key.write(k) };
+        }
+        r
     })
 }
 

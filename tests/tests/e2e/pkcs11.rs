@@ -23,14 +23,21 @@ struct P11 {
     socket: PathBuf,
 }
 
+/// The source of most tests.
+const OS_SOURCE: &str = "[[source]]\nname = \"os\"\nkind = \"os\"\n";
+
 fn start(keys: &str, env: &[(&str, &str)]) -> P11 {
+    start_with_sources(OS_SOURCE, keys, env)
+}
+
+fn start_with_sources(sources: &str, keys: &str, env: &[(&str, &str)]) -> P11 {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("p11.sock");
     let pin = dir.path().join("p11-pin");
     std::fs::write(&pin, format!("{PIN}\n")).unwrap();
     let state = dir.path().join("state");
     let config = format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[pkcs11]\nsocket = \"{}\"\npin_file = \"{}\"\n\n{keys}",
+        "{sources}\n[pkcs11]\nsocket = \"{}\"\npin_file = \"{}\"\n\n{keys}",
         socket.display(),
         pin.display()
     );
@@ -320,6 +327,19 @@ fn cryptoki_sees_the_daemon_die_and_fails_cleanly() {
     cryptoki_child(&p, "daemon_dies_mid_session", &[("QKEYD_P11_DAEMON_PID", pid)]);
 }
 
+/// The only source sticks; once the pool refuses (fail-closed), the module's
+/// next reseed fails and C_GenerateRandom stops within a second.
+#[test]
+fn cryptoki_random_stops_when_the_pool_fails_closed() {
+    let sources = "[pool]\nreseed_interval_requests = 1\n[[source]]\nname = \"stuck\"\nkind = \"sim\"\n\
+                   seed = 5\n[[source.schedule]]\nafter_samples = 4000\nfault = \"stuck\"\nvalue = 9\n\
+                   [danger]\nallow_sim_sources = true\n";
+    let p = start_with_sources(sources, "", &[]);
+    let url = format!("http://{}/v1/random?bytes=32", p.d.addr);
+    cryptoki_child(&p, "pool_fails_closed", &[("QKEYD_P11_RANDOM_URL", url)]);
+    assert_eq!(p.d.get("/v1/random?bytes=32").status, 503);
+}
+
 #[cfg(feature = "tpm")]
 #[test]
 fn python_pkcs11_client_with_swtpm_sealed_token_keys() {
@@ -530,7 +550,12 @@ mod child {
         assert!(big.windows(16).step_by(4096).collect::<HashSet<_>>().len() > 760);
         let e = s.seed_random(b"more entropy").unwrap_err();
         assert_eq!(rv(e), RvError::RandomSeedNotSupported);
+        // Logging out destroys private session objects; public ones stay.
+        let (public, private) = dsa_pair(&s, MlDsaParameterSetType::ML_DSA_44, false);
         s.logout().unwrap();
+        assert_eq!(value(&s, public).len(), 1312);
+        let e = s.get_attributes(private, &[AttributeType::Class]).unwrap_err();
+        assert_eq!(rv(e), RvError::ObjectHandleInvalid);
         let e = s
             .generate_key_pair(
                 &Mechanism::MlDsaKeyPairGen,
@@ -627,6 +652,31 @@ mod child {
         let all: HashSet<&Vec<u8>> = blocks.iter().flatten().collect();
         assert_eq!(all.len(), 8000, "no 32-byte block repeats across threads");
         assert!(all.iter().all(|b| b.len() == 32));
+    }
+
+    #[test]
+    #[ignore = "run by the pkcs11 e2e tests, in a child with QKEYD_SOCKET set"]
+    fn pool_fails_closed() {
+        let (_p, s) = open();
+        assert_eq!(s.generate_random_vec(32).unwrap().len(), 32);
+        // Each REST request reseeds the pool (reseed_interval_requests = 1),
+        // which drains the source towards its fault.
+        let url = std::env::var("QKEYD_P11_RANDOM_URL").unwrap();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let e = loop {
+            let _ = agent.get(&url).call();
+            match s.generate_random_vec(32) {
+                Err(e) => break e,
+                Ok(b) => assert_eq!(b.len(), 32),
+            }
+            assert!(Instant::now() < deadline, "random bytes kept coming from a failed pool");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(rv(e), RvError::DeviceError);
+        // It stays refused while the pool does.
+        assert_eq!(rv(s.generate_random_vec(32).unwrap_err()), RvError::DeviceError);
     }
 
     #[test]
