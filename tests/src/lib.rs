@@ -20,6 +20,32 @@ use serde_json::Value;
 
 pub mod kms;
 
+/// Build `args` (a package and target of this workspace) with the cargo that
+/// runs the tests, in release if the harness itself is optimised (benches),
+/// and return the first artifact of target `name` that `pick` finds.
+fn cargo_build(args: &[&str], name: &str, pick: impl Fn(&Value) -> Option<PathBuf>) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build").args(args).arg("--message-format=json");
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "cargo build {args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
+        .find_map(|v| pick(&v))
+        .unwrap_or_else(|| panic!("cargo reported no {name} artifact"))
+}
+
 /// Path of the `qkeyd` binary under test.
 pub fn qkeyd_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -27,31 +53,9 @@ pub fn qkeyd_bin() -> &'static Path {
         if let Some(p) = std::env::var_os("QKEYD_BIN") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "qkeyd", "--bin", "qkeyd", "--message-format=json"]);
-        if cfg!(feature = "tpm") {
-            cmd.args(["--features", "tpm"]);
-        }
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build for qkeyd");
-        assert!(out.status.success(), "cargo build -p qkeyd failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "qkeyd")
-            .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .next()
-            .expect("cargo reported the qkeyd executable")
+        let features: &[&str] = if cfg!(feature = "tpm") { &["--features", "tpm"] } else { &[] };
+        let args = [&["-p", "qkeyd", "--bin", "qkeyd"][..], features].concat();
+        cargo_build(&args, "qkeyd", |v| v["executable"].as_str().map(PathBuf::from))
     })
 }
 
@@ -63,34 +67,14 @@ pub fn pkcs11_module() -> &'static Path {
         if let Some(p) = std::env::var_os("QKEYD_PKCS11_MODULE") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "qkeyd-pkcs11", "--lib", "--message-format=json"]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build for qkeyd-pkcs11");
-        assert!(out.status.success(), "cargo build -p qkeyd-pkcs11 failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "qkeyd_pkcs11")
-            .flat_map(|v| {
-                v["filenames"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|f| f.as_str().filter(|f| f.ends_with(".so")).map(PathBuf::from))
-            })
-            .next()
-            .expect("cargo reported libqkeyd_pkcs11.so")
+        cargo_build(&["-p", "qkeyd-pkcs11", "--lib"], "qkeyd_pkcs11", |v| {
+            v["filenames"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|f| f.ends_with(".so"))
+                .map(PathBuf::from)
+        })
     })
 }
 
