@@ -160,6 +160,41 @@ pub trait Sealer: Send {
         let _ = name;
         Err(SealError::Unsupported(self.kind()))
     }
+
+    /// Key operations callers may run on their own thread (see
+    /// [`InlineKeys`]), if this backend offers them. Asked once, before the
+    /// sealer moves to its thread.
+    fn inline_keys(&mut self) -> Option<std::sync::Arc<dyn InlineKeys>> {
+        None
+    }
+}
+
+/// The AES-GCM of [`Sealer::key_encrypt`]/[`Sealer::key_decrypt`] on the
+/// caller's own thread, through a device session of its own that the
+/// sealer's thread opens and closes with its connection. A call that would
+/// wait (the session busy with another caller, not open, or the key not
+/// found) answers `None` at once, and so does any failure: the caller then
+/// goes through the sealer's thread, with its timeout, reconnection and error
+/// mapping. So a hung device holds at most one caller here; every other call
+/// takes the timed path.
+pub trait InlineKeys: Send + Sync {
+    /// As [`Sealer::key_encrypt`], or `None`.
+    fn try_encrypt(
+        &self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>>;
+    /// As [`Sealer::key_decrypt`], or `None` (a ciphertext that does not
+    /// authenticate is `None` too; the sealer's thread gives the error).
+    fn try_decrypt(
+        &self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Option<Secret>;
 }
 
 mod b64 {

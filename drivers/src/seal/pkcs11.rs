@@ -17,7 +17,11 @@
 //! reconnect re-initialises the library so that a token that came back is
 //! seen again. Object handles found by label are cached per connection.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use cryptoki::{
     context::{CInitializeArgs, CInitializeFlags, Pkcs11},
@@ -29,7 +33,7 @@ use cryptoki::{
 };
 use zeroize::Zeroizing;
 
-use super::{SealError, Sealed, Sealer, Secret};
+use super::{InlineKeys, SealError, Sealed, Sealer, Secret};
 
 const TAG_BITS: u64 = 128;
 /// Least time between reconnects caused by a key not found.
@@ -60,13 +64,93 @@ impl std::fmt::Debug for Pkcs11Config {
 struct Connection {
     // Field order: the session closes before the library is finalised.
     session: Session,
+    slot: cryptoki::slot::Slot,
     _ctx: Pkcs11,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The session [`InlineKeys`] callers share: opened by the sealer's thread
+/// beside its own (the login is the token's, so it needs none of its own),
+/// and closed before that connection goes, so the library can be finalised
+/// and loaded again.
+struct InlineSession {
+    session: Session,
+    handles: HashMap<String, ObjectHandle>,
+}
+
+/// [`InlineKeys`] for a PKCS#11 token: at most one caller at a time, by
+/// `try_lock`, so a hung token holds one caller and nobody else.
+#[derive(Default)]
+struct Pkcs11Inline(Mutex<Option<InlineSession>>);
+
+impl Pkcs11Inline {
+    fn run<T>(
+        &self,
+        name: &str,
+        op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Option<T> {
+        let mut guard = self.0.try_lock().ok()?;
+        let inline = guard.as_mut()?;
+        let handle = match inline.handles.get(name) {
+            Some(h) => *h,
+            None => {
+                let h = Pkcs11Sealer::find_key(&inline.session, name).ok()??;
+                inline.handles.insert(name.to_owned(), h);
+                h
+            }
+        };
+        let r = op(&inline.session, handle);
+        if r.is_err() {
+            // Whatever went wrong, the sealer's thread looks at it afresh.
+            inline.handles.remove(name);
+        }
+        r.ok()
+    }
+}
+
+impl InlineKeys for Pkcs11Inline {
+    fn try_encrypt(
+        &self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.run(name, |session, key| {
+            let mut iv = *iv;
+            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+            session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+        })
+    }
+
+    fn try_decrypt(
+        &self,
+        name: &str,
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Option<Secret> {
+        if ciphertext.len() < (TAG_BITS / 8) as usize {
+            return None;
+        }
+        self.run(name, |session, key| {
+            let mut iv = *iv;
+            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+            session.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+        })
+        .map(|pt| Secret(Zeroizing::new(pt)))
+    }
 }
 
 /// A token reached through a PKCS#11 module.
 pub struct Pkcs11Sealer {
     config: Pkcs11Config,
     conn: Option<Connection>,
+    /// The second session, for [`InlineKeys`] callers.
+    inline: Arc<Pkcs11Inline>,
     /// Key handles by label, valid for the current connection only.
     handles: std::collections::HashMap<String, ObjectHandle>,
     /// When a missing key last made us reconnect (see `key_handle`).
@@ -108,9 +192,23 @@ impl Pkcs11Sealer {
     /// A sealer for the token `config.token_label`; connects now so that a
     /// wrong module, label or PIN is reported at start-up.
     pub fn open(config: Pkcs11Config) -> Result<Self, SealError> {
-        let mut s = Self { config, conn: None, handles: Default::default(), miss_reconnect: None };
+        let mut s = Self {
+            config,
+            conn: None,
+            inline: Arc::default(),
+            handles: Default::default(),
+            miss_reconnect: None,
+        };
         s.session()?;
         Ok(s)
+    }
+
+    /// Drop the connection (the inline session first, waiting for a caller
+    /// that is using it), so the next call reconnects.
+    fn disconnect(&mut self) {
+        *lock(&self.inline.0) = None;
+        self.conn = None;
+        self.handles.clear();
     }
 
     fn connect(config: &Pkcs11Config) -> Result<Connection, SealError> {
@@ -136,12 +234,17 @@ impl Pkcs11Sealer {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(map_err(e)),
         }
-        Ok(Connection { session, _ctx: ctx })
+        Ok(Connection { session, slot, _ctx: ctx })
     }
 
     fn session(&mut self) -> Result<&Session, SealError> {
         if self.conn.is_none() {
-            self.conn = Some(Self::connect(&self.config)?);
+            let conn = Self::connect(&self.config)?;
+            // Without a second session the inline path just stays closed.
+            if let Ok(session) = conn._ctx.open_rw_session(conn.slot) {
+                *lock(&self.inline.0) = Some(InlineSession { session, handles: HashMap::new() });
+            }
+            self.conn = Some(conn);
         }
         match &self.conn {
             Some(c) => Ok(&c.session),
@@ -159,8 +262,7 @@ impl Pkcs11Sealer {
         if let Err(e) = &result
             && e.is_transient()
         {
-            self.conn = None;
-            self.handles.clear();
+            self.disconnect();
         }
         result
     }
@@ -178,8 +280,7 @@ impl Pkcs11Sealer {
         let due = self.miss_reconnect.is_none_or(|t| t.elapsed() >= MISS_RECONNECT);
         if found.is_none() && due {
             self.miss_reconnect = Some(std::time::Instant::now());
-            self.conn = None;
-            self.handles.clear();
+            self.disconnect();
             found = self.with_session(|session| Self::find_key(session, label))?;
         }
         let h =
@@ -209,8 +310,7 @@ impl Pkcs11Sealer {
                 Ok(Err(e)) => {
                     let e = map(e);
                     if e.is_transient() {
-                        self.conn = None;
-                        self.handles.clear();
+                        self.disconnect();
                     }
                     return Err(e);
                 }
@@ -257,7 +357,19 @@ fn aes_key_template(label: &str, value: Attribute) -> [Attribute; 10] {
     ]
 }
 
+impl Drop for Pkcs11Sealer {
+    fn drop(&mut self) {
+        // The inline session may be shared beyond this sealer: close it while
+        // the library is still loaded.
+        self.disconnect();
+    }
+}
+
 impl Sealer for Pkcs11Sealer {
+    fn inline_keys(&mut self) -> Option<Arc<dyn InlineKeys>> {
+        Some(self.inline.clone())
+    }
+
     fn kind(&self) -> &'static str {
         "pkcs11"
     }

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use super::{SealError, Sealer};
+use super::{InlineKeys, SealError, Sealer};
 
 type Job = Box<dyn FnOnce(&mut dyn Sealer) + Send>;
 
@@ -19,6 +19,7 @@ pub struct SealerWorker {
     tx: mpsc::Sender<Job>,
     kind: &'static str,
     timeout: Duration,
+    inline: Option<std::sync::Arc<dyn InlineKeys>>,
 }
 
 impl std::fmt::Debug for SealerWorker {
@@ -34,6 +35,7 @@ impl SealerWorker {
     /// Move `sealer` to a new thread. Each call waits at most `timeout`.
     pub fn spawn(mut sealer: Box<dyn Sealer>, timeout: Duration) -> std::io::Result<Self> {
         let kind = sealer.kind();
+        let inline = sealer.inline_keys();
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new().name(format!("qkeyd-seal-{kind}")).spawn(move || {
             for job in rx {
@@ -42,12 +44,17 @@ impl SealerWorker {
                 let _ = catch_unwind(AssertUnwindSafe(|| job(sealer.as_mut())));
             }
         })?;
-        Ok(Self { tx, kind, timeout })
+        Ok(Self { tx, kind, timeout, inline })
     }
 
     /// The backend's name.
     pub fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// The backend's [`InlineKeys`], if it has them.
+    pub fn inline(&self) -> Option<&dyn InlineKeys> {
+        self.inline.as_deref()
     }
 
     /// How long [`SealerWorker::call`] waits.
