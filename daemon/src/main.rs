@@ -109,7 +109,14 @@ fn main() -> ExitCode {
                 eprintln!("qkeyd: --pkcs11-socket: {e:#}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            // At least 4 workers: a token that hangs inside an inline KEK
+            // operation holds one (see InlineKeys), and the rest keep serving.
+            let workers = std::thread::available_parallelism().map_or(4, |n| n.get().max(4));
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("qkeyd: cannot start the runtime: {e}");
