@@ -437,10 +437,12 @@ impl Kms {
     }
 
     /// [`Kms::encrypt`] for async callers. With the KEK in the HSM the token
-    /// operation is queued on the sealer's thread and awaited, so no thread
-    /// blocks on the way (the IV comes from the pool inline: the DRBG answers
-    /// in microseconds unless a reseed waits for a seed block). Everything
-    /// else goes to the blocking pool.
+    /// operation runs right here through the sealer's inline session when it
+    /// is free (microseconds; a hung token holds this call and its thread, see
+    /// `InlineKeys`), else it is queued on the sealer's thread and awaited
+    /// with the seal timeout. The IV comes from the pool inline: the DRBG
+    /// answers in microseconds unless a reseed waits for a seed block.
+    /// Everything else goes to the blocking pool.
     /// `permit` is held until the work ends (on the sealer thread, or the
     /// blocking pool), even if the caller stops waiting.
     pub async fn encrypt_async<P: Send + 'static>(

@@ -38,6 +38,8 @@ use super::{InlineKeys, SealError, Sealed, Sealer, Secret};
 const TAG_BITS: u64 = 128;
 /// Least time between reconnects caused by a key not found.
 const MISS_RECONNECT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a reconnect waits for a caller inside the inline session.
+const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// The IV of every encryption: each key encrypts exactly one message.
 const IV: [u8; 12] = *b"qkeyd-seal-1";
 
@@ -74,7 +76,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The session [`InlineKeys`] callers share: opened by the sealer's thread
 /// beside its own (the login is the token's, so it needs none of its own),
-/// and closed before that connection goes, so the library can be finalised
+/// and closed before that connection goes, so the library can be unloaded
 /// and loaded again.
 struct InlineSession {
     session: Session,
@@ -92,7 +94,12 @@ impl Pkcs11Inline {
         name: &str,
         op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Option<T> {
-        let mut guard = self.0.try_lock().ok()?;
+        let mut guard = match self.0.try_lock() {
+            Ok(g) => g,
+            // A caller panicked inside; the session itself is still usable.
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         let inline = guard.as_mut()?;
         let handle = match inline.handles.get(name) {
             Some(h) => *h,
@@ -102,12 +109,20 @@ impl Pkcs11Inline {
                 h
             }
         };
-        let r = op(&inline.session, handle);
-        if r.is_err() {
-            // Whatever went wrong, the sealer's thread looks at it afresh.
-            inline.handles.remove(name);
+        match op(&inline.session, handle) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // Whatever went wrong, the sealer's thread looks at it afresh;
+                // a session-level failure also closes this session until the
+                // sealer reconnects (and opens a new one).
+                if map_err(e).is_transient() {
+                    *guard = None;
+                } else {
+                    inline.handles.remove(name);
+                }
+                None
+            }
         }
-        r.ok()
     }
 }
 
@@ -203,12 +218,37 @@ impl Pkcs11Sealer {
         Ok(s)
     }
 
-    /// Drop the connection (the inline session first, waiting for a caller
-    /// that is using it), so the next call reconnects.
+    /// Drop the connection, so the next call reconnects: the inline session
+    /// first (the library cannot be loaded afresh while any session of it
+    /// lives). A caller still inside the inline session gets
+    /// [`INLINE_WAIT`]; if it is still there (a hung token), the connection
+    /// stays for now and the next failure tries again, so this thread is
+    /// never stuck behind it.
     fn disconnect(&mut self) {
-        *lock(&self.inline.0) = None;
+        let deadline = std::time::Instant::now() + INLINE_WAIT;
+        loop {
+            match self.inline.0.try_lock() {
+                Ok(mut g) => break *g = None,
+                Err(std::sync::TryLockError::Poisoned(p)) => break *p.into_inner() = None,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
         self.conn = None;
         self.handles.clear();
+    }
+
+    /// Forget the inline session's handle for `name` (a key made or destroyed).
+    fn forget_inline(&self, name: &str) {
+        if let Ok(mut g) = self.inline.0.try_lock()
+            && let Some(inline) = g.as_mut()
+        {
+            inline.handles.remove(name);
+        }
     }
 
     fn connect(config: &Pkcs11Config) -> Result<Connection, SealError> {
@@ -359,9 +399,10 @@ fn aes_key_template(label: &str, value: Attribute) -> [Attribute; 10] {
 
 impl Drop for Pkcs11Sealer {
     fn drop(&mut self) {
-        // The inline session may be shared beyond this sealer: close it while
-        // the library is still loaded.
-        self.disconnect();
+        // The inline session may be shared beyond this sealer: close it now
+        // (waiting for a caller inside, as nothing else will close it), so
+        // the library is unloaded with this sealer.
+        *lock(&self.inline.0) = None;
     }
 }
 
@@ -434,6 +475,7 @@ impl Sealer for Pkcs11Sealer {
     }
 
     fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
+        self.forget_inline(name);
         if value.len() != 32 {
             return Err(SealError::Backend(format!(
                 "an AES-256 key is 32 bytes, not {}",
@@ -504,6 +546,7 @@ impl Sealer for Pkcs11Sealer {
 
     fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
         self.handles.remove(name);
+        self.forget_inline(name);
         let label = name.to_owned();
         self.with_session(|session| Self::destroy_all(session, &label))
     }

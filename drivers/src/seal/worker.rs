@@ -1,5 +1,7 @@
-//! One thread per sealer: HSM and TPM handles are not shared between threads,
-//! and a backend that stops answering must not stall its callers forever.
+//! One thread per sealer: its HSM or TPM handles live there (a PKCS#11
+//! sealer's inline session, opened and closed there, is the one handle other
+//! threads use, one at a time), and a backend that stops answering must not
+//! stall its callers forever.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
