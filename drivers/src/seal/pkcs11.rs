@@ -134,11 +134,7 @@ impl InlineKeys for Pkcs11Inline {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Option<Vec<u8>> {
-        self.run(name, |session, key| {
-            let mut iv = *iv;
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-        })
+        self.run(name, |session, key| gcm_encrypt(session, key, iv, aad, plaintext))
     }
 
     fn try_decrypt(
@@ -151,12 +147,8 @@ impl InlineKeys for Pkcs11Inline {
         if ciphertext.len() < (TAG_BITS / 8) as usize {
             return None;
         }
-        self.run(name, |session, key| {
-            let mut iv = *iv;
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-            session.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
-        })
-        .map(|pt| Secret(Zeroizing::new(pt)))
+        self.run(name, |session, key| gcm_decrypt(session, key, iv, aad, ciphertext))
+            .map(|pt| Secret(Zeroizing::new(pt)))
     }
 }
 
@@ -200,6 +192,41 @@ fn map_err(e: CkError) -> SealError {
             _ => SealError::Backend(format!("{f}: {rv:?}")),
         },
         other => SealError::Backend(other.to_string()),
+    }
+}
+
+/// AES-256-GCM (128-bit tag) of `plaintext` under `key`, inside the token.
+fn gcm_encrypt(
+    session: &Session,
+    key: ObjectHandle,
+    iv: &[u8; 12],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CkError> {
+    let mut iv = *iv;
+    let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+    session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+}
+
+/// The inverse of [`gcm_encrypt`]; see [`decrypt_error`] for its failures.
+fn gcm_decrypt(
+    session: &Session,
+    key: ObjectHandle,
+    iv: &[u8; 12],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, CkError> {
+    let mut iv = *iv;
+    let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+    session.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+}
+
+/// A failed [`gcm_decrypt`]: a wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a
+/// general failure in some tokens.
+fn decrypt_error(e: CkError) -> SealError {
+    match e {
+        CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _) => SealError::Integrity,
+        other => map_err(other),
     }
 }
 
@@ -423,10 +450,7 @@ impl Sealer for Pkcs11Sealer {
             Self::destroy_all(session, &label)?;
             let template = aes_key_template(&label, Attribute::ValueLen(32.into()));
             let key = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(map_err)?;
-            let mut iv = IV;
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
-                .map_err(|e| SealError::Backend(e.to_string()))?;
-            let blob = session.encrypt(&Mechanism::AesGcm(params), key, secret).map_err(map_err)?;
+            let blob = gcm_encrypt(session, key, &IV, aad, secret).map_err(map_err)?;
             Ok(Sealed { backend: "pkcs11".into(), object: Some(label.clone()), blob })
         })
     }
@@ -447,17 +471,9 @@ impl Sealer for Pkcs11Sealer {
         self.with_session(|session| {
             let key = Self::find_key(session, &label)?
                 .ok_or(SealError::ObjectGone { backend: "pkcs11", object: label.clone() })?;
-            let mut iv = IV;
-            let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())
-                .map_err(|e| SealError::Backend(e.to_string()))?;
-            // A wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a general failure in some tokens.
-            match session.decrypt(&Mechanism::AesGcm(params), key, &sealed.blob) {
-                Ok(pt) => Ok(Secret(Zeroizing::new(pt))),
-                Err(CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _)) => {
-                    Err(SealError::Integrity)
-                }
-                Err(e) => Err(map_err(e)),
-            }
+            gcm_decrypt(session, key, &IV, aad, &sealed.blob)
+                .map(|pt| Secret(Zeroizing::new(pt)))
+                .map_err(decrypt_error)
         })
     }
 
@@ -505,15 +521,7 @@ impl Sealer for Pkcs11Sealer {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        self.with_key(
-            name,
-            |session, key| {
-                let mut iv = *iv;
-                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-                session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-            },
-            map_err,
-        )
+        self.with_key(name, |session, key| gcm_encrypt(session, key, iv, aad, plaintext), map_err)
     }
 
     fn key_decrypt(
@@ -528,18 +536,8 @@ impl Sealer for Pkcs11Sealer {
         }
         let pt = self.with_key(
             name,
-            |session, key| {
-                let mut iv = *iv;
-                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-                session.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
-            },
-            // A wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a general failure in some tokens.
-            |e| match e {
-                CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _) => {
-                    SealError::Integrity
-                }
-                other => map_err(other),
-            },
+            |session, key| gcm_decrypt(session, key, iv, aad, ciphertext),
+            decrypt_error,
         )?;
         Ok(Secret(Zeroizing::new(pt)))
     }
