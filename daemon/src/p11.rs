@@ -18,7 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use qkeyd_p11_proto::{
     self as proto, Alg, ErrorCode, KeyEntry, Request, Response, Secret, read_frame_after,
     write_frame,
@@ -340,12 +339,8 @@ impl Server {
     }
 
     fn list(&self) -> Outcome {
-        let keys = self.vault.list().map_err(vault_error)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            out.push(vault_entry(&k)?);
-        }
-        Ok(Response::Keys(out))
+        let keys = self.vault.current().map_err(vault_error)?;
+        Ok(Response::Keys(keys.into_iter().map(vault_entry).collect()))
     }
 
     fn generate(&self, conn: &mut Conn, alg: Alg, token: bool, label: &str) -> Outcome {
@@ -353,7 +348,9 @@ impl Server {
         if token {
             let info = self.vault.create(algorithm, label).map_err(vault_error)?;
             tracing::info!(key = %info.id, alg = %algorithm, "PKCS#11 token key created");
-            return Ok(Response::Key(vault_entry(&info)?));
+            return Ok(Response::Key(vault_entry(
+                self.vault.current_key(&info.id).map_err(vault_error)?,
+            )));
         }
         if conn.session.len() >= MAX_SESSION_KEYS {
             return Err((
@@ -558,23 +555,14 @@ fn wire_alg(alg: Algorithm) -> Alg {
     }
 }
 
-fn vault_entry(k: &vault::KeyInfo) -> Result<KeyEntry, Failure> {
-    let current = k
-        .versions
-        .iter()
-        .find(|v| v.version == k.current_version)
-        .ok_or_else(|| (ErrorCode::Internal, format!("key {} has no current version", k.id)))?;
-    let public_key =
-        base64::engine::general_purpose::STANDARD.decode(&current.public_key).map_err(|_| {
-            (ErrorCode::Internal, format!("key {}: stored public key is not base64", k.id))
-        })?;
-    Ok(KeyEntry {
-        key: format!("{}/{}", k.id, k.current_version),
+fn vault_entry(k: vault::CurrentKey) -> KeyEntry {
+    KeyEntry {
+        key: format!("{}/{}", k.id, k.version),
         alg: wire_alg(k.alg),
-        label: k.label.clone(),
+        label: k.label,
         token: true,
-        public_key,
-    })
+        public_key: k.public_key,
+    }
 }
 
 fn alg_error(e: AlgError) -> Failure {

@@ -102,6 +102,22 @@ pub struct KeyInfo {
     pub versions: Vec<VersionInfo>,
 }
 
+/// A key's current version, public parts only, for callers that want no
+/// history (the PKCS#11 module's object list).
+#[derive(Clone, Debug)]
+pub struct CurrentKey {
+    /// Key id.
+    pub id: String,
+    /// The current version.
+    pub version: u32,
+    /// Algorithm.
+    pub alg: Algorithm,
+    /// Label.
+    pub label: String,
+    /// Encoded public key.
+    pub public_key: Vec<u8>,
+}
+
 /// Result of an encapsulation.
 pub struct Encapsulated {
     /// Key version used.
@@ -293,6 +309,32 @@ impl Vault {
             }
         }
         Ok(out)
+    }
+
+    /// Every key's current version: one file read per key.
+    pub fn current(&self) -> Result<Vec<CurrentKey>, VaultError> {
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            match self.current_key(&id) {
+                Ok(k) => out.push(k),
+                // A key destroyed meanwhile is simply gone.
+                Err(VaultError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One key's current version.
+    pub fn current_key(&self, id: &str) -> Result<CurrentKey, VaultError> {
+        let r = self.record(id, None)?;
+        Ok(CurrentKey {
+            public_key: r.public_key_bytes()?,
+            id: r.id,
+            version: r.version,
+            alg: r.alg,
+            label: r.label,
+        })
     }
 
     /// One key, public parts only.
