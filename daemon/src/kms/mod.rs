@@ -20,8 +20,9 @@
 //!
 //! The methods block (disk, HSM, TPM); the REST handlers call them on the
 //! blocking pool. The gRPC service uses `encrypt_async`/`decrypt_async`,
-//! which queue a token KEK's operation on the sealer thread and await it, and
-//! the blocking methods for everything else. [`grpc`] is the only part that
+//! which run a token KEK's operation inline or on the sealer thread, use a
+//! sealed KEK unsealed within `kek_cache` on their own thread, and fall back
+//! to the blocking methods for everything else. [`grpc`] is the only part that
 //! knows protobuf.
 
 pub mod grpc;
@@ -256,6 +257,26 @@ fn not_authentic(key_id: &str) -> KmsError {
     ))
 }
 
+/// AES-256-GCM under an unsealed KEK: ciphertext ‖ tag.
+fn gcm_seal(key: &[u8; 32], iv: &[u8; IV_LEN], aad: &[u8], pt: &[u8]) -> Result<Vec<u8>, KmsError> {
+    Aes256Gcm::new(key.into())
+        .encrypt(&Nonce::from(*iv), Payload { msg: pt, aad })
+        .map_err(|_| KmsError::Internal("AES-GCM encryption failed".into()))
+}
+
+/// The inverse of [`gcm_seal`]; `None` when the tag does not verify.
+fn gcm_open(
+    key: &[u8; 32],
+    iv: &[u8; IV_LEN],
+    aad: &[u8],
+    body: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    Aes256Gcm::new(key.into())
+        .decrypt(&Nonce::from(*iv), Payload { msg: body, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
 /// `op` on the blocking pool, holding `permit` until it ends.
 async fn run_blocking<T: Send + 'static, P: Send + 'static>(
     permit: P,
@@ -440,9 +461,11 @@ impl Kms {
     /// operation runs right here through the sealer's inline session when it
     /// is free (microseconds; a hung token holds this call and its thread, see
     /// `InlineKeys`), else it is queued on the sealer's thread and awaited
-    /// with the seal timeout. The IV comes from the pool inline: the DRBG
-    /// answers in microseconds unless a reseed waits for a seed block.
-    /// Everything else goes to the blocking pool.
+    /// with the seal timeout. A sealed KEK unsealed within `kek_cache` is used
+    /// right here too (a software AES-GCM). The IV comes from the pool inline:
+    /// the DRBG answers in microseconds unless a reseed waits for a seed
+    /// block. Everything else (first making a KEK, unsealing one) goes to the
+    /// blocking pool.
     /// `permit` is held until the work ends (on the sealer thread, or the
     /// blocking pool), even if the caller stops waiting.
     pub async fn encrypt_async<P: Send + 'static>(
@@ -451,17 +474,26 @@ impl Kms {
         permit: P,
     ) -> Result<Encrypted, KmsError> {
         let write = lock(&self.file).write_kek().cloned();
-        let (record, label) = match write {
-            Some(r) => match &r.kek {
-                KekLocation::Token { label, .. } => {
-                    let label = label.clone();
-                    (r, label)
-                }
-                KekLocation::Sealed { .. } => {
+        let Some(record) = write else {
+            return run_blocking(permit, move || self.encrypt(&plaintext)).await;
+        };
+        let label = match &record.kek {
+            KekLocation::Token { label, .. } => label.clone(),
+            KekLocation::Sealed { .. } => {
+                let Some(key) = self.cached_kek(&record.key_id) else {
                     return run_blocking(permit, move || self.encrypt(&plaintext)).await;
-                }
-            },
-            None => return run_blocking(permit, move || self.encrypt(&plaintext)).await,
+                };
+                check_plaintext(&plaintext)?;
+                let mut iv = [0u8; IV_LEN];
+                self.pool.fill(&mut iv)?;
+                let body = gcm_seal(&key, &iv, &aad(&record.key_id), &plaintext)?;
+                self.note_use(&record.key_id);
+                return Ok(Encrypted {
+                    ciphertext: assemble(&iv, &body),
+                    key_id: record.key_id,
+                    annotations: annotations(),
+                });
+            }
         };
         check_plaintext(&plaintext)?;
         let mut iv = [0u8; IV_LEN];
@@ -497,8 +529,18 @@ impl Kms {
         permit: P,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let record = self.check_decrypt(&key_id, &ciphertext, &annotations)?;
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
+        let a = aad(&record.key_id);
         let KekLocation::Token { label, .. } = &record.kek else {
-            // Checked already: straight to the sealed KEK.
+            // Checked already: straight to the sealed KEK, from memory if it
+            // was unsealed lately.
+            if let Some(key) = self.cached_kek(&record.key_id) {
+                let plaintext = gcm_open(&key, &iv, &a, &ciphertext[1 + IV_LEN..])
+                    .ok_or_else(|| not_authentic(&record.key_id))?;
+                self.note_use(&record.key_id);
+                return Ok(plaintext);
+            }
             return run_blocking(permit, move || {
                 let plaintext = self.open_under(&record, &ciphertext, false)?;
                 self.note_use(&record.key_id);
@@ -506,9 +548,6 @@ impl Kms {
             })
             .await;
         };
-        let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
-        let a = aad(&record.key_id);
         if let Some(secret) = self
             .sealer
             .inline()
@@ -715,6 +754,13 @@ impl Kms {
         Ok(key_id)
     }
 
+    /// A sealed KEK's value if it was unsealed within `kek_cache` (no I/O).
+    fn cached_kek(&self, key_id: &str) -> Option<Zeroizing<[u8; 32]>> {
+        let cache = lock(&self.unsealed);
+        let c = cache.get(key_id)?;
+        (c.at.elapsed() < self.config.kek_cache).then(|| c.key.clone())
+    }
+
     /// The unsealed value of a sealed KEK, from memory if unsealed within
     /// `kek_cache` (and `fresh` is false).
     fn unseal_kek(&self, record: &KekRecord, fresh: bool) -> Result<Zeroizing<[u8; 32]>, KmsError> {
@@ -760,14 +806,7 @@ impl Kms {
                 let (l, p) = (label.clone(), Zeroizing::new(pt.to_vec()));
                 self.sealer.call(move |s| s.key_encrypt(&l, &iv, &a, &p))?
             }
-            KekLocation::Sealed { .. } => {
-                let key = self.unseal_kek(record, fresh)?;
-                let cipher = Aes256Gcm::new_from_slice(&key[..])
-                    .map_err(|e| KmsError::Internal(e.to_string()))?;
-                cipher
-                    .encrypt(&Nonce::from(iv), Payload { msg: pt, aad: &a })
-                    .map_err(|_| KmsError::Internal("AES-GCM encryption failed".into()))?
-            }
+            KekLocation::Sealed { .. } => gcm_seal(&*self.unseal_kek(record, fresh)?, &iv, &a, pt)?,
         };
         Ok(assemble(&iv, &body))
     }
@@ -793,13 +832,7 @@ impl Kms {
                 }
             }
             KekLocation::Sealed { .. } => {
-                let key = self.unseal_kek(record, fresh)?;
-                let cipher = Aes256Gcm::new_from_slice(&key[..])
-                    .map_err(|e| KmsError::Internal(e.to_string()))?;
-                cipher
-                    .decrypt(&Nonce::from(iv), Payload { msg: body, aad: &a })
-                    .map(Zeroizing::new)
-                    .map_err(|_| bad())
+                gcm_open(&*self.unseal_kek(record, fresh)?, &iv, &a, body).ok_or_else(bad)
             }
         }
     }
