@@ -167,6 +167,9 @@ pub struct TokenOps {
     pub inline: u64,
     /// On the sealer's thread.
     pub queued: u64,
+    /// Of the inline ones, those on a session copy of the KEK inside the
+    /// token rather than on the token object itself.
+    pub inline_on_copy: u64,
 }
 
 /// An unsealed KEK and when it was unsealed.
@@ -684,6 +687,7 @@ impl Kms {
             token_ops: TokenOps {
                 inline: self.inline_ops.load(std::sync::atomic::Ordering::Relaxed),
                 queued: self.queued_ops.load(std::sync::atomic::Ordering::Relaxed),
+                inline_on_copy: self.sealer.inline().map_or(0, |k| k.copy_ops()),
             },
         }
     }

@@ -195,6 +195,12 @@ pub trait InlineKeys: Send + Sync {
         aad: &[u8],
         ciphertext: &[u8],
     ) -> Option<Secret>;
+
+    /// How many operations ran on a session copy of the key (see the pkcs11
+    /// sealer), since start.
+    fn copy_ops(&self) -> u64 {
+        0
+    }
 }
 
 mod b64 {

@@ -27,7 +27,7 @@ use cryptoki::{
     context::{CInitializeArgs, CInitializeFlags, Pkcs11},
     error::{Error as CkError, RvError},
     mechanism::{Mechanism, aead::GcmParams},
-    object::{Attribute, KeyType, ObjectClass, ObjectHandle},
+    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
     session::{Session, UserType},
     types::AuthPin,
 };
@@ -80,49 +80,193 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// and loaded again.
 struct InlineSession {
     session: Session,
-    handles: HashMap<String, ObjectHandle>,
+    keys: HashMap<String, InlineKey>,
+    /// The [`Pkcs11Inline::epoch`] `keys` was filled in.
+    epoch: u64,
+}
+
+/// A token key as the inline session uses it.
+#[derive(Clone, Copy)]
+struct InlineKey {
+    /// The token object.
+    token: ObjectHandle,
+    /// A session-object copy of it (`C_CopyObject`, CKA_TOKEN false): still
+    /// inside the token, as sensitive and non-extractable as the original,
+    /// and gone when this session closes. Some tokens (SoftHSM2) re-read
+    /// their files on every use of a token object and not of a session
+    /// object. `None` if the token would not copy it.
+    copy: Option<ObjectHandle>,
+    /// When an operation last went through `token`, which shows it still
+    /// exists; the copy serves for [`TOKEN_RECHECK`] after that.
+    checked: std::time::Instant,
+}
+
+/// How long the inline session uses a key's session copy before it makes
+/// the next operation through the token object again, so a key deleted from
+/// the token behind qkeyd's back stops being used within this time.
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl InlineSession {
+    /// Destroy every session copy and forget every handle; false if a copy
+    /// could not be destroyed (the caller then closes the session, which
+    /// destroys it).
+    fn forget_all(&mut self) -> bool {
+        let mut ok = true;
+        for key in self.keys.values() {
+            if let Some(copy) = key.copy {
+                ok &= self.session.destroy_object(copy).is_ok();
+            }
+        }
+        self.keys.clear();
+        ok
+    }
+
+    /// Forget `name`'s handles, destroying its copy; false as for
+    /// [`InlineSession::forget_all`].
+    fn forget(&mut self, name: &str) -> bool {
+        match self.keys.remove(name).and_then(|k| k.copy) {
+            Some(copy) => self.session.destroy_object(copy).is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// A session copy of the token key `token` (CKA_TOKEN false), if the token
+/// makes one that is still private, sensitive and never extractable. PKCS#11
+/// lets a copy tighten these and never loosen them, but a token may refuse
+/// to have them restated (SoftHSM2 does), so they are read back instead.
+fn session_copy(session: &Session, token: ObjectHandle) -> Option<ObjectHandle> {
+    let copy = session.copy_object(token, &[Attribute::Token(false)]).ok()?;
+    let wanted = [
+        AttributeType::Token,
+        AttributeType::Private,
+        AttributeType::Sensitive,
+        AttributeType::Extractable,
+    ];
+    let safe = session.get_attributes(copy, &wanted).is_ok_and(|attrs| {
+        attrs.len() == wanted.len()
+            && attrs.iter().all(|a| {
+                matches!(
+                    a,
+                    Attribute::Token(false)
+                        | Attribute::Private(true)
+                        | Attribute::Sensitive(true)
+                        | Attribute::Extractable(false)
+                )
+            })
+    });
+    if safe {
+        Some(copy)
+    } else {
+        let _ = session.destroy_object(copy);
+        None
+    }
 }
 
 /// [`InlineKeys`] for a PKCS#11 token: at most one caller at a time, by
 /// `try_lock`, so a hung token holds one caller and nobody else.
 #[derive(Default)]
-struct Pkcs11Inline(Mutex<Option<InlineSession>>);
+struct Pkcs11Inline {
+    slot: Mutex<Option<InlineSession>>,
+    /// Bumped when a key is made or destroyed: the session then drops its
+    /// copies and handles, at once if it is free, else when the caller
+    /// inside finishes (it looks again before letting go).
+    epoch: std::sync::atomic::AtomicU64,
+    /// Operations served from a session copy.
+    from_copy: std::sync::atomic::AtomicU64,
+}
 
 impl Pkcs11Inline {
     fn run<T>(
         &self,
         name: &str,
+        map: fn(CkError) -> SealError,
         op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Option<T> {
-        let mut guard = match self.0.try_lock() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut guard = match self.slot.try_lock() {
             Ok(g) => g,
             // A caller panicked inside; the session itself is still usable.
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         let inline = guard.as_mut()?;
-        let handle = match inline.handles.get(name) {
-            Some(h) => *h,
+        let epoch = self.epoch.load(SeqCst);
+        if inline.epoch != epoch {
+            inline.epoch = epoch;
+            if !inline.forget_all() {
+                *guard = None;
+                return None;
+            }
+        }
+        let key = match inline.keys.get(name) {
+            Some(k) => *k,
             None => {
-                let h = Pkcs11Sealer::find_key(&inline.session, name).ok()??;
-                inline.handles.insert(name.to_owned(), h);
-                h
+                let token = Pkcs11Sealer::find_key(&inline.session, name).ok()??;
+                let copy = session_copy(&inline.session, token);
+                // Checked just now, by finding it.
+                let k = InlineKey { token, copy, checked: std::time::Instant::now() };
+                inline.keys.insert(name.to_owned(), k);
+                k
             }
         };
-        match op(&inline.session, handle) {
-            Ok(v) => Some(v),
+        let (handle, recheck) = match key.copy {
+            Some(copy) if key.checked.elapsed() < TOKEN_RECHECK => (copy, false),
+            // Through the token object, found afresh: a handle alone could
+            // have been reused for another object since.
+            _ => match Pkcs11Sealer::find_key(&inline.session, name) {
+                Ok(Some(h)) if h == key.token => (h, true),
+                _ => {
+                    if !inline.forget(name) {
+                        *guard = None;
+                    }
+                    return None;
+                }
+            },
+        };
+        let result = match op(&inline.session, handle) {
+            Ok(v) => {
+                if recheck {
+                    if let Some(k) = inline.keys.get_mut(name) {
+                        k.checked = std::time::Instant::now();
+                    }
+                } else {
+                    self.from_copy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(v)
+            }
             Err(e) => {
                 // Whatever went wrong, the sealer's thread looks at it afresh;
-                // a session-level failure also closes this session until the
-                // sealer reconnects (and opens a new one).
-                if map_err(e).is_transient() {
-                    *guard = None;
-                } else {
-                    inline.handles.remove(name);
+                // a session-level failure also closes this session (and its
+                // copies) until the sealer reconnects and opens a new one.
+                match map(e) {
+                    e if e.is_transient() => {
+                        *guard = None;
+                        return None;
+                    }
+                    // A ciphertext that does not authenticate says nothing
+                    // about the key: keep it, or a stream of bad ones would
+                    // make a copy per call.
+                    SealError::Integrity => {}
+                    _ => {
+                        if !inline.forget(name) {
+                            *guard = None;
+                            return None;
+                        }
+                    }
                 }
                 None
             }
+        };
+        // A key made or destroyed while this ran: drop the copies now rather
+        // than at the next call, which may be a long way off.
+        if inline.epoch != self.epoch.load(SeqCst) {
+            inline.epoch = self.epoch.load(SeqCst);
+            if !inline.forget_all() {
+                *guard = None;
+            }
         }
+        result
     }
 }
 
@@ -134,7 +278,7 @@ impl InlineKeys for Pkcs11Inline {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Option<Vec<u8>> {
-        self.run(name, |session, key| gcm_encrypt(session, key, iv, aad, plaintext))
+        self.run(name, map_err, |session, key| gcm_encrypt(session, key, iv, aad, plaintext))
     }
 
     fn try_decrypt(
@@ -147,8 +291,12 @@ impl InlineKeys for Pkcs11Inline {
         if ciphertext.len() < (TAG_BITS / 8) as usize {
             return None;
         }
-        self.run(name, |session, key| gcm_decrypt(session, key, iv, aad, ciphertext))
+        self.run(name, decrypt_error, |session, key| gcm_decrypt(session, key, iv, aad, ciphertext))
             .map(|pt| Secret(Zeroizing::new(pt)))
+    }
+
+    fn copy_ops(&self) -> u64 {
+        self.from_copy.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -254,7 +402,7 @@ impl Pkcs11Sealer {
     fn disconnect(&mut self) {
         let deadline = std::time::Instant::now() + INLINE_WAIT;
         loop {
-            match self.inline.0.try_lock() {
+            match self.inline.slot.try_lock() {
                 Ok(mut g) => break *g = None,
                 Err(std::sync::TryLockError::Poisoned(p)) => break *p.into_inner() = None,
                 Err(std::sync::TryLockError::WouldBlock) => {
@@ -269,12 +417,30 @@ impl Pkcs11Sealer {
         self.handles.clear();
     }
 
-    /// Forget the inline session's handle for `name` (a key made or destroyed).
-    fn forget_inline(&self, name: &str) {
-        if let Ok(mut g) = self.inline.0.try_lock()
-            && let Some(inline) = g.as_mut()
-        {
-            inline.handles.remove(name);
+    /// A key was made or destroyed: the inline session drops its copies and
+    /// handles, now if it is free within [`INLINE_WAIT`], else when its
+    /// caller finishes (see [`Pkcs11Inline::run`]).
+    fn forget_inline(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.inline.epoch.fetch_add(1, SeqCst);
+        let deadline = std::time::Instant::now() + INLINE_WAIT;
+        let mut g = loop {
+            match self.inline.slot.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        };
+        if let Some(inline) = g.as_mut() {
+            inline.epoch = self.inline.epoch.load(SeqCst);
+            if !inline.forget_all() {
+                *g = None;
+            }
         }
     }
 
@@ -309,7 +475,9 @@ impl Pkcs11Sealer {
             let conn = Self::connect(&self.config)?;
             // Without a second session the inline path just stays closed.
             if let Ok(session) = conn._ctx.open_rw_session(conn.slot) {
-                *lock(&self.inline.0) = Some(InlineSession { session, handles: HashMap::new() });
+                let epoch = self.inline.epoch.load(std::sync::atomic::Ordering::SeqCst);
+                *lock(&self.inline.slot) =
+                    Some(InlineSession { session, keys: HashMap::new(), epoch });
             }
             self.conn = Some(conn);
         }
@@ -388,9 +556,12 @@ impl Pkcs11Sealer {
         Err(SealError::ObjectGone { backend: "pkcs11", object: label.to_owned() })
     }
 
+    /// The token object (never a session copy, see [`InlineKey`]) of the
+    /// secret key labelled `label`.
     fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, SealError> {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
         Ok(session.find_objects(&template).map_err(map_err)?.into_iter().next())
@@ -429,7 +600,7 @@ impl Drop for Pkcs11Sealer {
         // The inline session may be shared beyond this sealer: close it now
         // (waiting for a caller inside, as nothing else will close it), so
         // the library is unloaded with this sealer.
-        *lock(&self.inline.0) = None;
+        *lock(&self.inline.slot) = None;
     }
 }
 
@@ -491,7 +662,6 @@ impl Sealer for Pkcs11Sealer {
     }
 
     fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
-        self.forget_inline(name);
         if value.len() != 32 {
             return Err(SealError::Backend(format!(
                 "an AES-256 key is 32 bytes, not {}",
@@ -501,7 +671,7 @@ impl Sealer for Pkcs11Sealer {
         self.handles.remove(name);
         let label = name.to_owned();
         let value = Zeroizing::new(value.to_vec());
-        self.with_session(|session| {
+        let r = self.with_session(|session| {
             Self::destroy_all(session, &label)?;
             let mut template = aes_key_template(&label, Attribute::Value(value.to_vec()));
             let created = session.create_object(&template).map(|_| ()).map_err(map_err);
@@ -511,7 +681,10 @@ impl Sealer for Pkcs11Sealer {
                 }
             }
             created
-        })
+        });
+        // After the token changed, so no copy of a replaced key survives.
+        self.forget_inline();
+        r
     }
 
     fn key_encrypt(
@@ -544,8 +717,10 @@ impl Sealer for Pkcs11Sealer {
 
     fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
         self.handles.remove(name);
-        self.forget_inline(name);
         let label = name.to_owned();
-        self.with_session(|session| Self::destroy_all(session, &label))
+        let r = self.with_session(|session| Self::destroy_all(session, &label));
+        // After the token object went, so no copy of it survives.
+        self.forget_inline();
+        r
     }
 }

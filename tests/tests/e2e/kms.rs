@@ -365,6 +365,9 @@ fn softhsm_kek_meets_the_apiserver_rules_and_stays_in_the_token() {
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
     assert_eq!(n(&after, "inline") - n(&before, "inline"), 40, "{before} → {after}");
     assert_eq!(n(&after, "queued"), n(&before, "queued"), "{before} → {after}");
+    // On the session copy, but for one operation a second on the token object.
+    let on_copy = n(&after, "inline_on_copy") - n(&before, "inline_on_copy");
+    assert!((35..=40).contains(&on_copy), "{before} → {after}");
     bad_input_is_refused(&mut c);
     rotation_scenario(&d, &mut c);
     // The retired KEK's token key is destroyed.
@@ -391,6 +394,59 @@ fn softhsm_kek_meets_the_apiserver_rules_and_stays_in_the_token() {
         (v["write_key_id"].clone(), v["keks"].clone(), v["retired"].clone())
     };
     assert_eq!(keks(&after), keks(&before), "the same KEKs and tombstones after the restart");
+}
+
+/// The inline session works through a session copy of the KEK (SoftHSM2
+/// re-reads its files on every use of a token object); a KEK deleted from
+/// the token behind qkeyd's back must still stop being used within about a
+/// second, not serve on from the copy.
+#[test]
+fn softhsm_kek_deleted_behind_our_back_stops_within_a_second() {
+    let hsm = SoftHsm::new();
+    let (mut d, socket) = softhsm_daemon(&hsm);
+    let mut c = Client::connect(socket.to_str().unwrap());
+    let key = check_apiserver_rules(&mut c, &seed(7));
+    let on_copy = |d: &Daemon| {
+        d.keys("GET", "/v1/kms", None).1["token_ops"]["inline_on_copy"].as_u64().unwrap()
+    };
+    let before = on_copy(&d);
+    for i in 0..10 {
+        c.encrypt(&seed(60 + i)).unwrap();
+    }
+    assert!(on_copy(&d) - before >= 8, "served from the session copy");
+    let deleted = std::process::Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(&hsm.module)
+        .args(["--token-label", qkeyd_e2e::HSM_LABEL, "--login", "--pin", HSM_PIN])
+        .args(["--delete-object", "--type", "secrkey", "--label", &format!("qkeyd-kms/{key}")])
+        .output()
+        .expect("pkcs11-tool");
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(!token_objects(&hsm).contains(&format!("qkeyd-kms/{key}")));
+    // Whether a call still lands inside the copy's second depends on how
+    // long pkcs11-tool took; what must hold is that none does after it.
+    let t = Instant::now();
+    let e = loop {
+        match c.encrypt(&seed(70)) {
+            Ok(_) => {
+                assert!(
+                    t.elapsed() < Duration::from_millis(1500),
+                    "still encrypting after {:?}",
+                    t.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(e.message().contains(&format!("qkeyd-kms/{key}")), "{e:?}");
+    // And it stays refused, through either path.
+    for _ in 0..5 {
+        assert!(c.encrypt(&seed(71)).is_err());
+    }
+    assert!(d.alive());
 }
 
 #[test]
