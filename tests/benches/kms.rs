@@ -315,7 +315,7 @@ fn main() {
     let mut runs: std::collections::HashMap<(&str, &str, u32), Vec<Figures>> =
         std::collections::HashMap::new();
     for (ci, call) in CALLS.into_iter().enumerate() {
-        for (conc, n) in [(1u32, 3000u32), (64, 20_000)] {
+        for (conc, n) in [(1u32, 10_000u32), (64, 20_000)] {
             for round in 0..rounds {
                 // Alternate who goes first, too.
                 for k in 0..targets.len() {
