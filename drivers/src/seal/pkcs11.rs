@@ -177,6 +177,26 @@ struct Pkcs11Inline {
 }
 
 impl Pkcs11Inline {
+    /// The session's lock, waiting at most `wait` for a caller inside.
+    fn lock_within(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<std::sync::MutexGuard<'_, Option<InlineSession>>> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.slot.try_lock() {
+                Ok(g) => return Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
     fn run<T>(
         &self,
         name: &str,
@@ -400,19 +420,9 @@ impl Pkcs11Sealer {
     /// stays for now and the next failure tries again, so this thread is
     /// never stuck behind it.
     fn disconnect(&mut self) {
-        let deadline = std::time::Instant::now() + INLINE_WAIT;
-        loop {
-            match self.inline.slot.try_lock() {
-                Ok(mut g) => break *g = None,
-                Err(std::sync::TryLockError::Poisoned(p)) => break *p.into_inner() = None,
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    if std::time::Instant::now() >= deadline {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-        }
+        let Some(mut g) = self.inline.lock_within(INLINE_WAIT) else { return };
+        *g = None;
+        drop(g);
         self.conn = None;
         self.handles.clear();
     }
@@ -423,19 +433,7 @@ impl Pkcs11Sealer {
     fn forget_inline(&self) {
         use std::sync::atomic::Ordering::SeqCst;
         self.inline.epoch.fetch_add(1, SeqCst);
-        let deadline = std::time::Instant::now() + INLINE_WAIT;
-        let mut g = loop {
-            match self.inline.slot.try_lock() {
-                Ok(g) => break g,
-                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    if std::time::Instant::now() >= deadline {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-        };
+        let Some(mut g) = self.inline.lock_within(INLINE_WAIT) else { return };
         if let Some(inline) = g.as_mut() {
             inline.epoch = self.inline.epoch.load(SeqCst);
             if !inline.forget_all() {
