@@ -172,6 +172,14 @@ pub struct TokenOps {
     pub inline_on_copy: u64,
 }
 
+/// A KEK a call can use without blocking (see `Kms::held`).
+enum HeldKek {
+    /// A sealed KEK's value, unsealed lately.
+    Memory(Zeroizing<[u8; 32]>),
+    /// A token key, by label.
+    Token(String),
+}
+
 /// An unsealed KEK and when it was unsealed.
 struct Cached {
     at: Instant,
@@ -477,42 +485,30 @@ impl Kms {
         permit: P,
     ) -> Result<Encrypted, KmsError> {
         let write = lock(&self.file).write_kek().cloned();
-        let Some(record) = write else {
+        let Some((record, held)) = write.and_then(|r| self.held(&r).map(|h| (r, h))) else {
             return run_blocking(permit, move || self.encrypt(&plaintext)).await;
-        };
-        let label = match &record.kek {
-            KekLocation::Token { label, .. } => label.clone(),
-            KekLocation::Sealed { .. } => {
-                let Some(key) = self.cached_kek(&record.key_id) else {
-                    return run_blocking(permit, move || self.encrypt(&plaintext)).await;
-                };
-                check_plaintext(&plaintext)?;
-                let mut iv = [0u8; IV_LEN];
-                self.pool.fill(&mut iv)?;
-                let body = gcm_seal(&key, &iv, &aad(&record.key_id), &plaintext)?;
-                self.note_use(&record.key_id);
-                return Ok(Encrypted {
-                    ciphertext: assemble(&iv, &body),
-                    key_id: record.key_id,
-                    annotations: annotations(),
-                });
-            }
         };
         check_plaintext(&plaintext)?;
         let mut iv = [0u8; IV_LEN];
         self.pool.fill(&mut iv)?;
         let a = aad(&record.key_id);
-        // The token's AES-GCM on this thread when its inline session is free
-        // (a few microseconds), else queued on the sealer's thread.
-        let inline = self.sealer.inline().and_then(|k| k.try_encrypt(&label, &iv, &a, &plaintext));
-        let body = match inline {
-            Some(body) => {
-                self.inline_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                body
-            }
-            None => {
-                self.queued_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.on_sealer(permit, move |s| s.key_encrypt(&label, &iv, &a, &plaintext)).await?
+        let body = match held {
+            HeldKek::Memory(key) => gcm_seal(&key, &iv, &a, &plaintext)?,
+            // The token's AES-GCM on this thread when its inline session is
+            // free (a few microseconds), else queued on the sealer's thread.
+            HeldKek::Token(label) => {
+                match self.sealer.inline().and_then(|k| k.try_encrypt(&label, &iv, &a, &plaintext))
+                {
+                    Some(body) => {
+                        self.inline_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        body
+                    }
+                    None => {
+                        self.queued_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.on_sealer(permit, move |s| s.key_encrypt(&label, &iv, &a, &plaintext))
+                            .await?
+                    }
+                }
             }
         };
         self.note_use(&record.key_id);
@@ -532,18 +528,8 @@ impl Kms {
         permit: P,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let record = self.check_decrypt(&key_id, &ciphertext, &annotations)?;
-        let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
-        let a = aad(&record.key_id);
-        let KekLocation::Token { label, .. } = &record.kek else {
-            // Checked already: straight to the sealed KEK, from memory if it
-            // was unsealed lately.
-            if let Some(key) = self.cached_kek(&record.key_id) {
-                let plaintext = gcm_open(&key, &iv, &a, &ciphertext[1 + IV_LEN..])
-                    .ok_or_else(|| not_authentic(&record.key_id))?;
-                self.note_use(&record.key_id);
-                return Ok(plaintext);
-            }
+        let Some(held) = self.held(&record) else {
+            // Checked already: straight to unsealing the KEK.
             return run_blocking(permit, move || {
                 let plaintext = self.open_under(&record, &ciphertext, false)?;
                 self.note_use(&record.key_id);
@@ -551,24 +537,45 @@ impl Kms {
             })
             .await;
         };
-        if let Some(secret) = self
-            .sealer
-            .inline()
-            .and_then(|k| k.try_decrypt(label, &iv, &a, &ciphertext[1 + IV_LEN..]))
-        {
-            self.inline_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.note_use(&record.key_id);
-            return Ok(secret.0);
-        }
-        self.queued_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (l, body) = (label.clone(), ciphertext[1 + IV_LEN..].to_vec());
-        match self.on_sealer(permit, move |s| s.key_decrypt(&l, &iv, &a, &body)).await {
-            Ok(secret) => {
-                self.note_use(&record.key_id);
-                Ok(secret.0)
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(&ciphertext[1..=IV_LEN]);
+        let a = aad(&record.key_id);
+        let body = &ciphertext[1 + IV_LEN..];
+        let plaintext = match held {
+            HeldKek::Memory(key) => {
+                gcm_open(&key, &iv, &a, body).ok_or_else(|| not_authentic(&record.key_id))?
             }
-            Err(SealError::Integrity) => Err(not_authentic(&record.key_id)),
-            Err(e) => Err(e.into()),
+            HeldKek::Token(label) => {
+                match self.sealer.inline().and_then(|k| k.try_decrypt(&label, &iv, &a, body)) {
+                    Some(secret) => {
+                        self.inline_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        secret.0
+                    }
+                    None => {
+                        self.queued_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let body = body.to_vec();
+                        let r = self
+                            .on_sealer(permit, move |s| s.key_decrypt(&label, &iv, &a, &body))
+                            .await;
+                        match r {
+                            Ok(secret) => secret.0,
+                            Err(SealError::Integrity) => return Err(not_authentic(&record.key_id)),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        };
+        self.note_use(&record.key_id);
+        Ok(plaintext)
+    }
+
+    /// How a call can reach `record`'s KEK without blocking, if it can: in
+    /// the token, or in memory (a sealed KEK unsealed within `kek_cache`).
+    fn held(&self, record: &KekRecord) -> Option<HeldKek> {
+        match &record.kek {
+            KekLocation::Token { label, .. } => Some(HeldKek::Token(label.clone())),
+            KekLocation::Sealed { .. } => self.cached_kek(&record.key_id).map(HeldKek::Memory),
         }
     }
 
@@ -771,13 +778,10 @@ impl Kms {
         let KekLocation::Sealed { sealed } = &record.kek else {
             return Err(KmsError::Internal("not a sealed KEK".into()));
         };
-        {
-            let mut cache = lock(&self.unsealed);
-            // Nothing stays past its time, used or not.
-            cache.retain(|_, c| c.at.elapsed() < self.config.kek_cache);
-            if !fresh && let Some(c) = cache.get(&record.key_id) {
-                return Ok(c.key.clone());
-            }
+        // Nothing stays past its time, used or not.
+        lock(&self.unsealed).retain(|_, c| c.at.elapsed() < self.config.kek_cache);
+        if !fresh && let Some(key) = self.cached_kek(&record.key_id) {
+            return Ok(key);
         }
         let (s, a) = (sealed.clone(), kek_aad(&record.key_id));
         let result = self.sealer.call(move |x| x.unseal(&s, &a));
