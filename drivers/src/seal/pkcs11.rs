@@ -121,6 +121,17 @@ impl InlineSession {
         ok
     }
 
+    /// Catch up with `epoch`: if keys were made or destroyed since this
+    /// session's keys were filled in, drop them all; false as for
+    /// [`InlineSession::forget_all`].
+    fn catch_up(&mut self, epoch: u64) -> bool {
+        if self.epoch == epoch {
+            return true;
+        }
+        self.epoch = epoch;
+        self.forget_all()
+    }
+
     /// Forget `name`'s handles, destroying its copy; false as for
     /// [`InlineSession::forget_all`].
     fn forget(&mut self, name: &str) -> bool {
@@ -177,7 +188,8 @@ struct Pkcs11Inline {
 }
 
 impl Pkcs11Inline {
-    /// The session's lock, waiting at most `wait` for a caller inside.
+    /// The session's lock, waiting at most `wait` for a caller inside (a
+    /// caller that panicked inside leaves the session itself usable).
     fn lock_within(
         &self,
         wait: std::time::Duration,
@@ -204,20 +216,11 @@ impl Pkcs11Inline {
         op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Option<T> {
         use std::sync::atomic::Ordering::SeqCst;
-        let mut guard = match self.slot.try_lock() {
-            Ok(g) => g,
-            // A caller panicked inside; the session itself is still usable.
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut guard = self.lock_within(std::time::Duration::ZERO)?;
         let inline = guard.as_mut()?;
-        let epoch = self.epoch.load(SeqCst);
-        if inline.epoch != epoch {
-            inline.epoch = epoch;
-            if !inline.forget_all() {
-                *guard = None;
-                return None;
-            }
+        if !inline.catch_up(self.epoch.load(SeqCst)) {
+            *guard = None;
+            return None;
         }
         let key = match inline.keys.get(name) {
             Some(k) => *k,
@@ -280,11 +283,8 @@ impl Pkcs11Inline {
         };
         // A key made or destroyed while this ran: drop the copies now rather
         // than at the next call, which may be a long way off.
-        if inline.epoch != self.epoch.load(SeqCst) {
-            inline.epoch = self.epoch.load(SeqCst);
-            if !inline.forget_all() {
-                *guard = None;
-            }
+        if !inline.catch_up(self.epoch.load(SeqCst)) {
+            *guard = None;
         }
         result
     }
@@ -434,11 +434,10 @@ impl Pkcs11Sealer {
         use std::sync::atomic::Ordering::SeqCst;
         self.inline.epoch.fetch_add(1, SeqCst);
         let Some(mut g) = self.inline.lock_within(INLINE_WAIT) else { return };
-        if let Some(inline) = g.as_mut() {
-            inline.epoch = self.inline.epoch.load(SeqCst);
-            if !inline.forget_all() {
-                *g = None;
-            }
+        if let Some(inline) = g.as_mut()
+            && !inline.catch_up(self.inline.epoch.load(SeqCst))
+        {
+            *g = None;
         }
     }
 
