@@ -404,6 +404,20 @@ fn main() {
             2.0 * raw + shaped,
             2.0 * raw + status
         );
+        // The same, paired by round: the HSM call and its no-HSM twin ran in
+        // the same round, seconds apart, so a slow stretch of the machine
+        // falls on both; the median of the rounds' differences. (Status is
+        // measured in other rounds, minutes away, so it cannot be paired.)
+        let (hsm, soft) = (&runs[&("qkeyd", call, 1)], &runs[&(SOFT, call, 1)]);
+        let mut d: Vec<f64> = hsm.iter().zip(soft).map(|(h, s)| h.p99_us - s.p99_us).collect();
+        d.sort_by(f64::total_cmp);
+        println!(
+            "{call} p99 c=1, paired by round: the HSM adds {:.0} µs (rounds {:.0} to {:.0}) over the same call on a soft KEK; 2×raw = {:.0} µs",
+            d[d.len() / 2],
+            d[0],
+            d[d.len() - 1],
+            2.0 * raw
+        );
     }
     for t in &targets {
         let took = burst(&t.socket, 10_000);
