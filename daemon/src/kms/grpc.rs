@@ -62,6 +62,8 @@ pub fn incoming(
 pub struct Service {
     kms: Arc<Kms>,
     permits: Arc<Semaphore>,
+    /// Held while a Status call checks the backend (see `Service::check`).
+    checking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -74,7 +76,11 @@ impl Service {
     /// A service over `kms`; at most `concurrency` calls are in progress at
     /// once (on the blocking pool or queued at the sealer), the rest wait.
     pub fn new(kms: Arc<Kms>, concurrency: usize) -> Self {
-        Self { kms, permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+        Self {
+            kms,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            checking: Arc::default(),
+        }
     }
 
     /// The tonic server for this service.
@@ -105,11 +111,33 @@ impl Service {
         match tokio::time::timeout(CALL_TIMEOUT, work).await {
             Ok(Ok(r)) => r.map_err(to_status),
             Ok(Err(_)) => Err(Status::internal("the KMS call failed")),
-            Err(_) => Err(to_status(KmsError::Unavailable(format!(
-                "the KEK backend did not answer within {CALL_TIMEOUT:?}"
-            )))),
+            Err(_) => Err(too_slow()),
         }
     }
+
+    /// Status's real check of the backend, one at a time: a call that finds
+    /// the answer stale while another call is checking waits for that check
+    /// (on no thread) and takes its answer, so a crowd of Status calls at
+    /// the moment the cached answer expires makes one round trip through the
+    /// backend, not one each. Waiting and checking together take at most
+    /// [`CALL_TIMEOUT`].
+    async fn check(&self) -> Result<String, Status> {
+        let work = async {
+            let _one = self.checking.lock().await;
+            match self.kms.cached_status() {
+                Some(r) => r.map_err(to_status),
+                None => self.blocking(|k| k.status()).await,
+            }
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work).await.unwrap_or_else(|_| Err(too_slow()))
+    }
+}
+
+/// A call the backend did not answer within [`CALL_TIMEOUT`].
+fn too_slow() -> Status {
+    to_status(KmsError::Unavailable(format!(
+        "the KEK backend did not answer within {CALL_TIMEOUT:?}"
+    )))
 }
 
 /// The one mapping of plugin errors to gRPC.
@@ -135,9 +163,7 @@ async fn in_time<T>(
 ) -> Result<T, Status> {
     match tokio::time::timeout(CALL_TIMEOUT, work).await {
         Ok(r) => r.map_err(to_status),
-        Err(_) => Err(to_status(KmsError::Unavailable(format!(
-            "the KEK backend did not answer within {CALL_TIMEOUT:?}"
-        )))),
+        Err(_) => Err(too_slow()),
     }
 }
 
@@ -155,7 +181,7 @@ impl KeyManagementService for Service {
         // A fresh answer needs no thread: only a real check goes to the pool.
         let key_id = match self.kms.cached_status() {
             Some(r) => r.map_err(to_status)?,
-            None => self.blocking(|k| k.status()).await?,
+            None => self.check().await?,
         };
         Ok(Response::new(StatusResponse { version: VERSION.into(), healthz: "ok".into(), key_id }))
     }

@@ -157,6 +157,9 @@ pub struct KmsInfo {
     pub retired: Vec<Retired>,
     /// Token KEK operations since start, by where they ran.
     pub token_ops: TokenOps,
+    /// Status's real checks of the backend (encrypt/decrypt round trips)
+    /// since start; every other Status answer was the cached one.
+    pub status_checks: u64,
 }
 
 /// Where token KEK operations ran: on the caller's thread (the token's inline
@@ -203,6 +206,7 @@ pub struct Kms {
     change: Mutex<()>,
     inline_ops: std::sync::atomic::AtomicU64,
     queued_ops: std::sync::atomic::AtomicU64,
+    status_checks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Kms {
@@ -326,6 +330,7 @@ impl Kms {
             change: Mutex::new(()),
             inline_ops: Default::default(),
             queued_ops: Default::default(),
+            status_checks: Default::default(),
         })
     }
 
@@ -356,6 +361,7 @@ impl Kms {
         {
             return r.clone().map_err(KmsError::Unavailable);
         }
+        self.status_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = self.probe();
         let cached = match &r {
             Ok(id) => Ok(id.clone()),
@@ -696,6 +702,7 @@ impl Kms {
                 queued: self.queued_ops.load(std::sync::atomic::Ordering::Relaxed),
                 inline_on_copy: self.sealer.inline().map_or(0, |k| k.copy_ops()),
             },
+            status_checks: self.status_checks.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -449,6 +449,51 @@ fn softhsm_kek_deleted_behind_our_back_stops_within_a_second() {
     assert!(d.alive());
 }
 
+/// A crowd of Status calls at the moment the cached answer goes stale makes
+/// one real check of the backend between them, not one each (the check goes
+/// through the token, so each would cost a round trip to the HSM and a
+/// thread).
+#[test]
+fn a_crowd_of_status_calls_makes_one_backend_check() {
+    let hsm = SoftHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, HSM_PIN).unwrap();
+    // The line before the [keys] table lands in [kms].
+    let keys = format!("status_cache_ms = 1000\n\n{}", hsm.keys_config(&pin));
+    let (d, socket) = start(dir, &keys, &[hsm.env()]);
+    let checks = |d: &Daemon| d.keys("GET", "/v1/kms", None).1["status_checks"].as_u64().unwrap();
+    let (rt, client) = Client::parts(socket.to_str().unwrap());
+    let crowd = |n: usize| -> Vec<String> {
+        rt.block_on(async {
+            let calls: Vec<_> = (0..n)
+                .map(|_| {
+                    let mut c = client.clone();
+                    tokio::spawn(async move {
+                        c.status(qkeyd::kms::grpc::proto::StatusRequest {}).await
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for call in calls {
+                let s = call.await.unwrap().expect("Status").into_inner();
+                assert_eq!(s.healthz, "ok");
+                ids.push(s.key_id);
+            }
+            ids
+        })
+    };
+    let key_id = crowd(1).pop().unwrap();
+    assert_eq!(checks(&d), 1, "the first Status checks the backend");
+    std::thread::sleep(Duration::from_millis(1200));
+    let ids = crowd(64);
+    assert!(ids.iter().all(|id| *id == key_id), "{ids:?}");
+    assert_eq!(checks(&d), 2, "64 Status calls on a stale answer: one check between them");
+    // And once fresh, no check at all.
+    crowd(64);
+    assert_eq!(checks(&d), 2);
+}
+
 #[test]
 fn softhsm_token_removed_and_back_without_a_restart() {
     let hsm = SoftHsm::new();
