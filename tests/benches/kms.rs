@@ -14,7 +14,11 @@
 //! (github.com/bojand/ghz, installed from the Go module proxy into the
 //! tests/k8s cache on first use) over one connection, as kube-apiserver
 //! connects; the decrypt burst (10,000 distinct seeds, the apiserver-restart
-//! case) by the harness's tonic client with 64 requests in flight. The mock
+//! case) by the harness's tonic client with 64 requests in flight. Then
+//! concurrency 1 again with the calls interleaved one by one, the plugins
+//! taking turns call by call (the harness's tonic client): the HSM's share of
+//! a call, as qkeyd against a qkeyd with a soft KEK, and the p99 goal are
+//! judged there, as a drift between rounds would swamp them. The mock
 //! plugin (k8s.io/kms internal/plugins/_mock) is not on the module proxy; the
 //! bench runs it only if QKEYD_BENCH_MOCK_KMS names a binary of it.
 #![allow(clippy::unwrap_used)]
@@ -140,6 +144,18 @@ fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
     (s[n / 2], s[n * 99 / 100])
 }
 
+/// The median of `x`, with its lowest and highest values.
+fn spread(mut x: Vec<f64>) -> (f64, f64, f64) {
+    x.sort_by(f64::total_cmp);
+    (x[x.len() / 2], x[0], x[x.len() - 1])
+}
+
+/// A table cell: the median of `x` and its range.
+fn cell(x: Vec<f64>) -> String {
+    let (m, lo, hi) = spread(x);
+    format!("{m:.0} ({lo:.0}–{hi:.0})")
+}
+
 /// Time to decrypt `n` distinct seeds with 64 requests in flight.
 fn burst(socket: &Path, n: usize) -> Duration {
     let (rt, client) = Client::parts(socket.to_str().unwrap());
@@ -191,6 +207,79 @@ fn burst(socket: &Path, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// A plugin's figures from one [`interleaved`] run.
+struct Turns {
+    p50_us: f64,
+    p99_us: f64,
+    /// The plugin process's CPU time per call, µs.
+    cpu_us: f64,
+}
+
+/// One request-interleaved run at concurrency 1: a single tonic client sends
+/// `call` to each target in turn (which goes first rotating), `n` calls each,
+/// so every stretch of the shared machine, slow or quick, falls on all of
+/// them alike, calls apart rather than rounds apart. Per target: p50 and p99
+/// in µs, and the plugin process's CPU µs per call.
+fn interleaved(
+    targets: &[Target],
+    call: &str,
+    n: usize,
+    mut raw: impl FnMut(),
+) -> (Vec<Turns>, (f64, f64)) {
+    let mut clients: Vec<Client> =
+        targets.iter().map(|t| Client::connect(t.socket.to_str().unwrap())).collect();
+    // Each plugin decrypts its own ciphertext.
+    let replies: Vec<_> = clients.iter_mut().map(|c| c.encrypt(&[7u8; 32]).unwrap()).collect();
+    let cpu: Vec<u64> = targets.iter().map(|t| cpu_ns(t.pid)).collect();
+    // The last slot is the raw operation, in this process, taking its turn.
+    let slots = targets.len() + 1;
+    let mut took = vec![Vec::with_capacity(n); slots];
+    for i in 0..n {
+        for k in 0..slots {
+            let j = (k + i) % slots;
+            let t = Instant::now();
+            match (clients.get_mut(j), call) {
+                (None, _) => raw(),
+                (Some(c), "Status") => assert_eq!(c.status().unwrap().healthz, "ok"),
+                (Some(c), "Encrypt") => {
+                    assert!(!c.encrypt(&[7u8; 32]).unwrap().ciphertext.is_empty());
+                }
+                (Some(c), _) => assert_eq!(c.decrypt_reply(&replies[j]).unwrap(), [7u8; 32]),
+            }
+            took[j].push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let pct = |mut s: Vec<f64>| {
+        s.sort_by(f64::total_cmp);
+        (s[n / 2], s[n * 99 / 100])
+    };
+    let raw = pct(took.pop().unwrap());
+    let plugins = took
+        .into_iter()
+        .zip(targets.iter().zip(cpu))
+        .map(|(s, (t, c0))| {
+            let (p50_us, p99_us) = pct(s);
+            Turns { p50_us, p99_us, cpu_us: (cpu_ns(t.pid) - c0) as f64 / 1e3 / n as f64 }
+        })
+        .collect();
+    (plugins, raw)
+}
+
+/// This guest's halt polling, which sets how much a c=1 round trip pays for
+/// each wake-up: with it off, an idle vCPU halts at once and waking it is a
+/// trip through the hypervisor.
+fn halt_polling() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned());
+    match (
+        read("/sys/devices/system/cpu/cpuidle/current_driver"),
+        read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    ) {
+        (Ok(d), Ok(ns)) if d == "haltpoll" => format!("cpuidle haltpoll, guest_halt_poll_ns {ns}"),
+        (Ok(d), _) => format!("cpuidle {d}"),
+        _ => "cpuidle unknown".into(),
+    }
+}
+
 fn main() {
     // SoftHSM2 reads SOFTHSM2_CONF when the module is initialised, and setting
     // the environment of a running process is unsafe: initialise a token, then
@@ -228,7 +317,6 @@ fn main() {
     let raw_dec = percentiles(5000, |_| {
         hsm.key_decrypt(MOCK_KEY, &iv, b"aad", &ct).unwrap();
     });
-    drop(hsm);
 
     // qkeyd with a SoftHSM KEK.
     let dir = tempfile::tempdir().unwrap();
@@ -331,31 +419,24 @@ fn main() {
         }
     }
     println!(
-        "{rounds} interleaved rounds; each cell is the median round (and the range of the rounds)"
+        "ghz, {rounds} interleaved rounds; each cell is the median round (and the range of the rounds)"
     );
     println!("| plugin | call | c | p50 µs | p99 µs | ops/s | plugin CPU µs/call |");
     println!("|---|---|---|---|---|---|---|");
-    let median = |v: &[Figures], f: fn(&Figures) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(f64::total_cmp);
-        (x[x.len() / 2], x[0], x[x.len() - 1])
-    };
+    let median = |v: &[Figures], f: fn(&Figures) -> f64| spread(v.iter().map(f).collect());
     let mut med = std::collections::HashMap::new();
     for t in &targets {
         for call in CALLS {
             for conc in [1u32, 64] {
                 let v = &runs[&(t.name, call, conc)];
-                let cell = |f: fn(&Figures) -> f64| {
-                    let (m, lo, hi) = median(v, f);
-                    format!("{m:.0} ({lo:.0}–{hi:.0})")
-                };
+                let col = |f: fn(&Figures) -> f64| cell(v.iter().map(f).collect());
                 println!(
                     "| {} | {call} | {conc} | {} | {} | {} | {} |",
                     t.name,
-                    cell(|f| f.p50_us),
-                    cell(|f| f.p99_us),
-                    cell(|f| f.rps),
-                    cell(|f| f.cpu_us),
+                    col(|f| f.p50_us),
+                    col(|f| f.p99_us),
+                    col(|f| f.rps),
+                    col(|f| f.cpu_us),
                 );
                 let m = |f: fn(&Figures) -> f64| median(v, f).0;
                 med.insert(
@@ -392,31 +473,90 @@ fn main() {
             }
         );
     }
-    // p99 at concurrency 1 within 2× the raw HSM operation plus one gRPC
-    // round trip, the round trip taken two ways.
-    for (call, raw) in [("Encrypt", raw_enc.1), ("Decrypt", raw_dec.1)] {
-        let got = med[&("qkeyd", call, 1)][1];
-        let status = med[&("qkeyd", "Status", 1)][1];
-        let shaped = med[&(SOFT, call, 1)][1];
+    // Concurrency 1 again, the calls interleaved one by one, for the figures
+    // a round-to-round drift would swamp: the HSM's share of a call (qkeyd
+    // against its no-HSM twin) and the p99 goal. ghz's p99s above move
+    // 100–300 µs between rounds; the share judged here is about 40.
+    println!(
+        "concurrency 1, calls interleaved one by one (the harness's tonic client), \
+         {rounds} runs of 10,000 calls per plugin; this machine: {}",
+        halt_polling()
+    );
+    println!("| plugin | call | p50 µs | p99 µs | plugin CPU µs/call |");
+    println!("|---|---|---|---|---|");
+    let mut inter: std::collections::HashMap<(&str, &str), Vec<Turns>> =
+        std::collections::HashMap::new();
+    // The raw operation, per run: in a tight loop just before it, and taking
+    // its turn between the calls (as a plugin meets it).
+    let mut raw_runs: std::collections::HashMap<&str, Vec<[(f64, f64); 2]>> =
+        std::collections::HashMap::new();
+    for call in CALLS {
+        let mut op = || match call {
+            "Encrypt" => drop(hsm.key_encrypt(MOCK_KEY, &iv, b"aad", &[7u8; 32]).unwrap()),
+            "Decrypt" => drop(hsm.key_decrypt(MOCK_KEY, &iv, b"aad", &ct).unwrap()),
+            _ => {}
+        };
+        for _ in 0..rounds {
+            let tight = percentiles(5000, |_| op());
+            let (plugins, between) = interleaved(&targets, call, 10_000, &mut op);
+            for (t, f) in targets.iter().zip(plugins) {
+                inter.entry((t.name, call)).or_default().push(f);
+            }
+            raw_runs.entry(call).or_default().push([tight, between]);
+        }
+        if call != "Status" {
+            let v = &raw_runs[call];
+            for (i, how) in ["in a tight loop", "between the calls"].iter().enumerate() {
+                println!(
+                    "| raw SoftHSM AES-GCM, {how} | {call} | {} | {} | n/a |",
+                    cell(v.iter().map(|r| r[i].0).collect()),
+                    cell(v.iter().map(|r| r[i].1).collect())
+                );
+            }
+        }
+        for t in &targets {
+            let v = &inter[&(t.name, call)];
+            let col = |f: fn(&Turns) -> f64| cell(v.iter().map(f).collect());
+            println!(
+                "| {} | {call} | {} | {} | {} |",
+                t.name,
+                col(|f| f.p50_us),
+                col(|f| f.p99_us),
+                col(|f| f.cpu_us)
+            );
+        }
+    }
+    // p99 within 2× the raw HSM operation (its tight loop's p99, run by run)
+    // plus one gRPC round trip: the same call on a soft KEK in the same run.
+    for call in ["Encrypt", "Decrypt"] {
+        let (hsm, soft, raw) = (&inter[&("qkeyd", call)], &inter[&(SOFT, call)], &raw_runs[call]);
+        let runs = || hsm.iter().zip(soft).zip(raw);
+        let met =
+            |i: usize| runs().filter(|((h, s), r)| h.p99_us <= 2.0 * r[i].1 + s.p99_us).count();
+        let (p50, p50_lo, p50_hi) = spread(runs().map(|((h, s), _)| h.p50_us - s.p50_us).collect());
+        let (p99, p99_lo, p99_hi) = spread(runs().map(|((h, s), _)| h.p99_us - s.p99_us).collect());
+        let twice = |i: usize| 2.0 * spread(raw.iter().map(|r| r[i].1).collect()).0;
         println!(
-            "{call} p99 c=1: {got:.0} µs; 2×raw + RTT = {:.0} µs with the same call on a soft KEK as the RTT, \
-             {:.0} µs with the cached Status as the RTT",
-            2.0 * raw + shaped,
-            2.0 * raw + status
+            "{call} p99 ≤ 2×raw + RTT: met in {} of {rounds} runs; the HSM adds {p99:.0} µs \
+             ({p99_lo:.0} to {p99_hi:.0}) at p99 and {p50:.0} µs ({p50_lo:.0} to {p50_hi:.0}) \
+             at p50 over the same call on a soft KEK, against 2×raw = {:.0} µs (tight loop); \
+             with the raw p99 taken between the calls, 2×raw = {:.0} µs, met in {} of {rounds}",
+            met(0),
+            twice(0),
+            twice(1),
+            met(1)
         );
-        // The same, paired by round: the HSM call and its no-HSM twin ran in
-        // the same round, seconds apart, so a slow stretch of the machine
-        // falls on both; the median of the rounds' differences. (Status is
-        // measured in other rounds, minutes away, so it cannot be paired.)
-        let (hsm, soft) = (&runs[&("qkeyd", call, 1)], &runs[&(SOFT, call, 1)]);
-        let mut d: Vec<f64> = hsm.iter().zip(soft).map(|(h, s)| h.p99_us - s.p99_us).collect();
-        d.sort_by(f64::total_cmp);
+    }
+    if targets.iter().any(|t| t.name == MOCK) {
+        let mut ahead = 0;
+        for call in CALLS {
+            let (q, m) = (&inter[&("qkeyd", call)], &inter[&(MOCK, call)]);
+            let p50 = |v: &[Turns]| spread(v.iter().map(|f| f.p50_us).collect()).0;
+            let p99 = |v: &[Turns]| spread(v.iter().map(|f| f.p99_us).collect()).0;
+            ahead += usize::from(p50(q) < p50(m)) + usize::from(p99(q) < p99(m));
+        }
         println!(
-            "{call} p99 c=1, paired by round: the HSM adds {:.0} µs (rounds {:.0} to {:.0}) over the same call on a soft KEK; 2×raw = {:.0} µs",
-            d[d.len() / 2],
-            d[0],
-            d[d.len() - 1],
-            2.0 * raw
+            "interleaved: qkeyd ahead of the mock on {ahead} of 6 figures (p50, p99; medians)"
         );
     }
     for t in &targets {
@@ -427,6 +567,7 @@ fn main() {
             took.as_secs_f64()
         );
     }
+    drop(hsm);
     if let Some(mut m) = mock {
         let _ = m.kill();
         let _ = m.wait();
