@@ -528,23 +528,25 @@ fn main() {
     }
     // p99 within 2× the raw HSM operation (its tight loop's p99, run by run)
     // plus one gRPC round trip: the same call on a soft KEK in the same run.
+    // And whether the HSM's share of the p99 is within one raw operation's
+    // p99 as taken between the calls: what qkeyd adds at the tail beyond the
+    // operation itself.
     for call in ["Encrypt", "Decrypt"] {
         let (hsm, soft, raw) = (&inter[&("qkeyd", call)], &inter[&(SOFT, call)], &raw_runs[call]);
         let runs = || hsm.iter().zip(soft).zip(raw);
-        let met =
-            |i: usize| runs().filter(|((h, s), r)| h.p99_us <= 2.0 * r[i].1 + s.p99_us).count();
+        let met = runs().filter(|((h, s), r)| h.p99_us <= 2.0 * r[0].1 + s.p99_us).count();
+        let within = runs().filter(|((h, s), r)| h.p99_us - s.p99_us <= r[1].1).count();
         let (p50, p50_lo, p50_hi) = spread(runs().map(|((h, s), _)| h.p50_us - s.p50_us).collect());
         let (p99, p99_lo, p99_hi) = spread(runs().map(|((h, s), _)| h.p99_us - s.p99_us).collect());
-        let twice = |i: usize| 2.0 * spread(raw.iter().map(|r| r[i].1).collect()).0;
+        let raw_p99 = |i: usize| spread(raw.iter().map(|r| r[i].1).collect()).0;
         println!(
-            "{call} p99 ≤ 2×raw + RTT: met in {} of {rounds} runs; the HSM adds {p99:.0} µs \
+            "{call} p99 ≤ 2×raw + RTT: met in {met} of {rounds} runs; the HSM adds {p99:.0} µs \
              ({p99_lo:.0} to {p99_hi:.0}) at p99 and {p50:.0} µs ({p50_lo:.0} to {p50_hi:.0}) \
              at p50 over the same call on a soft KEK, against 2×raw = {:.0} µs (tight loop); \
-             with the raw p99 taken between the calls, 2×raw = {:.0} µs, met in {} of {rounds}",
-            met(0),
-            twice(0),
-            twice(1),
-            met(1)
+             that share within one raw operation's p99 taken between the calls ({:.0} µs) in \
+             {within} of {rounds} runs",
+            2.0 * raw_p99(0),
+            raw_p99(1),
         );
     }
     if targets.iter().any(|t| t.name == MOCK) {
