@@ -216,10 +216,11 @@ struct Turns {
 }
 
 /// One request-interleaved run at concurrency 1: a single tonic client sends
-/// `call` to each target in turn (which goes first rotating), `n` calls each,
-/// so every stretch of the shared machine, slow or quick, falls on all of
-/// them alike, calls apart rather than rounds apart. Per target: p50 and p99
-/// in µs, and the plugin process's CPU µs per call.
+/// `call` to each target in turn, and `raw` takes its turn in this process
+/// (which goes first rotating), `n` times each, so every stretch of the
+/// shared machine, slow or quick, falls on all of them alike, calls apart
+/// rather than rounds apart. Per target: p50 and p99 in µs, and the plugin
+/// process's CPU µs per call; and `raw`'s p50 and p99 in µs.
 fn interleaved(
     targets: &[Target],
     call: &str,
