@@ -299,25 +299,24 @@ impl Vault {
 
     /// Every key, public parts only.
     pub fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
-        let mut out = Vec::new();
-        for id in self.store.ids()? {
-            match self.info(&id) {
-                Ok(k) => out.push(k),
-                // A key destroyed meanwhile is simply gone.
-                Err(VaultError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        self.each_key(|id| self.info(id))
     }
 
     /// Every key's current version: one file read per key.
     pub fn current(&self) -> Result<Vec<CurrentKey>, VaultError> {
+        self.each_key(|id| self.current_key(id))
+    }
+
+    /// `read` of every key id in the store; a key destroyed meanwhile is
+    /// simply gone.
+    fn each_key<T>(
+        &self,
+        read: impl Fn(&str) -> Result<T, VaultError>,
+    ) -> Result<Vec<T>, VaultError> {
         let mut out = Vec::new();
         for id in self.store.ids()? {
-            match self.current_key(&id) {
+            match read(&id) {
                 Ok(k) => out.push(k),
-                // A key destroyed meanwhile is simply gone.
                 Err(VaultError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
