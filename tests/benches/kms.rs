@@ -133,15 +133,22 @@ fn ghz(
 
 /// p50 and p99 in µs of `n` runs of `f`.
 fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    let mut s: Vec<f64> = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    s.sort_by(f64::total_cmp);
-    (s[n / 2], s[n * 99 / 100])
+    p50_p99(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect(),
+    )
+}
+
+/// The p50 and p99 of `samples`.
+fn p50_p99(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    (samples[n / 2], samples[n * 99 / 100])
 }
 
 /// The median of `x`, with its lowest and highest values.
@@ -250,16 +257,12 @@ fn interleaved(
             took[j].push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let pct = |mut s: Vec<f64>| {
-        s.sort_by(f64::total_cmp);
-        (s[n / 2], s[n * 99 / 100])
-    };
-    let raw = pct(took.pop().unwrap());
+    let raw = p50_p99(took.pop().unwrap());
     let plugins = took
         .into_iter()
         .zip(targets.iter().zip(cpu))
         .map(|(s, (t, c0))| {
-            let (p50_us, p99_us) = pct(s);
+            let (p50_us, p99_us) = p50_p99(s);
             Turns { p50_us, p99_us, cpu_us: (cpu_ns(t.pid) - c0) as f64 / 1e3 / n as f64 }
         })
         .collect();
