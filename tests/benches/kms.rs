@@ -31,11 +31,11 @@ use std::{
 };
 
 use base64::Engine as _;
-use qkeyd::kms::grpc::proto::{DecryptRequest, EncryptRequest};
 use qkeyd_drivers::seal::{
     Sealer,
     pkcs11::{Pkcs11Config, Pkcs11Sealer},
 };
+use qkeyd_e2e::kms_proto::{DecryptRequest, EncryptRequest};
 use qkeyd_e2e::{Daemon, HSM_LABEL, HSM_PIN, SoftHsm, kms::Client, softhsm_module};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -328,7 +328,7 @@ fn main() {
     std::fs::write(&pin, HSM_PIN).unwrap();
     let socket = dir.path().join("kms.sock");
     let config = format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[kms]\nsocket = \"{}\"\n\n[keys]\nsealer = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[kms]\nsocket = \"{}\"\n\n[keys]\nsealer = \"hsm\"\n[keys.hsm]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
         socket.display(),
         softhsm_module().display(),
         pin.display()

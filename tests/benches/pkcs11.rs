@@ -70,14 +70,14 @@ fn main() {
     let pin = dir.path().join("pin");
     std::fs::write(&pin, PIN).unwrap();
     let config = format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n[pkcs11]\nsocket = \"{}\"\npin_file = \"{}\"\n",
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n[module]\nsocket = \"{}\"\npin_file = \"{}\"\n",
         socket.display(),
         pin.display()
     );
     let state = dir.path().join("state");
     let _d = Daemon::start_with(tempfile::tempdir().unwrap(), &config, &state, &[]);
     let hsm = SoftHsm::new();
-    let qkeyd_env = [("QKEYD_SOCKET", socket.to_str().unwrap())];
+    let qkeyd_env = [("QKEYD_MODULE_SOCKET", socket.to_str().unwrap())];
     let hsm_env = [hsm.env()];
     let secs = "2";
     let mut rows: Vec<(Value, Value, f64)> = Vec::new();

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use qkeyd::pool::drbg::{CtrDrbg, MAX_REQUEST, SEED_LEN};
+use qkeyd_drbg::{CtrDrbg, MAX_REQUEST, SEED_LEN};
 use qkeyd_e2e::Daemon;
 use qkeyd_health::{HealthMonitor, HealthParams};
 

@@ -17,16 +17,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use qkeyd::vault::{
-    Algorithm, PrivateKey,
-    alg::{encapsulate, pairwise_consistency},
-};
 use qkeyd_drivers::seal::{
     Sealer,
     pkcs11::{Pkcs11Config, Pkcs11Sealer},
     soft::SoftSealer,
 };
 use qkeyd_e2e::{HSM_LABEL, HSM_PIN, SoftHsm, softhsm_module};
+use qkeyd_pqc::{Algorithm, PrivateKey, encapsulate, pairwise_consistency};
 use zeroize::Zeroizing;
 
 const RUN: Duration = Duration::from_millis(1500);
@@ -124,7 +121,7 @@ fn main() {
             let sealed = s.seal(&format!("bench/{tag}/{alg}/use"), b"aad", key.seed()).unwrap();
             let unseal_op = median(|_| {
                 let seed = s.unseal(&sealed, b"aad").unwrap();
-                op(&PrivateKey::from_seed(alg, &seed.0).unwrap());
+                op(&PrivateKey::from_seed(alg, seed.expose()).unwrap());
             });
             s.destroy(&sealed).unwrap();
             (gen_seal, unseal_op)

@@ -3,11 +3,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use hyper_util::rt::TokioIo;
-use qkeyd::kms::grpc::proto::{
+use crate::kms_proto::{
     DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
     key_management_service_client::KeyManagementServiceClient,
 };
+use hyper_util::rt::TokioIo;
 use tonic::transport::Channel;
 
 /// A blocking KMS v2 client over a unix socket (a path, or `@name`).

@@ -2,7 +2,7 @@
 //!
 //! The vectors are the `[AES-256 no df]` sections of CAVP's `CTR_DRBG.rsp`
 //! (prediction resistance off, on, and no reseed), kept verbatim as files under
-//! `daemon/drbg/cavp/` (see the README there) and compiled in.
+//! `drbg/cavp/` (see the README there) and compiled in.
 
 use zeroize::Zeroizing;
 

@@ -1,0 +1,364 @@
+//! The payload encoding: a one-byte tag and the tag's fields, integers
+//! big-endian, byte strings and text with a `u32` length first. Decoding
+//! checks every length against what is left and refuses trailing bytes.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::{Algorithm, ErrorCode, KeyEntry, Request, Response, Secret};
+
+/// The wire code of a parameter set.
+fn alg_code(a: Algorithm) -> u8 {
+    match a {
+        Algorithm::MlKem512 => 1,
+        Algorithm::MlKem768 => 2,
+        Algorithm::MlKem1024 => 3,
+        Algorithm::MlDsa44 => 4,
+        Algorithm::MlDsa65 => 5,
+        Algorithm::MlDsa87 => 6,
+    }
+}
+
+/// A frame that does not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed frame: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl ErrorCode {
+    const ALL: [Self; 8] = [
+        Self::BadRequest,
+        Self::NotFound,
+        Self::NotLoggedIn,
+        Self::PinIncorrect,
+        Self::PinLocked,
+        Self::Unavailable,
+        Self::KeyMismatch,
+        Self::Internal,
+    ];
+
+    fn code(self) -> u8 {
+        match self {
+            Self::BadRequest => 1,
+            Self::NotFound => 2,
+            Self::NotLoggedIn => 3,
+            Self::PinIncorrect => 4,
+            Self::PinLocked => 5,
+            Self::Unavailable => 6,
+            Self::KeyMismatch => 7,
+            Self::Internal => 8,
+        }
+    }
+}
+
+struct Enc(Zeroizing<Vec<u8>>);
+
+impl Enc {
+    fn new(tag: u8) -> Self {
+        Self(Zeroizing::new(vec![tag]))
+    }
+    fn u8(mut self, v: u8) -> Self {
+        self.0.push(v);
+        self
+    }
+    fn bool(self, v: bool) -> Self {
+        self.u8(u8::from(v))
+    }
+    fn u32(mut self, v: u32) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn bytes(mut self, v: &[u8]) -> Self {
+        // Lengths beyond u32 cannot fit a frame; write_frame refuses those.
+        let n = u32::try_from(v.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    fn str(self, v: &str) -> Self {
+        self.bytes(v.as_bytes())
+    }
+    fn key(self, k: &KeyEntry) -> Self {
+        self.str(&k.key).u8(alg_code(k.alg)).str(&k.label).bool(k.token).bytes(&k.public_key)
+    }
+    fn done(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
+
+struct Dec<'a>(&'a [u8]);
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError("a boolean is not 0 or 1")),
+        }
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn vec(&mut self) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.bytes()?.to_vec())
+    }
+    fn secret(&mut self) -> Result<Secret, DecodeError> {
+        Ok(Secret::new(self.bytes()?.to_vec()))
+    }
+    fn string(&mut self) -> Result<String, DecodeError> {
+        String::from_utf8(self.vec()?).map_err(|_| DecodeError("text is not UTF-8"))
+    }
+    fn alg(&mut self) -> Result<Algorithm, DecodeError> {
+        let code = self.u8()?;
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| alg_code(*a) == code)
+            .ok_or(DecodeError("unknown parameter set"))
+    }
+    fn key(&mut self) -> Result<KeyEntry, DecodeError> {
+        Ok(KeyEntry {
+            key: self.string()?,
+            alg: self.alg()?,
+            label: self.string()?,
+            token: self.bool()?,
+            public_key: self.vec()?,
+        })
+    }
+    fn end<T>(self, v: T) -> Result<T, DecodeError> {
+        if self.0.is_empty() { Ok(v) } else { Err(DecodeError("trailing bytes")) }
+    }
+}
+
+impl Request {
+    /// The payload of this request.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Self::Hello { version } => Enc::new(1).u32(*version),
+            Self::Seed { len } => Enc::new(2).u32(*len),
+            Self::Login { pin } => Enc::new(3).bytes(pin.expose()),
+            Self::Logout => Enc::new(4),
+            Self::List => Enc::new(5),
+            Self::Generate { alg, token, label } => {
+                Enc::new(6).u8(alg_code(*alg)).bool(*token).str(label)
+            }
+            Self::Sign { key, msg, ctx, deterministic } => {
+                Enc::new(7).str(key).bytes(msg).bytes(ctx).bool(*deterministic)
+            }
+            Self::Verify { key, msg, ctx, sig } => {
+                Enc::new(8).str(key).bytes(msg).bytes(ctx).bytes(sig)
+            }
+            Self::Encapsulate { key } => Enc::new(9).str(key),
+            Self::Decapsulate { key, ct } => Enc::new(10).str(key).bytes(ct),
+            Self::Destroy { key } => Enc::new(11).str(key),
+        }
+        .done()
+    }
+
+    /// Decode a payload.
+    pub fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Dec(p);
+        let r = match d.u8()? {
+            1 => Self::Hello { version: d.u32()? },
+            2 => Self::Seed { len: d.u32()? },
+            3 => Self::Login { pin: d.secret()? },
+            4 => Self::Logout,
+            5 => Self::List,
+            6 => Self::Generate { alg: d.alg()?, token: d.bool()?, label: d.string()? },
+            7 => Self::Sign {
+                key: d.string()?,
+                msg: d.vec()?,
+                ctx: d.vec()?,
+                deterministic: d.bool()?,
+            },
+            8 => Self::Verify { key: d.string()?, msg: d.vec()?, ctx: d.vec()?, sig: d.vec()? },
+            9 => Self::Encapsulate { key: d.string()? },
+            10 => Self::Decapsulate { key: d.string()?, ct: d.vec()? },
+            11 => Self::Destroy { key: d.string()? },
+            _ => return Err(DecodeError("unknown request")),
+        };
+        d.end(r)
+    }
+}
+
+impl Response {
+    /// The payload of this response.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Self::Hello { version, daemon, serial } => {
+                Enc::new(1).u32(*version).str(daemon).str(serial)
+            }
+            Self::Seed(s) => Enc::new(2).bytes(s.expose()),
+            Self::Done => Enc::new(3),
+            Self::Keys(keys) => {
+                let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+                keys.iter().fold(Enc::new(4).u32(n), Enc::key)
+            }
+            Self::Key(k) => Enc::new(5).key(k),
+            Self::Signature(s) => Enc::new(6).bytes(s),
+            Self::Verified(ok) => Enc::new(7).bool(*ok),
+            Self::Encapsulated { ct, secret } => Enc::new(8).bytes(ct).bytes(secret.expose()),
+            Self::SharedSecret(s) => Enc::new(9).bytes(s.expose()),
+            Self::Error { code, message } => Enc::new(10).u8(code.code()).str(message),
+        }
+        .done()
+    }
+
+    /// Decode a payload.
+    pub fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Dec(p);
+        let r = match d.u8()? {
+            1 => Self::Hello { version: d.u32()?, daemon: d.string()?, serial: d.string()? },
+            2 => Self::Seed(d.secret()?),
+            3 => Self::Done,
+            4 => {
+                let n = d.u32()? as usize;
+                // Each entry takes at least 14 bytes: bound the allocation by the frame.
+                let mut keys = Vec::with_capacity(n.min(p.len() / 14));
+                for _ in 0..n {
+                    keys.push(d.key()?);
+                }
+                Self::Keys(keys)
+            }
+            5 => Self::Key(d.key()?),
+            6 => Self::Signature(d.vec()?),
+            7 => Self::Verified(d.bool()?),
+            8 => Self::Encapsulated { ct: d.vec()?, secret: d.secret()? },
+            9 => Self::SharedSecret(d.secret()?),
+            10 => {
+                let code = d.u8()?;
+                let code = ErrorCode::ALL
+                    .into_iter()
+                    .find(|c| c.code() == code)
+                    .unwrap_or(ErrorCode::Internal);
+                Self::Error { code, message: d.string()? }
+            }
+            _ => return Err(DecodeError("unknown response")),
+        };
+        d.end(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::{VERSION, read_frame};
+
+    fn requests() -> Vec<Request> {
+        vec![
+            Request::Hello { version: VERSION },
+            Request::Seed { len: 48 },
+            Request::Login { pin: Secret::new(b"1234".to_vec()) },
+            Request::Logout,
+            Request::List,
+            Request::Generate { alg: Algorithm::MlDsa65, token: true, label: "sig".into() },
+            Request::Sign {
+                key: "ab/1".into(),
+                msg: vec![1; 40],
+                ctx: vec![2; 3],
+                deterministic: true,
+            },
+            Request::Verify { key: "s/1".into(), msg: vec![], ctx: vec![], sig: vec![9; 3309] },
+            Request::Encapsulate { key: "s/2".into() },
+            Request::Decapsulate { key: "s/2".into(), ct: vec![5; 1088] },
+            Request::Destroy { key: "ab/1".into() },
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        let k = KeyEntry {
+            key: "ab/1".into(),
+            alg: Algorithm::MlKem768,
+            label: "kem".into(),
+            token: true,
+            public_key: vec![3; 1184],
+        };
+        vec![
+            Response::Hello { version: 1, daemon: "0.1.0".into(), serial: "00ff".into() },
+            Response::Seed(Secret::new(vec![1; 48])),
+            Response::Done,
+            Response::Keys(vec![k.clone(), KeyEntry { token: false, ..k.clone() }]),
+            Response::Keys(vec![]),
+            Response::Key(k),
+            Response::Signature(vec![4; 2420]),
+            Response::Verified(false),
+            Response::Encapsulated { ct: vec![1; 768], secret: Secret::new(vec![2; 32]) },
+            Response::SharedSecret(Secret::new(vec![7; 32])),
+            Response::Error { code: ErrorCode::PinIncorrect, message: "wrong PIN".into() },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for r in requests() {
+            assert_eq!(Request::decode(&r.encode()).as_ref(), Ok(&r));
+        }
+        for r in responses() {
+            assert_eq!(Response::decode(&r.encode()).as_ref(), Ok(&r));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused() {
+        for r in requests() {
+            let p = r.encode();
+            for n in 0..p.len() {
+                assert!(Request::decode(&p[..n]).is_err(), "{r:?} cut to {n}");
+            }
+            let mut longer = p.to_vec();
+            longer.push(0);
+            assert_eq!(Request::decode(&longer), Err(DecodeError("trailing bytes")));
+        }
+        for r in responses() {
+            let p = r.encode();
+            for n in 0..p.len() {
+                assert!(Response::decode(&p[..n]).is_err(), "{r:?} cut to {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_do_not_allocate() {
+        // A Keys response claiming 2^32-1 entries in a 6-byte frame.
+        assert!(Response::decode(&[4, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        // A frame header over the limit is refused before reading the body.
+        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        assert_eq!(
+            read_frame(&mut r).map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::InvalidData)
+        );
+        assert_eq!(Request::decode(&[42]), Err(DecodeError("unknown request")));
+        assert_eq!(
+            Request::decode(&[6, 9, 0, 0, 0, 0, 0]),
+            Err(DecodeError("unknown parameter set"))
+        );
+        assert_eq!(
+            Request::decode(&[6, 1, 2, 0, 0, 0, 0]),
+            Err(DecodeError("a boolean is not 0 or 1"))
+        );
+    }
+}

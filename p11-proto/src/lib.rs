@@ -1,0 +1,40 @@
+//! The protocol between `libqkeyd_pkcs11.so` and the daemon, over a unix
+//! stream socket: one request, then one response, in order, each a frame of
+//! `u32` big-endian length and that many payload bytes.
+//!
+//! A payload is a one-byte tag and the tag's fields. Integers are big-endian;
+//! byte strings and text carry a `u32` length first. A decoder checks every
+//! length against what is left and refuses trailing bytes, so a frame either
+//! decodes whole or is an error. Frames that can hold a PIN, a seed or a
+//! shared secret are read into zeroizing buffers, and those fields are
+//! zeroizing types whose `Debug` shows only a length.
+//!
+//! The crate is split by concern: `message.rs` holds the requests and
+//! responses, `codec.rs` their encoding, `frame.rs` the framing on the
+//! stream, and `secret.rs` the zeroizing [`Secret`].
+#![forbid(unsafe_code)]
+
+pub use qkeyd_pqc::Algorithm;
+
+pub use self::{
+    codec::DecodeError,
+    frame::{read_frame, read_frame_after, write_frame},
+    message::{ErrorCode, KeyEntry, Request, Response},
+    secret::Secret,
+};
+
+mod codec;
+mod frame;
+mod message;
+mod secret;
+
+/// Protocol version; `Hello` carries it and a mismatch is refused.
+pub const VERSION: u32 = 1;
+/// Largest frame either side accepts (a message to sign is the big one).
+pub const MAX_FRAME: usize = 16 << 20;
+/// Largest seed one `Seed` request may ask for.
+pub const MAX_SEED: u32 = 4096;
+/// Longest PIN.
+pub const MAX_PIN: usize = 256;
+/// Longest label.
+pub const MAX_LABEL: usize = 128;
