@@ -17,11 +17,11 @@ use zeroize::Zeroizing;
 use crate::object::Rv;
 
 /// The environment variable naming the daemon's socket (a path, or `@name`).
-pub(crate) const SOCKET_ENV: &str = "QKEYD_SOCKET";
+pub(crate) const SOCKET_ENV: &str = "QKEYD_MODULE_SOCKET";
 /// The socket used when [`SOCKET_ENV`] is not set.
-pub(crate) const DEFAULT_SOCKET: &str = "/run/qkeyd/pkcs11.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/qkeyd/module.sock";
 /// Set (to anything) to have the module print the daemon's error messages to stderr.
-const DEBUG_ENV: &str = "QKEYD_PKCS11_DEBUG";
+const DEBUG_ENV: &str = "QKEYD_MODULE_DEBUG";
 /// How long one request may take (a TPM-sealed key generation takes seconds).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,7 +109,7 @@ impl Daemon {
                 return Err(CKR_DEVICE_ERROR);
             }
         }
-        if let Some(pin) = self.pin.clone() {
+        if let Some(pin) = self.pin.as_ref().map(Secret::duplicate) {
             // The application is logged in: so is the new connection.
             match self.exchange(&Request::Login { pin }) {
                 Ok(Response::Done) => {}
@@ -171,13 +171,13 @@ impl Daemon {
     /// `len` seed bytes from the daemon's health-tested pool.
     pub(crate) fn seed(&mut self, len: u32) -> Result<Zeroizing<Vec<u8>>, Rv> {
         match self.call(&Request::Seed { len }, CKR_GENERAL_ERROR)? {
-            Response::Seed(s) if s.expose().len() == len as usize => Ok(s.0),
+            Response::Seed(s) if s.expose().len() == len as usize => Ok(s.into_inner()),
             _ => Err(CKR_DEVICE_ERROR),
         }
     }
 }
 
-/// Open the socket that `QKEYD_SOCKET` (else [`DEFAULT_SOCKET`]) names.
+/// Open the socket that `QKEYD_MODULE_SOCKET` (else [`DEFAULT_SOCKET`]) names.
 fn open() -> io::Result<UnixStream> {
     let spec = std::env::var(SOCKET_ENV).ok().filter(|s| !s.is_empty());
     let spec = spec.as_deref().unwrap_or(DEFAULT_SOCKET);

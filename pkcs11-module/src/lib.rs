@@ -5,7 +5,7 @@
 //! ML-KEM and ML-DSA keys are made, used and kept by the daemon, whose vault
 //! seals token keys with its HSM/TPM/soft sealer. The private halves never
 //! enter the application's memory. The daemon is reached over a unix socket
-//! (`QKEYD_SOCKET`, else `/run/qkeyd/pkcs11.sock`), connected on first use.
+//! (`QKEYD_MODULE_SOCKET`, else `/run/qkeyd/module.sock`), connected on first use.
 //!
 //! Layout: `ffi` is the C ABI and the only place with `unsafe`; `token` holds
 //! the state and every operation in safe Rust; `object` the objects and

@@ -6,7 +6,7 @@
 //! value on this side at all: its CKA_VALUE and CKA_SEED read as sensitive.
 
 use cryptoki_sys::*;
-use qkeyd_p11_proto::Alg;
+use qkeyd_p11_proto::Algorithm;
 use zeroize::Zeroizing;
 
 /// A CK_RV error.
@@ -39,7 +39,7 @@ pub(crate) struct Link {
     /// Reference in requests (`ID/VERSION` or `s/N`).
     pub(crate) key: String,
     /// Parameter set.
-    pub(crate) alg: Alg,
+    pub(crate) alg: Algorithm,
     /// The daemon connection it belongs to (session keys die with it).
     pub(crate) epoch: u64,
 }
@@ -103,7 +103,7 @@ pub(crate) fn ulong(v: CK_ULONG) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
 
-fn key_type_of(alg: Alg) -> CK_KEY_TYPE {
+fn key_type_of(alg: Algorithm) -> CK_KEY_TYPE {
     if alg.is_kem() { CKK_ML_KEM } else { CKK_ML_DSA }
 }
 
@@ -152,7 +152,7 @@ impl Object {
     }
 
     /// The parameter set, for ML-KEM and ML-DSA keys.
-    pub(crate) fn alg(&self) -> Option<Alg> {
+    pub(crate) fn alg(&self) -> Option<Algorithm> {
         self.link.as_ref().map(|l| l.alg)
     }
 
@@ -443,20 +443,20 @@ impl SecretSpec {
 mod tests {
     use super::*;
 
-    fn link(alg: Alg) -> Link {
+    fn link(alg: Algorithm) -> Link {
         Link { key: "s/1".into(), alg, epoch: 1 }
     }
 
     #[test]
     fn private_values_never_read() {
-        let o = Object::key(Class::Private, link(Alg::MlDsa65), false, b"l", b"", &[7; 1952]);
+        let o = Object::key(Class::Private, link(Algorithm::MlDsa65), false, b"l", b"", &[7; 1952]);
         assert_eq!(o.read(CKA_VALUE), Read::Sensitive);
         assert_eq!(o.read(CKA_SEED), Read::Sensitive);
         assert_eq!(o.read(CKA_SENSITIVE), Read::Value(Zeroizing::new(vec![1])));
         assert_eq!(o.read(CKA_EXTRACTABLE), Read::Value(Zeroizing::new(vec![0])));
         assert_eq!(o.read(CKA_PARAMETER_SET), Read::Value(Zeroizing::new(ulong(2))));
         assert!(o.value.is_empty());
-        let p = Object::key(Class::Public, link(Alg::MlDsa65), false, b"l", b"", &[7; 1952]);
+        let p = Object::key(Class::Public, link(Algorithm::MlDsa65), false, b"l", b"", &[7; 1952]);
         assert_eq!(p.read(CKA_VALUE), Read::Value(Zeroizing::new(vec![7; 1952])));
         assert_eq!(p.read(CKA_SEED), Read::Invalid);
         assert_eq!(p.read(CKA_SENSITIVE), Read::Invalid);
@@ -465,7 +465,7 @@ mod tests {
     #[test]
     fn every_key_answers_every_capability() {
         for class in [Class::Public, Class::Private] {
-            for alg in [Alg::MlKem512, Alg::MlDsa44] {
+            for alg in [Algorithm::MlKem512, Algorithm::MlDsa44] {
                 let o = Object::key(class, link(alg), true, b"", b"", &[1; 32]);
                 for t in [
                     CKA_CLASS,

@@ -86,8 +86,26 @@ impl SealError {
     }
 }
 
-/// A secret handed back by [`Sealer::unseal`]: zeroized on drop, never printed.
-pub struct Secret(pub Zeroizing<Vec<u8>>);
+/// A secret handed back by [`Sealer::unseal`]: zeroized on drop, never
+/// printed. Not `Clone`: it is moved to where it is used.
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wrap bytes a backend unsealed or decrypted.
+    pub fn new(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, still zeroizing, for a caller that keeps them.
+    pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,7 +8,30 @@ use std::ffi::c_void;
 
 use cryptoki_sys::*;
 
-use super::*;
+use super::{
+    general::{
+        C_CancelFunction, C_Finalize, C_GetFunctionStatus, C_GetInfo, C_GetMechanismInfo,
+        C_GetMechanismList, C_GetSlotInfo, C_GetSlotList, C_GetTokenInfo, C_Initialize,
+    },
+    guard,
+    kem::{C_DecapsulateKey, C_EncapsulateKey},
+    keygen::C_GenerateKeyPair,
+    objects::{
+        C_CopyObject, C_DestroyObject, C_FindObjects, C_FindObjectsFinal, C_FindObjectsInit,
+        C_GetAttributeValue, C_GetObjectSize, C_SetAttributeValue,
+    },
+    out,
+    random::{C_GenerateRandom, C_SeedRandom},
+    session::{
+        C_CloseAllSessions, C_CloseSession, C_GetSessionInfo, C_Login, C_Logout, C_OpenSession,
+        C_SessionCancel,
+    },
+    sign::{
+        C_Sign, C_SignFinal, C_SignInit, C_SignUpdate, C_Verify, C_VerifyFinal, C_VerifyInit,
+        C_VerifySignature, C_VerifySignatureFinal, C_VerifySignatureInit, C_VerifySignatureUpdate,
+        C_VerifyUpdate,
+    },
+};
 
 /// Functions this token does not have, each with its C signature.
 macro_rules! not_supported {

@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use super::{lists::*, *};
+use super::{general::C_Finalize, lists::*, *};
 
 static TURN: Mutex<()> = Mutex::new(());
 
@@ -15,7 +15,7 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
     // SAFETY: the tests of this crate that touch the environment or the
     // module all hold TURN, and nothing else in this test binary reads the
     // environment, so no other thread reads or writes it meanwhile.
-    unsafe { std::env::set_var("QKEYD_SOCKET", "/nonexistent/qkeyd-test/p11.sock") };
+    unsafe { std::env::set_var("QKEYD_MODULE_SOCKET", "/nonexistent/qkeyd-test/p11.sock") };
     // SAFETY: NULL is a valid pReserved.
     let _ = unsafe { C_Finalize(ptr::null_mut()) };
     g

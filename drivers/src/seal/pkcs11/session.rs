@@ -1,0 +1,114 @@
+//! The connection to the token: opened lazily and logged in, dropped after a
+//! transient failure and opened again (re-initialising the library, so that
+//! a token that came back is seen again), with the inline session beside it.
+
+use std::{collections::HashMap, path::Path};
+
+use cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    error::{Error as CkError, RvError},
+    session::{Session, UserType},
+    types::AuthPin,
+};
+
+use super::{Pkcs11Config, Pkcs11Sealer, inline::InlineSession, lock, map_err};
+use crate::seal::SealError;
+
+/// How long a reconnect waits for a caller inside the inline session.
+pub(super) const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An open, logged-in session and what it came from.
+pub(super) struct Connection {
+    // Field order: the session closes before the library is finalised.
+    session: Session,
+    slot: cryptoki::slot::Slot,
+    _ctx: Pkcs11,
+}
+
+impl Pkcs11Sealer {
+    /// Drop the connection, so the next call reconnects: the inline session
+    /// first (the library cannot be loaded afresh while any session of it
+    /// lives). A caller still inside the inline session gets
+    /// [`INLINE_WAIT`]; if it is still there (a hung token), the connection
+    /// stays for now and the next failure tries again, so this thread is
+    /// never stuck behind it.
+    pub(super) fn disconnect(&mut self) {
+        let Some(mut g) = self.inline.lock_within(INLINE_WAIT) else { return };
+        *g = None;
+        drop(g);
+        self.conn = None;
+        self.handles.clear();
+    }
+
+    /// A key was made or destroyed: the inline session drops its copies and
+    /// handles, now if it is free within [`INLINE_WAIT`], else when its
+    /// caller finishes (see [`Pkcs11Inline::run`](super::inline::Pkcs11Inline::run)).
+    pub(super) fn forget_inline(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.inline.epoch.fetch_add(1, SeqCst);
+        let Some(mut g) = self.inline.lock_within(INLINE_WAIT) else { return };
+        if let Some(inline) = g.as_mut()
+            && !inline.catch_up(self.inline.epoch.load(SeqCst))
+        {
+            *g = None;
+        }
+    }
+
+    fn connect(config: &Pkcs11Config) -> Result<Connection, SealError> {
+        let module: &Path = &config.module;
+        let ctx = Pkcs11::new(module).map_err(|e| {
+            SealError::Backend(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+        })?;
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(map_err)?;
+        let mut found = None;
+        for slot in ctx.get_slots_with_token().map_err(map_err)? {
+            let info = ctx.get_token_info(slot).map_err(map_err)?;
+            if info.label().trim_end() == config.token_label {
+                found = Some(slot);
+                break;
+            }
+        }
+        let slot = found.ok_or_else(|| {
+            SealError::Unavailable(format!("no token labelled {:?}", config.token_label))
+        })?;
+        let session = ctx.open_rw_session(slot).map_err(map_err)?;
+        let pin = AuthPin::from(config.pin.as_str());
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(map_err(e)),
+        }
+        Ok(Connection { session, slot, _ctx: ctx })
+    }
+
+    pub(super) fn session(&mut self) -> Result<&Session, SealError> {
+        if self.conn.is_none() {
+            let conn = Self::connect(&self.config)?;
+            // Without a second session the inline path just stays closed.
+            if let Ok(session) = conn._ctx.open_rw_session(conn.slot) {
+                let epoch = self.inline.epoch.load(std::sync::atomic::Ordering::SeqCst);
+                *lock(&self.inline.slot) =
+                    Some(InlineSession { session, keys: HashMap::new(), epoch });
+            }
+            self.conn = Some(conn);
+        }
+        match &self.conn {
+            Some(c) => Ok(&c.session),
+            None => Err(SealError::Unavailable("not connected".into())),
+        }
+    }
+
+    /// Run `op` on the session; on a transient failure, drop the connection so
+    /// the next call reconnects.
+    pub(super) fn with_session<T>(
+        &mut self,
+        op: impl FnOnce(&Session) -> Result<T, SealError>,
+    ) -> Result<T, SealError> {
+        let result = self.session().and_then(op);
+        if let Err(e) = &result
+            && e.is_transient()
+        {
+            self.disconnect();
+        }
+        result
+    }
+}
