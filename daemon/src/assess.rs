@@ -27,17 +27,17 @@ const RECORD_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How to assess.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Bits per sample; detected if `None`.
-    pub bits: Option<u32>,
+    pub(crate) bits: Option<u32>,
     /// The reference tool's JSON layout instead of text.
-    pub json: bool,
+    pub(crate) json: bool,
     /// The IID track instead of the non-IID one.
-    pub iid: bool,
+    pub(crate) iid: bool,
 }
 
 /// Read, assess and render. Returns the text to print.
-pub fn run(file: &Path, opts: Options, commandline: &str) -> anyhow::Result<String> {
+pub(crate) fn run(file: &Path, opts: Options, commandline: &str) -> anyhow::Result<String> {
     let meta =
         std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
     if meta.len() > MAX_FILE {
@@ -57,7 +57,7 @@ pub fn run(file: &Path, opts: Options, commandline: &str) -> anyhow::Result<Stri
 /// Record `samples` raw samples from a configured source, then assess them.
 /// The samples are the source's raw output: no health test filters them, as
 /// SP 800-90B assesses the noise source itself.
-pub fn run_source(
+pub(crate) fn run_source(
     config: &Config,
     name: &str,
     samples: usize,

@@ -2,23 +2,24 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use qkeyd_pqc::Algorithm;
 
 /// qkeyd: health-tested entropy and post-quantum keys for Kubernetes nodes.
 #[derive(Debug, Parser)]
 #[command(name = "qkeyd", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `qkeyd=debug`.
     #[arg(long, global = true, env = "QKEYD_LOG", default_value = "info")]
-    pub log: String,
+    pub(crate) log: String,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon.
     Serve {
         /// Config file (TOML); without it the embedded default is used: the OS
@@ -36,9 +37,10 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         kms_socket: Option<String>,
         /// Serve the PKCS#11 module (libqkeyd_pkcs11.so) on this unix socket
-        /// (a path, or @name); overrides `[pkcs11] socket`.
+        /// (a path, or @name); overrides `[module] socket`. The module finds it
+        /// through `QKEYD_MODULE_SOCKET`.
         #[arg(long, value_name = "PATH")]
-        pkcs11_socket: Option<String>,
+        module_socket: Option<String>,
     },
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.
@@ -73,33 +75,74 @@ pub enum Command {
     },
     /// Manage the KMS plugin's key-encryption keys in a running daemon.
     Kms {
-        /// The daemon's REST address.
-        #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
-        url: String,
-        /// File holding the API token (default: STATE_DIR/api-token).
-        #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
         /// What to do.
         #[command(subcommand)]
         action: KmsAction,
     },
     /// Manage and use keys in a running daemon (over its REST API).
     Keys {
-        /// The daemon's REST address.
-        #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
-        url: String,
-        /// File holding the API token (default: STATE_DIR/api-token).
-        #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        /// Where the daemon is.
+        #[command(flatten)]
+        remote: Remote,
         /// What to do.
         #[command(subcommand)]
         action: KeysAction,
     },
 }
 
+/// How the `keys` and `kms` clients reach a running daemon.
+#[derive(Args, Debug)]
+pub(crate) struct Remote {
+    /// The daemon's REST address.
+    #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
+    pub(crate) url: String,
+    /// File holding the API token (default: STATE_DIR/api-token).
+    #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+/// `--alg`: an algorithm and parameter set, by its API name.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum AlgArg {
+    /// ML-KEM-512 (FIPS 203).
+    #[value(name = "ml-kem-512", alias = "ml_kem_512")]
+    MlKem512,
+    /// ML-KEM-768 (FIPS 203).
+    #[value(name = "ml-kem-768", alias = "ml_kem_768")]
+    MlKem768,
+    /// ML-KEM-1024 (FIPS 203).
+    #[value(name = "ml-kem-1024", alias = "ml_kem_1024")]
+    MlKem1024,
+    /// ML-DSA-44 (FIPS 204).
+    #[value(name = "ml-dsa-44", alias = "ml_dsa_44")]
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204).
+    #[value(name = "ml-dsa-65", alias = "ml_dsa_65")]
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204).
+    #[value(name = "ml-dsa-87", alias = "ml_dsa_87")]
+    MlDsa87,
+}
+
+impl From<AlgArg> for Algorithm {
+    fn from(a: AlgArg) -> Self {
+        match a {
+            AlgArg::MlKem512 => Self::MlKem512,
+            AlgArg::MlKem768 => Self::MlKem768,
+            AlgArg::MlKem1024 => Self::MlKem1024,
+            AlgArg::MlDsa44 => Self::MlDsa44,
+            AlgArg::MlDsa65 => Self::MlDsa65,
+            AlgArg::MlDsa87 => Self::MlDsa87,
+        }
+    }
+}
+
 /// `qkeyd kms` actions.
 #[derive(Debug, Subcommand)]
-pub enum KmsAction {
+pub(crate) enum KmsAction {
     /// List the KEKs: the write key and those that still decrypt.
     List,
     /// Make a new KEK the write key; older ones keep decrypting.
@@ -117,12 +160,12 @@ pub enum KmsAction {
 /// `qkeyd keys` actions. Binary inputs are files; outputs are printed as
 /// JSON (keys) or base64 (signatures).
 #[derive(Debug, Subcommand)]
-pub enum KeysAction {
+pub(crate) enum KeysAction {
     /// Create a key: `--alg ml-kem-768|ml-dsa-65|…`.
     Create {
-        /// Algorithm and parameter set.
-        #[arg(long)]
-        alg: String,
+        /// Algorithm and parameter set (case and `_`/`-` do not matter).
+        #[arg(long, value_enum, ignore_case = true)]
+        alg: AlgArg,
         /// Label.
         #[arg(long, default_value = "")]
         label: String,
@@ -175,4 +218,35 @@ pub enum KeysAction {
         #[arg(long)]
         version: Option<u32>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_has_its_api_name_on_the_command_line() {
+        for a in AlgArg::value_variants() {
+            let name = a.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(name.as_deref(), Some(Algorithm::from(*a).name()));
+        }
+    }
+
+    #[test]
+    fn alg_takes_any_case_and_underscores() {
+        for spelling in ["ml-dsa-44", "ML-DSA-44", "ml_dsa_44", "Ml_Dsa_44"] {
+            let cli = Cli::try_parse_from(["qkeyd", "keys", "create", "--alg", spelling]).unwrap();
+            let Command::Keys { action: KeysAction::Create { alg, .. }, .. } = cli.command else {
+                panic!("parsed as another command")
+            };
+            assert_eq!(Algorithm::from(alg), Algorithm::MlDsa44, "{spelling}");
+        }
+        assert!(Cli::try_parse_from(["qkeyd", "keys", "create", "--alg", "rsa"]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }

@@ -15,7 +15,7 @@ use sha3::{Digest as _, Sha3_256};
 
 /// Write `body` to `path` through `tmp` (same folder), durably. On failure,
 /// the path that failed and the cause.
-pub fn write(tmp: &Path, path: &Path, body: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+pub(crate) fn write(tmp: &Path, path: &Path, body: &[u8]) -> Result<(), (PathBuf, io::Error)> {
     let at = |p: &Path| {
         let p = p.to_owned();
         move |e| (p, e)
@@ -40,7 +40,7 @@ pub fn write(tmp: &Path, path: &Path, body: &[u8]) -> Result<(), (PathBuf, io::E
 }
 
 /// The body of a file's `content`, or why it is not a sound one.
-pub fn body(content: &[u8]) -> Result<&[u8], &'static str> {
+pub(crate) fn body(content: &[u8]) -> Result<&[u8], &'static str> {
     let mut lines = content.split(|&b| b == b'\n');
     let (Some(body), Some(sum), Some(rest), None) =
         (lines.next(), lines.next(), lines.next(), lines.next())

@@ -10,12 +10,13 @@ use std::{
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use qkeyd_pqc::Algorithm;
 use serde_json::{Value, json};
 
 use crate::cli::{KeysAction, KmsAction};
 
 /// What `run` decided: print and exit 0, or (verify) report an invalid signature.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Success; the text was printed.
     Done,
     /// `verify` found the signature invalid.
@@ -79,7 +80,11 @@ fn caller(
 }
 
 /// Run one `qkeyd kms` action against the daemon at `url`.
-pub fn run_kms(url: &str, token_file: Option<PathBuf>, action: KmsAction) -> anyhow::Result<()> {
+pub(crate) fn run_kms(
+    url: &str,
+    token_file: Option<PathBuf>,
+    action: KmsAction,
+) -> anyhow::Result<()> {
     let call = caller(url, token_file)?;
     match action {
         KmsAction::List => {
@@ -119,14 +124,22 @@ pub fn run_kms(url: &str, token_file: Option<PathBuf>, action: KmsAction) -> any
 }
 
 /// Run one action against the daemon at `url`.
-pub fn run(url: &str, token_file: Option<PathBuf>, action: KeysAction) -> anyhow::Result<Outcome> {
+pub(crate) fn run(
+    url: &str,
+    token_file: Option<PathBuf>,
+    action: KeysAction,
+) -> anyhow::Result<Outcome> {
     let call = caller(url, token_file)?;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     match action {
         KeysAction::Create { alg, label } => {
             println!(
                 "{}",
-                pretty(&call("POST", "/v1/keys", Some(json!({ "alg": alg, "label": label })))?)
+                pretty(&call(
+                    "POST",
+                    "/v1/keys",
+                    Some(json!({ "alg": Algorithm::from(alg).name(), "label": label }))
+                )?)
             );
         }
         KeysAction::List => {

@@ -1,19 +1,63 @@
-//! The `qkeyd` binary.
+//! qkeyd: a node daemon that turns hardware randomness into trustworthy keys.
+//!
+//! This crate is the `qkeyd` binary: configuration,
+//! the entropy pool (conditioning and the SP 800-90A DRBG), the source threads,
+//! and the REST API with Prometheus metrics. Health tests live in
+//! `qkeyd-health`; device access lives in `qkeyd-drivers`.
+//!
+//! Secrets (seed blocks, DRBG state) live only in zeroizing types without
+//! `Debug` output of their contents; logs, errors and metrics carry counts,
+//! states and sample positions, never sample values or random bytes.
 #![forbid(unsafe_code)]
+
+mod api;
+mod assess;
+mod cli;
+mod config;
+mod durable;
+mod incident;
+mod keys_cli;
+mod kms;
+mod metrics;
+mod module_server;
+mod pool;
+mod serve;
+mod sources;
+#[cfg(test)]
+mod testing;
+mod unix_socket;
+mod vault;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use qkeyd::{
-    cli::{Cli, Command},
-    config::{Config, SourceKind},
-};
 use tracing_subscriber::EnvFilter;
 
-/// Exit code for a configuration that does not load or check.
-const EXIT_CONFIG: u8 = 3;
-/// Exit code for input that cannot be assessed.
-const EXIT_INPUT: u8 = 4;
+use crate::{
+    cli::{Cli, Command},
+    config::{Config, SealerConfig, SocketSpec, SourceKind},
+};
+
+/// How `qkeyd` exits (README lists these).
+#[derive(Clone, Copy, Debug)]
+enum Exit {
+    /// `serve` stopped on an error after its configuration loaded, or
+    /// `keys verify` found the signature invalid.
+    Failed = 1,
+    /// A `keys` or `kms` request failed: the daemon refused it or could not be
+    /// reached.
+    Request = 2,
+    /// The configuration does not load or check.
+    Config = 3,
+    /// `assess` was given input it cannot assess.
+    Input = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        Self::from(e as u8)
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,17 +76,17 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Assess { file, source, samples, config, bits, json, iid } => {
-            let opts = qkeyd::assess::Options { bits, json, iid };
+            let opts = crate::assess::Options { bits, json, iid };
             let commandline = std::env::args().collect::<Vec<_>>().join(" ");
             let result = match (file, source) {
-                (Some(file), _) => qkeyd::assess::run(&file, opts, &commandline),
+                (Some(file), _) => crate::assess::run(&file, opts, &commandline),
                 (None, Some(name)) => {
                     let loaded = match &config {
                         Some(path) => Config::load(path),
                         None => Config::embedded(),
                     };
                     loaded.and_then(|c| {
-                        qkeyd::assess::run_source(&c, &name, samples, opts, &commandline)
+                        crate::assess::run_source(&c, &name, samples, opts, &commandline)
                     })
                 }
                 (None, None) => Err(anyhow::anyhow!("give a FILE or --source NAME")),
@@ -54,7 +98,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("qkeyd: {e:#}");
-                    ExitCode::from(EXIT_INPUT)
+                    Exit::Input.into()
                 }
             }
         }
@@ -65,20 +109,20 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("qkeyd: {e:#}");
-                ExitCode::from(EXIT_CONFIG)
+                Exit::Config.into()
             }
         },
-        Command::Keys { url, token_file, action } => keys(&url, token_file, action),
-        Command::Kms { url, token_file, action } => {
-            match qkeyd::keys_cli::run_kms(&url, token_file, action) {
+        Command::Keys { remote, action } => keys(&remote.url, remote.token_file, action),
+        Command::Kms { remote, action } => {
+            match crate::keys_cli::run_kms(&remote.url, remote.token_file, action) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("qkeyd: {e:#}");
-                    ExitCode::from(2)
+                    Exit::Request.into()
                 }
             }
         }
-        Command::Serve { config, listen, state_dir, kms_socket, pkcs11_socket } => {
+        Command::Serve { config, listen, state_dir, kms_socket, module_socket } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Config::embedded(),
@@ -87,7 +131,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("qkeyd: {e:#}");
-                    return ExitCode::from(EXIT_CONFIG);
+                    return Exit::Config.into();
                 }
             };
             if let Some(addr) = listen {
@@ -100,14 +144,14 @@ fn main() -> ExitCode {
                 // --kms-socket moves (or turns on) the plugin; other [kms] settings stay.
                 if let Err(e) = config.kms.set_socket(&socket) {
                     eprintln!("qkeyd: --kms-socket: {e:#}");
-                    return ExitCode::from(EXIT_CONFIG);
+                    return Exit::Config.into();
                 }
             }
-            if let Some(socket) = pkcs11_socket
-                && let Err(e) = config.pkcs11.set_socket(&socket)
+            if let Some(socket) = module_socket
+                && let Err(e) = config.module.set_socket(&socket)
             {
-                eprintln!("qkeyd: --pkcs11-socket: {e:#}");
-                return ExitCode::from(EXIT_CONFIG);
+                eprintln!("qkeyd: --module-socket: {e:#}");
+                return Exit::Config.into();
             }
             // At least 4 workers: a token that hangs inside an inline KEK
             // operation holds one (see InlineKeys), and the rest keep serving.
@@ -120,14 +164,14 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("qkeyd: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
+                    return Exit::Failed.into();
                 }
             };
-            match runtime.block_on(qkeyd::serve::run(config)) {
+            match runtime.block_on(crate::serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("qkeyd: {e:#}");
-                    ExitCode::FAILURE
+                    Exit::Failed.into()
                 }
             }
         }
@@ -137,14 +181,14 @@ fn main() -> ExitCode {
 fn keys(
     url: &str,
     token_file: Option<std::path::PathBuf>,
-    action: qkeyd::cli::KeysAction,
+    action: crate::cli::KeysAction,
 ) -> ExitCode {
-    match qkeyd::keys_cli::run(url, token_file, action) {
-        Ok(qkeyd::keys_cli::Outcome::Done) => ExitCode::SUCCESS,
-        Ok(qkeyd::keys_cli::Outcome::Invalid) => ExitCode::from(1),
+    match crate::keys_cli::run(url, token_file, action) {
+        Ok(crate::keys_cli::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(crate::keys_cli::Outcome::Invalid) => Exit::Failed.into(),
         Err(e) => {
             eprintln!("qkeyd: {e:#}");
-            ExitCode::from(2)
+            Exit::Request.into()
         }
     }
 }
@@ -182,4 +226,18 @@ fn print_config(c: &Config) {
             Err(e) => println!("  {:<12} {kind}: {e}", s.name),
         }
     }
+    let sealer = match &c.keys.sealer {
+        SealerConfig::Soft { key_file } => match key_file {
+            Some(f) => format!("soft (DANGER: key file {})", f.display()),
+            None => "soft (DANGER: key file STATE_DIR/soft-seal.key)".to_owned(),
+        },
+        SealerConfig::Hsm { module, token_label, .. } => {
+            format!("hsm (token {token_label:?} via {})", module.display())
+        }
+        SealerConfig::Tpm { tcti, pcrs } => format!("tpm ({tcti}, PCRs {pcrs:?})"),
+    };
+    println!("keys:   sealer {sealer}");
+    let socket = |s: Option<&SocketSpec>| s.map_or("off".to_owned(), SocketSpec::endpoint);
+    println!("kms:    {}", socket(c.kms.socket.as_ref()));
+    println!("module: {}", socket(c.module.socket.as_ref()));
 }

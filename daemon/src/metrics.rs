@@ -9,17 +9,17 @@ use prometheus::{
 use crate::pool::{PoolSnapshot, Serving, SourceState};
 
 /// All of qkeyd's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Serialises `render`: counters catch up by difference, and two scrapes
     /// at once would both add it.
     render: std::sync::Mutex<()>,
     /// Random bytes served, by seed origin.
-    pub bytes_served: IntCounterVec,
+    pub(crate) bytes_served: IntCounterVec,
     /// /v1/random answers, by HTTP status.
-    pub random_requests: IntCounterVec,
+    pub(crate) random_requests: IntCounterVec,
     /// Key requests refused before reaching the vault, by reason.
-    pub key_denied: IntCounterVec,
+    pub(crate) key_denied: IntCounterVec,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -47,7 +47,7 @@ const STATES: [(SourceState, &str); 6] = [
 
 impl Metrics {
     /// Create and register every metric.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
@@ -151,7 +151,7 @@ impl Metrics {
     }
 
     /// Bring pool figures up to date and render the text exposition format.
-    pub fn render(&self, snap: &PoolSnapshot) -> Result<String, prometheus::Error> {
+    pub(crate) fn render(&self, snap: &PoolSnapshot) -> Result<String, prometheus::Error> {
         let _serial = self.render.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         fn catch_up(c: &IntCounter, value: u64) {
             c.inc_by(value.saturating_sub(c.get()));
@@ -185,7 +185,7 @@ impl Metrics {
         ] {
             self.serving.with_label_values(&[label]).set(i64::from(snap.serving == mode));
         }
-        self.fail_closed.set(i64::from(snap.mode == crate::pool::EntropyMode::FailClosed));
+        self.fail_closed.set(i64::from(snap.mode == crate::config::EntropyMode::FailClosed));
         catch_up(&self.seeds, snap.drbg.seeds);
         self.reseed_counter.set(i64::try_from(snap.drbg.reseed_counter).unwrap_or(i64::MAX));
         self.seed_age.set(snap.drbg.seed_age_secs.unwrap_or(0.0));

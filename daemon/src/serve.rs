@@ -20,19 +20,23 @@ use crate::{
         self, AppState,
         keys::{KeysState, TokenDigest},
     },
-    config::{Config, KeysConfig, Scoring, SealerConfig, SourceConfig, SourceKind},
+    config::{
+        Config, KeysConfig, KmsSettings, ModuleSettings, Scoring, SealerConfig, SocketSpec,
+        SourceConfig, SourceKind,
+    },
     kms,
     metrics::Metrics,
+    module_server,
     pool::{self, Pool, SourceStatus},
     sources, unix_socket,
-    vault::{self, Vault},
+    vault::Vault,
 };
 
 /// How long in-flight requests get after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Run the daemon.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let vectors = qkeyd_drbg::kat::run_all().context("refusing to start")?;
     tracing::info!(vectors, "CTR_DRBG known-answer tests passed");
     if config.danger.os_fallback {
@@ -47,7 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              predictable samples and must not seed anything that matters"
         );
     }
-    let kats = vault::kat::run()
+    let kats = qkeyd_pqc::kat::run()
         .map_err(anyhow::Error::msg)
         .context("ML-KEM/ML-DSA known-answer tests")?;
     tracing::info!(
@@ -63,8 +67,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
         None => None,
     };
-    let p11 = match &config.pkcs11.socket {
-        Some(socket) => Some(start_p11(&config.pkcs11, socket, &dir, &keys, &pool)?),
+    let module = match &config.module.socket {
+        Some(socket) => Some(start_module_server(&config.module, socket, &dir, &keys, &pool)?),
         None => None,
     };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
@@ -97,7 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             });
         (tokio::spawn(server), k.socket)
     });
-    let p11 = p11.map(|(server, listener, socket)| {
+    let module = module.map(|(server, listener, socket)| {
         (tokio::spawn(server.serve(listener, stop_rx.clone())), socket)
     });
     let mut stop = stop_rx;
@@ -110,14 +114,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     http.await.context("HTTP server")?.context("HTTP server")?;
     if let Some((task, socket)) = grpc {
         task.await.context("KMS server")?.context("KMS server")?;
-        if let unix_socket::SocketSpec::Path { path, .. } = &socket {
+        if let SocketSpec::Path { path, .. } = &socket {
             let _ = std::fs::remove_file(path);
         }
     }
-    if let Some((task, socket)) = p11 {
+    if let Some((task, socket)) = module {
         // Connection threads end with their clients; only the listener stops here.
-        task.await.context("PKCS#11 server")?;
-        if let unix_socket::SocketSpec::Path { path, .. } = &socket {
+        task.await.context("PKCS#11 module server")?;
+        if let SocketSpec::Path { path, .. } = &socket {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -126,21 +130,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The PKCS#11 module's server, its bound socket, and where that is.
-type P11Running = (Arc<crate::p11::Server>, tokio::net::UnixListener, unix_socket::SocketSpec);
+type ModuleRunning = (Arc<module_server::Server>, tokio::net::UnixListener, SocketSpec);
 
-/// Resolve the token PIN (generating `STATE_DIR/pkcs11-pin` if none is
-/// configured) and bind the PKCS#11 module's socket.
-fn start_p11(
-    settings: &crate::p11::P11Settings,
-    socket: &unix_socket::SocketSpec,
+/// Resolve the token PIN (generating `STATE_DIR/module-pin` if none is
+/// configured) and bind the socket served to the PKCS#11 module.
+fn start_module_server(
+    settings: &ModuleSettings,
+    socket: &SocketSpec,
     dir: &std::path::Path,
     keys: &KeysState,
     pool: &Arc<Pool>,
-) -> anyhow::Result<P11Running> {
+) -> anyhow::Result<ModuleRunning> {
     use sha3::Digest as _;
     let pin = match &settings.pin {
         Some(source) => source.read().context("the PKCS#11 token PIN")?,
-        None => secret_file(&dir.join("pkcs11-pin"), 12).context("the PKCS#11 token PIN")?,
+        None => secret_file(&dir.join("module-pin"), 12).context("the PKCS#11 token PIN")?,
     };
     anyhow::ensure!(
         (4..=qkeyd_p11_proto::MAX_PIN).contains(&pin.len()),
@@ -163,7 +167,7 @@ fn start_p11(
         "PKCS#11 module socket listening"
     );
     let server =
-        crate::p11::Server::new(keys.vault.clone(), pool.clone(), pin, serial, settings, uids);
+        module_server::Server::new(keys.vault.clone(), pool.clone(), pin, serial, settings, uids);
     Ok((Arc::new(server), listener, socket.clone()))
 }
 
@@ -198,21 +202,24 @@ struct KmsRunning {
     kms: Arc<kms::Kms>,
     service: kms::grpc::Service,
     listener: tokio::net::UnixListener,
-    socket: unix_socket::SocketSpec,
+    socket: SocketSpec,
     allowed_uids: Vec<u32>,
 }
 
 /// Open the KMS plugin over the vault's sealer, make its first KEK if it has
 /// none, and bind its socket.
 fn start_kms(
-    settings: &crate::config::KmsSettings,
-    socket: &unix_socket::SocketSpec,
+    settings: &KmsSettings,
+    socket: &SocketSpec,
     dir: &std::path::Path,
     sealer: SealerWorker,
     pool: &Arc<Pool>,
 ) -> anyhow::Result<KmsRunning> {
+    // Calls in progress at once (on the blocking pool or queued at the
+    // sealer); the rest wait for a place.
+    let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 8;
     let k = Arc::new(
-        kms::Kms::open(dir, sealer, pool.clone(), settings.config.clone())
+        kms::Kms::open(dir, sealer, pool.clone(), settings, permits)
             .context("opening the KMS plugin's KEKs")?,
     );
     // A first KEK needs healthy entropy and the sealer; if either is missing
@@ -235,14 +242,13 @@ fn start_kms(
         );
     }
     tracing::info!(endpoint = %socket.endpoint(), uids = ?allowed_uids, "KMS v2 plugin listening");
-    let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 8;
-    let service = kms::grpc::Service::new(k.clone(), permits);
+    let service = kms::grpc::Service::new(k.clone());
     Ok(KmsRunning { kms: k, service, listener, socket: socket.clone(), allowed_uids })
 }
 
 /// Where state lives when neither the config nor `--state-dir` says:
 /// `$STATE_DIRECTORY` (systemd), else `~/.local/state/qkeyd`, else `./qkeyd-state`.
-pub fn default_state_dir() -> std::path::PathBuf {
+pub(crate) fn default_state_dir() -> std::path::PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         return d.into();
     }
@@ -254,7 +260,7 @@ pub fn default_state_dir() -> std::path::PathBuf {
 
 /// Create the state directory (0700) and open the configured sealer on a
 /// thread of its own. The vault and the KMS plugin share it.
-pub fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, SealerWorker)> {
+pub(crate) fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, SealerWorker)> {
     use std::os::unix::fs::DirBuilderExt as _;
     let dir = keys.state_dir.clone().unwrap_or_else(default_state_dir);
     std::fs::DirBuilder::new()
@@ -268,11 +274,11 @@ pub fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, Sea
             tracing::warn!(
                 key_file = %path.display(),
                 "DANGER: keys are sealed by the soft sealer, under a key file on disk; \
-                 use the pkcs11 or tpm sealer for keys that matter"
+                 use the hsm or tpm sealer for keys that matter"
             );
             Box::new(SoftSealer::open(&path)?)
         }
-        SealerConfig::Pkcs11 { module, token_label, pin } => {
+        SealerConfig::Hsm { module, token_label, pin } => {
             let config = Pkcs11Config {
                 module: module.clone(),
                 token_label: token_label.clone(),
@@ -281,7 +287,7 @@ pub fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, Sea
             let sealer = Pkcs11Sealer::open(config).with_context(|| {
                 format!("PKCS#11 token {token_label:?} via {}", module.display())
             })?;
-            tracing::info!(module = %module.display(), token = %token_label, "keys are sealed in a PKCS#11 token");
+            tracing::info!(module = %module.display(), token = %token_label, "keys are sealed in an HSM token");
             Box::new(sealer)
         }
         #[cfg(feature = "tpm")]
@@ -304,7 +310,7 @@ pub fn open_sealer(keys: &KeysConfig) -> anyhow::Result<(std::path::PathBuf, Sea
 }
 
 /// Open the vault in `dir` over `worker`, and load (or create) the API token.
-pub fn open_vault(
+pub(crate) fn open_vault(
     keys: &KeysConfig,
     dir: &std::path::Path,
     worker: SealerWorker,
@@ -344,7 +350,7 @@ pub fn open_vault(
 }
 
 /// Build the sources and the pool, and start one thread per source.
-pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
+pub(crate) fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     let mut built: Vec<(Box<dyn EntropySource>, qkeyd_health::HealthParams, Scoring)> = Vec::new();
     for s in &config.sources {
         built.push((build_source(s)?, s.params, s.scoring));
@@ -366,7 +372,7 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let fallback: pool::Fallback =
-        Box::new(|seed| getrandom::fill(&mut seed[..]).map_err(|e| e.to_string()));
+        Box::new(|seed| getrandom::fill(&mut seed[..]).map_err(std::io::Error::other));
     let (pool, handles) = Pool::new(config.pool.clone(), statuses, fallback);
     for ((source, params, scoring), handle) in built.into_iter().zip(handles) {
         sources::spawn(source, params, scoring, handle).context("starting a source thread")?;
@@ -375,7 +381,7 @@ pub fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
 }
 
 /// The driver for one configured source.
-pub fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySource>> {
+pub(crate) fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySource>> {
     let p = s.params;
     Ok(match &s.kind {
         SourceKind::Os => Box::new(OsSource::new(&s.name, p.claimed_h)),

@@ -4,55 +4,15 @@
 use std::{
     io,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
-    path::PathBuf,
 };
 
 use tokio::net::UnixListener;
 
-/// Where a socket server (the KMS plugin, the PKCS#11 module's server) listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SocketSpec {
-    /// A socket file, created with `mode`.
-    Path {
-        /// The file.
-        path: PathBuf,
-        /// Its permissions (0600 by default).
-        mode: u32,
-    },
-    /// A Linux abstract socket (`@name`): no file, reachable in this network namespace.
-    Abstract(String),
-}
-
-impl SocketSpec {
-    /// Parse `/path`, `@name`, `unix:///path` or `unix:///@name` (the last two
-    /// as an EncryptionConfiguration's `endpoint` writes them).
-    pub fn parse(s: &str, mode: u32) -> Result<Self, String> {
-        let s = s.strip_prefix("unix://").unwrap_or(s);
-        let s = if s.starts_with("/@") { &s[1..] } else { s };
-        if let Some(name) = s.strip_prefix('@') {
-            if name.is_empty() {
-                return Err("an abstract socket needs a name after '@'".into());
-            }
-            return Ok(Self::Abstract(name.to_owned()));
-        }
-        if !s.starts_with('/') {
-            return Err(format!("socket {s:?}: give an absolute path or @name"));
-        }
-        Ok(Self::Path { path: PathBuf::from(s), mode })
-    }
-
-    /// How kube-apiserver's EncryptionConfiguration names it.
-    pub fn endpoint(&self) -> String {
-        match self {
-            Self::Path { path, .. } => format!("unix://{}", path.display()),
-            Self::Abstract(name) => format!("unix:///@{name}"),
-        }
-    }
-}
+use crate::config::SocketSpec;
 
 /// Bind the socket. A stale socket file (nobody accepts on it) is removed;
 /// a live one, or a file that is not a socket, is an error.
-pub fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
+pub(crate) fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
     let std_listener = match spec {
         SocketSpec::Path { path, mode } => {
             match std::fs::symlink_metadata(path) {
@@ -101,7 +61,7 @@ pub fn bind(spec: &SocketSpec) -> io::Result<UnixListener> {
 }
 
 /// qkeyd's own (effective) uid, as the kernel reports it for this process.
-pub fn own_uid() -> io::Result<u32> {
+pub(crate) fn own_uid() -> io::Result<u32> {
     use std::os::unix::fs::MetadataExt as _;
     Ok(std::fs::metadata("/proc/self")?.uid())
 }

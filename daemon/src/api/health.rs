@@ -9,6 +9,7 @@ use axum::{
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::incident::Incident;
 
 pub(super) async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let snap = state.pool.snapshot();
@@ -38,9 +39,9 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.metrics.render(&state.pool.snapshot()).map_err(|e| {
-        tracing::error!(error = %e, "metrics encoding failed");
-        ApiError::internal()
-    })?;
+    let text = state
+        .metrics
+        .render(&state.pool.snapshot())
+        .map_err(|e| ApiError::internal(Incident::log("metrics encoding failed", &e)))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }

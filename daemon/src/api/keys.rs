@@ -23,7 +23,8 @@ use sha3::{Digest as _, Sha3_256};
 use subtle::ConstantTimeEq as _;
 
 use super::{ApiError, AppState};
-use crate::vault::{Algorithm, Vault, VaultError, encode, store::valid_id};
+use crate::incident::{Chain, Incident};
+use crate::vault::{Algorithm, KeyInfo, Vault, VaultError, store::valid_id};
 
 /// The routes, with the token check in front of all of them.
 pub(super) fn routes(state: AppState) -> Router<AppState> {
@@ -41,11 +42,11 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
 
 /// The SHA3-256 digest of the API token.
 #[derive(Clone)]
-pub struct TokenDigest([u8; 32]);
+pub(crate) struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
     /// Digest of `token`.
-    pub fn of(token: &str) -> Self {
+    pub(crate) fn of(token: &str) -> Self {
         Self(Sha3_256::digest(token.as_bytes()).into())
     }
 
@@ -97,20 +98,24 @@ pub(super) async fn authorize(
 
 /// The vault and the token, when keys are enabled.
 #[derive(Clone)]
-pub struct KeysState {
+pub(crate) struct KeysState {
     /// The vault.
-    pub vault: Arc<Vault>,
+    pub(crate) vault: Arc<Vault>,
     /// Digest of the bearer token.
-    pub token: TokenDigest,
+    pub(crate) token: TokenDigest,
 }
 
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         use qkeyd_drivers::seal::SealError;
-        let msg = e.to_string();
+        let msg = Chain(&e).to_string();
         match e {
-            VaultError::BadRequest(_) | VaultError::Alg(_) => ApiError::bad_request(msg),
-            VaultError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg),
+            VaultError::Label | VaultError::DeriveLength(_) | VaultError::Alg(_) => {
+                ApiError::bad_request(msg)
+            }
+            VaultError::NoSuchKey { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg)
+            }
             VaultError::Entropy(_) => ApiError::unavailable(msg),
             VaultError::Seal(SealError::Unavailable(_) | SealError::Timeout(_)) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sealer_unavailable", msg)
@@ -124,10 +129,17 @@ impl From<VaultError> for ApiError {
                 | SealError::Malformed(_)
                 | SealError::Policy(_),
             )
-            | VaultError::Store(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key_unusable", msg)
-            }
-            VaultError::Seal(_) => ApiError::new(StatusCode::BAD_GATEWAY, "sealer_error", msg),
+            | VaultError::Store(_)
+            | VaultError::AuditLog(_) => ApiError::incident(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "key_unusable",
+                Incident::log("a stored key is unusable", &e),
+            ),
+            VaultError::Seal(_) => ApiError::incident(
+                StatusCode::BAD_GATEWAY,
+                "sealer_error",
+                Incident::log("the sealer failed", &e),
+            ),
         }
     }
 }
@@ -155,6 +167,36 @@ fn key_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Bytes as the API shows them: base64.
+fn encode(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A key as the API shows it: public parts only, binary values in base64.
+fn key_json(k: &KeyInfo) -> serde_json::Value {
+    let versions: Vec<_> = k
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "public_key": encode(&v.public_key),
+                "fingerprint": v.fingerprint,
+                "created_unix": v.created_unix,
+                "entropy": v.entropy,
+                "sealer": v.sealer,
+            })
+        })
+        .collect();
+    json!({
+        "id": k.id,
+        "alg": k.alg,
+        "label": k.label,
+        "current_version": k.current_version,
+        "versions": versions,
+    })
+}
+
 fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
@@ -169,7 +211,7 @@ async fn blocking<T: Send + 'static>(
     let v = vault(state)?;
     tokio::task::spawn_blocking(move || f(&v))
         .await
-        .map_err(|_| ApiError::internal())?
+        .map_err(|e| ApiError::internal(Incident::log("a key operation's task failed", &e)))?
         .map_err(Into::into)
 }
 
@@ -192,17 +234,18 @@ async fn create(
     })?;
     let info = blocking(&state, move |v| v.create(alg, &b.label)).await?;
     tracing::info!(key = %info.id, alg = %alg, "key created");
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    Ok((StatusCode::CREATED, Json(key_json(&info))).into_response())
 }
 
 async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let keys = blocking(&state, Vault::list).await?;
+    let keys: Vec<_> = keys.iter().map(key_json).collect();
     Ok(Json(json!({ "keys": keys })).into_response())
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     key_id(&id)?;
-    Ok(Json(blocking(&state, move |v| v.info(&id)).await?).into_response())
+    Ok(Json(key_json(&blocking(&state, move |v| v.info(&id)).await?)).into_response())
 }
 
 async fn rotate(
@@ -212,7 +255,7 @@ async fn rotate(
     key_id(&id)?;
     let info = blocking(&state, move |v| v.rotate(&id)).await?;
     tracing::info!(key = %info.id, version = info.current_version, "key rotated");
-    Ok(Json(info).into_response())
+    Ok(Json(key_json(&info)).into_response())
 }
 
 async fn destroy(

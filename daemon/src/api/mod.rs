@@ -7,38 +7,40 @@
 
 mod error;
 mod health;
-pub mod keys;
+pub(crate) mod keys;
 mod kms;
 mod random;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
 use tokio::sync::Semaphore;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 use crate::{metrics::Metrics, pool::Pool};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The entropy pool.
-    pub pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool>,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Largest `bytes=` for /v1/random.
-    pub max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Bounds concurrent DRBG work on the blocking pool.
-    pub generate_permits: Arc<Semaphore>,
+    pub(crate) generate_permits: Arc<Semaphore>,
     /// The key vault and its token (`None`: key routes answer 401).
-    pub keys: Option<keys::KeysState>,
+    pub(crate) keys: Option<keys::KeysState>,
     /// The KMS plugin, if enabled (its routes need the same token).
-    pub kms: Option<Arc<crate::kms::Kms>>,
+    pub(crate) kms: Option<Arc<crate::kms::Kms>>,
 }
 
 /// The router with every route.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/random", get(random::random))
         .route("/v1/health", get(health::health))

@@ -9,7 +9,10 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::pool::{PoolError, Serving};
+use crate::{
+    incident::Incident,
+    pool::{PoolError, Serving},
+};
 
 /// Bytes returned when `bytes` is not given.
 const DEFAULT_BYTES: usize = 32;
@@ -60,8 +63,12 @@ async fn answer(
             )));
         }
     };
-    let permit =
-        state.generate_permits.clone().acquire_owned().await.map_err(|_| ApiError::internal())?;
+    let permit = state
+        .generate_permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal(Incident::log("random generation permit", &e)))?;
     let pool = state.pool.clone();
     let (serving, bytes) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -69,18 +76,12 @@ async fn answer(
         pool.fill(&mut buf).map(|s| (s, buf))
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "random generation task failed");
-        ApiError::internal()
-    })?
+    .map_err(|e| ApiError::internal(Incident::log("random generation task failed", &e)))?
     .map_err(|e| match e {
         PoolError::NoHealthySource | PoolError::SeedTimeout(_) | PoolError::Fallback(_) => {
             ApiError::unavailable(e.to_string())
         }
-        e => {
-            tracing::error!(error = %e, "DRBG failure");
-            ApiError::internal()
-        }
+        e => ApiError::internal(Incident::log("DRBG failure", &e)),
     })?;
     let origin = match serving {
         Serving::Sources => "sources",

@@ -14,14 +14,14 @@ use zeroize::Zeroizing;
 use qkeyd_drbg::SEED_LEN;
 
 /// Claimed min-entropy a block's input must carry: n_out + 64 bits.
-pub const INPUT_ENTROPY_BITS: f64 = (SEED_LEN * 8 + 64) as f64;
+pub(crate) const INPUT_ENTROPY_BITS: f64 = (SEED_LEN * 8 + 64) as f64;
 
 /// A conditioned, full-entropy seed block and where it came from.
-pub struct SeedBlock {
+pub(crate) struct SeedBlock {
     /// 384 bits of full entropy. Never printed.
-    pub bytes: Zeroizing<[u8; SEED_LEN]>,
+    pub(crate) bytes: Zeroizing<[u8; SEED_LEN]>,
     /// Where the input samples came from.
-    pub provenance: Provenance,
+    pub(crate) provenance: Provenance,
 }
 
 impl fmt::Debug for SeedBlock {
@@ -32,20 +32,20 @@ impl fmt::Debug for SeedBlock {
 
 /// Which samples a seed block was derived from.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Provenance {
+pub(crate) struct Provenance {
     /// Index of the source in the pool.
-    pub source: usize,
+    pub(crate) source: usize,
     /// The source's failure epoch when the block was made: a block from an
     /// earlier epoch predates a failure and is thrown away.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// First and last sample (indices in the source's stream) hashed in.
-    pub samples: RangeInclusive<u64>,
+    pub(crate) samples: RangeInclusive<u64>,
     /// Claimed min-entropy of the input, bits.
-    pub input_entropy_bits: f64,
+    pub(crate) input_entropy_bits: f64,
 }
 
 /// Accumulates healthy samples of one source into seed blocks.
-pub struct Conditioner {
+pub(crate) struct Conditioner {
     source: usize,
     claimed_h: f64,
     hasher: Sha3_384,
@@ -64,14 +64,14 @@ impl fmt::Debug for Conditioner {
 
 impl Conditioner {
     /// A conditioner for source number `source` claiming `claimed_h` bits per sample.
-    pub fn new(source: usize, claimed_h: f64) -> Self {
+    pub(crate) fn new(source: usize, claimed_h: f64) -> Self {
         Self { source, claimed_h, hasher: Sha3_384::new(), first: None, samples: 0 }
     }
 
     /// Credit `h` bits per sample from now on (the lower of the claim and the
     /// last full assessment). A partly filled block is dropped when the credit
     /// changes, so every block is accounted at one rate. Returns whether it changed.
-    pub fn set_credit(&mut self, h: f64) -> bool {
+    pub(crate) fn set_credit(&mut self, h: f64) -> bool {
         if h == self.claimed_h || h.is_nan() || h <= 0.0 {
             return false;
         }
@@ -81,13 +81,13 @@ impl Conditioner {
     }
 
     /// Samples needed per block at this claim.
-    pub fn samples_per_block(&self) -> u64 {
+    pub(crate) fn samples_per_block(&self) -> u64 {
         (INPUT_ENTROPY_BITS / self.claimed_h).ceil() as u64
     }
 
     /// Absorb healthy `samples`, the first of which is sample `first_index` of
     /// the source's stream; call `emit` for every completed block.
-    pub fn absorb(
+    pub(crate) fn absorb(
         &mut self,
         samples: &[u8],
         first_index: u64,
@@ -124,7 +124,7 @@ impl Conditioner {
     }
 
     /// Throw away a partly filled block (after a health failure).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         // Dropping the hasher zeroizes its state (sha3's `zeroize` feature).
         self.hasher = Sha3_384::new();
         self.first = None;

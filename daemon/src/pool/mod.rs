@@ -13,22 +13,23 @@
 //! This module does no I/O of its own: the fallback is a function it is given.
 
 mod conditioner;
-pub use qkeyd_drbg as drbg;
 mod status;
 
 use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel},
     },
     time::{Duration, Instant},
 };
 
-pub use conditioner::{Conditioner, INPUT_ENTROPY_BITS, Provenance, SeedBlock};
+pub(crate) use conditioner::{Conditioner, SeedBlock};
 use qkeyd_drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
-pub use status::{AssessmentSnapshot, SourceSnapshot, SourceState, SourceStatus};
+pub(crate) use status::{AssessmentSnapshot, SourceSnapshot, SourceState, SourceStatus};
 use zeroize::Zeroizing;
+
+use crate::config::{EntropyMode, PoolConfig};
 
 /// Seed blocks buffered between the source threads and the DRBG.
 const CHANNEL_BLOCKS: usize = 8;
@@ -37,43 +38,20 @@ const POLL: Duration = Duration::from_millis(10);
 /// Seed records kept for /v1/health.
 const SEED_LOG: usize = 64;
 
-/// What the pool does when no source is healthy.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EntropyMode {
-    /// Refuse to serve.
-    FailClosed,
-    /// Serve from the OS (dangerous: the hardware guarantee is gone).
-    OsFallback,
-}
-
 /// Where the bytes being served come from.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Serving {
+pub(crate) enum Serving {
     /// The DRBG is seeded from health-tested sources.
     Sources,
     /// No source is healthy; the DRBG is seeded from the OS.
     OsFallback,
 }
 
-/// Pool settings.
-#[derive(Clone, Debug)]
-pub struct PoolConfig {
-    /// Generate calls (of at most 64 KiB each) between reseeds.
-    pub reseed_interval_requests: u64,
-    /// Longest time between reseeds.
-    pub reseed_interval: Duration,
-    /// How long a request waits for a seed block before giving up.
-    pub seed_timeout: Duration,
-    /// Behaviour with no healthy source.
-    pub mode: EntropyMode,
-}
-
 /// Why the pool could not serve.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PoolError {
+pub(crate) enum PoolError {
     /// No source is healthy and the pool fails closed.
     #[error("no healthy entropy source (fail-closed)")]
     NoHealthySource,
@@ -81,59 +59,60 @@ pub enum PoolError {
     #[error("no seed block arrived within {0:?}")]
     SeedTimeout(Duration),
     /// The OS fallback failed.
-    #[error("OS entropy fallback failed: {0}")]
-    Fallback(String),
+    #[error("OS entropy fallback failed")]
+    Fallback(#[source] std::io::Error),
     /// The DRBG refused (a bug if it happens: the pool reseeds before that).
     #[error(transparent)]
     Drbg(#[from] DrbgError),
 }
 
 /// The function the pool calls for an OS-fallback seed.
-pub type Fallback = Box<dyn Fn(&mut [u8; SEED_LEN]) -> Result<(), String> + Send + Sync>;
+pub(crate) type Fallback =
+    Box<dyn Fn(&mut [u8; SEED_LEN]) -> Result<(), std::io::Error> + Send + Sync>;
 
 /// One (re)seed of the DRBG, for /v1/health.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct SeedRecord {
+pub(crate) struct SeedRecord {
     /// Source name, or `os-fallback`.
-    pub source: String,
+    pub(crate) source: String,
     /// First and last sample of the source's stream hashed into the seed.
-    pub first_sample: Option<u64>,
+    pub(crate) first_sample: Option<u64>,
     /// Last sample.
-    pub last_sample: Option<u64>,
+    pub(crate) last_sample: Option<u64>,
     /// Min-entropy credited to the samples hashed in (`None` for the OS fallback).
-    pub input_entropy_bits: Option<f64>,
+    pub(crate) input_entropy_bits: Option<f64>,
     /// Seconds since the pool started.
-    pub at_secs: f64,
+    pub(crate) at_secs: f64,
 }
 
 /// The DRBG's state, for /v1/health and metrics.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct DrbgSnapshot {
+pub(crate) struct DrbgSnapshot {
     /// Whether the DRBG has been instantiated.
-    pub instantiated: bool,
+    pub(crate) instantiated: bool,
     /// The SP 800-90A reseed counter (generate calls since the last reseed, + 1).
-    pub reseed_counter: u64,
+    pub(crate) reseed_counter: u64,
     /// Seconds since the last (re)seed.
-    pub seed_age_secs: Option<f64>,
+    pub(crate) seed_age_secs: Option<f64>,
     /// Instantiations plus reseeds.
-    pub seeds: u64,
+    pub(crate) seeds: u64,
     /// Where the current seed came from.
-    pub seeded_by: Option<Serving>,
+    pub(crate) seeded_by: Option<Serving>,
     /// The most recent seeds, oldest first.
-    pub seed_log: Vec<SeedRecord>,
+    pub(crate) seed_log: Vec<SeedRecord>,
 }
 
 /// Everything /v1/health shows about the pool.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PoolSnapshot {
+pub(crate) struct PoolSnapshot {
     /// Configured behaviour with no healthy source.
-    pub mode: EntropyMode,
+    pub(crate) mode: EntropyMode,
     /// Where bytes come from right now, if anywhere.
-    pub serving: Option<Serving>,
+    pub(crate) serving: Option<Serving>,
     /// Per-source state.
-    pub sources: Vec<SourceSnapshot>,
+    pub(crate) sources: Vec<SourceSnapshot>,
     /// DRBG state.
-    pub drbg: DrbgSnapshot,
+    pub(crate) drbg: DrbgSnapshot,
 }
 
 struct DrbgSlot {
@@ -159,33 +138,24 @@ struct SeedStats {
 
 /// What a source thread holds: its status and the way into the pool.
 #[derive(Clone)]
-pub struct SourceHandle {
+pub(crate) struct SourceHandle {
     /// The source's index in the pool.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Its shared status.
-    pub status: Arc<SourceStatus>,
+    pub(crate) status: Arc<SourceStatus>,
     tx: SyncSender<SeedBlock>,
 }
 
 impl SourceHandle {
     /// Hand a seed block to the pool, waiting while the channel is full.
     /// Returns false once the pool is gone.
-    pub fn send(&self, block: SeedBlock) -> bool {
+    pub(crate) fn send(&self, block: SeedBlock) -> bool {
         self.tx.send(block).is_ok()
-    }
-
-    /// Hand a block over without waiting; gives it back if the channel is full.
-    pub fn try_send(&self, block: SeedBlock) -> Result<(), Option<SeedBlock>> {
-        match self.tx.try_send(block) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(b)) => Err(Some(b)),
-            Err(TrySendError::Disconnected(_)) => Err(None),
-        }
     }
 }
 
 /// The pool.
-pub struct Pool {
+pub(crate) struct Pool {
     config: PoolConfig,
     sources: Vec<Arc<SourceStatus>>,
     rx: Mutex<Receiver<SeedBlock>>,
@@ -199,7 +169,7 @@ pub struct Pool {
 
 impl Pool {
     /// A pool over `sources`, returning a handle per source for its thread.
-    pub fn new(
+    pub(crate) fn new(
         config: PoolConfig,
         sources: Vec<Arc<SourceStatus>>,
         fallback: Fallback,
@@ -228,7 +198,7 @@ impl Pool {
     }
 
     /// Where bytes would come from now; `None` means the pool cannot serve.
-    pub fn serving(&self) -> Option<Serving> {
+    pub(crate) fn serving(&self) -> Option<Serving> {
         if self.sources.iter().any(|s| s.state() == SourceState::Healthy) {
             Some(Serving::Sources)
         } else if self.config.mode == EntropyMode::OsFallback {
@@ -259,14 +229,14 @@ impl Pool {
 
     /// Fill `out` with DRBG output, reseeding first if due. Returns where the
     /// seed came from.
-    pub fn fill(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
+    pub(crate) fn fill(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
         self.fill_inner(out, false)
     }
 
     /// [`Pool::fill`] with prediction resistance: the DRBG is reseeded from a
     /// fresh seed block before generating (SP 800-90A §9.3.1), so the output
     /// depends on entropy gathered after any earlier compromise. For key seeds.
-    pub fn fill_fresh(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
+    pub(crate) fn fill_fresh(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
         self.fill_inner(out, true)
     }
 
@@ -417,7 +387,7 @@ impl Pool {
     }
 
     /// State for /v1/health and metrics.
-    pub fn snapshot(&self) -> PoolSnapshot {
+    pub(crate) fn snapshot(&self) -> PoolSnapshot {
         let stats = lock(&self.stats);
         PoolSnapshot {
             mode: self.config.mode,

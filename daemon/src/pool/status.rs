@@ -10,7 +10,7 @@ use super::lock;
 /// A source's state as the pool sees it.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SourceState {
+pub(crate) enum SourceState {
     /// Running its first start-up test.
     Startup,
     /// Passed start-up, no failure since: its samples are used.
@@ -29,13 +29,13 @@ pub enum SourceState {
 
 /// A failure as /v1/health shows it.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
-pub struct FailureSnapshot {
+pub(crate) struct FailureSnapshot {
     /// `rct` or `apt`.
-    pub test: &'static str,
+    pub(crate) test: &'static str,
     /// `intermittent` or `permanent`.
-    pub severity: &'static str,
+    pub(crate) severity: &'static str,
     /// Index of the tripping sample in the source's stream.
-    pub sample: u64,
+    pub(crate) sample: u64,
 }
 
 impl From<Failure> for FailureSnapshot {
@@ -56,88 +56,88 @@ impl From<Failure> for FailureSnapshot {
 
 /// The last full §6.3 assessment of a live source, as /v1/health shows it.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct AssessmentSnapshot {
+pub(crate) struct AssessmentSnapshot {
     /// Samples assessed.
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// H_original, bits per sample.
-    pub h_original: f64,
+    pub(crate) h_original: f64,
     /// H_bitstring, bits per bit.
-    pub h_bitstring: f64,
+    pub(crate) h_bitstring: f64,
     /// Final min(H), bits per sample.
-    pub h_assessed: f64,
+    pub(crate) h_assessed: f64,
     /// The lowest passing result: claimed H minus the margin.
-    pub floor: f64,
+    pub(crate) floor: f64,
     /// Whether `h_assessed` reached the floor.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// Whether all samples were taken after the source last lost trust.
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// CPU time of the estimators.
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Entropy credited per sample from then on: min(claimed H, h_assessed).
-    pub credited_h: f64,
+    pub(crate) credited_h: f64,
 }
 
 /// One source in /v1/health. Counts and positions only: no sample values.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct SourceSnapshot {
+pub(crate) struct SourceSnapshot {
     /// Configured name.
-    pub name: String,
+    pub(crate) name: String,
     /// Backend kind.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// Device path or other identity.
-    pub identity: String,
+    pub(crate) identity: String,
     /// Current state.
-    pub state: SourceState,
+    pub(crate) state: SourceState,
     /// Bits per sample.
-    pub bits_per_sample: u32,
+    pub(crate) bits_per_sample: u32,
     /// Claimed min-entropy per sample.
-    pub claimed_h: f64,
+    pub(crate) claimed_h: f64,
     /// RCT cutoff at the configured α.
-    pub rct_cutoff: u32,
+    pub(crate) rct_cutoff: u32,
     /// APT cutoff at the configured α.
-    pub apt_cutoff: u32,
+    pub(crate) apt_cutoff: u32,
     /// APT window.
-    pub apt_window: usize,
+    pub(crate) apt_window: usize,
     /// RCT cutoff at the permanent α.
-    pub rct_cutoff_permanent: u32,
+    pub(crate) rct_cutoff_permanent: u32,
     /// APT cutoff at the permanent α.
-    pub apt_cutoff_permanent: u32,
+    pub(crate) apt_cutoff_permanent: u32,
     /// Samples read and tested.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// Samples that passed and went to the conditioner.
-    pub usable_samples: u64,
+    pub(crate) usable_samples: u64,
     /// RCT failures (both levels).
-    pub rct_failures: u64,
+    pub(crate) rct_failures: u64,
     /// APT failures (both levels).
-    pub apt_failures: u64,
+    pub(crate) apt_failures: u64,
     /// Start-up tests passed.
-    pub startups_passed: u64,
+    pub(crate) startups_passed: u64,
     /// Times the device went away.
-    pub disconnects: u64,
+    pub(crate) disconnects: u64,
     /// Seed blocks the DRBG took from this source.
-    pub seeds_used: u64,
+    pub(crate) seeds_used: u64,
     /// Drift score 0..1 (0 = as claimed).
-    pub drift_score: f64,
+    pub(crate) drift_score: f64,
     /// Trust score 0..1 (1 = fully trusted).
-    pub trust_score: f64,
+    pub(crate) trust_score: f64,
     /// Min-entropy per sample estimated on the last drift window (MCV, §6.3.1).
-    pub window_h_estimate: Option<f64>,
+    pub(crate) window_h_estimate: Option<f64>,
     /// Drift windows scored.
-    pub drift_windows: u64,
+    pub(crate) drift_windows: u64,
     /// Sample index at which trust last fell below the minimum.
-    pub distrusted_at_sample: Option<u64>,
+    pub(crate) distrusted_at_sample: Option<u64>,
     /// Full assessments completed, and how many failed.
-    pub full_assessments: u64,
+    pub(crate) full_assessments: u64,
     /// Full assessments that fell below the floor.
-    pub full_assessments_failed: u64,
+    pub(crate) full_assessments_failed: u64,
     /// The last full assessment.
-    pub last_full_assessment: Option<AssessmentSnapshot>,
+    pub(crate) last_full_assessment: Option<AssessmentSnapshot>,
     /// The most recent failure.
-    pub last_failure: Option<FailureSnapshot>,
+    pub(crate) last_failure: Option<FailureSnapshot>,
     /// The first failures since start (at most 16), oldest first.
-    pub failures: Vec<FailureSnapshot>,
+    pub(crate) failures: Vec<FailureSnapshot>,
     /// The most recent device error, as text (never sample data).
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -166,7 +166,7 @@ const FAILURES_KEPT: usize = 16;
 
 /// A source's status, written by its thread, read by the pool and the API.
 #[derive(Debug)]
-pub struct SourceStatus {
+pub(crate) struct SourceStatus {
     info: SourceInfo,
     cutoffs: Cutoffs,
     permanent: Cutoffs,
@@ -175,7 +175,7 @@ pub struct SourceStatus {
 
 impl SourceStatus {
     /// A source in start-up.
-    pub fn new(info: SourceInfo, cutoffs: Cutoffs, permanent: Cutoffs) -> Self {
+    pub(crate) fn new(info: SourceInfo, cutoffs: Cutoffs, permanent: Cutoffs) -> Self {
         Self {
             info,
             cutoffs,
@@ -201,35 +201,35 @@ impl SourceStatus {
     }
 
     /// The source's description.
-    pub fn info(&self) -> &SourceInfo {
+    pub(crate) fn info(&self) -> &SourceInfo {
         &self.info
     }
 
     /// Current state.
-    pub fn state(&self) -> SourceState {
+    pub(crate) fn state(&self) -> SourceState {
         lock(&self.inner).state
     }
 
     /// Current epoch.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         lock(&self.inner).epoch
     }
 
     /// Whether a block made in `epoch` may be used now.
-    pub fn accepts(&self, epoch: u64) -> bool {
+    pub(crate) fn accepts(&self, epoch: u64) -> bool {
         let inner = lock(&self.inner);
         inner.state == SourceState::Healthy && inner.epoch == epoch
     }
 
     /// Record progress: new counts (cumulative) and state.
-    pub fn update(&self, state: SourceState, counts: TestCounts) {
+    pub(crate) fn update(&self, state: SourceState, counts: TestCounts) {
         let mut inner = lock(&self.inner);
         inner.state = state;
         inner.counts = counts;
     }
 
     /// Record the drift detector's view.
-    pub fn set_drift(&self, drift: f64, trust: f64, window_h: Option<f64>, windows: u64) {
+    pub(crate) fn set_drift(&self, drift: f64, trust: f64, window_h: Option<f64>, windows: u64) {
         let mut inner = lock(&self.inner);
         inner.drift = drift;
         inner.trust = trust;
@@ -238,7 +238,7 @@ impl SourceStatus {
     }
 
     /// Record a finished full assessment.
-    pub fn set_assessment(&self, a: AssessmentSnapshot) {
+    pub(crate) fn set_assessment(&self, a: AssessmentSnapshot) {
         let mut inner = lock(&self.inner);
         inner.full_assessments += 1;
         inner.full_assessments_failed += u64::from(!a.passed);
@@ -246,7 +246,7 @@ impl SourceStatus {
     }
 
     /// Trust fell below the minimum at `sample`: out, and queued blocks go stale.
-    pub fn distrust(&self, sample: u64) {
+    pub(crate) fn distrust(&self, sample: u64) {
         let mut inner = lock(&self.inner);
         inner.epoch += 1;
         inner.state = SourceState::Distrusted;
@@ -254,7 +254,7 @@ impl SourceStatus {
     }
 
     /// Record a health failure: state changes and earlier blocks go stale.
-    pub fn fail(&self, failure: Failure) {
+    pub(crate) fn fail(&self, failure: Failure) {
         let mut inner = lock(&self.inner);
         inner.epoch += 1;
         inner.last_failure = Some(failure);
@@ -268,7 +268,7 @@ impl SourceStatus {
     }
 
     /// Record that the device went away.
-    pub fn disconnect(&self, error: String) {
+    pub(crate) fn disconnect(&self, error: String) {
         let mut inner = lock(&self.inner);
         if inner.state != SourceState::Unavailable {
             inner.disconnects += 1;
@@ -279,7 +279,7 @@ impl SourceStatus {
     }
 
     /// A copy for reporting.
-    pub fn snapshot(&self) -> SourceSnapshot {
+    pub(crate) fn snapshot(&self) -> SourceSnapshot {
         let inner = lock(&self.inner);
         SourceSnapshot {
             name: self.info.name.clone(),

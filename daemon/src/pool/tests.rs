@@ -34,7 +34,7 @@ fn config(mode: EntropyMode, reseed_interval_requests: u64) -> PoolConfig {
 }
 
 fn no_fallback() -> Fallback {
-    Box::new(|_| Err("no fallback in this test".into()))
+    Box::new(|_| Err(std::io::Error::other("no fallback in this test")))
 }
 
 fn status_for(src: &dyn EntropySource, params: HealthParams) -> Arc<SourceStatus> {

@@ -17,8 +17,19 @@ use qkeyd_health::estimate::{Symbols, non_iid};
 
 use crate::config::FullAssessment;
 
+/// Why a full assessment gave no result.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AssessError {
+    /// The samples cannot be assessed (wider than the source's bits).
+    #[error("the samples cannot be assessed")]
+    Input(#[source] qkeyd_health::Error),
+    /// The assessment thread ended without an answer (it panicked).
+    #[error("the assessment thread stopped")]
+    ThreadStopped,
+}
+
 /// The first assessment waits this long after start (or one interval, if shorter).
-pub const FIRST_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const FIRST_DELAY: Duration = Duration::from_secs(60);
 /// Shortest pause between attempts while a distrusted source waits to come back.
 const RETRY_MIN: Duration = Duration::from_secs(30);
 
@@ -51,7 +62,7 @@ enum Phase {
         generation: u64,
     },
     Running {
-        rx: mpsc::Receiver<Result<Outcome, String>>,
+        rx: mpsc::Receiver<Result<Outcome, AssessError>>,
         generation: u64,
     },
 }
@@ -142,7 +153,7 @@ impl Scheduler {
         &self,
         mut data: Vec<u8>,
         fresh: bool,
-    ) -> std::io::Result<mpsc::Receiver<Result<Outcome, String>>> {
+    ) -> std::io::Result<mpsc::Receiver<Result<Outcome, AssessError>>> {
         let (tx, rx) = mpsc::sync_channel(1);
         let bits = self.bits;
         // As the health tests see them: the low `bits` bits of each byte.
@@ -163,7 +174,7 @@ impl Scheduler {
                 let _ = tx.send(Ok(zero));
                 return;
             }
-            let result = Symbols::new(&data, Some(bits)).map_err(|e| e.to_string()).map(|sym| {
+            let result = Symbols::new(&data, Some(bits)).map_err(AssessError::Input).map(|sym| {
                 let r = non_iid(&sym);
                 Outcome {
                     samples: r.samples,
@@ -182,14 +193,14 @@ impl Scheduler {
 
     /// A finished assessment, if one is ready. A result whose samples predate
     /// the last loss of trust is reported with `fresh = false`.
-    pub(super) fn poll(&mut self) -> Option<Result<Outcome, String>> {
+    pub(super) fn poll(&mut self) -> Option<Result<Outcome, AssessError>> {
         let Phase::Running { rx, generation } = &self.phase else {
             return None;
         };
         let got = match rx.try_recv() {
             Ok(r) => r.map(|o| Outcome { fresh: o.fresh && *generation == self.generation, ..o }),
             Err(mpsc::TryRecvError::Empty) => return None,
-            Err(mpsc::TryRecvError::Disconnected) => Err("the assessment thread stopped".into()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(AssessError::ThreadStopped),
         };
         self.phase = self.idle();
         Some(got)

@@ -16,8 +16,6 @@ use crate::{
     pool::{AssessmentSnapshot, Conditioner, SeedBlock, SourceHandle, SourceState},
 };
 
-pub use full::FIRST_DELAY as FIRST_ASSESSMENT_DELAY;
-
 /// Samples read per device call.
 const READ_CHUNK: usize = 4096;
 /// First and last pause after a failure or disconnect.
@@ -26,7 +24,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Start the thread for one source. `params` were validated with the config;
 /// `scoring` says how drift and trust are judged.
-pub fn spawn(
+pub(crate) fn spawn(
     source: Box<dyn EntropySource>,
     params: HealthParams,
     scoring: Scoring,

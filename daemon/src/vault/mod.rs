@@ -9,10 +9,8 @@
 //!
 //! Every call is blocking (disk, HSM, TPM); async callers use `spawn_blocking`.
 
-pub mod alg;
 mod audit;
-pub mod kat;
-pub mod store;
+pub(crate) mod store;
 
 use std::{
     path::Path,
@@ -20,33 +18,40 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use base64::Engine as _;
 use hkdf::SimpleHkdf;
 use qkeyd_drivers::seal::{SealError, worker::SealerWorker};
-use serde::Serialize;
 use sha3::Sha3_256;
 use zeroize::Zeroizing;
 
 use crate::pool::{Pool, PoolError, Serving};
 
-pub use alg::{AlgError, Algorithm, ExpandedKey, PrivateKey};
 use audit::Audit;
+use qkeyd_pqc::Error as AlgError;
+pub(crate) use qkeyd_pqc::{Algorithm, ExpandedKey, PrivateKey};
 use store::{Store, StoreError, VersionRecord};
 
 /// Longest label accepted.
-pub const MAX_LABEL: usize = 128;
+pub(crate) const MAX_LABEL: usize = 128;
 /// Longest output of `derive`.
-pub const MAX_DERIVE: usize = 1024;
+pub(crate) const MAX_DERIVE: usize = 1024;
 
 /// Why a vault operation failed. Messages carry ids and reasons, never secrets.
 #[derive(Debug, thiserror::Error)]
-pub enum VaultError {
-    /// Bad input from the caller.
-    #[error("{0}")]
-    BadRequest(String),
+pub(crate) enum VaultError {
+    /// A label too long, or with control characters.
+    #[error("label must be at most {MAX_LABEL} bytes without control characters")]
+    Label,
+    /// A `derive` length outside 1..=[`MAX_DERIVE`].
+    #[error("length must be 1..={MAX_DERIVE}, got {0}")]
+    DeriveLength(usize),
     /// The key or version does not exist.
-    #[error("{0}")]
-    NotFound(String),
+    #[error("no such key: {id}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    NoSuchKey {
+        /// The key id.
+        id: String,
+        /// The version, if one was named.
+        version: Option<u32>,
+    },
     /// A cryptographic input was wrong (length, kind of key).
     #[error(transparent)]
     Alg(#[from] AlgError),
@@ -56,89 +61,92 @@ pub enum VaultError {
     /// A stored key failed its checks.
     #[error(transparent)]
     Store(StoreError),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log")]
+    AuditLog(#[source] std::io::Error),
     /// No health-tested entropy to make a key from.
-    #[error("no health-tested entropy: {0}")]
+    #[error("no health-tested entropy")]
     Entropy(#[from] PoolError),
 }
 
 impl From<StoreError> for VaultError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::NotFound(format!("no such key: {what}")),
+            StoreError::NotFound { id, version } => Self::NoSuchKey { id, version },
             other => Self::Store(other),
         }
     }
 }
 
-/// One version as the API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct VersionInfo {
+/// One version: public parts and provenance.
+#[derive(Clone, Debug)]
+pub(crate) struct VersionInfo {
     /// Version number.
-    pub version: u32,
-    /// Public key, base64.
-    pub public_key: String,
+    pub(crate) version: u32,
+    /// Encoded public key.
+    pub(crate) public_key: Vec<u8>,
     /// SHA3-256 fingerprint of the public key.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Creation time, Unix seconds.
-    pub created_unix: u64,
+    pub(crate) created_unix: u64,
     /// Where the seed's entropy came from.
-    pub entropy: String,
+    pub(crate) entropy: String,
     /// Sealing backend.
-    pub sealer: String,
+    pub(crate) sealer: String,
 }
 
-/// A key as the API shows it: public parts only.
-#[derive(Clone, Debug, Serialize)]
-pub struct KeyInfo {
+/// A key and its versions: public parts only.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyInfo {
     /// Key id.
-    pub id: String,
+    pub(crate) id: String,
     /// Algorithm.
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     /// Label.
-    pub label: String,
+    pub(crate) label: String,
     /// The version used for new signatures / encapsulations.
-    pub current_version: u32,
+    pub(crate) current_version: u32,
     /// Every version, oldest first.
-    pub versions: Vec<VersionInfo>,
+    pub(crate) versions: Vec<VersionInfo>,
 }
 
 /// A key's current version, public parts only, for callers that want no
 /// history (the PKCS#11 module's object list).
 #[derive(Clone, Debug)]
-pub struct CurrentKey {
+pub(crate) struct CurrentKey {
     /// Key id.
-    pub id: String,
+    pub(crate) id: String,
     /// The current version.
-    pub version: u32,
+    pub(crate) version: u32,
     /// Algorithm.
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     /// Label.
-    pub label: String,
+    pub(crate) label: String,
     /// Encoded public key.
-    pub public_key: Vec<u8>,
+    pub(crate) public_key: Vec<u8>,
 }
 
 /// Result of an encapsulation.
-pub struct Encapsulated {
+pub(crate) struct Encapsulated {
     /// Key version used.
-    pub version: u32,
+    pub(crate) version: u32,
     /// The ciphertext.
-    pub ciphertext: Vec<u8>,
+    pub(crate) ciphertext: Vec<u8>,
     /// The shared secret (for the caller, who is the sender).
-    pub shared_secret: Zeroizing<[u8; 32]>,
+    pub(crate) shared_secret: Zeroizing<[u8; 32]>,
 }
 
 /// A version unsealed and expanded for repeated private operations (a PKCS#11
 /// connection keeps one for a short while). Every use still goes through the
 /// vault, which checks the key still exists and audits it.
 #[derive(Debug)]
-pub struct OpenKey {
+pub(crate) struct OpenKey {
     /// Key id.
-    pub id: String,
+    pub(crate) id: String,
     /// Version.
-    pub version: u32,
+    pub(crate) version: u32,
     /// Algorithm.
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     fingerprint: String,
     key: ExpandedKey,
     /// The vault's destruction count when this was opened.
@@ -146,7 +154,7 @@ pub struct OpenKey {
 }
 
 /// The vault.
-pub struct Vault {
+pub(crate) struct Vault {
     store: Store,
     sealer: SealerWorker,
     pool: Arc<Pool>,
@@ -167,16 +175,16 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
 impl Vault {
     /// Open the vault in `state_dir` with `sealer`; finishes destructions a
     /// crash interrupted.
-    pub fn open(state_dir: &Path, sealer: SealerWorker, pool: Arc<Pool>) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        state_dir: &Path,
+        sealer: SealerWorker,
+        pool: Arc<Pool>,
+    ) -> Result<Self, VaultError> {
         let (store, pending) = Store::open(state_dir)?;
-        let audit = Audit::open(&state_dir.join("audit.log"))?;
+        let audit = Audit::open(&state_dir.join("audit.log")).map_err(VaultError::AuditLog)?;
         let v = Self {
             store,
             sealer,
@@ -196,13 +204,8 @@ impl Vault {
     }
 
     /// The sealing backend's name.
-    pub fn sealer_kind(&self) -> &'static str {
+    pub(crate) fn sealer_kind(&self) -> &'static str {
         self.sealer.kind()
-    }
-
-    /// Check that the sealing backend answers.
-    pub fn check_sealer(&self) -> Result<(), SealError> {
-        self.sealer.call(|s| s.check())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -230,7 +233,7 @@ impl Vault {
             Serving::OsFallback => "os-fallback",
         };
         let key = PrivateKey::from_seed(alg, &seed)?;
-        alg::pairwise_consistency(&key, &*self.random::<32>()?)?;
+        qkeyd_pqc::pairwise_consistency(&key, &*self.random::<32>()?)?;
         let pk = key.public_key();
         let fp = store::fingerprint(alg, &pk);
         let aad = store::aad(id, version, alg, &fp);
@@ -240,7 +243,7 @@ impl Vault {
     }
 
     /// Create a key.
-    pub fn create(&self, alg: Algorithm, label: &str) -> Result<KeyInfo, VaultError> {
+    pub(crate) fn create(&self, alg: Algorithm, label: &str) -> Result<KeyInfo, VaultError> {
         check_label(label)?;
         let _w = self.lock();
         let id = hex::encode(*self.random::<16>()?);
@@ -250,11 +253,12 @@ impl Vault {
     }
 
     /// Add a version; the new one becomes current.
-    pub fn rotate(&self, id: &str) -> Result<KeyInfo, VaultError> {
+    pub(crate) fn rotate(&self, id: &str) -> Result<KeyInfo, VaultError> {
         let _w = self.lock();
         let versions = self.store.versions(id)?;
-        let last =
-            *versions.last().ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?;
+        let last = *versions
+            .last()
+            .ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version: None })?;
         let cur = self.store.read(id, last)?;
         let r =
             self.new_version(id, last + 1, cur.alg, &cur.label).and_then(|r| self.store_version(r));
@@ -271,7 +275,7 @@ impl Vault {
     }
 
     /// Destroy a key: every version's file and backend object.
-    pub fn destroy(&self, id: &str) -> Result<(), VaultError> {
+    pub(crate) fn destroy(&self, id: &str) -> Result<(), VaultError> {
         let _w = self.lock();
         let records = self.store.begin_destroy(id)?;
         // After the rename: a key opened from here on sees the key gone, and
@@ -298,12 +302,12 @@ impl Vault {
     }
 
     /// Every key, public parts only.
-    pub fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
+    pub(crate) fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
         self.each_key(|id| self.info(id))
     }
 
     /// Every key's current version: one file read per key.
-    pub fn current(&self) -> Result<Vec<CurrentKey>, VaultError> {
+    pub(crate) fn current(&self) -> Result<Vec<CurrentKey>, VaultError> {
         self.each_key(|id| self.current_key(id))
     }
 
@@ -317,7 +321,7 @@ impl Vault {
         for id in self.store.ids()? {
             match read(&id) {
                 Ok(k) => out.push(k),
-                Err(VaultError::NotFound(_)) => {}
+                Err(VaultError::NoSuchKey { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -325,7 +329,7 @@ impl Vault {
     }
 
     /// One key's current version.
-    pub fn current_key(&self, id: &str) -> Result<CurrentKey, VaultError> {
+    pub(crate) fn current_key(&self, id: &str) -> Result<CurrentKey, VaultError> {
         let r = self.record(id, None)?;
         Ok(CurrentKey {
             public_key: r.public_key_bytes()?,
@@ -337,7 +341,7 @@ impl Vault {
     }
 
     /// One key, public parts only.
-    pub fn info(&self, id: &str) -> Result<KeyInfo, VaultError> {
+    pub(crate) fn info(&self, id: &str) -> Result<KeyInfo, VaultError> {
         let versions = self.store.versions(id)?;
         let mut infos = Vec::with_capacity(versions.len());
         let mut head = None;
@@ -345,7 +349,7 @@ impl Vault {
             let r = self.store.read(id, v)?;
             infos.push(VersionInfo {
                 version: r.version,
-                public_key: r.public_key.clone(),
+                public_key: r.public_key_bytes()?,
                 fingerprint: r.fingerprint.clone(),
                 created_unix: r.created_unix,
                 entropy: r.entropy.clone(),
@@ -353,7 +357,8 @@ impl Vault {
             });
             head = Some(r);
         }
-        let head = head.ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?;
+        let head =
+            head.ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version: None })?;
         Ok(KeyInfo {
             id: id.to_owned(),
             alg: head.alg,
@@ -370,7 +375,7 @@ impl Vault {
                 .store
                 .versions(id)?
                 .last()
-                .ok_or_else(|| VaultError::NotFound(format!("no such key: {id}")))?,
+                .ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version: None })?,
         };
         Ok(self.store.read(id, v)?)
     }
@@ -379,7 +384,7 @@ impl Vault {
     fn private(&self, r: &VersionRecord) -> Result<PrivateKey, VaultError> {
         let (sealed, aad) = (r.sealed.clone(), r.aad());
         let seed = self.sealer.call(move |s| s.unseal(&sealed, &aad))?;
-        let key = PrivateKey::from_seed(r.alg, &seed.0)?;
+        let key = PrivateKey::from_seed(r.alg, seed.expose())?;
         if key.public_key() != r.public_key_bytes()? {
             return Err(VaultError::Store(StoreError::Corrupt(format!(
                 "key {} v{}: the unsealed seed does not match the public key",
@@ -390,7 +395,7 @@ impl Vault {
     }
 
     /// Sign with the current (or given) version.
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         id: &str,
         version: Option<u32>,
@@ -411,7 +416,7 @@ impl Vault {
 
     /// Unseal a version (the current one if `version` is `None`) for
     /// [`Vault::sign_open`] and [`Vault::decapsulate_open`].
-    pub fn open_key(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
+    pub(crate) fn open_key(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
         let generation = self.destroyed.load(std::sync::atomic::Ordering::Acquire);
         let r = self.record(id, version)?;
         let key = self.private(&r)?.expand();
@@ -433,13 +438,13 @@ impl Vault {
         {
             Ok(())
         } else {
-            Err(VaultError::NotFound(format!("no such key: {} v{}", k.id, k.version)))
+            Err(VaultError::NoSuchKey { id: k.id.clone(), version: Some(k.version) })
         }
     }
 
     /// Sign with an open key: hedged with fresh pool randomness, or with
     /// rnd = 0 (FIPS 204's deterministic variant) if `deterministic`.
-    pub fn sign_open(
+    pub(crate) fn sign_open(
         &self,
         k: &OpenKey,
         msg: &[u8],
@@ -454,7 +459,7 @@ impl Vault {
     }
 
     /// Decapsulate with an open key.
-    pub fn decapsulate_open(
+    pub(crate) fn decapsulate_open(
         &self,
         k: &OpenKey,
         ct: &[u8],
@@ -466,7 +471,7 @@ impl Vault {
     }
 
     /// Verify against the current (or given) version.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         id: &str,
         version: Option<u32>,
@@ -475,19 +480,24 @@ impl Vault {
         sig: &[u8],
     ) -> Result<(u32, bool), VaultError> {
         let r = self.record(id, version)?;
-        Ok((r.version, alg::verify(r.alg, &r.public_key_bytes()?, msg, ctx, sig)?))
+        Ok((r.version, qkeyd_pqc::verify(r.alg, &r.public_key_bytes()?, msg, ctx, sig)?))
     }
 
     /// Encapsulate to the current (or given) version.
-    pub fn encapsulate(&self, id: &str, version: Option<u32>) -> Result<Encapsulated, VaultError> {
+    pub(crate) fn encapsulate(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<Encapsulated, VaultError> {
         let r = self.record(id, version)?;
         let m = self.random::<32>()?;
-        let (ciphertext, shared_secret) = alg::encapsulate(r.alg, &r.public_key_bytes()?, &m)?;
+        let (ciphertext, shared_secret) =
+            qkeyd_pqc::encapsulate(r.alg, &r.public_key_bytes()?, &m)?;
         Ok(Encapsulated { version: r.version, ciphertext, shared_secret })
     }
 
     /// Decapsulate with the current (or given) version.
-    pub fn decapsulate(
+    pub(crate) fn decapsulate(
         &self,
         id: &str,
         version: Option<u32>,
@@ -502,7 +512,7 @@ impl Vault {
             }
             .into());
         }
-        let want = alg::ciphertext_len(r.alg);
+        let want = r.alg.output_len();
         if ct.len() != want {
             return Err(AlgError::Length {
                 what: "ciphertext",
@@ -520,7 +530,7 @@ impl Vault {
 
     /// Decapsulate, then HKDF-SHA3-256 (RFC 5869) the shared secret into `len`
     /// bytes with `salt` and `info`.
-    pub fn derive(
+    pub(crate) fn derive(
         &self,
         id: &str,
         version: Option<u32>,
@@ -530,29 +540,23 @@ impl Vault {
         len: usize,
     ) -> Result<(u32, Zeroizing<Vec<u8>>), VaultError> {
         if !(1..=MAX_DERIVE).contains(&len) {
-            return Err(VaultError::BadRequest(format!(
-                "length must be 1..={MAX_DERIVE}, got {len}"
-            )));
+            return Err(VaultError::DeriveLength(len));
         }
         let (v, k) = self.decapsulate(id, version, ct)?;
         let mut okm = Zeroizing::new(vec![0u8; len]);
         SimpleHkdf::<Sha3_256>::new(Some(salt), &k[..])
             .expand(info, &mut okm)
-            .map_err(|_| VaultError::BadRequest("HKDF output too long".into()))?;
+            .map_err(|_| VaultError::DeriveLength(len))?;
         Ok((v, okm))
     }
 }
 
 fn check_label(label: &str) -> Result<(), VaultError> {
     if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
-        return Err(VaultError::BadRequest(format!(
-            "label must be at most {MAX_LABEL} bytes without control characters"
-        )));
+        return Err(VaultError::Label);
     }
     Ok(())
 }
 
-/// Encode bytes for the API.
-pub fn encode(b: &[u8]) -> String {
-    b64(b)
-}
+#[cfg(test)]
+mod tests;

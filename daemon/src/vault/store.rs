@@ -25,7 +25,7 @@ use qkeyd_drivers::seal::Sealed;
 use serde::{Deserialize, Serialize};
 use sha3::{Digest as _, Sha3_256};
 
-use super::alg::Algorithm;
+use qkeyd_pqc::Algorithm;
 
 /// Format version of a key file body.
 const FORMAT: u32 = 1;
@@ -33,33 +33,33 @@ const FORMAT: u32 = 1;
 /// What is stored for one key version. Nothing in it is secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VersionRecord {
+pub(crate) struct VersionRecord {
     /// Body format.
-    pub format: u32,
+    pub(crate) format: u32,
     /// Key id (32 lowercase hex digits).
-    pub id: String,
+    pub(crate) id: String,
     /// Version, from 1.
-    pub version: u32,
+    pub(crate) version: u32,
     /// Algorithm.
-    pub alg: Algorithm,
+    pub(crate) alg: Algorithm,
     /// Operator's label.
-    pub label: String,
+    pub(crate) label: String,
     /// Creation time, seconds since the Unix epoch.
-    pub created_unix: u64,
+    pub(crate) created_unix: u64,
     /// Encoded public key, base64.
-    pub public_key: String,
+    pub(crate) public_key: String,
     /// SHA3-256 fingerprint of the public key, hex.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Where the seed's entropy came from: `sources` or `os-fallback`.
-    pub entropy: String,
+    pub(crate) entropy: String,
     /// The sealed seed.
-    pub sealed: Sealed,
+    pub(crate) sealed: Sealed,
 }
 
 impl VersionRecord {
     /// A new record.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         id: &str,
         version: u32,
         alg: Algorithm,
@@ -85,7 +85,7 @@ impl VersionRecord {
     }
 
     /// The public key bytes.
-    pub fn public_key_bytes(&self) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn public_key_bytes(&self) -> Result<Vec<u8>, StoreError> {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|_| {
             StoreError::Corrupt(format!("key {} v{}: public key", self.id, self.version))
@@ -93,18 +93,18 @@ impl VersionRecord {
     }
 
     /// The associated data the seed is sealed with.
-    pub fn aad(&self) -> Vec<u8> {
+    pub(crate) fn aad(&self) -> Vec<u8> {
         aad(&self.id, self.version, self.alg, &self.fingerprint)
     }
 }
 
 /// Associated data binding a sealed seed to its key version.
-pub fn aad(id: &str, version: u32, alg: Algorithm, fingerprint: &str) -> Vec<u8> {
+pub(crate) fn aad(id: &str, version: u32, alg: Algorithm, fingerprint: &str) -> Vec<u8> {
     format!("qkeyd-key-v1\0{id}\0{version}\0{}\0{fingerprint}", alg.name()).into_bytes()
 }
 
 /// SHA3-256 over the algorithm name and the public key, hex.
-pub fn fingerprint(alg: Algorithm, public_key: &[u8]) -> String {
+pub(crate) fn fingerprint(alg: Algorithm, public_key: &[u8]) -> String {
     let mut h = Sha3_256::new();
     h.update(alg.name().as_bytes());
     h.update([0]);
@@ -114,13 +114,18 @@ pub fn fingerprint(alg: Algorithm, public_key: &[u8]) -> String {
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// A file failed its checksum or does not parse.
     #[error("key file corrupted: {0}")]
     Corrupt(String),
     /// No such key or version.
-    #[error("no such key: {0}")]
-    NotFound(String),
+    #[error("no such key: {id}{}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    NotFound {
+        /// The key id.
+        id: String,
+        /// The version, if one was named.
+        version: Option<u32>,
+    },
     /// A filesystem error.
     #[error("keystore I/O error on {path}: {source}")]
     Io {
@@ -137,13 +142,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 /// Whether `id` has the shape of a key id (so it is safe in a path).
-pub fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The key files under a state directory.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     keys: PathBuf,
 }
 
@@ -156,7 +161,7 @@ impl Store {
     /// drop half-written files. Returns the store and the ids of keys whose
     /// destruction was finished now (their backend objects still need
     /// destroying: the caller gets their records).
-    pub fn open(state_dir: &Path) -> Result<(Self, Vec<VersionRecord>), StoreError> {
+    pub(crate) fn open(state_dir: &Path) -> Result<(Self, Vec<VersionRecord>), StoreError> {
         let keys = state_dir.join("keys");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&keys).map_err(io_err(&keys))?;
         let store = Self { keys };
@@ -188,7 +193,7 @@ impl Store {
     }
 
     /// Remove the folders of destructions finished by the caller.
-    pub fn purge_destroyed(&self) -> Result<(), StoreError> {
+    pub(crate) fn purge_destroyed(&self) -> Result<(), StoreError> {
         for entry in fs::read_dir(&self.keys).map_err(io_err(&self.keys))? {
             let entry = entry.map_err(io_err(&self.keys))?;
             if entry.file_name().to_string_lossy().starts_with(".destroy-") {
@@ -210,7 +215,7 @@ impl Store {
     }
 
     /// Every key id, sorted.
-    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn ids(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&self.keys).map_err(io_err(&self.keys))? {
             let name =
@@ -224,15 +229,15 @@ impl Store {
     }
 
     /// The versions of a key that are on disk, ascending.
-    pub fn versions(&self, id: &str) -> Result<Vec<u32>, StoreError> {
+    pub(crate) fn versions(&self, id: &str) -> Result<Vec<u32>, StoreError> {
         if !valid_id(id) {
-            return Err(StoreError::NotFound(id.to_owned()));
+            return Err(StoreError::NotFound { id: id.to_owned(), version: None });
         }
         let dir = self.keys.join(id);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(id.to_owned()));
+                return Err(StoreError::NotFound { id: id.to_owned(), version: None });
             }
             Err(e) => return Err(io_err(&dir)(e)),
         };
@@ -250,13 +255,13 @@ impl Store {
     }
 
     /// Read and check one version.
-    pub fn read(&self, id: &str, version: u32) -> Result<VersionRecord, StoreError> {
+    pub(crate) fn read(&self, id: &str, version: u32) -> Result<VersionRecord, StoreError> {
         if !valid_id(id) {
-            return Err(StoreError::NotFound(id.to_owned()));
+            return Err(StoreError::NotFound { id: id.to_owned(), version: None });
         }
         let path = self.keys.join(id).join(format!("v{version}.key"));
         if !path.exists() {
-            return Err(StoreError::NotFound(format!("{id} version {version}")));
+            return Err(StoreError::NotFound { id: id.to_owned(), version: Some(version) });
         }
         let r = read_file(&path)?;
         if r.id != id || r.version != version {
@@ -266,7 +271,7 @@ impl Store {
     }
 
     /// Write a version crash-safely. Fails if it exists.
-    pub fn write(&self, r: &VersionRecord) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, r: &VersionRecord) -> Result<(), StoreError> {
         let dir = self.keys.join(&r.id);
         let new_dir = !dir.exists();
         if new_dir {
@@ -285,13 +290,13 @@ impl Store {
 
     /// Move a key out of sight atomically; returns its records so the caller
     /// can destroy their backend objects, then [`Store::purge_destroyed`].
-    pub fn begin_destroy(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+    pub(crate) fn begin_destroy(&self, id: &str) -> Result<Vec<VersionRecord>, StoreError> {
         if !valid_id(id) {
-            return Err(StoreError::NotFound(id.to_owned()));
+            return Err(StoreError::NotFound { id: id.to_owned(), version: None });
         }
         let dir = self.keys.join(id);
         if !dir.exists() {
-            return Err(StoreError::NotFound(id.to_owned()));
+            return Err(StoreError::NotFound { id: id.to_owned(), version: None });
         }
         let to = self.keys.join(format!(".destroy-{id}"));
         fs::rename(&dir, &to).map_err(io_err(&dir))?;
@@ -343,8 +348,8 @@ mod tests {
         }
         fs::write(&path, &good).unwrap();
         assert!(s.read(id, 1).is_ok());
-        assert!(matches!(s.read(id, 3), Err(StoreError::NotFound(_))));
-        assert!(matches!(s.read("../../etc", 1), Err(StoreError::NotFound(_))));
+        assert!(matches!(s.read(id, 3), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.read("../../etc", 1), Err(StoreError::NotFound { .. })));
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! The router in process (`oneshot`): routes, the bearer token, JSON errors
+//! and the answers' shapes, over a real pool, vault and KMS on the soft
+//! sealer.
+
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, to_bytes},
+    http::{Request, StatusCode},
+};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+use super::{AppState, keys::KeysState, keys::TokenDigest, router};
+use crate::{config::KmsSettings, kms::Kms, metrics::Metrics, testing, vault::Vault};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+struct World {
+    _dir: tempfile::TempDir,
+    state: AppState,
+}
+
+fn world() -> World {
+    let (dir, sealer) = testing::soft_sealer();
+    let pool = testing::pool();
+    let vault = Vault::open(dir.path(), sealer.clone(), pool.clone()).unwrap();
+    let settings = KmsSettings {
+        socket: None,
+        mode: 0o600,
+        allowed_uids: vec![],
+        status_cache: std::time::Duration::from_secs(1),
+        kek_cache: std::time::Duration::from_secs(2),
+        inline_token_session: true,
+    };
+    let kms = Kms::open(dir.path(), sealer, pool.clone(), &settings, 8).unwrap();
+    let state = AppState {
+        pool,
+        metrics: Arc::new(Metrics::new().unwrap()),
+        max_request_bytes: 1 << 20,
+        generate_permits: Arc::new(Semaphore::new(4)),
+        keys: Some(KeysState { vault: Arc::new(vault), token: TokenDigest::of(TOKEN) }),
+        kms: Some(Arc::new(kms)),
+    };
+    World { _dir: dir, state }
+}
+
+/// One request: (status, body as JSON if it is JSON, else as a string).
+async fn call(
+    w: &World,
+    method: &str,
+    uri: &str,
+    token: bool,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = Request::builder().method(method).uri(uri);
+    if token {
+        r = r.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let req = match body {
+        Some(b) => r.header("content-type", "application/json").body(Body::from(b.to_string())),
+        None => r.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = router(w.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+#[tokio::test]
+async fn random_bytes_in_every_format_and_json_errors() {
+    let w = world();
+    let (s, v) = call(&w, "GET", "/v1/random?bytes=16&format=hex", false, None).await;
+    assert_eq!(s, 200);
+    let hex = v.as_str().unwrap();
+    assert_eq!(hex.trim().len(), 32, "{hex}");
+    for (uri, status) in [
+        ("/v1/random?bytes=0", 400),
+        ("/v1/random?bytes=2000000", 413),
+        ("/v1/random?format=bogus", 400),
+        ("/no/such/route", 404),
+    ] {
+        let (s, v) = call(&w, "GET", uri, false, None).await;
+        assert_eq!(s, status, "{uri}");
+        assert_eq!(v["error"]["status"], status, "{uri}: {v}");
+        assert!(v["error"]["code"].is_string() && v["error"]["incident"].is_null(), "{v}");
+    }
+    let (s, v) = call(&w, "POST", "/v1/random", false, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer() {
+    let w = world();
+    let (s, v) = call(&w, "GET", "/v1/health", false, None).await;
+    assert_eq!(s, 200);
+    assert!(v["pool"]["sources"].is_array() && v["ready"].is_boolean(), "{v}");
+    let (s, v) = call(&w, "GET", "/metrics", false, None).await;
+    assert_eq!(s, 200);
+    assert!(v.as_str().unwrap().contains("qkeyd_"), "{v}");
+}
+
+#[tokio::test]
+async fn key_routes_need_the_token_and_work_with_it() {
+    let w = world();
+    let create = json!({ "alg": "ml-dsa-44", "label": "unit" });
+    let (s, _) = call(&w, "POST", "/v1/keys", false, Some(create.clone())).await;
+    assert_eq!(s, 401);
+    let (s, key) = call(&w, "POST", "/v1/keys", true, Some(create)).await;
+    assert_eq!(s, 201, "{key}");
+    let id = key["id"].as_str().unwrap().to_owned();
+    let msg = json!({ "message": "aGVsbG8=" });
+    let (s, sig) = call(&w, "POST", &format!("/v1/keys/{id}/sign"), true, Some(msg)).await;
+    assert_eq!(s, 200, "{sig}");
+    let verify = json!({ "message": "aGVsbG8=", "signature": sig["signature"] });
+    let (s, v) = call(&w, "POST", &format!("/v1/keys/{id}/verify"), true, Some(verify)).await;
+    assert_eq!((s, v["valid"].as_bool()), (200, Some(true)), "{v}");
+    let (s, v) = call(&w, "POST", "/v1/keys", true, Some(json!({ "alg": "rsa" }))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (s, _) = call(&w, "DELETE", &format!("/v1/keys/{id}"), true, None).await;
+    assert!(s == 200 || s == 204, "{s}");
+    let (s, v) = call(&w, "GET", &format!("/v1/keys/{id}"), true, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("key_not_found")), "{v}");
+}
+
+#[tokio::test]
+async fn kms_routes_list_rotate_and_refuse_retiring_the_write_key() {
+    let w = world();
+    let (s, _) = call(&w, "GET", "/v1/kms", false, None).await;
+    assert_eq!(s, 401);
+    let (s, rotated) = call(&w, "POST", "/v1/kms/rotate", true, None).await;
+    assert_eq!(s, 201);
+    let key_id = rotated["key_id"].as_str().unwrap().to_owned();
+    let (s, v) = call(&w, "GET", "/v1/kms", true, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["write_key_id"].as_str(), Some(key_id.as_str()));
+    assert_eq!(v["keks"][0]["state"], "write");
+    assert_eq!(v["keks"][0]["location"], "sealed");
+    assert!(v["token_ops"]["inline"].is_u64() && v["status_checks"].is_u64(), "{v}");
+    let (s, v) = call(&w, "DELETE", &format!("/v1/kms/keks/{key_id}"), true, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("conflict")), "{v}");
+    let (s, v) = call(&w, "DELETE", "/v1/kms/keks/qkeyd-kek-nope", true, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("kek_not_found")), "{v}");
+}
+
+#[test]
+fn an_internal_error_shows_an_incident_id_and_no_detail() {
+    use axum::response::IntoResponse as _;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("disk /secret/path is on fire")]
+    struct Detail;
+
+    let id = crate::incident::Incident::log("unit test", &Detail);
+    let resp = super::ApiError::internal(id).into_response();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let bytes = rt.block_on(to_bytes(resp.into_body(), 4096)).unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["incident"], id.to_string());
+    let text = v.to_string();
+    assert!(text.contains(&id.to_string()) && !text.contains("fire") && !text.contains("/secret"));
+}

@@ -1,0 +1,458 @@
+//! The TOML as serde reads it, and the checks that turn it into a [`Config`].
+
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail, ensure};
+use qkeyd_drivers::source::sim::Phase;
+use qkeyd_health::HealthParams;
+use serde::Deserialize;
+
+use super::{
+    Config, DEFAULT_KMS_SOCKET_MODE, DEFAULT_LISTEN, DEFAULT_MODULE_SOCKET_MODE, Danger,
+    EntropyMode, FullAssessment, KeysConfig, KmsSettings, ModuleSettings, PinSource, PoolConfig,
+    Scoring, SealerConfig, SocketSpec, SourceConfig, SourceKind,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    kms: RawKms,
+    #[serde(default)]
+    module: RawModule,
+    #[serde(default)]
+    danger: RawDanger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKms {
+    socket: Option<String>,
+    socket_mode: String,
+    allowed_uids: Vec<u32>,
+    status_cache_ms: u64,
+    kek_cache_ms: u64,
+    inline_token_session: bool,
+}
+
+impl Default for RawKms {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_mode: format!("{DEFAULT_KMS_SOCKET_MODE:o}"),
+            allowed_uids: Vec::new(),
+            status_cache_ms: 1000,
+            kek_cache_ms: 2000,
+            inline_token_session: true,
+        }
+    }
+}
+
+impl RawKms {
+    fn check(self) -> anyhow::Result<KmsSettings> {
+        let mode = socket_mode("kms.socket_mode", &self.socket_mode)?;
+        ensure!(
+            self.status_cache_ms <= 60_000,
+            "kms.status_cache_ms must be at most 60000 (kube-apiserver polls Status every minute)"
+        );
+        ensure!(self.kek_cache_ms <= 3_600_000, "kms.kek_cache_ms must be at most 3600000");
+        let socket =
+            self.socket.map(|s| SocketSpec::parse(&s, mode)).transpose().context("kms.socket")?;
+        Ok(KmsSettings {
+            socket,
+            mode,
+            allowed_uids: self.allowed_uids,
+            status_cache: Duration::from_millis(self.status_cache_ms),
+            kek_cache: Duration::from_millis(self.kek_cache_ms),
+            inline_token_session: self.inline_token_session,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawModule {
+    socket: Option<String>,
+    socket_mode: String,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    key_cache_ms: u64,
+    max_connections: usize,
+}
+
+impl Default for RawModule {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_mode: format!("{DEFAULT_MODULE_SOCKET_MODE:o}"),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            pin_file: None,
+            pin_env: None,
+            key_cache_ms: 2000,
+            max_connections: 256,
+        }
+    }
+}
+
+/// Parse an octal socket mode the owner can use.
+fn socket_mode(what: &str, mode: &str) -> anyhow::Result<u32> {
+    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .with_context(|| format!("{what} {mode:?} is not an octal mode such as \"0600\""))?;
+    ensure!(m & 0o600 == 0o600, "{what} {m:o}: the owner needs read and write");
+    Ok(m)
+}
+
+impl RawModule {
+    fn check(self) -> anyhow::Result<ModuleSettings> {
+        let mode = socket_mode("module.socket_mode", &self.socket_mode)?;
+        ensure!(self.key_cache_ms <= 3_600_000, "module.key_cache_ms must be at most 3600000");
+        ensure!(
+            (1..=4096).contains(&self.max_connections),
+            "module.max_connections must be 1..=4096"
+        );
+        let pin = match (self.pin_file, self.pin_env) {
+            (Some(f), None) => Some(PinSource::File(f)),
+            (None, Some(v)) => Some(PinSource::Env(v)),
+            (None, None) => None,
+            _ => bail!("[module] takes at most one of pin_file and pin_env"),
+        };
+        let socket = self
+            .socket
+            .map(|s| SocketSpec::parse(&s, mode))
+            .transpose()
+            .context("module.socket")?;
+        Ok(ModuleSettings {
+            socket,
+            mode,
+            allowed_uids: self.allowed_uids,
+            allowed_gids: self.allowed_gids,
+            pin,
+            key_cache: Duration::from_millis(self.key_cache_ms),
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeys {
+    state_dir: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    sealer: String,
+    seal_timeout_ms: u64,
+    soft: RawSoft,
+    hsm: Option<RawHsm>,
+    tpm: Option<RawTpm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTpm {
+    tcti: String,
+    #[serde(default)]
+    pcrs: Vec<u8>,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            token_file: None,
+            sealer: "soft".into(),
+            seal_timeout_ms: 5000,
+            soft: RawSoft::default(),
+            hsm: None,
+            tpm: None,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoft {
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsm {
+    module: PathBuf,
+    token_label: String,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+}
+
+impl RawKeys {
+    fn check(self) -> anyhow::Result<KeysConfig> {
+        ensure!(
+            (100..=60_000).contains(&self.seal_timeout_ms),
+            "keys.seal_timeout_ms must be 100..=60000, got {}",
+            self.seal_timeout_ms
+        );
+        let sealer = match self.sealer.as_str() {
+            "soft" => SealerConfig::Soft { key_file: self.soft.key_file },
+            "hsm" => {
+                let p = self.hsm.context("keys.sealer = \"hsm\" needs a [keys.hsm] table")?;
+                let pin = match (p.pin_file, p.pin_env) {
+                    (Some(f), None) => PinSource::File(f),
+                    (None, Some(v)) => PinSource::Env(v),
+                    _ => bail!("[keys.hsm] needs exactly one of pin_file and pin_env"),
+                };
+                ensure!(!p.token_label.is_empty(), "[keys.hsm] token_label is empty");
+                SealerConfig::Hsm { module: p.module, token_label: p.token_label, pin }
+            }
+            "tpm" => {
+                let t = self.tpm.context("keys.sealer = \"tpm\" needs a [keys.tpm] table")?;
+                if let Some(bad) = t.pcrs.iter().find(|&&p| p > 23) {
+                    bail!("[keys.tpm] pcrs: PCR {bad} is out of range 0..=23");
+                }
+                SealerConfig::Tpm { tcti: t.tcti, pcrs: t.pcrs }
+            }
+            other => bail!("keys.sealer {other:?}: use \"soft\", \"hsm\" or \"tpm\""),
+        };
+        Ok(KeysConfig {
+            state_dir: self.state_dir,
+            token_file: self.token_file,
+            sealer,
+            seal_timeout: Duration::from_millis(self.seal_timeout_ms),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPool {
+    reseed_interval_requests: u64,
+    reseed_interval_secs: f64,
+    seed_timeout_ms: u64,
+    max_request_bytes: usize,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        Self {
+            reseed_interval_requests: 1 << 16,
+            reseed_interval_secs: 60.0,
+            seed_timeout_ms: 2000,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    alpha_log2: f64,
+    permanent_alpha_log2: f64,
+    max_failed_startups: u32,
+    min_trust: f64,
+    assessment_samples: usize,
+    assessment_interval_secs: f64,
+    assessment_margin_bits: f64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        let d = HealthParams::new(8, 8.0);
+        Self {
+            alpha_log2: d.alpha_log2,
+            permanent_alpha_log2: d.permanent_alpha_log2,
+            max_failed_startups: d.max_failed_startups,
+            min_trust: 0.89,
+            assessment_samples: 1_000_000,
+            assessment_interval_secs: 3600.0,
+            assessment_margin_bits: 2.0,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDanger {
+    #[serde(default)]
+    os_fallback: bool,
+    #[serde(default)]
+    allow_sim_sources: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum RawSource {
+    Os {
+        name: String,
+        #[serde(default = "eight")]
+        claimed_h: f64,
+    },
+    Chardev {
+        name: String,
+        path: PathBuf,
+        #[serde(default = "eight_bits")]
+        bits_per_sample: u32,
+        claimed_h: f64,
+    },
+    Sim {
+        name: String,
+        #[serde(default)]
+        seed: Option<u64>,
+        #[serde(default = "eight_bits")]
+        bits_per_sample: u32,
+        #[serde(default = "eight")]
+        claimed_h: f64,
+        #[serde(default)]
+        schedule: Vec<Phase>,
+    },
+}
+
+fn eight() -> f64 {
+    8.0
+}
+
+fn eight_bits() -> u32 {
+    8
+}
+
+impl RawConfig {
+    pub(super) fn check(self) -> anyhow::Result<Config> {
+        let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr =
+            listen.parse().with_context(|| format!("listen: {listen:?} is not ADDR:PORT"))?;
+        let p = self.pool;
+        ensure!(
+            (1..=1u64 << 48).contains(&p.reseed_interval_requests),
+            "pool.reseed_interval_requests must be 1..=2^48 (SP 800-90A), got {}",
+            p.reseed_interval_requests
+        );
+        ensure!(
+            p.reseed_interval_secs.is_finite() && p.reseed_interval_secs > 0.0,
+            "pool.reseed_interval_secs must be positive"
+        );
+        ensure!(
+            p.reseed_interval_secs <= 86_400.0,
+            "pool.reseed_interval_secs must be at most 86400 (a day)"
+        );
+        ensure!(
+            (1..=60_000).contains(&p.seed_timeout_ms),
+            "pool.seed_timeout_ms must be 1..=60000"
+        );
+        ensure!(
+            (1..=64 << 20).contains(&p.max_request_bytes),
+            "pool.max_request_bytes must be 1..=67108864, got {}",
+            p.max_request_bytes
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.health.min_trust),
+            "health.min_trust must be within 0..=1, got {}",
+            self.health.min_trust
+        );
+        let h = &self.health;
+        ensure!(
+            h.assessment_samples == 0 || (65_536..=16 << 20).contains(&h.assessment_samples),
+            "health.assessment_samples must be 0 (off) or 65536..=16777216, got {}",
+            h.assessment_samples
+        );
+        ensure!(
+            (1.0..=1e7).contains(&h.assessment_interval_secs),
+            "health.assessment_interval_secs must be 1..=1e7, got {}",
+            h.assessment_interval_secs
+        );
+        ensure!(
+            h.assessment_margin_bits > 0.0 && h.assessment_margin_bits <= 8.0,
+            "health.assessment_margin_bits must be in (0, 8], got {}",
+            h.assessment_margin_bits
+        );
+        let scoring = Scoring {
+            min_trust: h.min_trust,
+            full: (h.assessment_samples > 0).then(|| FullAssessment {
+                samples: h.assessment_samples,
+                interval: Duration::from_secs_f64(h.assessment_interval_secs),
+                margin_bits: h.assessment_margin_bits,
+            }),
+        };
+        if self.sources.is_empty() {
+            bail!("no [[source]] configured: add at least one (kind = \"os\" runs anywhere)");
+        }
+        let mut names = HashSet::new();
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for raw in self.sources {
+            let (name, kind, bits, h) = match raw {
+                RawSource::Os { name, claimed_h } => (name, SourceKind::Os, 8, claimed_h),
+                RawSource::Chardev { name, path, bits_per_sample, claimed_h } => {
+                    (name, SourceKind::CharDev { path }, bits_per_sample, claimed_h)
+                }
+                RawSource::Sim { name, seed, bits_per_sample, claimed_h, schedule } => {
+                    ensure!(
+                        self.danger.allow_sim_sources,
+                        "source {name:?} is simulated: its samples are predictable, so it \
+                         needs [danger] allow_sim_sources = true (tests and demos only)"
+                    );
+                    let seed = match seed {
+                        Some(s) => s,
+                        None => {
+                            let mut b = [0u8; 8];
+                            getrandom::fill(&mut b).context("seeding a sim source")?;
+                            u64::from_le_bytes(b)
+                        }
+                    };
+                    (name, SourceKind::Sim { seed, schedule }, bits_per_sample, claimed_h)
+                }
+            };
+            ensure!(
+                !name.is_empty()
+                    && name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "source name {name:?}: use 1-64 characters of [A-Za-z0-9._-]"
+            );
+            ensure!(names.insert(name.clone()), "source name {name:?} is used twice");
+            let params = HealthParams {
+                bits_per_sample: bits,
+                claimed_h: h,
+                alpha_log2: self.health.alpha_log2,
+                permanent_alpha_log2: self.health.permanent_alpha_log2,
+                max_failed_startups: self.health.max_failed_startups,
+            };
+            params.cutoffs().with_context(|| format!("source {name:?}"))?;
+            sources.push(SourceConfig { name, kind, params, scoring });
+        }
+        let keys = self.keys.check()?;
+        let kms = self.kms.check()?;
+        let module = self.module.check()?;
+        let danger = Danger {
+            os_fallback: self.danger.os_fallback,
+            allow_sim_sources: self.danger.allow_sim_sources,
+        };
+        Ok(Config {
+            listen,
+            pool: PoolConfig {
+                reseed_interval_requests: p.reseed_interval_requests,
+                reseed_interval: Duration::from_secs_f64(p.reseed_interval_secs),
+                seed_timeout: Duration::from_millis(p.seed_timeout_ms),
+                mode: if danger.os_fallback {
+                    EntropyMode::OsFallback
+                } else {
+                    EntropyMode::FailClosed
+                },
+            },
+            max_request_bytes: p.max_request_bytes,
+            keys,
+            kms,
+            module,
+            sources,
+            danger,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Why a module request failed, and the one mapping of that to the wire.
+
+use qkeyd_p11_proto::{self as proto, ErrorCode, Response};
+
+use crate::{
+    incident::{Chain, Incident},
+    pool::PoolError,
+    vault::{self, VaultError},
+};
+
+/// Why a request from the module failed. Messages name keys and limits,
+/// never a PIN or key material.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ModuleError {
+    /// A private operation before a login.
+    #[error("log in with the token PIN first")]
+    NotLoggedIn,
+    /// Logins pause after too many wrong PINs.
+    #[error("too many wrong PINs: logins pause for {0} s")]
+    PinLocked(u64),
+    /// The PIN is wrong.
+    #[error("wrong PIN")]
+    PinIncorrect,
+    /// The module speaks another protocol version.
+    #[error(
+        "protocol version {0}; this qkeyd speaks {v}: use the module that came with it",
+        v = proto::VERSION
+    )]
+    Version(u32),
+    /// A seed request outside the limits.
+    #[error("seed length must be 1..={max}", max = proto::MAX_SEED)]
+    SeedLength,
+    /// The connection holds as many session keys as it may.
+    #[error("at most {0} session keys per application")]
+    TooManySessionKeys(usize),
+    /// A label longer than the vault keeps.
+    #[error("label longer than {max} bytes", max = vault::MAX_LABEL)]
+    LabelLength,
+    /// A key reference that names no key (shown truncated).
+    #[error("no such key: {0:?}")]
+    NoSuchKey(String),
+    /// A frame whose framing is intact but whose payload does not decode.
+    #[error(transparent)]
+    Decode(proto::DecodeError),
+    /// No health-tested entropy.
+    #[error("no health-tested entropy")]
+    Entropy(#[source] PoolError),
+    /// A key operation refused its input.
+    #[error(transparent)]
+    Alg(qkeyd_pqc::Error),
+    /// The vault failed.
+    #[error(transparent)]
+    Vault(VaultError),
+}
+
+impl ModuleError {
+    /// No such key: `key`, truncated for the message.
+    pub(super) fn no_such_key(key: &str) -> Self {
+        Self::NoSuchKey(key.chars().take(80).collect())
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotLoggedIn => ErrorCode::NotLoggedIn,
+            Self::PinLocked(_) => ErrorCode::PinLocked,
+            Self::PinIncorrect => ErrorCode::PinIncorrect,
+            Self::Version(_)
+            | Self::SeedLength
+            | Self::TooManySessionKeys(_)
+            | Self::LabelLength
+            | Self::Decode(_) => ErrorCode::BadRequest,
+            Self::NoSuchKey(_) => ErrorCode::NotFound,
+            Self::Entropy(_) => ErrorCode::Unavailable,
+            Self::Alg(e) => alg_code(e),
+            Self::Vault(e) => match e {
+                VaultError::Label | VaultError::DeriveLength(_) => ErrorCode::BadRequest,
+                VaultError::NoSuchKey { .. } => ErrorCode::NotFound,
+                VaultError::Alg(a) => alg_code(a),
+                VaultError::Seal(_) | VaultError::Entropy(_) => ErrorCode::Unavailable,
+                VaultError::Store(_) | VaultError::AuditLog(_) => ErrorCode::Internal,
+            },
+        }
+    }
+
+    /// The answer the module gets. A failure of the daemon's own is logged
+    /// with an incident id, and the module gets only that id (it becomes
+    /// `CKR_GENERAL_ERROR`).
+    pub(super) fn into_response(self) -> Response {
+        let code = self.code();
+        let message = match code {
+            ErrorCode::Internal => {
+                let id = Incident::log("PKCS#11 module request failed", &self);
+                format!("internal error (incident {id} in qkeyd's log)")
+            }
+            ErrorCode::Unavailable => {
+                tracing::warn!(error = %Chain(&self), "PKCS#11 module request failed");
+                Chain(&self).to_string()
+            }
+            _ => Chain(&self).to_string(),
+        };
+        Response::Error { code, message }
+    }
+}
+
+fn alg_code(e: &qkeyd_pqc::Error) -> ErrorCode {
+    use qkeyd_pqc::Error as E;
+    match e {
+        E::WrongKind { .. } | E::InvalidPublicKey(_) => ErrorCode::KeyMismatch,
+        E::Length { .. } | E::Context(_) => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    }
+}
+
+impl From<VaultError> for ModuleError {
+    fn from(e: VaultError) -> Self {
+        Self::Vault(e)
+    }
+}
+
+impl From<qkeyd_pqc::Error> for ModuleError {
+    fn from(e: qkeyd_pqc::Error) -> Self {
+        Self::Alg(e)
+    }
+}
+
+impl From<PoolError> for ModuleError {
+    fn from(e: PoolError) -> Self {
+        Self::Entropy(e)
+    }
+}
