@@ -14,7 +14,10 @@ use axum::{
 use serde_json::json;
 
 use super::{ApiError, AppState, keys::authorize};
-use crate::kms::{Kms, KmsError};
+use crate::{
+    incident::{Chain, Incident},
+    kms::{Kind, Kms, KmsError, KmsInfo},
+};
 
 pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -26,20 +29,50 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
 
 impl From<KmsError> for ApiError {
     fn from(e: KmsError) -> Self {
-        let msg = e.to_string();
-        match e {
-            KmsError::InvalidArgument(_) => ApiError::bad_request(msg),
-            KmsError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "kek_not_found", msg),
-            KmsError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            KmsError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "kms_unavailable", msg)
+        let msg = || Chain(&e).to_string();
+        match e.kind() {
+            Kind::InvalidArgument => ApiError::bad_request(msg()),
+            Kind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "kek_not_found", msg()),
+            Kind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", msg()),
+            Kind::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "kms_unavailable", msg())
             }
-            _ => {
-                tracing::error!(error = %msg, "KMS request failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "kms_error", msg)
-            }
+            Kind::Internal => ApiError::internal(Incident::log("KMS request failed", &e)),
         }
     }
+}
+
+/// `GET /v1/kms` as the API shows it.
+fn info_json(i: &KmsInfo) -> serde_json::Value {
+    let keks: Vec<_> = i
+        .keks
+        .iter()
+        .map(|k| {
+            json!({
+                "key_id": k.key_id,
+                "created_unix": k.created_unix,
+                "state": if k.write { "write" } else { "decrypt-only" },
+                "location": if k.in_token { "token" } else { "sealed" },
+            })
+        })
+        .collect();
+    let retired: Vec<_> = i
+        .retired
+        .iter()
+        .map(|r| json!({ "key_id": r.key_id, "retired_unix": r.retired_unix }))
+        .collect();
+    json!({
+        "write_key_id": i.write_key_id,
+        "backend": i.backend,
+        "keks": keks,
+        "retired": retired,
+        "token_ops": {
+            "inline": i.inline_ops,
+            "queued": i.queued_ops,
+            "inline_on_copy": i.inline_on_copy,
+        },
+        "status_checks": i.status_checks,
+    })
 }
 
 fn kms(state: &AppState) -> Result<Arc<Kms>, ApiError> {
@@ -59,12 +92,12 @@ async fn blocking<T: Send + 'static>(
     let k = kms(state)?;
     tokio::task::spawn_blocking(move || op(&k))
         .await
-        .map_err(|_| ApiError::internal())?
+        .map_err(|_| ApiError::from(KmsError::TaskLost))?
         .map_err(ApiError::from)
 }
 
 async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(kms(&state)?.info()).into_response())
+    Ok(Json(info_json(&kms(&state)?.info())).into_response())
 }
 
 async fn rotate(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// Where a KEK lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum KekLocation {
+pub(crate) enum KekLocation {
     /// A non-extractable AES-256 key inside the HSM, found by its label.
     Token {
         /// The backend that holds it (`pkcs11`).
@@ -36,53 +36,53 @@ pub enum KekLocation {
 
 /// One KEK.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KekRecord {
+pub(crate) struct KekRecord {
     /// The key id kube-apiserver sees and stores beside each DEK.
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// Creation time, Unix seconds.
-    pub created_unix: u64,
+    pub(crate) created_unix: u64,
     /// When a rotation made another KEK the write key, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaced_unix: Option<u64>,
+    pub(crate) replaced_unix: Option<u64>,
     /// Where it lives.
-    pub kek: KekLocation,
+    pub(crate) kek: KekLocation,
 }
 
 /// A KEK taken out of use; its key id is never handed out again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retired {
+pub(crate) struct Retired {
     /// The key id.
-    pub key_id: String,
+    pub(crate) key_id: String,
     /// When it was retired, Unix seconds.
-    pub retired_unix: u64,
+    pub(crate) retired_unix: u64,
 }
 
 /// Everything the plugin keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KekFile {
+pub(crate) struct KekFile {
     /// The KEK new Encrypt calls use.
-    pub write: Option<String>,
+    pub(crate) write: Option<String>,
     /// Every KEK that still decrypts, oldest first.
-    pub keks: Vec<KekRecord>,
+    pub(crate) keks: Vec<KekRecord>,
     /// Retired key ids.
-    pub retired: Vec<Retired>,
+    pub(crate) retired: Vec<Retired>,
 }
 
 impl KekFile {
     /// The record of `key_id`.
-    pub fn get(&self, key_id: &str) -> Option<&KekRecord> {
+    pub(crate) fn get(&self, key_id: &str) -> Option<&KekRecord> {
         self.keks.iter().find(|k| k.key_id == key_id)
     }
 
     /// The KEK Encrypt uses.
-    pub fn write_kek(&self) -> Option<&KekRecord> {
+    pub(crate) fn write_kek(&self) -> Option<&KekRecord> {
         self.write.as_deref().and_then(|id| self.get(id))
     }
 }
 
 /// Why the file could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// A file-system error.
     #[error("{path}: {source}")]
     Io {
@@ -105,7 +105,7 @@ pub enum StoreError {
 /// The KEK file in `STATE_DIR/kms/`, locked against a second daemon on the
 /// same state directory for as long as the store is open.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     _lock: fs::File,
 }
@@ -113,7 +113,7 @@ pub struct Store {
 impl Store {
     /// Open (creating) `state_dir/kms` and read the file; no file is an empty
     /// list. Half-written temp files from a crash are removed.
-    pub fn open(state_dir: &Path) -> Result<(Self, KekFile), StoreError> {
+    pub(crate) fn open(state_dir: &Path) -> Result<(Self, KekFile), StoreError> {
         let dir = state_dir.join("kms");
         let io = |source| StoreError::Io { path: dir.clone(), source };
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
@@ -162,7 +162,7 @@ impl Store {
     }
 
     /// Replace the file with `file`, durably.
-    pub fn save(&self, file: &KekFile) -> Result<(), StoreError> {
+    pub(crate) fn save(&self, file: &KekFile) -> Result<(), StoreError> {
         let path = self.path();
         let body = serde_json::to_vec(file)
             .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;

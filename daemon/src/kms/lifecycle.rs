@@ -1,0 +1,145 @@
+//! A KEK's life: made (the first, or by a rotation) as the write key, then
+//! decrypt-only, then retired. Key ids are derived from a random KEK id and
+//! never handed out twice: retired ids stay as tombstones, and a new KEK's
+//! record reaches disk before it is used.
+
+use std::time::Duration;
+
+use sha3::{Digest as _, Sha3_256};
+use zeroize::Zeroizing;
+
+use super::{
+    Kms, KmsError,
+    format::{kek_aad, label},
+    lock, missing, now_unix,
+    store::{KekLocation, KekRecord, Retired},
+};
+
+/// Prefix of every key id.
+const KEY_ID_PREFIX: &str = "qkeyd-kek-";
+/// How long after a rotation (or after its last use) a KEK is not retired
+/// without `force`: kube-apiserver learns of a new key at its next Status call
+/// (about once a minute) and keeps using a DEK for up to 3 minutes.
+pub(crate) const RETIRE_GRACE: Duration = Duration::from_secs(300);
+
+impl Kms {
+    /// Make the first KEK if there is none; returns the write key id. Blocks.
+    pub(crate) fn ensure_key(&self) -> Result<String, KmsError> {
+        if let Some(id) = lock(&self.file).write.clone() {
+            return Ok(id);
+        }
+        let _c = lock(&self.change);
+        if let Some(id) = lock(&self.file).write.clone() {
+            return Ok(id);
+        }
+        self.make_write_kek()
+    }
+
+    /// Make a new KEK the write key; returns its key id. Blocks.
+    pub(crate) fn rotate(&self) -> Result<String, KmsError> {
+        let _c = lock(&self.change);
+        self.make_write_kek()
+    }
+
+    /// Retire `key_id`: it no longer decrypts, and its HSM key is destroyed.
+    /// Refused for the write key, and (unless `force`) for a KEK replaced or
+    /// used within [`RETIRE_GRACE`]: kube-apiserver may still be writing
+    /// under it, and data only it decrypts would be lost. Blocks.
+    pub(crate) fn retire(&self, key_id: &str, force: bool) -> Result<(), KmsError> {
+        let _c = lock(&self.change);
+        let mut next = lock(&self.file).clone();
+        if next.write.as_deref() == Some(key_id) {
+            return Err(KmsError::RetireWriteKey(key_id.to_owned()));
+        }
+        let Some(pos) = next.keks.iter().position(|k| k.key_id == key_id) else {
+            return Err(missing(&next, key_id));
+        };
+        if !force {
+            let grace = RETIRE_GRACE.as_secs();
+            let replaced_ago = next.keks[pos].replaced_unix.map(|t| now_unix().saturating_sub(t));
+            if replaced_ago.is_none_or(|ago| ago < grace) {
+                return Err(KmsError::RecentlyReplaced {
+                    key_id: key_id.to_owned(),
+                    ago: replaced_ago.unwrap_or(0),
+                    grace,
+                });
+            }
+            if let Some(at) = lock(&self.used).get(key_id)
+                && at.elapsed() < RETIRE_GRACE
+            {
+                return Err(KmsError::RecentlyUsed {
+                    key_id: key_id.to_owned(),
+                    ago: at.elapsed().as_secs(),
+                });
+            }
+        }
+        let record = next.keks.remove(pos);
+        next.retired.push(Retired { key_id: key_id.to_owned(), retired_unix: now_unix() });
+        self.store.save(&next)?;
+        *lock(&self.file) = next;
+        self.forget_kek(key_id);
+        let outcome = match &record.kek {
+            KekLocation::Token { label, .. } => {
+                let l = label.clone();
+                self.sealer.call(move |s| s.key_destroy(&l))
+            }
+            KekLocation::Sealed { sealed } => {
+                let s = sealed.clone();
+                self.sealer.call(move |x| x.destroy(&s))
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(key_id, error = %e, "retired KEK, but its backend object could not be destroyed; remove it by hand");
+        }
+        tracing::info!(key_id, force, "KMS KEK retired");
+        Ok(())
+    }
+
+    /// Caller holds `change`.
+    fn make_write_kek(&self) -> Result<String, KmsError> {
+        let mut id = [0u8; 16];
+        self.pool.fill(&mut id)?;
+        let digest = Sha3_256::new_with_prefix(b"qkeyd kms kek id\0").chain_update(id).finalize();
+        let key_id = format!("{KEY_ID_PREFIX}{}", hex::encode(&digest[..16]));
+        {
+            let file = lock(&self.file);
+            if file.get(&key_id).is_some() || file.retired.iter().any(|r| r.key_id == key_id) {
+                return Err(KmsError::KeyIdCollision);
+            }
+        }
+        // A long-term key: prediction resistance (a fresh seed block first).
+        let mut value = Zeroizing::new(vec![0u8; 32]);
+        self.pool.fill_fresh(&mut value)?;
+        let kek = if self.holds_keys {
+            let l = label(&key_id);
+            let name = l.clone();
+            self.sealer.call(move |s| s.key_create(&name, &value))?;
+            KekLocation::Token { backend: self.sealer.kind().to_owned(), label: l }
+        } else {
+            let (name, a) = (label(&key_id), kek_aad(&key_id));
+            let sealed = self.sealer.call(move |s| s.seal(&name, &a, &value))?;
+            KekLocation::Sealed { sealed }
+        };
+        let now = now_unix();
+        let record =
+            KekRecord { key_id: key_id.clone(), created_unix: now, replaced_unix: None, kek };
+        let mut next = lock(&self.file).clone();
+        let old = next.write.clone();
+        if let Some(prev) = next.keks.iter_mut().find(|k| Some(&k.key_id) == old.as_ref()) {
+            prev.replaced_unix = Some(now);
+        }
+        next.keks.push(record.clone());
+        next.write = Some(key_id.clone());
+        if let Err(e) = self.store.save(&next) {
+            // Not acknowledged: take the new HSM key back out.
+            if let KekLocation::Token { label, .. } = record.kek {
+                let _ = self.sealer.call(move |s| s.key_destroy(&label));
+            }
+            return Err(e.into());
+        }
+        *lock(&self.file) = next;
+        self.status.clear();
+        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
+        Ok(key_id)
+    }
+}
