@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """After fork(), a child's C_GenerateRandom never repeats its parent's.
 
-Loads libqkeyd_pkcs11.so with ctypes (QKEYD_SOCKET names the daemon), draws
+Loads libqkeyd_pkcs11.so with ctypes (QKEYD_MODULE_SOCKET names the daemon), draws
 random bytes in the parent, forks, and draws the same amount in the parent
 and in the child. The child must call C_Initialize again (which must
 succeed: the inherited state is the parent's), and before it does, the

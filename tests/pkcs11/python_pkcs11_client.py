@@ -5,7 +5,7 @@ encapsulate/decapsulate, random, the login rules and sensitive attributes.
 
     python_pkcs11_client.py --module /path/libqkeyd_pkcs11.so --pin PIN
 
-QKEYD_SOCKET must name the running daemon's socket (the module reads it).
+QKEYD_MODULE_SOCKET must name the running daemon's socket (the module reads it).
 Each passed check prints one "ok: ..." line. The first failed check prints
 "FAILED: ..." and the script exits 1. It exits 0 only when every check passed.
 

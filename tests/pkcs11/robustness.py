@@ -6,7 +6,7 @@ C_Finalize. The function table is the 3.2 one from C_GetInterface(NULL, NULL).
 
     robustness.py --module /path/libqkeyd_pkcs11.so --pin PIN
 
-QKEYD_SOCKET must name the running daemon's socket (the module reads it).
+QKEYD_MODULE_SOCKET must name the running daemon's socket (the module reads it).
 Each passed check prints one "ok: ..." line. The first failed check prints
 "FAILED: ..." and the script exits 1. It exits 0 only when every check passed.
 A crash of the module kills this process, which is a failure too.

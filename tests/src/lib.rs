@@ -20,6 +20,12 @@ use serde_json::Value;
 
 pub mod kms;
 
+/// The KMS v2 API as generated from the daemon's `.proto` (client side).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod kms_proto {
+    tonic::include_proto!("v2");
+}
+
 /// Build `args` (a package and target of this workspace) with the cargo that
 /// runs the tests, in release if the harness itself is optimised (benches),
 /// and return the first artifact of target `name` that `pick` finds.
@@ -329,6 +335,23 @@ impl Daemon {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The log line of the internal failure a client was told about in
+    /// `message` ("internal error (incident ID …)"): the client gets the id
+    /// only, the log has the detail. Panics if either is missing.
+    pub fn incident(&self, message: &str) -> String {
+        let id = message
+            .split("incident ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no incident id in {message:?}"));
+        assert_eq!(id.len(), 16, "{message:?}");
+        let log = self.log();
+        log.lines()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("incident {id} is not in the log:\n{log}"))
+            .to_owned()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -414,7 +437,7 @@ impl SoftHsm {
     /// A `[keys]` config section using this token, the PIN in `pin_file`.
     pub fn keys_config(&self, pin_file: &Path) -> String {
         format!(
-            "[keys]\nsealer = \"pkcs11\"\n[keys.pkcs11]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
+            "[keys]\nsealer = \"hsm\"\n[keys.hsm]\nmodule = \"{}\"\ntoken_label = \"{HSM_LABEL}\"\npin_file = \"{}\"\n",
             self.module.display(),
             pin_file.display()
         )

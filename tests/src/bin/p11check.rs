@@ -1,7 +1,7 @@
 //! The cryptoki-crate checks of the PKCS#11 e2e tests (`tests/e2e/pkcs11.rs`),
-//! one per run: `p11check CHECK`, with `QKEYD_SOCKET`, `QKEYD_P11_CHILD_MODULE`
+//! one per run: `p11check CHECK`, with `QKEYD_MODULE_SOCKET`, `QKEYD_P11_CHILD_MODULE`
 //! and `QKEYD_P11_CHILD_PIN` set by the test. cryptoki loads the module into
-//! this process, and the module reads `QKEYD_SOCKET` from the process
+//! this process, and the module reads `QKEYD_MODULE_SOCKET` from the process
 //! environment, so each check gets a process of its own. A failed assertion
 //! panics (exit 101); a passed check prints `ok: CHECK`.
 #![forbid(unsafe_code)]

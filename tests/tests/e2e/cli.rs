@@ -9,7 +9,19 @@ fn check_config_accepts_the_example_and_prints_cutoffs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("config OK"));
-    // qrng0 claims 7.5 bits: RCT 1 + ⌈20/7.5⌉ = 4.
+    assert!(text.lines().any(|l| l.contains("os") && l.contains("RCT=4/")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("keys:") && l.contains("soft")), "{text}");
+
+    // A QRNG claiming 7.5 bits: RCT 1 + ⌈20/7.5⌉ = 4, APT 26 at W = 1024.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qrng.toml");
+    std::fs::write(
+        &path,
+        "[[source]]\nname = \"qrng0\"\nkind = \"chardev\"\npath = \"/dev/qrandom0\"\nclaimed_h = 7.5\n",
+    )
+    .unwrap();
+    let out = Command::new(qkeyd_bin()).arg("check-config").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.contains("qrng0") && l.contains("RCT=4/")), "{text}");
 }
 

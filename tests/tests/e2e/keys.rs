@@ -131,7 +131,7 @@ fn every_parameter_set_through_softhsm() {
     let hsm = SoftHsm::new();
     let d = hsm_daemon(&hsm, HSM_PIN);
     exercise(&d);
-    assert!(d.log().contains("keys are sealed in a PKCS#11 token"));
+    assert!(d.log().contains("keys are sealed in an HSM token"));
     // Destroyed keys took their HSM keys with them: the token holds no qkeyd key.
     let objects = pkcs11_tool(&hsm, &["--list-objects", "--type", "secrkey"]);
     assert!(!objects.contains("qkeyd/"), "{objects}");
@@ -171,7 +171,8 @@ fn softhsm_key_removed_or_wrong_pin_is_a_clear_error() {
     );
     assert_eq!(s, 500, "{e}");
     assert_eq!(e["error"]["code"], "key_unusable");
-    assert!(e["error"]["message"].as_str().unwrap().contains("no longer exists"), "{e}");
+    let logged = d.incident(e["error"]["message"].as_str().unwrap());
+    assert!(logged.contains("no longer exists"), "{logged}");
     drop(d);
 
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +217,8 @@ fn tampered_and_missing_blobs_are_clear_errors() {
             Some(json!({ "message": b64(b"m"), "version": 1 })),
         );
         assert_eq!(s, 500, "byte {i}: {e}");
-        assert!(e["error"]["message"].as_str().unwrap().contains("corrupted"), "{e}");
+        let logged = d.incident(e["error"]["message"].as_str().unwrap());
+        assert!(logged.contains("corrupted"), "{logged}");
     }
     fs::write(&path, &good).unwrap();
     let (s, _) = d.keys(
@@ -505,7 +507,7 @@ mod tpm {
         );
         assert_eq!(s, 500, "{err}");
         assert_eq!(err["error"]["code"], "key_unusable");
-        let msg = err["error"]["message"].as_str().unwrap();
+        let msg = d.incident(err["error"]["message"].as_str().unwrap());
         assert!(msg.contains("policy") && msg.contains("[16]") && msg.contains("changed"), "{msg}");
         let (s, err) =
             d.keys("POST", &format!("/v1/keys/{dsa}/sign"), Some(json!({ "message": b64(b"m") })));

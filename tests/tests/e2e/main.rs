@@ -18,5 +18,7 @@ mod keys;
 mod kms;
 // kube-apiserver and etcd built from the Go module proxy, with qkeyd as their KMS plugin.
 mod kube;
+// The Sealer contract, case by case, on the soft sealer, SoftHSM2 and swtpm.
+mod sealers;
 // libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
 mod pkcs11;

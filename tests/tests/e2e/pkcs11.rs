@@ -2,7 +2,7 @@
 //! pkcs11-tool (random, mechanisms, `--test`, `--test-fork`), python-pkcs11,
 //! a ctypes suite of bad pointers and handles, a fork test, and the cryptoki
 //! crate. cryptoki loads the module into its process, and the module reads
-//! `QKEYD_SOCKET` from the process environment, so those checks run in a
+//! `QKEYD_MODULE_SOCKET` from the process environment, so those checks run in a
 //! child with the socket in its environment: `src/bin/p11check.rs`.
 
 use std::{
@@ -35,7 +35,7 @@ fn start_with_sources(sources: &str, keys: &str, env: &[(&str, &str)]) -> P11 {
     std::fs::write(&pin, format!("{PIN}\n")).unwrap();
     let state = dir.path().join("state");
     let config = format!(
-        "{sources}\n[pkcs11]\nsocket = \"{}\"\npin_file = \"{}\"\n\n{keys}",
+        "{sources}\n[module]\nsocket = \"{}\"\npin_file = \"{}\"\n\n{keys}",
         socket.display(),
         pin.display()
     );
@@ -63,7 +63,7 @@ fn for_nobody(allowed_uids: &str) -> (tempfile::TempDir, P11, PathBuf) {
     std::fs::write(&pin, PIN).unwrap();
     let state = dir.path().join("state");
     let config = format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[pkcs11]\nsocket = \"{}\"\nsocket_mode = \"0666\"\n\
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n\n[module]\nsocket = \"{}\"\nsocket_mode = \"0666\"\n\
          allowed_uids = [{allowed_uids}]\npin_file = \"{}\"\n",
         socket.display(),
         pin.display()
@@ -94,7 +94,8 @@ fn softhsm(hsm: &SoftHsm) -> P11 {
 
 /// Run a command with `socket` as the module's socket in its environment.
 fn run_at(socket: &Path, cmd: &mut Command) -> (bool, String) {
-    let out = cmd.env("QKEYD_SOCKET", socket).env("QKEYD_PKCS11_DEBUG", "1").output().unwrap();
+    let out =
+        cmd.env("QKEYD_MODULE_SOCKET", socket).env("QKEYD_MODULE_DEBUG", "1").output().unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
@@ -223,7 +224,7 @@ fn p11_kit_lists_the_token_through_the_deploy_file() {
     for d in [home.clone(), home.join(".config"), home.join(".config/pkcs11"), modules] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let env = [("HOME", home.as_path()), ("QKEYD_SOCKET", p.socket.as_path())];
+    let env = [("HOME", home.as_path()), ("QKEYD_MODULE_SOCKET", p.socket.as_path())];
     let (ok, text) = as_nobody(&["p11-kit", "list-modules"], &env);
     assert!(ok, "{text}");
     let ours = text.split("\n").skip_while(|l| !l.starts_with("qkeyd:")).collect::<Vec<_>>();
@@ -236,7 +237,7 @@ fn p11_kit_lists_the_token_through_the_deploy_file() {
     }
     // The same user, against a daemon that does not allow it: no token.
     let (_open2, refused, module2) = for_nobody("");
-    let env = [("QKEYD_SOCKET", refused.socket.as_path())];
+    let env = [("QKEYD_MODULE_SOCKET", refused.socket.as_path())];
     let (ok, text) = as_nobody(
         &["pkcs11-tool", "--module", module2.to_str().unwrap(), "--generate-random", "16"],
         &env,
