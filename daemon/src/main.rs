@@ -36,6 +36,7 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     cli::{Cli, Command},
     config::{Config, SealerConfig, SocketSpec, SourceKind},
+    incident::Chain,
 };
 
 /// How `qkeyd` exits (README lists these).
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
                         Some(path) => Config::load(path),
                         None => Config::embedded(),
                     };
-                    loaded.and_then(|c| {
+                    loaded.map_err(anyhow::Error::from).and_then(|c| {
                         crate::assess::run_source(&c, &name, samples, opts, &commandline)
                     })
                 }
@@ -108,7 +109,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("qkeyd: {e:#}");
+                eprintln!("qkeyd: {}", Chain(&e));
                 Exit::Config.into()
             }
         },
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
             let mut config = match loaded {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("qkeyd: {e:#}");
+                    eprintln!("qkeyd: {}", Chain(&e));
                     return Exit::Config.into();
                 }
             };

@@ -51,9 +51,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
              predictable samples and must not seed anything that matters"
         );
     }
-    let kats = qkeyd_pqc::kat::run()
-        .map_err(anyhow::Error::msg)
-        .context("ML-KEM/ML-DSA known-answer tests")?;
+    let kats = qkeyd_pqc::kat::run().context("ML-KEM/ML-DSA known-answer tests")?;
     tracing::info!(
         keygen = kats.keygen,
         kem = kats.kem,

@@ -9,17 +9,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context;
 use qkeyd_drivers::source::sim::Phase;
 use qkeyd_health::HealthParams;
 
+mod error;
 mod raw;
 mod renamed;
 mod socket;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use socket::SocketSpec;
+pub(crate) use error::ConfigError;
+pub(crate) use socket::{SocketSpec, SocketSpecError};
 
 /// The configuration compiled into the binary, used when no file is given.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -100,7 +101,7 @@ pub(crate) const DEFAULT_MODULE_SOCKET_MODE: u32 = 0o660;
 impl ModuleSettings {
     /// Serve the module's socket on `socket` (what `--module-socket` does);
     /// every other `[module]` setting stays.
-    pub(crate) fn set_socket(&mut self, socket: &str) -> anyhow::Result<()> {
+    pub(crate) fn set_socket(&mut self, socket: &str) -> Result<(), SocketSpecError> {
         self.socket = Some(SocketSpec::parse(socket, self.mode)?);
         Ok(())
     }
@@ -109,7 +110,7 @@ impl ModuleSettings {
 impl KmsSettings {
     /// Serve the plugin on `socket` (what `--kms-socket` does); every other
     /// `[kms]` setting stays.
-    pub(crate) fn set_socket(&mut self, socket: &str) -> anyhow::Result<()> {
+    pub(crate) fn set_socket(&mut self, socket: &str) -> Result<(), SocketSpecError> {
         self.socket = Some(SocketSpec::parse(socket, self.mode)?);
         Ok(())
     }
@@ -167,14 +168,14 @@ pub(crate) enum PinSource {
 
 impl PinSource {
     /// Read the PIN.
-    pub(crate) fn read(&self) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    pub(crate) fn read(&self) -> Result<zeroize::Zeroizing<String>, ConfigError> {
         let pin = match self {
             Self::File(p) => zeroize::Zeroizing::new(
                 std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read the PIN file {}", p.display()))?,
+                    .map_err(|source| ConfigError::PinFile { path: p.clone(), source })?,
             ),
             Self::Env(v) => zeroize::Zeroizing::new(
-                std::env::var(v).with_context(|| format!("the PIN variable {v} is not set"))?,
+                std::env::var(v).map_err(|_| ConfigError::PinEnv(v.clone()))?,
             ),
         };
         Ok(zeroize::Zeroizing::new(pin.trim_end_matches(['\n', '\r']).to_owned()))
@@ -267,7 +268,7 @@ pub(crate) struct Danger {
 
 impl Config {
     /// Parse and check TOML text.
-    pub(crate) fn from_toml(text: &str) -> anyhow::Result<Self> {
+    pub(crate) fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let value: toml::Table = toml::from_str(text)?;
         renamed::refuse_old_names(&value)?;
         let raw: raw::RawConfig = value.try_into()?;
@@ -275,14 +276,15 @@ impl Config {
     }
 
     /// Read, parse and check a file.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), source: Box::new(e) })
     }
 
     /// The embedded default.
-    pub(crate) fn embedded() -> anyhow::Result<Self> {
-        Self::from_toml(EMBEDDED_DEFAULT).context("embedded default config")
+    pub(crate) fn embedded() -> Result<Self, ConfigError> {
+        Self::from_toml(EMBEDDED_DEFAULT).map_err(|e| ConfigError::Embedded(Box::new(e)))
     }
 }

@@ -2,15 +2,14 @@
 
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context, bail, ensure};
 use qkeyd_drivers::source::sim::Phase;
 use qkeyd_health::HealthParams;
 use serde::Deserialize;
 
 use super::{
-    Config, DEFAULT_KMS_SOCKET_MODE, DEFAULT_LISTEN, DEFAULT_MODULE_SOCKET_MODE, Danger,
-    EntropyMode, FullAssessment, KeysConfig, KmsSettings, ModuleSettings, PinSource, PoolConfig,
-    Scoring, SealerConfig, SocketSpec, SourceConfig, SourceKind,
+    Config, ConfigError, DEFAULT_KMS_SOCKET_MODE, DEFAULT_LISTEN, DEFAULT_MODULE_SOCKET_MODE,
+    Danger, EntropyMode, FullAssessment, KeysConfig, KmsSettings, ModuleSettings, PinSource,
+    PoolConfig, Scoring, SealerConfig, SocketSpec, SourceConfig, SourceKind, error::range,
 };
 
 #[derive(Deserialize)]
@@ -59,15 +58,21 @@ impl Default for RawKms {
 }
 
 impl RawKms {
-    fn check(self) -> anyhow::Result<KmsSettings> {
+    fn check(self) -> Result<KmsSettings, ConfigError> {
         let mode = socket_mode("kms.socket_mode", &self.socket_mode)?;
-        ensure!(
+        range(
             self.status_cache_ms <= 60_000,
-            "kms.status_cache_ms must be at most 60000 (kube-apiserver polls Status every minute)"
-        );
-        ensure!(self.kek_cache_ms <= 3_600_000, "kms.kek_cache_ms must be at most 3600000");
-        let socket =
-            self.socket.map(|s| SocketSpec::parse(&s, mode)).transpose().context("kms.socket")?;
+            "kms.status_cache_ms",
+            "at most 60000 (kube-apiserver polls Status every minute)",
+            self.status_cache_ms,
+        )?;
+        range(
+            self.kek_cache_ms <= 3_600_000,
+            "kms.kek_cache_ms",
+            "at most 3600000",
+            self.kek_cache_ms,
+        )?;
+        let socket = socket("kms.socket", self.socket, mode)?;
         Ok(KmsSettings {
             socket,
             mode,
@@ -108,34 +113,50 @@ impl Default for RawModule {
 }
 
 /// Parse an octal socket mode the owner can use.
-fn socket_mode(what: &str, mode: &str) -> anyhow::Result<u32> {
-    let m = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+fn socket_mode(key: &'static str, mode: &str) -> Result<u32, ConfigError> {
+    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
         .ok()
-        .filter(|m| *m <= 0o777)
-        .with_context(|| format!("{what} {mode:?} is not an octal mode such as \"0600\""))?;
-    ensure!(m & 0o600 == 0o600, "{what} {m:o}: the owner needs read and write");
-    Ok(m)
+        .filter(|m| *m <= 0o777 && m & 0o600 == 0o600)
+        .ok_or_else(|| ConfigError::SocketMode { key, value: mode.to_owned() })
+}
+
+/// Parse an optional socket option.
+fn socket(
+    key: &'static str,
+    s: Option<String>,
+    mode: u32,
+) -> Result<Option<SocketSpec>, ConfigError> {
+    s.map(|s| SocketSpec::parse(&s, mode))
+        .transpose()
+        .map_err(|source| ConfigError::Socket { key, source })
 }
 
 impl RawModule {
-    fn check(self) -> anyhow::Result<ModuleSettings> {
+    fn check(self) -> Result<ModuleSettings, ConfigError> {
         let mode = socket_mode("module.socket_mode", &self.socket_mode)?;
-        ensure!(self.key_cache_ms <= 3_600_000, "module.key_cache_ms must be at most 3600000");
-        ensure!(
+        range(
+            self.key_cache_ms <= 3_600_000,
+            "module.key_cache_ms",
+            "at most 3600000",
+            self.key_cache_ms,
+        )?;
+        range(
             (1..=4096).contains(&self.max_connections),
-            "module.max_connections must be 1..=4096"
-        );
+            "module.max_connections",
+            "1..=4096",
+            self.max_connections,
+        )?;
         let pin = match (self.pin_file, self.pin_env) {
             (Some(f), None) => Some(PinSource::File(f)),
             (None, Some(v)) => Some(PinSource::Env(v)),
             (None, None) => None,
-            _ => bail!("[module] takes at most one of pin_file and pin_env"),
+            _ => {
+                return Err(ConfigError::Inconsistent(
+                    "[module] takes at most one of pin_file and pin_env",
+                ));
+            }
         };
-        let socket = self
-            .socket
-            .map(|s| SocketSpec::parse(&s, mode))
-            .transpose()
-            .context("module.socket")?;
+        let socket = socket("module.socket", self.socket, mode)?;
         Ok(ModuleSettings {
             socket,
             mode,
@@ -198,32 +219,43 @@ struct RawHsm {
 }
 
 impl RawKeys {
-    fn check(self) -> anyhow::Result<KeysConfig> {
-        ensure!(
+    fn check(self) -> Result<KeysConfig, ConfigError> {
+        range(
             (100..=60_000).contains(&self.seal_timeout_ms),
-            "keys.seal_timeout_ms must be 100..=60000, got {}",
-            self.seal_timeout_ms
-        );
+            "keys.seal_timeout_ms",
+            "100..=60000",
+            self.seal_timeout_ms,
+        )?;
         let sealer = match self.sealer.as_str() {
             "soft" => SealerConfig::Soft { key_file: self.soft.key_file },
             "hsm" => {
-                let p = self.hsm.context("keys.sealer = \"hsm\" needs a [keys.hsm] table")?;
+                let p = self.hsm.ok_or(ConfigError::Inconsistent(
+                    "keys.sealer = \"hsm\" needs a [keys.hsm] table",
+                ))?;
                 let pin = match (p.pin_file, p.pin_env) {
                     (Some(f), None) => PinSource::File(f),
                     (None, Some(v)) => PinSource::Env(v),
-                    _ => bail!("[keys.hsm] needs exactly one of pin_file and pin_env"),
+                    _ => {
+                        return Err(ConfigError::Inconsistent(
+                            "[keys.hsm] needs exactly one of pin_file and pin_env",
+                        ));
+                    }
                 };
-                ensure!(!p.token_label.is_empty(), "[keys.hsm] token_label is empty");
+                if p.token_label.is_empty() {
+                    return Err(ConfigError::Inconsistent("[keys.hsm] token_label is empty"));
+                }
                 SealerConfig::Hsm { module: p.module, token_label: p.token_label, pin }
             }
             "tpm" => {
-                let t = self.tpm.context("keys.sealer = \"tpm\" needs a [keys.tpm] table")?;
+                let t = self.tpm.ok_or(ConfigError::Inconsistent(
+                    "keys.sealer = \"tpm\" needs a [keys.tpm] table",
+                ))?;
                 if let Some(bad) = t.pcrs.iter().find(|&&p| p > 23) {
-                    bail!("[keys.tpm] pcrs: PCR {bad} is out of range 0..=23");
+                    range(false, "keys.tpm.pcrs", "PCRs 0..=23", bad)?;
                 }
                 SealerConfig::Tpm { tcti: t.tcti, pcrs: t.pcrs }
             }
-            other => bail!("keys.sealer {other:?}: use \"soft\", \"hsm\" or \"tpm\""),
+            other => return Err(ConfigError::UnknownSealer(other.to_owned())),
         };
         Ok(KeysConfig {
             state_dir: self.state_dir,
@@ -327,54 +359,57 @@ fn eight_bits() -> u32 {
 }
 
 impl RawConfig {
-    pub(super) fn check(self) -> anyhow::Result<Config> {
+    pub(super) fn check(self) -> Result<Config, ConfigError> {
         let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr =
-            listen.parse().with_context(|| format!("listen: {listen:?} is not ADDR:PORT"))?;
+            listen.parse().map_err(|e| ConfigError::Listen(listen.to_owned(), e))?;
         let p = self.pool;
-        ensure!(
+        range(
             (1..=1u64 << 48).contains(&p.reseed_interval_requests),
-            "pool.reseed_interval_requests must be 1..=2^48 (SP 800-90A), got {}",
-            p.reseed_interval_requests
-        );
-        ensure!(
-            p.reseed_interval_secs.is_finite() && p.reseed_interval_secs > 0.0,
-            "pool.reseed_interval_secs must be positive"
-        );
-        ensure!(
-            p.reseed_interval_secs <= 86_400.0,
-            "pool.reseed_interval_secs must be at most 86400 (a day)"
-        );
-        ensure!(
+            "pool.reseed_interval_requests",
+            "1..=2^48 (SP 800-90A)",
+            p.reseed_interval_requests,
+        )?;
+        range(
+            p.reseed_interval_secs.is_finite()
+                && p.reseed_interval_secs > 0.0
+                && p.reseed_interval_secs <= 86_400.0,
+            "pool.reseed_interval_secs",
+            "positive and at most 86400 (a day)",
+            p.reseed_interval_secs,
+        )?;
+        range(
             (1..=60_000).contains(&p.seed_timeout_ms),
-            "pool.seed_timeout_ms must be 1..=60000"
-        );
-        ensure!(
+            "pool.seed_timeout_ms",
+            "1..=60000",
+            p.seed_timeout_ms,
+        )?;
+        range(
             (1..=64 << 20).contains(&p.max_request_bytes),
-            "pool.max_request_bytes must be 1..=67108864, got {}",
-            p.max_request_bytes
-        );
-        ensure!(
-            (0.0..=1.0).contains(&self.health.min_trust),
-            "health.min_trust must be within 0..=1, got {}",
-            self.health.min_trust
-        );
+            "pool.max_request_bytes",
+            "1..=67108864",
+            p.max_request_bytes,
+        )?;
         let h = &self.health;
-        ensure!(
+        range((0.0..=1.0).contains(&h.min_trust), "health.min_trust", "within 0..=1", h.min_trust)?;
+        range(
             h.assessment_samples == 0 || (65_536..=16 << 20).contains(&h.assessment_samples),
-            "health.assessment_samples must be 0 (off) or 65536..=16777216, got {}",
-            h.assessment_samples
-        );
-        ensure!(
+            "health.assessment_samples",
+            "0 (off) or 65536..=16777216",
+            h.assessment_samples,
+        )?;
+        range(
             (1.0..=1e7).contains(&h.assessment_interval_secs),
-            "health.assessment_interval_secs must be 1..=1e7, got {}",
-            h.assessment_interval_secs
-        );
-        ensure!(
+            "health.assessment_interval_secs",
+            "1..=1e7",
+            h.assessment_interval_secs,
+        )?;
+        range(
             h.assessment_margin_bits > 0.0 && h.assessment_margin_bits <= 8.0,
-            "health.assessment_margin_bits must be in (0, 8], got {}",
-            h.assessment_margin_bits
-        );
+            "health.assessment_margin_bits",
+            "in (0, 8]",
+            h.assessment_margin_bits,
+        )?;
         let scoring = Scoring {
             min_trust: h.min_trust,
             full: (h.assessment_samples > 0).then(|| FullAssessment {
@@ -384,7 +419,7 @@ impl RawConfig {
             }),
         };
         if self.sources.is_empty() {
-            bail!("no [[source]] configured: add at least one (kind = \"os\" runs anywhere)");
+            return Err(ConfigError::NoSource);
         }
         let mut names = HashSet::new();
         let mut sources = Vec::with_capacity(self.sources.len());
@@ -395,29 +430,29 @@ impl RawConfig {
                     (name, SourceKind::CharDev { path }, bits_per_sample, claimed_h)
                 }
                 RawSource::Sim { name, seed, bits_per_sample, claimed_h, schedule } => {
-                    ensure!(
-                        self.danger.allow_sim_sources,
-                        "source {name:?} is simulated: its samples are predictable, so it \
-                         needs [danger] allow_sim_sources = true (tests and demos only)"
-                    );
+                    if !self.danger.allow_sim_sources {
+                        return Err(ConfigError::SimNotAllowed(name));
+                    }
                     let seed = match seed {
                         Some(s) => s,
                         None => {
                             let mut b = [0u8; 8];
-                            getrandom::fill(&mut b).context("seeding a sim source")?;
+                            getrandom::fill(&mut b).map_err(ConfigError::SimSeed)?;
                             u64::from_le_bytes(b)
                         }
                     };
                     (name, SourceKind::Sim { seed, schedule }, bits_per_sample, claimed_h)
                 }
             };
-            ensure!(
-                !name.is_empty()
-                    && name.len() <= 64
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
-                "source name {name:?}: use 1-64 characters of [A-Za-z0-9._-]"
-            );
-            ensure!(names.insert(name.clone()), "source name {name:?} is used twice");
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(ConfigError::SourceName(name));
+            }
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::DuplicateSource(name));
+            }
             let params = HealthParams {
                 bits_per_sample: bits,
                 claimed_h: h,
@@ -425,7 +460,9 @@ impl RawConfig {
                 permanent_alpha_log2: self.health.permanent_alpha_log2,
                 max_failed_startups: self.health.max_failed_startups,
             };
-            params.cutoffs().with_context(|| format!("source {name:?}"))?;
+            if let Err(source) = params.cutoffs() {
+                return Err(ConfigError::Health { name, source });
+            }
             sources.push(SourceConfig { name, kind, params, scoring });
         }
         let keys = self.keys.check()?;

@@ -2,25 +2,29 @@
 //! uses one is refused with the new name, rather than with serde's bare
 //! "unknown field".
 
-use anyhow::bail;
+use super::ConfigError;
 
 /// (old dotted path, new dotted path, what else changed).
 const RENAMED: &[(&str, &str, &str)] = &[
-    ("pkcs11", "module", "the socket served to libqkeyd_pkcs11.so"),
-    ("keys.pkcs11", "keys.hsm", "and keys.sealer = \"pkcs11\" is now \"hsm\""),
+    ("pkcs11", "[module]", "the socket served to libqkeyd_pkcs11.so"),
+    ("keys.pkcs11", "[keys.hsm]", "and keys.sealer = \"pkcs11\" is now \"hsm\""),
 ];
 
 /// Refuse `table` if it uses an old name, saying what it is called now.
-pub(super) fn refuse_old_names(table: &toml::Table) -> anyhow::Result<()> {
+pub(super) fn refuse_old_names(table: &toml::Table) -> Result<(), ConfigError> {
     for (old, new, note) in RENAMED {
         if lookup(table, old).is_some() {
-            bail!("[{old}] was renamed [{new}] ({note}); rename the table");
+            return Err(ConfigError::Renamed { old: format!("[{old}]"), new, note });
         }
     }
     if let Some(toml::Value::String(s)) = lookup(table, "keys.sealer")
         && s == "pkcs11"
     {
-        bail!("keys.sealer = \"pkcs11\" was renamed \"hsm\" (its table is [keys.hsm])");
+        return Err(ConfigError::Renamed {
+            old: "keys.sealer = \"pkcs11\"".to_owned(),
+            new: "\"hsm\"",
+            note: "its table is [keys.hsm]",
+        });
     }
     Ok(())
 }
@@ -46,7 +50,7 @@ mod tests {
             ("[keys.pkcs11]\nmodule=\"/m.so\"\ntoken_label=\"t\"\npin_env=\"P\"", "[keys.hsm]"),
             ("[keys]\nsealer=\"pkcs11\"", "\"hsm\""),
         ] {
-            let e = format!("{:#}", Config::from_toml(&format!("{os}{old}")).unwrap_err());
+            let e = Config::from_toml(&format!("{os}{old}")).unwrap_err().to_string();
             assert!(e.contains("renamed") && e.contains(new), "{old:?}: {e}");
         }
     }

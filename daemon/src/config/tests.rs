@@ -5,6 +5,7 @@ use qkeyd_drivers::source::sim::Fault;
 use std::path::Path;
 
 use super::*;
+use crate::incident::Chain;
 
 #[test]
 fn embedded_default_is_os_fail_closed_on_loopback() {
@@ -102,7 +103,7 @@ fn module_settings_parse_with_defaults_and_refuse_nonsense() {
         ("[module]\nkey_cache_ms=99999999", "3600000"),
         ("[module]\nbogus=1", "unknown field"),
     ] {
-        let e = format!("{:#}", Config::from_toml(&format!("{os}{bad}")).unwrap_err());
+        let e = Chain(&Config::from_toml(&format!("{os}{bad}")).unwrap_err()).to_string();
         assert!(e.contains(needle), "{bad:?}: {e}");
     }
 }
@@ -124,7 +125,7 @@ fn bad_configs_say_what_is_wrong() {
         ("[pool]\nreseed_interval_secs=1e300\n[[source]]\nname=\"o\"\nkind=\"os\"", "86400"),
     ];
     for (text, needle) in cases {
-        let e = format!("{:#}", Config::from_toml(text).unwrap_err());
+        let e = Chain(&Config::from_toml(text).unwrap_err()).to_string();
         assert!(e.contains(needle), "{text:?}: {e}");
     }
 }
