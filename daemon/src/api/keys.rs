@@ -107,7 +107,7 @@ pub(crate) struct KeysState {
 
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
-        use qkeyd_drivers::seal::SealError;
+        use qkeyd_drivers::Error as SealError;
         let msg = Chain(&e).to_string();
         match e {
             VaultError::Label | VaultError::DeriveLength(_) | VaultError::Alg(_) => {
@@ -117,7 +117,7 @@ impl From<VaultError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg)
             }
             VaultError::Entropy(_) => ApiError::unavailable(msg),
-            VaultError::Seal(SealError::Unavailable(_) | SealError::Timeout(_)) => {
+            VaultError::Seal(SealError::SealerUnavailable(_) | SealError::Timeout(_)) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sealer_unavailable", msg)
             }
             VaultError::Seal(SealError::Auth(_)) => {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use qkeyd_drivers::seal::SealError;
+use qkeyd_drivers::Error as SealError;
 
 use super::{
     format::{FORMAT, FORMAT_ANNOTATION, MAX_CIPHERTEXT, MAX_PLAINTEXT, OVERHEAD},

@@ -6,7 +6,7 @@
 
 use std::{sync::atomic::Ordering, time::Instant};
 
-use qkeyd_drivers::seal::{SealError, Sealer};
+use qkeyd_drivers::{Error as SealError, seal::Sealer};
 use zeroize::Zeroizing;
 
 use super::{

@@ -19,7 +19,7 @@ use std::{
 };
 
 use hkdf::SimpleHkdf;
-use qkeyd_drivers::seal::{SealError, worker::SealerWorker};
+use qkeyd_drivers::{Error as SealError, seal::worker::SealerWorker};
 use sha3::Sha3_256;
 use zeroize::Zeroizing;
 

@@ -28,6 +28,8 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use crate::Error;
+
 /// A sealed secret as stored: the backend's name, the object it depends on
 /// (an HSM key label), and the ciphertext. None of it is secret.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,51 +41,6 @@ pub struct Sealed {
     /// Backend-specific ciphertext.
     #[serde(with = "b64")]
     pub blob: Vec<u8>,
-}
-
-/// Why a seal operation failed. Messages never contain secret material.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SealError {
-    /// The HSM/TPM cannot be reached now (gone, not answering); retry later.
-    #[error("seal backend unavailable: {0}")]
-    Unavailable(String),
-    /// The backend refused our credentials (wrong PIN).
-    #[error("seal backend refused login: {0}")]
-    Auth(String),
-    /// The backend object this record needs no longer exists.
-    #[error("the {backend} key {object:?} that sealed this record no longer exists")]
-    ObjectGone {
-        /// Backend name.
-        backend: &'static str,
-        /// The object's label.
-        object: String,
-    },
-    /// The backend's policy refused the secret (a TPM PCR policy whose PCRs changed).
-    #[error("seal policy not satisfied: {0}")]
-    Policy(String),
-    /// The record or its associated data was changed, or sealed by another key.
-    #[error("sealed record failed authentication (tampered, or sealed by another key)")]
-    Integrity,
-    /// The record is not one this backend made.
-    #[error("sealed record is malformed: {0}")]
-    Malformed(String),
-    /// The caller waited longer than its timeout.
-    #[error("seal backend did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    /// The backend cannot do this operation (keys held inside it: only an HSM).
-    #[error("the {0} backend does not support this operation")]
-    Unsupported(&'static str),
-    /// Any other backend failure.
-    #[error("seal backend error: {0}")]
-    Backend(String),
-}
-
-impl SealError {
-    /// Whether the backend may work again later (device back, token reinserted).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
-    }
 }
 
 /// A secret handed back by [`Sealer::unseal`]: zeroized on drop, never
@@ -120,18 +77,18 @@ pub trait Sealer: Send {
 
     /// Seal `secret` bound to `aad`. `name` names the backend object, if the
     /// backend makes one (unique per record, e.g. `qkeyd/<key id>/v<n>`).
-    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError>;
+    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, Error>;
 
     /// Recover the secret; `aad` must be what it was sealed with.
-    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError>;
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, Error>;
 
     /// Destroy the backend object of a record, if it has one, so that no copy
     /// of the record can be unsealed again. Destroying what is already gone is
     /// not an error.
-    fn destroy(&mut self, sealed: &Sealed) -> Result<(), SealError>;
+    fn destroy(&mut self, sealed: &Sealed) -> Result<(), Error>;
 
     /// Check that the backend answers (and reconnect if it came back).
-    fn check(&mut self) -> Result<(), SealError>;
+    fn check(&mut self) -> Result<(), Error>;
 
     /// Whether the backend can hold long-lived AES-256 keys and encrypt with
     /// them itself (the `key_*` methods). Backends that cannot protect such a
@@ -142,9 +99,9 @@ pub trait Sealer: Send {
 
     /// Create a long-lived, non-extractable AES-256 key named `name` from
     /// `value` inside the backend (replacing a leftover of the same name).
-    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
+    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), Error> {
         let _ = (name, value);
-        Err(SealError::Unsupported(self.kind()))
+        Err(Error::Unsupported(self.kind()))
     }
 
     /// AES-256-GCM encryption under the key `name`, inside the backend:
@@ -155,28 +112,28 @@ pub trait Sealer: Send {
         iv: &[u8; 12],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
+    ) -> Result<Vec<u8>, Error> {
         let _ = (name, iv, aad, plaintext);
-        Err(SealError::Unsupported(self.kind()))
+        Err(Error::Unsupported(self.kind()))
     }
 
     /// The inverse of [`Sealer::key_encrypt`]; a wrong tag is
-    /// [`SealError::Integrity`].
+    /// [`Error::Integrity`].
     fn key_decrypt(
         &mut self,
         name: &str,
         iv: &[u8; 12],
         aad: &[u8],
         ciphertext: &[u8],
-    ) -> Result<Secret, SealError> {
+    ) -> Result<Secret, Error> {
         let _ = (name, iv, aad, ciphertext);
-        Err(SealError::Unsupported(self.kind()))
+        Err(Error::Unsupported(self.kind()))
     }
 
     /// Destroy the key `name`; destroying what is gone is not an error.
-    fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
+    fn key_destroy(&mut self, name: &str) -> Result<(), Error> {
         let _ = name;
-        Err(SealError::Unsupported(self.kind()))
+        Err(Error::Unsupported(self.kind()))
     }
 
     /// Key operations callers may run on their own thread (see

@@ -16,7 +16,8 @@ use aes_gcm::{
 };
 use zeroize::Zeroizing;
 
-use super::{SealError, Sealed, Sealer, Secret};
+use super::{Sealed, Sealer, Secret};
+use crate::Error;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -36,15 +37,15 @@ impl std::fmt::Debug for SoftSealer {
 impl SoftSealer {
     /// Open the key file, creating it (mode 0600, 32 random bytes) if it does
     /// not exist. A key file readable by group or others is refused.
-    pub fn open(path: &Path) -> Result<Self, SealError> {
+    pub fn open(path: &Path) -> Result<Self, Error> {
         let key = match fs::read(path) {
             Ok(bytes) => {
                 let mode = fs::metadata(path)
-                    .map_err(|e| SealError::Backend(format!("{}: {e}", path.display())))?
+                    .map_err(|e| Error::Backend(format!("{}: {e}", path.display())))?
                     .permissions()
                     .mode();
                 if mode & 0o077 != 0 {
-                    return Err(SealError::Backend(format!(
+                    return Err(Error::Backend(format!(
                         "key file {} is readable by others (mode {:o}); chmod 600 it",
                         path.display(),
                         mode & 0o777
@@ -53,24 +54,23 @@ impl SoftSealer {
                 Zeroizing::new(bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path)?,
-            Err(e) => return Err(SealError::Backend(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Error::Backend(format!("{}: {e}", path.display()))),
         };
         if key.len() != 32 {
-            return Err(SealError::Backend(format!(
+            return Err(Error::Backend(format!(
                 "key file {} must hold exactly 32 bytes, it holds {}",
                 path.display(),
                 key.len()
             )));
         }
-        let cipher =
-            Aes256Gcm::new_from_slice(&key).map_err(|e| SealError::Backend(e.to_string()))?;
+        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| Error::Backend(e.to_string()))?;
         Ok(Self { cipher, path: path.to_owned() })
     }
 
-    fn create(path: &Path) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let err = |e: std::io::Error| SealError::Backend(format!("{}: {e}", path.display()));
+    fn create(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let err = |e: std::io::Error| Error::Backend(format!("{}: {e}", path.display()));
         let mut key = Zeroizing::new(vec![0u8; 32]);
-        getrandom::fill(&mut key).map_err(|e| SealError::Backend(e.to_string()))?;
+        getrandom::fill(&mut key).map_err(|e| Error::Backend(e.to_string()))?;
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -91,40 +91,40 @@ impl Sealer for SoftSealer {
         "soft"
     }
 
-    fn seal(&mut self, _name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError> {
+    fn seal(&mut self, _name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, Error> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| SealError::Backend(e.to_string()))?;
+        getrandom::fill(&mut nonce).map_err(|e| Error::Backend(e.to_string()))?;
         let ct = self
             .cipher
             .encrypt(&Nonce::from(nonce), Payload { msg: secret, aad })
-            .map_err(|_| SealError::Backend("AES-GCM encryption failed".into()))?;
+            .map_err(|_| Error::Backend("AES-GCM encryption failed".into()))?;
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ct);
         Ok(Sealed { backend: self.kind().into(), object: None, blob })
     }
 
-    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError> {
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, Error> {
         if sealed.backend != self.kind() {
-            return Err(SealError::Malformed(format!("sealed by {:?}, not soft", sealed.backend)));
+            return Err(Error::Malformed(format!("sealed by {:?}, not soft", sealed.backend)));
         }
         if sealed.blob.len() < NONCE_LEN + TAG_LEN {
-            return Err(SealError::Malformed(format!("blob of {} bytes", sealed.blob.len())));
+            return Err(Error::Malformed(format!("blob of {} bytes", sealed.blob.len())));
         }
         let (nonce, ct) = sealed.blob.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] =
-            nonce.try_into().map_err(|_| SealError::Malformed("nonce".into()))?;
+            nonce.try_into().map_err(|_| Error::Malformed("nonce".into()))?;
         let pt = self
             .cipher
             .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad })
-            .map_err(|_| SealError::Integrity)?;
+            .map_err(|_| Error::Integrity)?;
         Ok(Secret(Zeroizing::new(pt)))
     }
 
-    fn destroy(&mut self, _sealed: &Sealed) -> Result<(), SealError> {
+    fn destroy(&mut self, _sealed: &Sealed) -> Result<(), Error> {
         Ok(())
     }
 
-    fn check(&mut self) -> Result<(), SealError> {
+    fn check(&mut self) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -144,7 +144,7 @@ mod tests {
         // Reopening uses the same key.
         let mut again = SoftSealer::open(&path).unwrap();
         assert_eq!(&again.unseal(&sealed, b"aad").unwrap().0[..], &[7u8; 64]);
-        assert!(matches!(s.unseal(&sealed, b"other"), Err(SealError::Integrity)));
+        assert!(matches!(s.unseal(&sealed, b"other"), Err(Error::Integrity)));
         for i in 0..sealed.blob.len() * 8 {
             let mut bad = sealed.clone();
             bad.blob[i / 8] ^= 1 << (i % 8);
@@ -152,10 +152,10 @@ mod tests {
         }
         let mut short = sealed.clone();
         short.blob.truncate(20);
-        assert!(matches!(s.unseal(&short, b"aad"), Err(SealError::Malformed(_))));
+        assert!(matches!(s.unseal(&short, b"aad"), Err(Error::Malformed(_))));
         // Another key file cannot unseal it.
         let mut other = SoftSealer::open(&dir.path().join("other.key")).unwrap();
-        assert!(matches!(other.unseal(&sealed, b"aad"), Err(SealError::Integrity)));
+        assert!(matches!(other.unseal(&sealed, b"aad"), Err(Error::Integrity)));
         assert!(!format!("{:?}", s.unseal(&sealed, b"aad").unwrap()).contains('7'));
     }
 

@@ -41,7 +41,8 @@ use tss_esapi::{
 };
 use zeroize::Zeroizing;
 
-use super::{SealError, Sealed, Sealer, Secret};
+use super::{Sealed, Sealer, Secret};
+use crate::Error;
 
 const FORMAT: u8 = 1;
 
@@ -60,26 +61,26 @@ pub struct TpmSealer {
     config: TpmConfig,
 }
 
-fn tss(what: &str) -> impl FnOnce(tss_esapi::Error) -> SealError + '_ {
+fn tss(what: &str) -> impl FnOnce(tss_esapi::Error) -> Error + '_ {
     move |e| match e {
         tss_esapi::Error::Tss2Error(rc) => match rc.kind() {
             Some(Tss2ResponseCodeKind::PolicyFail | Tss2ResponseCodeKind::PcrChanged) => {
-                SealError::Policy(format!("{what}: {e}"))
+                Error::Policy(format!("{what}: {e}"))
             }
             // Not a TPM response: the transport or the ESAPI layer failed.
-            None => SealError::Unavailable(format!("{what}: {e}")),
-            Some(_) => SealError::Backend(format!("{what}: {e}")),
+            None => Error::SealerUnavailable(format!("{what}: {e}")),
+            Some(_) => Error::Backend(format!("{what}: {e}")),
         },
-        tss_esapi::Error::WrapperError(_) => SealError::Backend(format!("{what}: {e}")),
+        tss_esapi::Error::WrapperError(_) => Error::Backend(format!("{what}: {e}")),
     }
 }
 
-fn pcr_list(pcrs: &[u8]) -> Result<PcrSelectionList, SealError> {
+fn pcr_list(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
     let slots = pcrs
         .iter()
         .map(|&i| {
             PcrSlot::try_from(1u32 << i)
-                .map_err(|_| SealError::Backend(format!("PCR {i} is not a valid slot")))
+                .map_err(|_| Error::Backend(format!("PCR {i} is not a valid slot")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     PcrSelectionList::builder()
@@ -90,27 +91,27 @@ fn pcr_list(pcrs: &[u8]) -> Result<PcrSelectionList, SealError> {
 
 impl TpmSealer {
     /// A sealer for the TPM at `config.tcti`; checks now that it answers.
-    pub fn open(config: TpmConfig) -> Result<Self, SealError> {
+    pub fn open(config: TpmConfig) -> Result<Self, Error> {
         if let Some(&bad) = config.pcrs.iter().find(|&&i| i > 23) {
-            return Err(SealError::Backend(format!("PCR {bad} is out of range 0..=23")));
+            return Err(Error::Backend(format!("PCR {bad} is out of range 0..=23")));
         }
         let mut s = Self { config };
         s.check()?;
         Ok(s)
     }
 
-    fn connect(&self) -> Result<Context, SealError> {
+    fn connect(&self) -> Result<Context, Error> {
         let tcti = TctiNameConf::from_str(&self.config.tcti)
-            .map_err(|e| SealError::Backend(format!("TCTI {:?}: {e}", self.config.tcti)))?;
+            .map_err(|e| Error::Backend(format!("TCTI {:?}: {e}", self.config.tcti)))?;
         Context::new(tcti)
-            .map_err(|e| SealError::Unavailable(format!("TPM at {:?}: {e}", self.config.tcti)))
+            .map_err(|e| Error::SealerUnavailable(format!("TPM at {:?}: {e}", self.config.tcti)))
     }
 
     /// Connect, create the storage primary, run `f`, flush the primary.
     fn with_primary<T>(
         &self,
-        f: impl FnOnce(&mut Context, KeyHandle) -> Result<T, SealError>,
-    ) -> Result<T, SealError> {
+        f: impl FnOnce(&mut Context, KeyHandle) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let mut ctx = self.connect()?;
         let primary = ctx
             .execute_with_nullauth_session(|c| {
@@ -123,7 +124,7 @@ impl TpmSealer {
         result
     }
 
-    fn policy_digest(ctx: &mut Context, pcrs: &PcrSelectionList) -> Result<Digest, SealError> {
+    fn policy_digest(ctx: &mut Context, pcrs: &PcrSelectionList) -> Result<Digest, Error> {
         let trial = start_session(ctx, SessionType::Trial)?;
         let ps = PolicySession::try_from(trial).map_err(tss("trial session"))?;
         let digest = ctx
@@ -135,7 +136,7 @@ impl TpmSealer {
     }
 }
 
-fn start_session(ctx: &mut Context, kind: SessionType) -> Result<AuthSession, SealError> {
+fn start_session(ctx: &mut Context, kind: SessionType) -> Result<AuthSession, Error> {
     let session = ctx
         .start_auth_session(
             None,
@@ -146,7 +147,7 @@ fn start_session(ctx: &mut Context, kind: SessionType) -> Result<AuthSession, Se
             HashingAlgorithm::Sha256,
         )
         .map_err(tss("starting a session"))?
-        .ok_or_else(|| SealError::Backend("the TPM returned no session".into()))?;
+        .ok_or_else(|| Error::Backend("the TPM returned no session".into()))?;
     let (attrs, mask) =
         SessionAttributesBuilder::new().with_decrypt(true).with_encrypt(true).build();
     ctx.tr_sess_set_attributes(session, attrs, mask).map_err(tss("session attributes"))?;
@@ -202,10 +203,10 @@ struct Blob {
     private: Private,
 }
 
-fn encode(pcrs: &[u8], public: &Public, private: &Private) -> Result<Vec<u8>, SealError> {
+fn encode(pcrs: &[u8], public: &Public, private: &Private) -> Result<Vec<u8>, Error> {
     let public = public.marshall().map_err(tss("encoding the public area"))?;
-    let len = u16::try_from(public.len())
-        .map_err(|_| SealError::Backend("public area too large".into()))?;
+    let len =
+        u16::try_from(public.len()).map_err(|_| Error::Backend("public area too large".into()))?;
     let mut out = vec![FORMAT, pcrs.len() as u8];
     out.extend_from_slice(pcrs);
     out.extend_from_slice(&len.to_be_bytes());
@@ -214,8 +215,8 @@ fn encode(pcrs: &[u8], public: &Public, private: &Private) -> Result<Vec<u8>, Se
     Ok(out)
 }
 
-fn decode(blob: &[u8]) -> Result<Blob, SealError> {
-    let bad = |why: &str| SealError::Malformed(format!("TPM blob: {why}"));
+fn decode(blob: &[u8]) -> Result<Blob, Error> {
+    let bad = |why: &str| Error::Malformed(format!("TPM blob: {why}"));
     let (&format, rest) = blob.split_first().ok_or_else(|| bad("empty"))?;
     if format != FORMAT {
         return Err(bad("unknown format"));
@@ -244,7 +245,7 @@ impl Sealer for TpmSealer {
         "tpm"
     }
 
-    fn seal(&mut self, _name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError> {
+    fn seal(&mut self, _name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, Error> {
         let mut data = Zeroizing::new(secret.to_vec());
         data.extend_from_slice(&Sha256::digest(aad));
         let pcrs = self.config.pcrs.clone();
@@ -255,9 +256,8 @@ impl Sealer for TpmSealer {
                 Some(Self::policy_digest(ctx, &pcr_list(&pcrs)?)?)
             };
             let template = sealed_template(policy).map_err(tss("sealed object template"))?;
-            let sensitive = SensitiveData::try_from(data.to_vec()).map_err(|_| {
-                SealError::Backend("secret too large for a TPM sealed object".into())
-            })?;
+            let sensitive = SensitiveData::try_from(data.to_vec())
+                .map_err(|_| Error::Backend("secret too large for a TPM sealed object".into()))?;
             let created = ctx
                 .execute_with_nullauth_session(|c| {
                     c.create(primary, template, None, Some(sensitive), None, None)
@@ -268,9 +268,9 @@ impl Sealer for TpmSealer {
         Ok(Sealed { backend: "tpm".into(), object: None, blob })
     }
 
-    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError> {
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, Error> {
         if sealed.backend != self.kind() {
-            return Err(SealError::Malformed(format!("sealed by {:?}, not tpm", sealed.backend)));
+            return Err(Error::Malformed(format!("sealed by {:?}, not tpm", sealed.backend)));
         }
         let blob = decode(&sealed.blob)?;
         let data = self.with_primary(|ctx, primary| {
@@ -278,7 +278,7 @@ impl Sealer for TpmSealer {
                 .execute_with_nullauth_session(|c| c.load(primary, blob.private, blob.public))
                 // A changed blob fails the TPM's integrity check on load.
                 .map_err(|e| match tss("loading the sealed object")(e) {
-                    SealError::Backend(_) => SealError::Integrity,
+                    Error::Backend(_) => Error::Integrity,
                     other => other,
                 })?;
             let result = if blob.pcrs.is_empty() {
@@ -291,7 +291,7 @@ impl Sealer for TpmSealer {
                     ctx.policy_pcr(ps, Digest::default(), list).map_err(tss("PolicyPCR"))?;
                     ctx.execute_with_session(Some(session), |c| c.unseal(object.into()))
                         .map_err(|e| match tss("unsealing")(e) {
-                            SealError::Backend(m) | SealError::Policy(m) => SealError::Policy(format!(
+                            Error::Backend(m) | Error::Policy(m) => Error::Policy(format!(
                                 "{m}: the PCRs the key is bound to ({:?}) have changed since it was sealed",
                                 blob.pcrs
                             )),
@@ -307,18 +307,18 @@ impl Sealer for TpmSealer {
         let data = Zeroizing::new(data.value().to_vec());
         let (secret, hash) = data.split_at(data.len().saturating_sub(32));
         if data.len() < 32 || hash != Sha256::digest(aad).as_slice() {
-            return Err(SealError::Integrity);
+            return Err(Error::Integrity);
         }
         Ok(Secret(Zeroizing::new(secret.to_vec())))
     }
 
-    fn destroy(&mut self, _sealed: &Sealed) -> Result<(), SealError> {
+    fn destroy(&mut self, _sealed: &Sealed) -> Result<(), Error> {
         // Nothing lives in the TPM: the blob is the only copy, and the store
         // removes it.
         Ok(())
     }
 
-    fn check(&mut self) -> Result<(), SealError> {
+    fn check(&mut self) -> Result<(), Error> {
         self.with_primary(|_, _| Ok(()))
     }
 }

@@ -10,7 +10,8 @@ use std::{
     time::Duration,
 };
 
-use super::{InlineKeys, SealError, Sealer};
+use super::{InlineKeys, Sealer};
+use crate::Error;
 
 type Job = Box<dyn FnOnce(&mut dyn Sealer) + Send>;
 
@@ -70,16 +71,16 @@ impl SealerWorker {
     /// a channel, with its own timeout) instead of blocking a thread.
     pub fn submit<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&mut dyn Sealer) -> Result<T, SealError> + Send + 'static,
-        done: impl FnOnce(Result<T, SealError>) + Send + 'static,
+        op: impl FnOnce(&mut dyn Sealer) -> Result<T, Error> + Send + 'static,
+        done: impl FnOnce(Result<T, Error>) + Send + 'static,
     ) {
         // Called exactly once: with the result, or from the guard's drop if
         // the job never ran or `op` panicked.
-        struct Once<F: FnOnce(Result<T, SealError>), T>(Option<F>, std::marker::PhantomData<T>);
-        impl<F: FnOnce(Result<T, SealError>), T> Drop for Once<F, T> {
+        struct Once<F: FnOnce(Result<T, Error>), T>(Option<F>, std::marker::PhantomData<T>);
+        impl<F: FnOnce(Result<T, Error>), T> Drop for Once<F, T> {
             fn drop(&mut self) {
                 if let Some(f) = self.0.take() {
-                    f(Err(SealError::Backend("the sealer failed while handling the call".into())));
+                    f(Err(Error::Backend("the sealer failed while handling the call".into())));
                 }
             }
         }
@@ -99,19 +100,19 @@ impl SealerWorker {
     /// Run `op` on the sealer's thread and wait for it, at most the timeout.
     pub fn call<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&mut dyn Sealer) -> Result<T, SealError> + Send + 'static,
-    ) -> Result<T, SealError> {
+        op: impl FnOnce(&mut dyn Sealer) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let (reply, result) = mpsc::sync_channel(1);
         self.tx
             .send(Box::new(move |s| {
                 let _ = reply.send(op(s));
             }))
-            .map_err(|_| SealError::Backend("the sealer thread has stopped".into()))?;
+            .map_err(|_| Error::Backend("the sealer thread has stopped".into()))?;
         match result.recv_timeout(self.timeout) {
             Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(SealError::Timeout(self.timeout)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout(self.timeout)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(SealError::Backend("the sealer failed while handling the call".into()))
+                Err(Error::Backend("the sealer failed while handling the call".into()))
             }
         }
     }
@@ -128,18 +129,18 @@ mod tests {
         fn kind(&self) -> &'static str {
             "slow"
         }
-        fn seal(&mut self, _: &str, _: &[u8], _: &[u8]) -> Result<Sealed, SealError> {
+        fn seal(&mut self, _: &str, _: &[u8], _: &[u8]) -> Result<Sealed, Error> {
             thread::sleep(self.0);
             Ok(Sealed { backend: "slow".into(), object: None, blob: vec![] })
         }
         #[allow(clippy::panic_in_result_fn)]
-        fn unseal(&mut self, _: &Sealed, _: &[u8]) -> Result<Secret, SealError> {
+        fn unseal(&mut self, _: &Sealed, _: &[u8]) -> Result<Secret, Error> {
             panic!("backend bug")
         }
-        fn destroy(&mut self, _: &Sealed) -> Result<(), SealError> {
+        fn destroy(&mut self, _: &Sealed) -> Result<(), Error> {
             Ok(())
         }
-        fn check(&mut self) -> Result<(), SealError> {
+        fn check(&mut self) -> Result<(), Error> {
             Ok(())
         }
     }
@@ -151,7 +152,7 @@ mod tests {
             Duration::from_millis(50),
         )
         .unwrap();
-        assert!(matches!(stalled.call(|s| s.seal("a", b"", b"")), Err(SealError::Timeout(_))));
+        assert!(matches!(stalled.call(|s| s.seal("a", b"", b"")), Err(Error::Timeout(_))));
         let w =
             SealerWorker::spawn(Box::new(Slow(Duration::ZERO)), Duration::from_secs(30)).unwrap();
         let sealed = Sealed { backend: "slow".into(), object: None, blob: vec![] };

@@ -8,10 +8,13 @@
 
 use std::process::Command;
 
-use qkeyd_drivers::seal::{
-    SealError, Sealer,
-    pkcs11::{Pkcs11Config, Pkcs11Sealer},
-    soft::SoftSealer,
+use qkeyd_drivers::{
+    Error as SealError,
+    seal::{
+        Sealer,
+        pkcs11::{Pkcs11Config, Pkcs11Sealer},
+        soft::SoftSealer,
+    },
 };
 use qkeyd_e2e::{HSM_LABEL, HSM_PIN, SoftHsm, softhsm_module};
 use zeroize::Zeroizing;

@@ -17,7 +17,8 @@ use super::{
     keys::{decrypt_error, gcm_decrypt, gcm_encrypt},
     map_err,
 };
-use crate::seal::{InlineKeys, SealError, Secret};
+use crate::Error;
+use crate::seal::{InlineKeys, Secret};
 
 /// The session [`InlineKeys`] callers share: opened by the sealer's thread
 /// beside its own (the login is the token's, so it needs none of its own),
@@ -157,7 +158,7 @@ impl Pkcs11Inline {
     fn run<T>(
         &self,
         name: &str,
-        map: fn(CkError) -> SealError,
+        map: fn(CkError) -> Error,
         op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Option<T> {
         use std::sync::atomic::Ordering::SeqCst;
@@ -215,7 +216,7 @@ impl Pkcs11Inline {
                     // A ciphertext that does not authenticate says nothing
                     // about the key: keep it, or a stream of bad ones would
                     // make a copy per call.
-                    SealError::Integrity => {}
+                    Error::Integrity => {}
                     _ => {
                         if !inline.forget(name) {
                             *guard = None;

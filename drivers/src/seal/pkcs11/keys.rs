@@ -10,14 +10,14 @@ use cryptoki::{
 };
 
 use super::{Pkcs11Sealer, TAG_BITS, map_err};
-use crate::seal::SealError;
+use crate::Error;
 
 /// Least time between reconnects caused by a key not found.
 const MISS_RECONNECT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Pkcs11Sealer {
     /// The handle of the secret key `label`, cached; `ObjectGone` if absent.
-    fn key_handle(&mut self, label: &str) -> Result<ObjectHandle, SealError> {
+    fn key_handle(&mut self, label: &str) -> Result<ObjectHandle, Error> {
         if let Some(&h) = self.handles.get(label) {
             return Ok(h);
         }
@@ -32,8 +32,7 @@ impl Pkcs11Sealer {
             self.disconnect();
             found = self.with_session(|session| Self::find_key(session, label))?;
         }
-        let h =
-            found.ok_or(SealError::ObjectGone { backend: "pkcs11", object: label.to_owned() })?;
+        let h = found.ok_or(Error::ObjectGone { backend: "pkcs11", object: label.to_owned() })?;
         self.handles.insert(label.to_owned(), h);
         Ok(h)
     }
@@ -44,8 +43,8 @@ impl Pkcs11Sealer {
         &mut self,
         label: &str,
         op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
-        map: fn(CkError) -> SealError,
-    ) -> Result<T, SealError> {
+        map: fn(CkError) -> Error,
+    ) -> Result<T, Error> {
         for attempt in 0..2 {
             let h = self.key_handle(label)?;
             match self.with_session(|session| Ok(op(session, h))) {
@@ -67,16 +66,13 @@ impl Pkcs11Sealer {
             }
         }
         self.handles.remove(label);
-        Err(SealError::ObjectGone { backend: "pkcs11", object: label.to_owned() })
+        Err(Error::ObjectGone { backend: "pkcs11", object: label.to_owned() })
     }
 
     /// The token object (never a session copy, see
     /// [`InlineKey`](super::inline::InlineKey)) of the secret key labelled
     /// `label`.
-    pub(super) fn find_key(
-        session: &Session,
-        label: &str,
-    ) -> Result<Option<ObjectHandle>, SealError> {
+    pub(super) fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, Error> {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Token(true),
@@ -86,7 +82,7 @@ impl Pkcs11Sealer {
     }
 
     /// Destroy every secret key labelled `label` (none is not an error).
-    pub(super) fn destroy_all(session: &Session, label: &str) -> Result<(), SealError> {
+    pub(super) fn destroy_all(session: &Session, label: &str) -> Result<(), Error> {
         while let Some(key) = Self::find_key(session, label)? {
             session.destroy_object(key).map_err(map_err)?;
         }
@@ -141,9 +137,9 @@ pub(super) fn gcm_decrypt(
 
 /// A failed [`gcm_decrypt`]: a wrong tag is CKR_ENCRYPTED_DATA_INVALID, or a
 /// general failure in some tokens.
-pub(super) fn decrypt_error(e: CkError) -> SealError {
+pub(super) fn decrypt_error(e: CkError) -> Error {
     match e {
-        CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _) => SealError::Integrity,
+        CkError::Pkcs11(RvError::FunctionFailed | RvError::GeneralError, _) => Error::Integrity,
         other => map_err(other),
     }
 }

@@ -38,7 +38,8 @@ use self::{
     keys::{aes_key_template, decrypt_error, gcm_decrypt, gcm_encrypt},
     session::Connection,
 };
-use super::{InlineKeys, SealError, Sealed, Sealer, Secret};
+use super::{InlineKeys, Sealed, Sealer, Secret};
+use crate::Error;
 
 mod inline;
 mod keys;
@@ -96,7 +97,7 @@ impl std::fmt::Debug for Pkcs11Sealer {
 impl Pkcs11Sealer {
     /// A sealer for the token `config.token_label`; connects now so that a
     /// wrong module, label or PIN is reported at start-up.
-    pub fn open(config: Pkcs11Config) -> Result<Self, SealError> {
+    pub fn open(config: Pkcs11Config) -> Result<Self, Error> {
         let mut s = Self {
             config,
             conn: None,
@@ -127,7 +128,7 @@ impl Sealer for Pkcs11Sealer {
         "pkcs11"
     }
 
-    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, SealError> {
+    fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, Error> {
         let label = name.to_owned();
         self.with_session(|session| {
             // A leftover key of the same name (a crash between key creation
@@ -140,34 +141,31 @@ impl Sealer for Pkcs11Sealer {
         })
     }
 
-    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, SealError> {
+    fn unseal(&mut self, sealed: &Sealed, aad: &[u8]) -> Result<Secret, Error> {
         if sealed.backend != self.kind() {
-            return Err(SealError::Malformed(format!(
-                "sealed by {:?}, not pkcs11",
-                sealed.backend
-            )));
+            return Err(Error::Malformed(format!("sealed by {:?}, not pkcs11", sealed.backend)));
         }
         let Some(label) = sealed.object.clone() else {
-            return Err(SealError::Malformed("no HSM key named".into()));
+            return Err(Error::Malformed("no HSM key named".into()));
         };
         if sealed.blob.len() < (TAG_BITS / 8) as usize {
-            return Err(SealError::Malformed(format!("blob of {} bytes", sealed.blob.len())));
+            return Err(Error::Malformed(format!("blob of {} bytes", sealed.blob.len())));
         }
         self.with_session(|session| {
             let key = Self::find_key(session, &label)?
-                .ok_or(SealError::ObjectGone { backend: "pkcs11", object: label.clone() })?;
+                .ok_or(Error::ObjectGone { backend: "pkcs11", object: label.clone() })?;
             gcm_decrypt(session, key, &IV, aad, &sealed.blob)
                 .map(|pt| Secret(Zeroizing::new(pt)))
                 .map_err(decrypt_error)
         })
     }
 
-    fn destroy(&mut self, sealed: &Sealed) -> Result<(), SealError> {
+    fn destroy(&mut self, sealed: &Sealed) -> Result<(), Error> {
         let Some(label) = sealed.object.clone() else { return Ok(()) };
         self.with_session(|session| Self::destroy_all(session, &label))
     }
 
-    fn check(&mut self) -> Result<(), SealError> {
+    fn check(&mut self) -> Result<(), Error> {
         self.with_session(|session| session.get_session_info().map(|_| ()).map_err(map_err))
     }
 
@@ -175,12 +173,9 @@ impl Sealer for Pkcs11Sealer {
         true
     }
 
-    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), SealError> {
+    fn key_create(&mut self, name: &str, value: &[u8]) -> Result<(), Error> {
         if value.len() != 32 {
-            return Err(SealError::Backend(format!(
-                "an AES-256 key is 32 bytes, not {}",
-                value.len()
-            )));
+            return Err(Error::Backend(format!("an AES-256 key is 32 bytes, not {}", value.len())));
         }
         self.handles.remove(name);
         let label = name.to_owned();
@@ -207,7 +202,7 @@ impl Sealer for Pkcs11Sealer {
         iv: &[u8; 12],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, SealError> {
+    ) -> Result<Vec<u8>, Error> {
         self.with_key(name, |session, key| gcm_encrypt(session, key, iv, aad, plaintext), map_err)
     }
 
@@ -217,9 +212,9 @@ impl Sealer for Pkcs11Sealer {
         iv: &[u8; 12],
         aad: &[u8],
         ciphertext: &[u8],
-    ) -> Result<Secret, SealError> {
+    ) -> Result<Secret, Error> {
         if ciphertext.len() < (TAG_BITS / 8) as usize {
-            return Err(SealError::Integrity);
+            return Err(Error::Integrity);
         }
         let pt = self.with_key(
             name,
@@ -229,7 +224,7 @@ impl Sealer for Pkcs11Sealer {
         Ok(Secret(Zeroizing::new(pt)))
     }
 
-    fn key_destroy(&mut self, name: &str) -> Result<(), SealError> {
+    fn key_destroy(&mut self, name: &str) -> Result<(), Error> {
         self.handles.remove(name);
         let label = name.to_owned();
         let r = self.with_session(|session| Self::destroy_all(session, &label));
@@ -239,11 +234,11 @@ impl Sealer for Pkcs11Sealer {
     }
 }
 
-fn map_err(e: CkError) -> SealError {
+fn map_err(e: CkError) -> Error {
     match e {
         CkError::Pkcs11(rv, f) => match rv {
             RvError::PinIncorrect | RvError::PinLenRange | RvError::PinLocked => {
-                SealError::Auth(format!("{f}: {rv:?}"))
+                Error::Auth(format!("{f}: {rv:?}"))
             }
             RvError::TokenNotPresent
             | RvError::TokenNotRecognized
@@ -253,10 +248,10 @@ fn map_err(e: CkError) -> SealError {
             | RvError::SessionClosed
             | RvError::SlotIdInvalid
             | RvError::UserNotLoggedIn
-            | RvError::CryptokiNotInitialized => SealError::Unavailable(format!("{f}: {rv:?}")),
-            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => SealError::Integrity,
-            _ => SealError::Backend(format!("{f}: {rv:?}")),
+            | RvError::CryptokiNotInitialized => Error::SealerUnavailable(format!("{f}: {rv:?}")),
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange => Error::Integrity,
+            _ => Error::Backend(format!("{f}: {rv:?}")),
         },
-        other => SealError::Backend(other.to_string()),
+        other => Error::Backend(other.to_string()),
     }
 }

@@ -12,7 +12,7 @@ use cryptoki::{
 };
 
 use super::{Pkcs11Config, Pkcs11Sealer, inline::InlineSession, lock, map_err};
-use crate::seal::SealError;
+use crate::Error;
 
 /// How long a reconnect waits for a caller inside the inline session.
 pub(super) const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -54,10 +54,10 @@ impl Pkcs11Sealer {
         }
     }
 
-    fn connect(config: &Pkcs11Config) -> Result<Connection, SealError> {
+    fn connect(config: &Pkcs11Config) -> Result<Connection, Error> {
         let module: &Path = &config.module;
         let ctx = Pkcs11::new(module).map_err(|e| {
-            SealError::Backend(format!("cannot load PKCS#11 module {}: {e}", module.display()))
+            Error::Backend(format!("cannot load PKCS#11 module {}: {e}", module.display()))
         })?;
         ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(map_err)?;
         let mut found = None;
@@ -69,7 +69,7 @@ impl Pkcs11Sealer {
             }
         }
         let slot = found.ok_or_else(|| {
-            SealError::Unavailable(format!("no token labelled {:?}", config.token_label))
+            Error::SealerUnavailable(format!("no token labelled {:?}", config.token_label))
         })?;
         let session = ctx.open_rw_session(slot).map_err(map_err)?;
         let pin = AuthPin::from(config.pin.as_str());
@@ -80,7 +80,7 @@ impl Pkcs11Sealer {
         Ok(Connection { session, slot, _ctx: ctx })
     }
 
-    pub(super) fn session(&mut self) -> Result<&Session, SealError> {
+    pub(super) fn session(&mut self) -> Result<&Session, Error> {
         if self.conn.is_none() {
             let conn = Self::connect(&self.config)?;
             // Without a second session the inline path just stays closed.
@@ -93,7 +93,7 @@ impl Pkcs11Sealer {
         }
         match &self.conn {
             Some(c) => Ok(&c.session),
-            None => Err(SealError::Unavailable("not connected".into())),
+            None => Err(Error::SealerUnavailable("not connected".into())),
         }
     }
 
@@ -101,8 +101,8 @@ impl Pkcs11Sealer {
     /// the next call reconnects.
     pub(super) fn with_session<T>(
         &mut self,
-        op: impl FnOnce(&Session) -> Result<T, SealError>,
-    ) -> Result<T, SealError> {
+        op: impl FnOnce(&Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let result = self.session().and_then(op);
         if let Err(e) = &result
             && e.is_transient()
