@@ -4,7 +4,7 @@
 //!
 //! kube-apiserver sends a 32-byte DEK seed to Encrypt; the plugin returns it
 //! encrypted under the current KEK (AES-256-GCM, a fresh 96-bit IV from the
-//! pool, the key id and format bound as associated data, see [`format`]), the
+//! pool, the key id and format bound as associated data, see [`mod@format`]), the
 //! key id, and one annotation naming the ciphertext format. Decrypt takes that
 //! back.
 //!
