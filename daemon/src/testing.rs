@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use qkeyd_drivers::seal::worker::SealerWorker;
 
 use crate::{
-    config::{Config, KeysConfig, SealerConfig},
+    config::{Config, KeysConfig, KmsSettings, SealerConfig},
     pool::Pool,
     serve,
 };
@@ -23,8 +23,20 @@ pub(crate) fn soft_sealer() -> (tempfile::TempDir, SealerWorker) {
     (dir, sealer)
 }
 
-/// The keys settings `soft_sealer` used, for `serve::open_vault`.
-pub(crate) fn soft_keys(dir: &std::path::Path) -> KeysConfig {
+/// KMS settings with no socket and the given Status cache lifetime.
+pub(crate) fn kms_settings(status_cache: Duration) -> KmsSettings {
+    KmsSettings {
+        socket: None,
+        mode: 0o600,
+        allowed_uids: vec![],
+        status_cache,
+        kek_cache: Duration::from_secs(2),
+        inline_token_session: true,
+    }
+}
+
+/// The keys settings of a soft sealer in `dir`.
+fn soft_keys(dir: &std::path::Path) -> KeysConfig {
     KeysConfig {
         state_dir: Some(dir.to_owned()),
         token_file: None,

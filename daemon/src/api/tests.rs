@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use super::{AppState, keys::KeysState, keys::TokenDigest, router};
-use crate::{config::KmsSettings, kms::Kms, metrics::Metrics, testing, vault::Vault};
+use crate::{kms::Kms, metrics::Metrics, testing, vault::Vault};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -26,14 +26,7 @@ fn world() -> World {
     let (dir, sealer) = testing::soft_sealer();
     let pool = testing::pool();
     let vault = Vault::open(dir.path(), sealer.clone(), pool.clone()).unwrap();
-    let settings = KmsSettings {
-        socket: None,
-        mode: 0o600,
-        allowed_uids: vec![],
-        status_cache: std::time::Duration::from_secs(1),
-        kek_cache: std::time::Duration::from_secs(2),
-        inline_token_session: true,
-    };
+    let settings = testing::kms_settings(std::time::Duration::from_secs(1));
     let kms = Kms::open(dir.path(), sealer, pool.clone(), &settings, 8).unwrap();
     let state = AppState {
         pool,

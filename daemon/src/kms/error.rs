@@ -5,7 +5,7 @@ use std::sync::Arc;
 use qkeyd_drivers::Error as SealError;
 
 use super::{
-    format::{FORMAT, FORMAT_ANNOTATION, MAX_CIPHERTEXT, MAX_PLAINTEXT, OVERHEAD},
+    format::{FORMAT, FORMAT_ANNOTATION, MAX_CIPHERTEXT, MAX_KEY_ID, MAX_PLAINTEXT, OVERHEAD},
     store::StoreError,
 };
 use crate::pool::PoolError;
@@ -22,7 +22,7 @@ pub(crate) enum KmsError {
     #[error("key_id is empty")]
     EmptyKeyId,
     /// Decrypt's key id is longer than kube-apiserver ever sends.
-    #[error("key_id of {0} bytes: at most {max}", max = super::grpc::MAX_KEY_ID)]
+    #[error("key_id of {0} bytes: at most {MAX_KEY_ID}")]
     KeyIdLength(usize),
     /// The format annotation is missing.
     #[error("annotation {FORMAT_ANNOTATION} is missing")]

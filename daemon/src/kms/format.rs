@@ -23,6 +23,8 @@ pub(crate) const OVERHEAD: usize = 1 + IV_LEN + TAG_LEN;
 pub(crate) const MAX_CIPHERTEXT: usize = 1024;
 /// So the largest plaintext is the rest.
 pub(crate) const MAX_PLAINTEXT: usize = MAX_CIPHERTEXT - OVERHEAD;
+/// Longest key id kube-apiserver accepts.
+pub(crate) const MAX_KEY_ID: usize = 1024;
 /// The annotation naming the ciphertext format (stored in clear in etcd).
 pub(crate) const FORMAT_ANNOTATION: &str = "format.kms.qkeyd.io";
 
@@ -74,7 +76,7 @@ pub(crate) fn check_key_id(key_id: &str) -> Result<(), KmsError> {
     if key_id.is_empty() {
         return Err(KmsError::EmptyKeyId);
     }
-    if key_id.len() > super::grpc::MAX_KEY_ID {
+    if key_id.len() > MAX_KEY_ID {
         return Err(KmsError::KeyIdLength(key_id.len()));
     }
     Ok(())
@@ -181,7 +183,7 @@ mod tests {
         let mut bad_format = ct.clone();
         bad_format[0] = 2;
         assert!(matches!(check_key_id(""), Err(KmsError::EmptyKeyId)));
-        let long_id = "k".repeat(super::super::grpc::MAX_KEY_ID + 1);
+        let long_id = "k".repeat(MAX_KEY_ID + 1);
         assert!(matches!(check_key_id(&long_id), Err(KmsError::KeyIdLength(_))));
         type Case<'a> = (&'a [u8], BTreeMap<String, Vec<u8>>, fn(&KmsError) -> bool);
         let cases: [Case<'_>; 5] = [

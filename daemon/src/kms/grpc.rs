@@ -25,8 +25,6 @@ use proto::{
 
 /// The KMS API version kube-apiserver requires.
 pub(crate) const VERSION: &str = "v2";
-/// Longest key id kube-apiserver accepts.
-pub(crate) const MAX_KEY_ID: usize = 1024;
 /// Longest a call takes before it answers Unavailable: under kube-apiserver's
 /// 3 s per-call timeout, so a hung HSM is an error it sees, not a timeout.
 pub(crate) const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(2500);

@@ -9,14 +9,7 @@ use super::*;
 use crate::testing;
 
 fn kms(dir: &std::path::Path, sealer: SealerWorker, status_cache_ms: u64) -> Arc<Kms> {
-    let settings = KmsSettings {
-        socket: None,
-        mode: 0o600,
-        allowed_uids: vec![],
-        status_cache: Duration::from_millis(status_cache_ms),
-        kek_cache: Duration::from_secs(2),
-        inline_token_session: true,
-    };
+    let settings = testing::kms_settings(Duration::from_millis(status_cache_ms));
     Arc::new(Kms::open(dir, sealer, testing::pool(), &settings, 8).unwrap())
 }
 
