@@ -352,3 +352,27 @@ fn python_pkcs11_client_with_swtpm_sealed_token_keys() {
     python(&p, "python_pkcs11_client.py", &[]);
     assert!(p.d.log().contains("PKCS#11 token key created"), "{}", p.d.log());
 }
+
+/// A fault of qkeyd's own (a damaged key file) reaches the application as
+/// CKR_GENERAL_ERROR with an incident id only; the daemon's log line with
+/// that id has the detail, and the daemon serves on once the file is whole.
+#[test]
+fn a_damaged_vault_key_is_a_general_error_with_an_incident_id() {
+    let p = soft();
+    let (status, key) =
+        p.d.keys("POST", "/v1/keys", Some(serde_json::json!({"alg": "ml-dsa-44", "label": "dmg"})));
+    assert_eq!(status, 201, "{key}");
+    let path = p.d.state.join("keys").join(key["id"].as_str().unwrap()).join("v1.key");
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[5] ^= 0x04;
+    std::fs::write(&path, &bad).unwrap();
+    let (ok, text) = pkcs11_tool(&p, &["--list-objects"]);
+    assert!(!ok && text.contains("CKR_GENERAL_ERROR"), "{text}");
+    let logged = p.d.incident(&text);
+    assert!(logged.contains("corrupted"), "{logged}");
+    assert!(!text.contains("corrupted"), "the detail stays in the daemon's log: {text}");
+    std::fs::write(&path, &good).unwrap();
+    let (ok, text) = pkcs11_tool(&p, &["--list-objects"]);
+    assert!(ok && text.contains("dmg"), "{text}");
+}
