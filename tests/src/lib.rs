@@ -345,11 +345,17 @@ impl Daemon {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no incident id in {message:?}"));
         assert_eq!(id.len(), 16, "{message:?}");
-        let log = self.log();
-        log.lines()
-            .find(|l| l.contains(id))
-            .unwrap_or_else(|| panic!("incident {id} is not in the log:\n{log}"))
-            .to_owned()
+        // The daemon logs before it answers, but its stderr reaches this
+        // process through a reader thread: give the line a moment to arrive.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(id)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "incident {id} is not in the log:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.
