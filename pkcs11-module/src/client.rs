@@ -5,7 +5,6 @@ use std::{
     io::{self, Read as _},
     os::unix::net::UnixStream,
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
 };
 
 use cryptoki_sys::*;
@@ -14,16 +13,11 @@ use qkeyd_p11_proto::{
 };
 use zeroize::Zeroizing;
 
-use crate::object::Rv;
+use crate::{object::Rv, peer};
 
-/// The environment variable naming the daemon's socket (a path, or `@name`).
-pub(crate) const SOCKET_ENV: &str = "QKEYD_MODULE_SOCKET";
-/// The socket used when [`SOCKET_ENV`] is not set.
-pub(crate) const DEFAULT_SOCKET: &str = "/run/qkeyd/module.sock";
-/// Set (to anything) to have the module print the daemon's error messages to stderr.
+/// Set (to anything) to have the module print the daemon's error messages,
+/// and why it did not connect, to stderr.
 const DEBUG_ENV: &str = "QKEYD_MODULE_DEBUG";
-/// How long one request may take (a TPM-sealed key generation takes seconds).
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which connection a session key belongs to: bumped on every new connection.
 pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -90,8 +84,9 @@ impl Daemon {
             return Ok(());
         }
         self.stream = None;
-        let stream = open().map_err(|e| {
-            debug(&format!("cannot reach qkeyd: {e}"));
+        // A server that is not the expected uid is treated as no daemon at all.
+        let stream = peer::connect().map_err(|e| {
+            debug(&e.to_string());
             CKR_TOKEN_NOT_PRESENT
         })?;
         self.stream = Some(stream);
@@ -175,21 +170,4 @@ impl Daemon {
             _ => Err(CKR_DEVICE_ERROR),
         }
     }
-}
-
-/// Open the socket that `QKEYD_MODULE_SOCKET` (else [`DEFAULT_SOCKET`]) names.
-fn open() -> io::Result<UnixStream> {
-    let spec = std::env::var(SOCKET_ENV).ok().filter(|s| !s.is_empty());
-    let spec = spec.as_deref().unwrap_or(DEFAULT_SOCKET);
-    let stream = match spec.strip_prefix('@') {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            UnixStream::connect_addr(&addr)?
-        }
-        None => UnixStream::connect(spec)?,
-    };
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    Ok(stream)
 }

@@ -5,17 +5,21 @@
 //! ML-KEM and ML-DSA keys are made, used and kept by the daemon, whose vault
 //! seals token keys with its HSM/TPM/soft sealer. The private halves never
 //! enter the application's memory. The daemon is reached over a unix socket
-//! (`QKEYD_MODULE_SOCKET`, else `/run/qkeyd/module.sock`), connected on first use.
+//! (`QKEYD_MODULE_SOCKET`, else `/run/qkeyd/module.sock`), connected on first
+//! use, and trusted only if it runs as the expected uid: `QKEYD_MODULE_SERVER_UID`,
+//! else the owner of the socket's directory (an abstract socket needs the former).
 //!
 //! Layout: `ffi` is the C ABI and the only place with `unsafe`; `token` holds
 //! the state and every operation in safe Rust; `object` the objects and
-//! templates; `client` the daemon connection; `rng` the DRBG. Nothing starts a
-//! thread, and loading the library does nothing until C_Initialize.
+//! templates; `client` the daemon connection; `peer` which socket it is and
+//! whether its server is trusted; `rng` the DRBG. Nothing starts a thread, and
+//! loading the library does nothing until C_Initialize.
 #![deny(unsafe_code)]
 
 mod client;
 mod ffi;
 mod object;
+mod peer;
 mod rng;
 mod token;
 
