@@ -22,3 +22,5 @@ mod kube;
 mod sealers;
 // libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
 mod pkcs11;
+// Whom the PKCS#11 module trusts with a PIN: squatters of another uid, the real daemon.
+mod module_trust;
