@@ -6,7 +6,25 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::{Algorithm, ErrorCode, KeyEntry, Request, Response, Secret};
+use crate::{
+    Algorithm, ErrorCode, KeyEntry, MAX_CONTEXT, MAX_ERROR_MESSAGE, MAX_FRAME, MAX_KEY_REF,
+    MAX_LABEL, MAX_MESSAGE, MAX_PIN, MAX_SEED, Request, Response, Secret,
+};
+
+/// The longest ML-KEM ciphertext or ML-DSA signature (ML-DSA-87's).
+const MAX_OUTPUT: usize = 4627;
+/// The longest encoded public key (ML-DSA-87's).
+const MAX_PUBLIC_KEY: usize = 2592;
+/// The longest shared secret.
+const MAX_SHARED_SECRET: usize = 64;
+/// The longest daemon version or token serial in a `Hello`.
+const MAX_NAME: usize = 256;
+/// A byte string or text field of at most `n` bytes: its length, then it.
+const fn field(n: usize) -> usize {
+    4 + n
+}
+/// The longest [`KeyEntry`].
+const MAX_KEY_ENTRY: usize = field(MAX_KEY_REF) + 1 + field(MAX_LABEL) + 1 + field(MAX_PUBLIC_KEY);
 
 /// The wire code of a parameter set.
 fn alg_code(a: Algorithm) -> u8 {
@@ -153,6 +171,24 @@ impl<'a> Dec<'a> {
 }
 
 impl Request {
+    /// The longest payload a request whose tag (first byte) is `tag` can
+    /// have, or `None` for a tag that is no request.
+    pub fn max_len(tag: u8) -> Option<usize> {
+        Some(match tag {
+            1 | 2 => 1 + 4,
+            3 => 1 + field(MAX_PIN),
+            4 | 5 => 1,
+            6 => 1 + 1 + 1 + field(MAX_LABEL),
+            7 => 1 + field(MAX_KEY_REF) + field(MAX_MESSAGE) + field(MAX_CONTEXT) + 1,
+            8 => {
+                1 + field(MAX_KEY_REF) + field(MAX_MESSAGE) + field(MAX_CONTEXT) + field(MAX_OUTPUT)
+            }
+            9 | 11 => 1 + field(MAX_KEY_REF),
+            10 => 1 + field(MAX_KEY_REF) + field(MAX_OUTPUT),
+            _ => return None,
+        })
+    }
+
     /// The payload of this request.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         match self {
@@ -204,6 +240,25 @@ impl Request {
 }
 
 impl Response {
+    /// The longest payload a response whose tag (first byte) is `tag` can
+    /// have, or `None` for a tag that is no response. A key list is bounded
+    /// only by [`MAX_FRAME`].
+    pub fn max_len(tag: u8) -> Option<usize> {
+        Some(match tag {
+            1 => 1 + 4 + field(MAX_NAME) + field(MAX_NAME),
+            2 => 1 + field(MAX_SEED as usize),
+            3 => 1,
+            4 => MAX_FRAME,
+            5 => 1 + MAX_KEY_ENTRY,
+            6 => 1 + field(MAX_OUTPUT),
+            7 => 2,
+            8 => 1 + field(MAX_OUTPUT) + field(MAX_SHARED_SECRET),
+            9 => 1 + field(MAX_SHARED_SECRET),
+            10 => 1 + 1 + field(MAX_ERROR_MESSAGE),
+            _ => return None,
+        })
+    }
+
     /// The payload of this response.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         match self {
@@ -266,7 +321,7 @@ mod tests {
     use std::io;
 
     use super::*;
-    use crate::{VERSION, read_frame};
+    use crate::{Limits, VERSION, read_message};
 
     fn requests() -> Vec<Request> {
         vec![
@@ -342,13 +397,41 @@ mod tests {
     }
 
     #[test]
+    fn every_message_fits_its_tags_limit() {
+        for r in requests() {
+            let p = r.encode();
+            assert!(p.len() <= Request::max_len(p[0]).unwrap(), "{r:?}");
+        }
+        for r in responses() {
+            let p = r.encode();
+            assert!(p.len() <= Response::max_len(p[0]).unwrap(), "{r:?}");
+        }
+        assert_eq!(Request::max_len(0), None);
+        assert_eq!(Request::max_len(12), None);
+        assert_eq!(Response::max_len(11), None);
+        // Every request needs kilobytes, except the message a Sign or Verify carries.
+        for tag in [1, 2, 3, 4, 5, 6, 9, 10, 11] {
+            assert!(Request::max_len(tag).unwrap() < 8 << 10, "tag {tag}");
+        }
+    }
+
+    #[test]
+    fn the_size_constants_cover_every_parameter_set() {
+        for a in Algorithm::ALL {
+            assert!(a.output_len() <= MAX_OUTPUT && a.public_key_len() <= MAX_PUBLIC_KEY, "{a}");
+        }
+        assert!(Algorithm::ALL.iter().any(|a| a.output_len() == MAX_OUTPUT));
+        assert!(Algorithm::ALL.iter().any(|a| a.public_key_len() == MAX_PUBLIC_KEY));
+    }
+
+    #[test]
     fn hostile_lengths_do_not_allocate() {
         // A Keys response claiming 2^32-1 entries in a 6-byte frame.
         assert!(Response::decode(&[4, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
         // A frame header over the limit is refused before reading the body.
         let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
         assert_eq!(
-            read_frame(&mut r).map_err(|e| e.kind()).err(),
+            read_message(&mut r, Limits::RESPONSES).map_err(|e| e.kind()).err(),
             Some(io::ErrorKind::InvalidData)
         );
         assert_eq!(Request::decode(&[42]), Err(DecodeError("unknown request")));

@@ -18,7 +18,7 @@ pub use qkeyd_pqc::Algorithm;
 
 pub use self::{
     codec::DecodeError,
-    frame::{read_frame, read_frame_after, write_frame},
+    frame::{Limits, read_message, read_message_after, write_frame},
     message::{ErrorCode, KeyEntry, Request, Response},
     secret::Secret,
 };
@@ -30,8 +30,17 @@ mod secret;
 
 /// Protocol version; `Hello` carries it and a mismatch is refused.
 pub const VERSION: u32 = 1;
-/// Largest frame either side accepts (a message to sign is the big one).
+/// Largest frame either side accepts: a response listing many keys is the
+/// big one. Each message has its own, much smaller limit ([`Limits`]).
 pub const MAX_FRAME: usize = 16 << 20;
+/// Longest message to sign or verify.
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// Longest FIPS 204 context string.
+pub const MAX_CONTEXT: usize = 255;
+/// Longest key reference (`ID/VERSION` or `s/N`).
+pub const MAX_KEY_REF: usize = 256;
+/// Longest error message the daemon sends.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
 /// Largest seed one `Seed` request may ask for.
 pub const MAX_SEED: u32 = 4096;
 /// Longest PIN.

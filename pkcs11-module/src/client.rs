@@ -9,7 +9,7 @@ use std::{
 
 use cryptoki_sys::*;
 use qkeyd_p11_proto::{
-    self as proto, ErrorCode, Request, Response, Secret, read_frame, write_frame,
+    self as proto, ErrorCode, Limits, Request, Response, Secret, read_message, write_frame,
 };
 use zeroize::Zeroizing;
 
@@ -121,12 +121,14 @@ impl Daemon {
     fn exchange(&mut self, req: &Request) -> Result<Response, Rv> {
         let Some(stream) = &self.stream else { return Err(CKR_DEVICE_ERROR) };
         let payload = req.encode();
-        if payload.len() > proto::MAX_FRAME {
-            // Refused before a byte is written: the connection stays good.
+        if Request::max_len(payload[0]).is_none_or(|max| payload.len() > max) {
+            // Over what the daemon accepts for this request: refused before a
+            // byte is written, so the connection stays good.
             return Err(CKR_DATA_LEN_RANGE);
         }
         let mut s = stream;
-        let reply = write_frame(&mut s, &payload).and_then(|()| read_frame(&mut s));
+        let reply =
+            write_frame(&mut s, &payload).and_then(|()| read_message(&mut s, Limits::RESPONSES));
         match reply {
             Ok(Some(frame)) => Response::decode(&frame).map_err(|e| {
                 debug(&format!("from qkeyd: {e}"));

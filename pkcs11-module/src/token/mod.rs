@@ -54,10 +54,8 @@ pub(crate) use self::{
 pub(crate) const SLOT: CK_SLOT_ID = 0;
 /// The token's label.
 pub(crate) const LABEL: &str = "qkeyd";
-/// Longest message C_Sign accepts (it travels to the daemon in one frame).
-/// (The rest of the frame: the key reference, a context of ≤ 255 bytes and,
-/// for Verify, a signature of ≤ 4627.)
-pub(crate) const MAX_DATA: usize = proto::MAX_FRAME - 8192;
+/// Longest message C_Sign and C_Verify accept: what one request may carry.
+pub(crate) const MAX_DATA: usize = proto::MAX_MESSAGE;
 
 /// The mechanisms: (type, min and max key size in bytes of the public key, flags).
 pub(crate) const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 4] = [
