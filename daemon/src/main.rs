@@ -21,6 +21,7 @@ mod kms;
 mod metrics;
 mod module_server;
 mod pool;
+mod refusals;
 mod serve;
 mod sources;
 #[cfg(test)]

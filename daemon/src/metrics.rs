@@ -20,6 +20,10 @@ pub(crate) struct Metrics {
     pub(crate) random_requests: IntCounterVec,
     /// Key requests refused before reaching the vault, by reason.
     pub(crate) key_denied: IntCounterVec,
+    /// Connections refused on qkeyd's sockets, by socket and reason.
+    pub(crate) connections_refused: IntCounterVec,
+    /// Module connections qkeyd closed, by reason.
+    pub(crate) module_closed: IntCounterVec,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -62,6 +66,16 @@ impl Metrics {
         let key_denied = counter(
             "qkeyd_key_requests_denied_total",
             "Key API requests refused (no or wrong bearer token), by reason.",
+            &["reason"],
+        )?;
+        let connections_refused = counter(
+            "qkeyd_connections_refused_total",
+            "Connections refused on the module and KMS sockets, by socket and reason.",
+            &["socket", "reason"],
+        )?;
+        let module_closed = counter(
+            "qkeyd_module_connections_closed_total",
+            "Module connections qkeyd closed: idle, slow (a request not whole in time) or bad_frame (over its limit, unknown or empty).",
             &["reason"],
         )?;
         let samples =
@@ -133,6 +147,8 @@ impl Metrics {
             bytes_served,
             random_requests,
             key_denied,
+            connections_refused,
+            module_closed,
             samples,
             usable,
             failures,

@@ -28,6 +28,7 @@ use crate::{
     metrics::Metrics,
     module_server,
     pool::{self, Pool, SourceStatus},
+    refusals::Refusals,
     sources, unix_socket,
     vault::Vault,
 };
@@ -65,11 +66,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
         None => None,
     };
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let module = match &config.module.socket {
-        Some(socket) => Some(start_module_server(&config.module, socket, &dir, &keys, &pool)?),
+        Some(socket) => {
+            Some(start_module_server(&config.module, socket, &dir, &keys, &pool, &metrics)?)
+        }
         None => None,
     };
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let state = AppState {
         pool,
         metrics,
@@ -91,7 +94,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();
-        let incoming = kms::grpc::incoming(k.listener, k.allowed_uids);
+        let refusals = Refusals::new("kms", state.metrics.connections_refused.clone());
+        let incoming = kms::grpc::incoming(k.listener, k.allowed_uids, refusals);
         let server = tonic::transport::Server::builder()
             .add_service(k.service.server())
             .serve_with_incoming_shutdown(incoming, async move {
@@ -138,6 +142,7 @@ fn start_module_server(
     dir: &std::path::Path,
     keys: &KeysState,
     pool: &Arc<Pool>,
+    metrics: &Metrics,
 ) -> anyhow::Result<ModuleRunning> {
     use sha3::Digest as _;
     let pin = match &settings.pin {
@@ -164,8 +169,15 @@ fn start_module_server(
         endpoint = %socket.endpoint(), serial, uids = ?uids, gids = ?settings.allowed_gids,
         "PKCS#11 module socket listening"
     );
-    let server =
-        module_server::Server::new(keys.vault.clone(), pool.clone(), pin, serial, settings, uids);
+    let server = module_server::Server::new(
+        keys.vault.clone(),
+        pool.clone(),
+        pin,
+        serial,
+        settings,
+        uids,
+        metrics,
+    );
     Ok((Arc::new(server), listener, socket.clone()))
 }
 

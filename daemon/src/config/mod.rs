@@ -92,6 +92,11 @@ pub(crate) struct ModuleSettings {
     pub(crate) key_cache: Duration,
     /// Most connections served at once.
     pub(crate) max_connections: usize,
+    /// Most connections one peer uid may hold at once.
+    pub(crate) max_connections_per_uid: usize,
+    /// A connection that holds no session keys is closed after this long
+    /// without a request (the module reconnects on its next call).
+    pub(crate) idle_timeout: Duration,
 }
 
 /// The module socket's mode when `[module] socket_mode` is not given: the

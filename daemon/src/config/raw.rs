@@ -95,6 +95,8 @@ struct RawModule {
     pin_env: Option<String>,
     key_cache_ms: u64,
     max_connections: usize,
+    max_connections_per_uid: Option<usize>,
+    idle_timeout_secs: u64,
 }
 
 impl Default for RawModule {
@@ -108,6 +110,8 @@ impl Default for RawModule {
             pin_env: None,
             key_cache_ms: 2000,
             max_connections: 256,
+            max_connections_per_uid: None,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -146,6 +150,21 @@ impl RawModule {
             "1..=4096",
             self.max_connections,
         )?;
+        // One uid's share: a quarter of all connections by default, so a
+        // flood from one uid leaves room for the others.
+        let per_uid = self.max_connections_per_uid.unwrap_or((self.max_connections / 4).max(1));
+        range(
+            (1..=self.max_connections).contains(&per_uid),
+            "module.max_connections_per_uid",
+            "1..=max_connections",
+            per_uid,
+        )?;
+        range(
+            (1..=86_400).contains(&self.idle_timeout_secs),
+            "module.idle_timeout_secs",
+            "1..=86400",
+            self.idle_timeout_secs,
+        )?;
         let pin = match (self.pin_file, self.pin_env) {
             (Some(f), None) => Some(PinSource::File(f)),
             (None, Some(v)) => Some(PinSource::Env(v)),
@@ -165,6 +184,8 @@ impl RawModule {
             pin,
             key_cache: Duration::from_millis(self.key_cache_ms),
             max_connections: self.max_connections,
+            max_connections_per_uid: per_uid,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
         })
     }
 }

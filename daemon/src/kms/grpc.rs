@@ -9,7 +9,10 @@ use tokio::net::UnixListener;
 use tonic::{Request, Response, Status};
 
 use super::{Kind, Kms, KmsError};
-use crate::incident::{Chain, Incident};
+use crate::{
+    incident::{Chain, Incident},
+    refusals::Refusals,
+};
 
 /// Code generated from `proto/kms_v2.proto` (package `v2`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -33,22 +36,27 @@ const MAX_UID_LOGGED: usize = 64;
 
 /// The connections to serve: each peer's uid (SO_PEERCRED) must be in
 /// `allowed`. An abstract socket has no file permissions, and a socket file's
-/// mode can be widened; this check holds either way. A refused peer is
-/// logged and its connection closed.
+/// mode can be widened; this check holds either way. A refused peer's
+/// connection is closed, counted, and logged at a bounded rate.
 pub(crate) fn incoming(
     listener: UnixListener,
     allowed: Vec<u32>,
+    refusals: Refusals,
 ) -> impl tokio_stream::Stream<Item = io::Result<tokio::net::UnixStream>> {
     use tokio_stream::StreamExt as _;
     tokio_stream::wrappers::UnixListenerStream::new(listener).filter(move |conn| match conn {
         Ok(stream) => match stream.peer_cred() {
             Ok(cred) if allowed.contains(&cred.uid()) => true,
             Ok(cred) => {
-                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "KMS connection refused: uid not allowed (kms.allowed_uids)");
+                refusals.refuse("uid", |unlogged| {
+                    tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), unlogged, "KMS connection refused: uid not allowed (kms.allowed_uids); more refusals in the next 10 s are only counted (qkeyd_connections_refused_total)");
+                });
                 false
             }
             Err(e) => {
-                tracing::warn!(error = %e, "KMS connection refused: no peer credentials");
+                refusals.refuse("credentials", |unlogged| {
+                    tracing::warn!(error = %e, unlogged, "KMS connection refused: no peer credentials");
+                });
                 false
             }
         },

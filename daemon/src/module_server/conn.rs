@@ -4,16 +4,22 @@
 
 use std::{
     collections::HashMap,
-    io::{self, Read as _},
+    io::{self, Read},
     os::unix::net::UnixStream,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use qkeyd_p11_proto::{Request, Response, read_frame_after, write_frame};
+use qkeyd_p11_proto::{Limits, Request, Response, read_message_after, write_frame};
 
 use super::{ModuleError, Server};
 use crate::vault::{ExpandedKey, OpenKey};
+
+/// How long a new connection may take to send its first request's first byte.
+pub(super) const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take from its first byte to its last, and an
+/// answer to be taken by the peer.
+pub(super) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection's own state.
 #[derive(Default)]
@@ -35,54 +41,105 @@ pub(super) struct SessionKey {
     pub(super) public_key: Vec<u8>,
 }
 
+/// The stream, read against a deadline for the whole of what is read next.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match (&*self.stream).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
+            r => r,
+        }
+    }
+}
+
+/// Why a connection stopped being served.
+enum Closed {
+    /// The peer closed it, or it broke.
+    Gone,
+    /// Counted in `qkeyd_module_connections_closed_total`: `idle`, `slow` or `bad_frame`.
+    ByUs(&'static str),
+}
+
 impl Server {
-    /// Serve one connection until it closes or breaks its framing. Reads are
-    /// unbuffered, so PINs, seeds and secrets exist only in zeroizing buffers.
-    /// While it holds unsealed vault keys, an idle connection wakes up to let
-    /// them go once `key_cache` has passed.
+    /// Serve one connection until it closes, breaks its framing, or times
+    /// out: the first request must start within [`FIRST_REQUEST_TIMEOUT`],
+    /// each request must arrive whole within [`FRAME_TIMEOUT`] of its first
+    /// byte, and a connection holding no session keys is closed after
+    /// `idle_timeout` without a request. Reads are unbuffered, so PINs, seeds
+    /// and secrets exist only in zeroizing buffers. While it holds unsealed
+    /// vault keys, an idle connection wakes up to let them go once
+    /// `key_cache` has passed.
     pub(super) fn connection(&self, stream: UnixStream) {
+        if stream.set_write_timeout(Some(self.frame_timeout)).is_err() {
+            return;
+        }
         let mut conn = Conn::default();
-        let mut s = &stream;
+        if let Closed::ByUs(reason) = self.serve_requests(&stream, &mut conn) {
+            self.closed.with_label_values(&[reason]).inc();
+        }
+    }
+
+    fn serve_requests(&self, stream: &UnixStream, conn: &mut Conn) -> Closed {
+        let mut idle_until = Instant::now() + self.first_request_timeout;
         loop {
-            let idle_limit = (!conn.open.is_empty()).then_some(self.key_cache);
-            if stream.set_read_timeout(idle_limit.filter(|d| !d.is_zero())).is_err() {
-                return;
-            }
+            // Wake for whichever comes first: the idle limit (none while the
+            // connection holds session keys) or the next cached key to let go.
+            let idle = conn.session.is_empty().then_some(idle_until);
+            let prune = conn.open.values().map(|(_, used)| *used + self.key_cache).min();
+            let wake = idle.into_iter().chain(prune).min();
             let mut first = [0u8; 1];
-            let frame = match s.read(&mut first) {
-                Ok(0) => return,
-                Ok(_) => {
-                    if stream.set_read_timeout(None).is_err() {
-                        return;
+            let read = match wake {
+                Some(t) => Deadline { stream, until: t }.read(&mut first),
+                None => stream.set_read_timeout(None).and_then(|()| (&*stream).read(&mut first)),
+            };
+            match read {
+                Ok(0) => return Closed::Gone,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    if idle.is_some_and(|t| Instant::now() >= t) {
+                        tracing::debug!("PKCS#11 connection closed: idle");
+                        return Closed::ByUs("idle");
                     }
-                    match read_frame_after(first[0], &mut s) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "PKCS#11 connection closed");
-                            return;
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-                {
-                    self.prune(&mut conn);
+                    self.prune(conn);
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!(error = %e, "PKCS#11 connection closed");
-                    return;
+                    return Closed::Gone;
+                }
+            }
+            let mut rest = Deadline { stream, until: Instant::now() + self.frame_timeout };
+            let frame = match read_message_after(first[0], &mut rest, Limits::REQUESTS) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(error = %e, "PKCS#11 connection closed");
+                    return match e.kind() {
+                        io::ErrorKind::TimedOut => Closed::ByUs("slow"),
+                        io::ErrorKind::InvalidData => Closed::ByUs("bad_frame"),
+                        _ => Closed::Gone,
+                    };
                 }
             };
             let response = match Request::decode(&frame) {
-                Ok(req) => self.handle(&mut conn, req),
+                Ok(req) => self.handle(conn, req),
                 // Framing is intact, so the connection can go on.
                 Err(e) => ModuleError::Decode(e).into_response(),
             };
-            if write_frame(&mut s, &response.encode()).is_err() {
-                return;
+            drop(frame);
+            if write_frame(&mut &*stream, &response.encode()).is_err() {
+                return Closed::Gone;
             }
+            idle_until = Instant::now() + self.idle_timeout;
         }
     }
 

@@ -98,8 +98,18 @@ impl ModuleError {
             }
             _ => Chain(&self).to_string(),
         };
-        Response::Error { code, message }
+        Response::Error { code, message: fit(message) }
     }
+}
+
+/// `message` cut (at a character boundary) to what the module accepts.
+fn fit(mut message: String) -> String {
+    let max = qkeyd_p11_proto::MAX_ERROR_MESSAGE;
+    if message.len() > max {
+        let cut = (0..=max).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+        message.truncate(cut);
+    }
+    message
 }
 
 fn alg_code(e: &qkeyd_pqc::Error) -> ErrorCode {

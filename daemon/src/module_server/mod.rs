@@ -13,13 +13,12 @@ mod ops;
 mod pin;
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    collections::HashMap,
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
+use prometheus::IntCounterVec;
 use qkeyd_p11_proto::Response;
 use zeroize::Zeroizing;
 
@@ -27,7 +26,9 @@ use conn::{Conn, SessionKey};
 use error::ModuleError;
 use pin::PinGuard;
 
-use crate::{config::ModuleSettings, pool::Pool, vault::Vault};
+use crate::{
+    config::ModuleSettings, metrics::Metrics, pool::Pool, refusals::Refusals, vault::Vault,
+};
 
 /// Session keys one connection may hold.
 const MAX_SESSION_KEYS: usize = 1024;
@@ -46,11 +47,43 @@ pub(crate) struct Server {
     pin: Zeroizing<Vec<u8>>,
     serial: String,
     key_cache: Duration,
+    idle_timeout: Duration,
+    first_request_timeout: Duration,
+    frame_timeout: Duration,
     guard: Mutex<PinGuard>,
-    connections: AtomicUsize,
+    slots: Mutex<Slots>,
     max_connections: usize,
+    max_per_uid: usize,
     allowed_uids: Vec<u32>,
     allowed_gids: Vec<u32>,
+    refusals: Refusals,
+    closed: IntCounterVec,
+}
+
+/// Connections being served: in all, and per peer uid.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// One connection's place among [`Slots`], given back when it drops.
+struct Slot {
+    server: Arc<Server>,
+    uid: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut slots = self.server.lock_slots();
+        slots.total -= 1;
+        if let Some(n) = slots.by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                slots.by_uid.remove(&self.uid);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -69,6 +102,7 @@ impl Server {
         serial: String,
         settings: &ModuleSettings,
         allowed_uids: Vec<u32>,
+        metrics: &Metrics,
     ) -> Self {
         Self {
             vault,
@@ -76,16 +110,50 @@ impl Server {
             pin: Zeroizing::new(pin.as_bytes().to_vec()),
             serial,
             key_cache: settings.key_cache,
+            idle_timeout: settings.idle_timeout,
+            first_request_timeout: conn::FIRST_REQUEST_TIMEOUT,
+            frame_timeout: conn::FRAME_TIMEOUT,
             guard: Mutex::new(PinGuard::default()),
-            connections: AtomicUsize::new(0),
+            slots: Mutex::new(Slots::default()),
             max_connections: settings.max_connections,
+            max_per_uid: settings.max_connections_per_uid,
             allowed_uids,
             allowed_gids: settings.allowed_gids.clone(),
+            refusals: Refusals::new("module", metrics.connections_refused.clone()),
+            closed: metrics.module_closed.clone(),
         }
     }
 
+    /// Refusals counted for `reason`.
+    #[cfg(test)]
+    fn refusals_counted(&self, reason: &str) -> u64 {
+        self.refusals.counted(reason)
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `uid`, or why there is none: all
+    /// connections are taken, or `uid` holds its share.
+    fn take_slot(self: &Arc<Self>, uid: u32) -> Result<Slot, &'static str> {
+        let mut slots = self.lock_slots();
+        if slots.total >= self.max_connections {
+            return Err("capacity");
+        }
+        let mine = slots.by_uid.entry(uid).or_default();
+        if *mine >= self.max_per_uid {
+            return Err("uid_share");
+        }
+        *mine += 1;
+        slots.total += 1;
+        Ok(Slot { server: self.clone(), uid })
+    }
+
     /// Accept connections until `stop` changes. Each peer's credentials are
-    /// checked (an abstract socket has no file mode), then it gets a thread.
+    /// checked (an abstract socket has no file mode) and it must find a place
+    /// within both limits; then it gets a thread. Refusals are counted, and
+    /// logged at most once per [`WINDOW`](crate::refusals::WINDOW).
     pub(crate) async fn serve(
         self: Arc<Self>,
         listener: tokio::net::UnixListener,
@@ -104,32 +172,39 @@ impl Server {
                     continue;
                 }
             };
-            match stream.peer_cred() {
-                Ok(c)
-                    if self.allowed_uids.contains(&c.uid())
-                        || self.allowed_gids.contains(&c.gid()) => {}
-                Ok(c) => {
-                    tracing::warn!(uid = c.uid(), gid = c.gid(), pid = ?c.pid(), "PKCS#11 connection refused: neither uid nor gid is allowed (module.allowed_uids, allowed_gids)");
-                    continue;
-                }
+            let cred = match stream.peer_cred() {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "PKCS#11 connection refused: no peer credentials");
+                    self.refusals.refuse("credentials", |unlogged| {
+                        tracing::warn!(error = %e, unlogged, "PKCS#11 connection refused: no peer credentials");
+                    });
                     continue;
                 }
-            }
-            if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
-                self.connections.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(
-                    max = self.max_connections,
-                    "PKCS#11 connection refused: too many connections"
-                );
+            };
+            let (uid, gid) = (cred.uid(), cred.gid());
+            if !self.allowed_uids.contains(&uid) && !self.allowed_gids.contains(&gid) {
+                self.refusals.refuse("uid", |unlogged| {
+                    tracing::warn!(uid, gid, pid = ?cred.pid(), unlogged, "PKCS#11 connection refused: neither uid nor gid is allowed (module.allowed_uids, allowed_gids); more refusals in the next 10 s are only counted (qkeyd_connections_refused_total)");
+                });
                 continue;
             }
+            let slot = match self.take_slot(uid) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    self.refusals.refuse(reason, |unlogged| {
+                        tracing::warn!(
+                            uid, reason, unlogged,
+                            max = self.max_connections, max_per_uid = self.max_per_uid,
+                            "PKCS#11 connection refused: too many connections (module.max_connections, max_connections_per_uid); more refusals in the next 10 s are only counted (qkeyd_connections_refused_total)"
+                        );
+                    });
+                    continue;
+                }
+            };
             let std_stream =
                 match stream.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s)) {
                     Ok(s) => s,
                     Err(e) => {
-                        self.connections.fetch_sub(1, Ordering::AcqRel);
                         tracing::warn!(error = %e, "PKCS#11 connection dropped");
                         continue;
                     }
@@ -137,10 +212,9 @@ impl Server {
             let server = self.clone();
             let spawned = std::thread::Builder::new().name("qkeyd-p11".into()).spawn(move || {
                 server.connection(std_stream);
-                server.connections.fetch_sub(1, Ordering::AcqRel);
+                drop(slot);
             });
             if let Err(e) = spawned {
-                self.connections.fetch_sub(1, Ordering::AcqRel);
                 tracing::error!(error = %e, "cannot start a PKCS#11 connection thread");
             }
         }

@@ -26,9 +26,12 @@ fn server() -> (tempfile::TempDir, Server) {
         pin: None,
         key_cache: std::time::Duration::from_secs(2),
         max_connections: 4,
+        max_connections_per_uid: 2,
+        idle_timeout: std::time::Duration::from_secs(300),
     };
     let pin = zeroize::Zeroizing::new(PIN.to_owned());
-    (dir, Server::new(vault, pool, pin, "00ff".into(), &settings, vec![0]))
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    (dir, Server::new(vault, pool, pin, "00ff".into(), &settings, vec![0], &metrics))
 }
 
 fn code(r: &Response) -> Option<ErrorCode> {
@@ -141,4 +144,104 @@ fn unknown_keys_and_long_labels_are_clear_errors() {
         Request::Generate { alg: Algorithm::MlDsa44, token: false, label: long },
     );
     assert_eq!(code(&r), Some(ErrorCode::BadRequest));
+}
+
+/// The server on a real socket in `dir`, with short timeouts; returns the
+/// socket's path, the runtime serving it and the metrics it counts in.
+fn serving(
+    timeouts: std::time::Duration,
+) -> (tempfile::TempDir, std::path::PathBuf, tokio::runtime::Runtime, Arc<Server>) {
+    let (dir, mut s) = server();
+    s.first_request_timeout = timeouts;
+    s.frame_timeout = timeouts;
+    s.idle_timeout = timeouts;
+    let s = Arc::new(s);
+    let path = dir.path().join("m.sock");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(async { tokio::net::UnixListener::bind(&path) }).unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    rt.spawn(s.clone().serve(listener, stop));
+    std::mem::forget(stop_tx);
+    (dir, path, rt, s)
+}
+
+/// Whether the daemon closed `c` within a few seconds: end of stream, or a
+/// reset when it closed with bytes of ours unread.
+fn closed(c: &std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read as _;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    match (&*c).read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+fn hello(c: &std::os::unix::net::UnixStream) -> Response {
+    proto::write_frame(&mut &*c, &Request::Hello { version: proto::VERSION }.encode()).unwrap();
+    let f = proto::read_message(&mut &*c, proto::Limits::RESPONSES).unwrap().unwrap();
+    Response::decode(&f).unwrap()
+}
+
+fn closed_for(s: &Server, reason: &str) -> u64 {
+    s.closed.with_label_values(&[reason]).get()
+}
+
+#[test]
+fn one_uid_holds_at_most_its_share_and_a_freed_place_is_reused() {
+    use std::os::unix::net::UnixStream;
+    let (_dir, path, _rt, s) = serving(std::time::Duration::from_secs(30));
+    // max_connections_per_uid = 2 in these tests: the third is refused.
+    let a = UnixStream::connect(&path).unwrap();
+    let b = UnixStream::connect(&path).unwrap();
+    assert!(matches!(hello(&a), Response::Hello { .. }));
+    assert!(matches!(hello(&b), Response::Hello { .. }));
+    let c = UnixStream::connect(&path).unwrap();
+    assert!(closed(&c), "a third connection of the same uid is refused");
+    assert_eq!(s.refusals_counted("uid_share"), 1);
+    drop(a);
+    // The freed place goes to the next connection (the thread lets it go
+    // once it sees the end of stream).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let d = UnixStream::connect(&path).unwrap();
+        d.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let sent =
+            proto::write_frame(&mut &d, &Request::Hello { version: proto::VERSION }.encode());
+        if sent.is_ok()
+            && proto::read_message(&mut &d, proto::Limits::RESPONSES).is_ok_and(|f| f.is_some())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freed place was never reused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn silent_slow_and_oversized_connections_are_closed() {
+    use std::{io::Write as _, os::unix::net::UnixStream};
+    let (_dir, path, _rt, s) = serving(std::time::Duration::from_millis(300));
+    // Says nothing at all.
+    let silent = UnixStream::connect(&path).unwrap();
+    assert!(closed(&silent));
+    assert_eq!(closed_for(&s, "idle"), 1);
+    // Starts a Sign request of 1000 bytes and never finishes it.
+    let slow = UnixStream::connect(&path).unwrap();
+    (&slow).write_all(&[0, 0, 3, 232, 7, 0, 0]).unwrap();
+    assert!(closed(&slow));
+    assert_eq!(closed_for(&s, "slow"), 1);
+    // Claims 16 MiB + 1000 for a Login: refused on the tag, nothing read or allocated.
+    let big = UnixStream::connect(&path).unwrap();
+    let mut wire = ((16u32 << 20) + 1000).to_be_bytes().to_vec();
+    wire.extend_from_slice(&[3, 1, 2, 3]);
+    (&big).write_all(&wire).unwrap();
+    assert!(closed(&big));
+    assert_eq!(closed_for(&s, "bad_frame"), 1);
+    // An answered connection that goes quiet is closed after the idle time too.
+    let quiet = UnixStream::connect(&path).unwrap();
+    assert!(matches!(hello(&quiet), Response::Hello { .. }));
+    assert!(closed(&quiet));
+    assert_eq!(closed_for(&s, "idle"), 2);
 }
