@@ -63,21 +63,28 @@ async fn answer(
             )));
         }
     };
-    let permit = state
-        .generate_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::internal(Incident::log("random generation permit", &e)))?;
-    let pool = state.pool.clone();
-    let (serving, bytes) = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let mut buf = vec![0u8; n];
-        pool.fill(&mut buf).map(|s| (s, buf))
-    })
-    .await
-    .map_err(|e| ApiError::internal(Incident::log("random generation task failed", &e)))?
-    .map_err(|e| match e {
+    // A small draw with no reseed due is microseconds of AES: served here.
+    // Anything else may wait for a seed block, so it goes to a blocking thread.
+    let mut inline = vec![0u8; n];
+    let drawn = match state.pool.fill_now(&mut inline) {
+        Some(r) => r.map(|s| (s, inline)),
+        None => {
+            drop(inline);
+            let permit =
+                state.generate_permits.clone().acquire_owned().await.map_err(|e| {
+                    ApiError::internal(Incident::log("random generation permit", &e))
+                })?;
+            let pool = state.pool.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let mut buf = vec![0u8; n];
+                pool.fill(&mut buf).map(|s| (s, buf))
+            })
+            .await
+            .map_err(|e| ApiError::internal(Incident::log("random generation task failed", &e)))?
+        }
+    };
+    let (serving, bytes) = drawn.map_err(|e| match e {
         PoolError::NoHealthySource | PoolError::SeedTimeout(_) | PoolError::Fallback(_) => {
             ApiError::unavailable(e.to_string())
         }

@@ -240,6 +240,28 @@ impl Pool {
         self.fill_inner(out, true)
     }
 
+    /// [`Pool::fill`], if that needs no waiting: the pool is serving, no
+    /// reseed is due, the DRBG is free this instant and `out` is at most one
+    /// DRBG request. `None`: nothing was drawn; call [`Pool::fill`] where
+    /// blocking is allowed. An async handler serves small draws inline with
+    /// this instead of hopping to a blocking thread.
+    pub(crate) fn fill_now(&self, out: &mut [u8]) -> Option<Result<Serving, PoolError>> {
+        if out.len() > MAX_REQUEST {
+            return None;
+        }
+        let serving = self.serving()?;
+        // Never wait: a reseed holds this lock while it waits for a seed block.
+        let mut slot = self.drbg.try_lock().ok()?;
+        let fresh = slot.seeded_by == Some(serving)
+            && slot.last_seed.is_some_and(|at| at.elapsed() < self.config.reseed_interval);
+        let drbg = slot.drbg.as_mut().filter(|d| fresh && !d.needs_reseed())?;
+        let r = drbg.generate(out, &[]).map(|()| serving).map_err(PoolError::from);
+        let counter = drbg.reseed_counter();
+        drop(slot);
+        lock(&self.stats).reseed_counter = counter;
+        Some(r)
+    }
+
     fn fill_inner(&self, out: &mut [u8], fresh: bool) -> Result<Serving, PoolError> {
         let mut serving = self.wait_serving()?;
         let mut slot = self.lock_drbg();

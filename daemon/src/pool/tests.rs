@@ -199,3 +199,39 @@ fn a_request_during_start_up_waits_for_the_source() {
     assert!(matches!(pool.fill(&mut [0u8; 8]), Err(PoolError::NoHealthySource)));
     assert!(t.elapsed() < Duration::from_secs(1));
 }
+
+/// A draw that needs no reseed is served inline; one that does is left to
+/// `fill`, and nothing is drawn.
+#[test]
+fn fill_now_serves_only_what_needs_no_reseed() {
+    let sim = SimSource::new("ok", 5, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 3), vec![status.clone()], no_fallback());
+    let mut out = [0u8; 32];
+    assert!(pool.fill_now(&mut out).is_none(), "not serving yet");
+    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.serving().is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(pool.fill_now(&mut out).is_none(), "never seeded: fill must instantiate");
+    pool.fill(&mut out).unwrap();
+    let mut draws = vec![out];
+    // Interval 3: two more generate calls fit before the reseed is due.
+    for _ in 0..2 {
+        assert_eq!(pool.fill_now(&mut out).unwrap().unwrap(), Serving::Sources);
+        draws.push(out);
+    }
+    assert!(pool.fill_now(&mut out).is_none(), "a reseed is due");
+    assert!(pool.fill_now(&mut [0u8; MAX_REQUEST + 1]).is_none(), "too big for one request");
+    assert_eq!(pool.snapshot().drbg.seeds, 1);
+    pool.fill(&mut out).unwrap();
+    draws.push(out);
+    assert_eq!(pool.snapshot().drbg.seeds, 2);
+    draws.sort_unstable();
+    draws.dedup();
+    assert_eq!(draws.len(), 4);
+}
