@@ -2,7 +2,8 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    extract::rejection::JsonRejection,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -73,6 +74,54 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
+}
+
+/// A body that is not the JSON a route takes: its status as axum decides it
+/// (413 over the body limit, 415 without a JSON content type, 422 for JSON
+/// of the wrong shape, 400 for bad syntax), as a JSON error.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        let status = e.status();
+        Self::new(status, code_for(status), format!("request body: {}", e.body_text()))
+    }
+}
+
+/// The stable code of an error status that has no more specific one.
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// Most of an error body that is kept as its message.
+const MAX_PLAIN_ERROR: usize = 1024;
+
+/// Every error answer is JSON: one that an extractor or axum itself made as
+/// text (a malformed path or query, say) is rewritten into the
+/// `{"error": {...}}` shape with the same status and its text as message.
+pub(super) async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let body = axum::body::to_bytes(res.into_body(), MAX_PLAIN_ERROR).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        t => t.to_owned(),
+    };
+    ApiError::new(status, code_for(status), message).into_response()
 }
 
 pub(super) async fn not_found() -> ApiError {

@@ -151,8 +151,7 @@ fn vault(state: &AppState) -> Result<Arc<Vault>, ApiError> {
 }
 
 fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::bad_request(format!("request body: {}", e.body_text())))
+    b.map(|Json(t)| t).map_err(ApiError::from)
 }
 
 fn key_id(id: &str) -> Result<(), ApiError> {

@@ -2,8 +2,9 @@
 //! KMS plugin's KEKs.
 //!
 //! The only module that knows HTTP. Errors are answered as JSON
-//! `{"error": {"status", "code", "message"}}`; bad input is never logged above
-//! debug level.
+//! `{"error": {"status", "code", "message"}}`, including those an extractor
+//! or axum itself makes ([`error::json_errors`]); bodies over
+//! [`MAX_BODY_BYTES`] get 413. Bad input is never logged above debug level.
 
 mod error;
 mod health;
@@ -15,7 +16,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use axum::{Router, routing::get};
+use axum::{Router, extract::DefaultBodyLimit, middleware, routing::get};
 use tokio::sync::Semaphore;
 
 pub(crate) use error::ApiError;
@@ -39,6 +40,9 @@ pub(crate) struct AppState {
     pub(crate) kms: Option<Arc<crate::kms::Kms>>,
 }
 
+/// Largest request body; a bigger one is answered 413.
+pub(crate) const MAX_BODY_BYTES: usize = 2 << 20;
+
 /// The router with every route.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -51,5 +55,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(kms::routes(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }

@@ -158,3 +158,50 @@ fn an_internal_error_shows_an_incident_id_and_no_detail() {
     let text = v.to_string();
     assert!(text.contains(&id.to_string()) && !text.contains("fire") && !text.contains("/secret"));
 }
+
+/// A request with a raw body and content type.
+async fn raw(w: &World, uri: &str, content_type: &str, body: Vec<u8>) -> (u16, String, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let resp = router(w.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = to_bytes(resp.into_body(), 1 << 22).await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, ct.unwrap_or_default(), value)
+}
+
+#[tokio::test]
+async fn every_bad_body_path_and_query_is_a_json_error() {
+    let w = world();
+    let (_, key) = call(&w, "POST", "/v1/keys", true, Some(json!({"alg": "ML-KEM-768"}))).await;
+    let id = key["id"].as_str().unwrap().to_owned();
+    let encap = format!("/v1/keys/{id}/encapsulate");
+    let cases: Vec<(String, &str, Vec<u8>, u16)> = vec![
+        // 10 MB: over the body limit.
+        ("/v1/keys".into(), "application/json", vec![b' '; 10 << 20], 413),
+        ("/v1/keys".into(), "application/json", b"{not json".to_vec(), 400),
+        ("/v1/keys".into(), "application/json", br#"{"alg": 7}"#.to_vec(), 422),
+        ("/v1/keys".into(), "text/plain", br#"{"alg": "ML-KEM-768"}"#.to_vec(), 415),
+        (encap.clone(), "application/json", br#"{"version": "one"}"#.to_vec(), 422),
+        (encap, "application/json", b"[".to_vec(), 400),
+        // Invalid UTF-8 in a path segment.
+        ("/v1/keys/%FF%FE/rotate".into(), "application/json", b"{}".to_vec(), 400),
+    ];
+    for (uri, ct, body, status) in cases {
+        let (s, content_type, v) = raw(&w, &uri, ct, body).await;
+        assert_eq!(s, status, "{uri} {ct}: {v}");
+        assert!(content_type.starts_with("application/json"), "{uri}: {content_type}");
+        assert_eq!(v["error"]["status"], status, "{uri}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{uri}: {v}");
+    }
+    let (s, v) = call(&w, "GET", "/v1/random?bytes=1&bytes=2", false, None).await;
+    assert_eq!((s, &v["error"]["status"]), (400, &json!(400)), "{v}");
+    let (s, v) = call(&w, "GET", "/v1/random?%FF=1", false, None).await;
+    assert_eq!((s, &v["error"]["code"]), (400, &json!("bad_request")), "{v}");
+}
