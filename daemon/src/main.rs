@@ -12,6 +12,7 @@
 
 mod api;
 mod assess;
+mod check;
 mod cli;
 mod config;
 mod durable;
@@ -36,7 +37,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::{
     cli::{Cli, Command},
-    config::{Config, SealerConfig, SocketSpec, SourceKind},
+    config::Config,
     incident::Chain,
 };
 
@@ -105,10 +106,8 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => {
-                print_config(&config);
-                ExitCode::SUCCESS
-            }
+            Ok(config) if crate::check::report(&config) => ExitCode::SUCCESS,
+            Ok(_) => Exit::Config.into(),
             Err(e) => {
                 eprintln!("qkeyd: {}", Chain(&e));
                 Exit::Config.into()
@@ -193,53 +192,4 @@ fn keys(
             Exit::Request.into()
         }
     }
-}
-
-fn print_config(c: &Config) {
-    println!("config OK");
-    println!("listen: {}", c.listen);
-    println!(
-        "mode:   {:?}{}",
-        c.pool.mode,
-        if c.danger.os_fallback { " (DANGER: OS fallback)" } else { "" }
-    );
-    println!("sources:");
-    for s in &c.sources {
-        let kind = match &s.kind {
-            SourceKind::Os => "os".to_owned(),
-            SourceKind::CharDev { path } => format!("chardev {}", path.display()),
-            SourceKind::Sim { schedule, .. } => {
-                format!("sim ({} scheduled faults)", schedule.len())
-            }
-        };
-        // Cutoffs were computed when the config was checked; this repeats it for display.
-        match s.params.cutoffs() {
-            Ok((i, p)) => println!(
-                "  {:<12} {kind:<28} bits={} H={} RCT={}/{} APT={}/{} (W={})",
-                s.name,
-                s.params.bits_per_sample,
-                s.params.claimed_h,
-                i.rct,
-                p.rct,
-                i.apt,
-                p.apt,
-                i.window
-            ),
-            Err(e) => println!("  {:<12} {kind}: {e}", s.name),
-        }
-    }
-    let sealer = match &c.keys.sealer {
-        SealerConfig::Soft { key_file } => match key_file {
-            Some(f) => format!("soft (DANGER: key file {})", f.display()),
-            None => "soft (DANGER: key file STATE_DIR/soft-seal.key)".to_owned(),
-        },
-        SealerConfig::Hsm { module, token_label, .. } => {
-            format!("hsm (token {token_label:?} via {})", module.display())
-        }
-        SealerConfig::Tpm { tcti, pcrs } => format!("tpm ({tcti}, PCRs {pcrs:?})"),
-    };
-    println!("keys:   sealer {sealer}");
-    let socket = |s: Option<&SocketSpec>| s.map_or("off".to_owned(), SocketSpec::endpoint);
-    println!("kms:    {}", socket(c.kms.socket.as_ref()));
-    println!("module: {}", socket(c.module.socket.as_ref()));
 }
