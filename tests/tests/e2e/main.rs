@@ -24,3 +24,5 @@ mod sealers;
 mod pkcs11;
 // Whom the PKCS#11 module trusts with a PIN: squatters of another uid, the real daemon.
 mod module_trust;
+// The module socket under a flood: timeouts, per-uid shares, oversized frames.
+mod module_socket;
