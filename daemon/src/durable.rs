@@ -16,10 +16,13 @@ use sha3::{Digest as _, Sha3_256};
 /// Write `body` to `path` through `tmp` (same folder), durably. On failure,
 /// the path that failed and the cause.
 pub(crate) fn write(tmp: &Path, path: &Path, body: &[u8]) -> Result<(), (PathBuf, io::Error)> {
-    let at = |p: &Path| {
-        let p = p.to_owned();
-        move |e| (p, e)
-    };
+    stage(tmp, body)?;
+    publish(tmp, path)
+}
+
+/// The first half of [`write()`]: `body` and its digest in `tmp`, fsynced, not
+/// yet visible under its name.
+pub(crate) fn stage(tmp: &Path, body: &[u8]) -> Result<(), (PathBuf, io::Error)> {
     let mut content = body.to_vec();
     content.push(b'\n');
     content.extend_from_slice(hex::encode(Sha3_256::digest(body)).as_bytes());
@@ -32,11 +35,20 @@ pub(crate) fn write(tmp: &Path, path: &Path, body: &[u8]) -> Result<(), (PathBuf
         .open(tmp)
         .map_err(at(tmp))?;
     f.write_all(&content).map_err(at(tmp))?;
-    f.sync_all().map_err(at(tmp))?;
-    drop(f);
+    f.sync_all().map_err(at(tmp))
+}
+
+/// The second half of [`write()`]: rename a staged `tmp` over `path` and fsync
+/// the folder, so the new name survives a crash.
+pub(crate) fn publish(tmp: &Path, path: &Path) -> Result<(), (PathBuf, io::Error)> {
     fs::rename(tmp, path).map_err(at(path))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+fn at(p: &Path) -> impl FnOnce(io::Error) -> (PathBuf, io::Error) {
+    let p = p.to_owned();
+    move |e| (p, e)
 }
 
 /// The body of a file's `content`, or why it is not a sound one.

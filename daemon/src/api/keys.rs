@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::{ApiError, AppState};
 use crate::incident::{Chain, Incident};
-use crate::vault::{Algorithm, KeyInfo, Vault, VaultError, store::valid_id};
+use crate::vault::{Algorithm, DecapsulateError, KeyInfo, Vault, VaultError, store::valid_id};
 
 /// The routes, with the token check in front of all of them.
 pub(super) fn routes(state: AppState) -> Router<AppState> {
@@ -144,6 +144,17 @@ impl From<VaultError> for ApiError {
     }
 }
 
+impl From<DecapsulateError> for ApiError {
+    fn from(e: DecapsulateError) -> Self {
+        match e {
+            DecapsulateError::VersionRequired { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "version_required", Chain(&e).to_string())
+            }
+            DecapsulateError::Vault(e) => e.into(),
+        }
+    }
+}
+
 fn vault(state: &AppState) -> Result<Arc<Vault>, ApiError> {
     state.keys.as_ref().map(|k| k.vault.clone()).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "keys_disabled", "the key vault is not enabled")
@@ -203,9 +214,9 @@ fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Run a blocking vault call off the async threads.
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Vault) -> Result<T, VaultError> + Send + 'static,
+    f: impl FnOnce(&Vault) -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     let v = vault(state)?;
     tokio::task::spawn_blocking(move || f(&v))
@@ -310,6 +321,8 @@ async fn verify(
     let sig = b64("signature", &b.signature)?;
     let (version, valid) =
         blocking(&state, move |v| v.verify(&id, b.version, &msg, &ctx, &sig)).await?;
+    // Without a version every version is tried: `version` is the one that
+    // verified, null if none did.
     Ok(Json(json!({ "version": version, "valid": valid })).into_response())
 }
 

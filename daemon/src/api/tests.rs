@@ -120,6 +120,48 @@ async fn key_routes_need_the_token_and_work_with_it() {
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("key_not_found")), "{v}");
 }
 
+/// After a rotation, decapsulate and derive without a version are refused
+/// (409, naming the versions) instead of answering a wrong secret; sign and
+/// verify name the version that signed.
+#[tokio::test]
+async fn a_rotated_key_answers_with_versions_not_wrong_secrets() {
+    let w = world();
+    let (_, kem) = call(&w, "POST", "/v1/keys", true, Some(json!({ "alg": "ml-kem-768" }))).await;
+    let kem = kem["id"].as_str().unwrap().to_owned();
+    let (s, e) = call(&w, "POST", &format!("/v1/keys/{kem}/encapsulate"), true, None).await;
+    assert_eq!((s, e["version"].as_u64()), (200, Some(1)), "{e}");
+    let (s, _) = call(&w, "POST", &format!("/v1/keys/{kem}/rotate"), true, None).await;
+    assert_eq!(s, 200);
+    for route in ["decapsulate", "derive"] {
+        let body = json!({ "ciphertext": e["ciphertext"], "length": 32 });
+        let body = if route == "derive" { body } else { json!({ "ciphertext": e["ciphertext"] }) };
+        let (s, v) = call(&w, "POST", &format!("/v1/keys/{kem}/{route}"), true, Some(body)).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (409, Some("version_required")), "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("versions 1, 2") && msg.contains("encapsulate"), "{msg}");
+    }
+    let body = json!({ "ciphertext": e["ciphertext"], "version": e["version"] });
+    let (s, v) = call(&w, "POST", &format!("/v1/keys/{kem}/decapsulate"), true, Some(body)).await;
+    assert_eq!(
+        (s, &v["shared_secret"], v["version"].as_u64()),
+        (200, &e["shared_secret"], Some(1))
+    );
+
+    let (_, dsa) = call(&w, "POST", "/v1/keys", true, Some(json!({ "alg": "ml-dsa-44" }))).await;
+    let dsa = dsa["id"].as_str().unwrap().to_owned();
+    let msg = json!({ "message": "aGVsbG8=" });
+    let (_, sig) = call(&w, "POST", &format!("/v1/keys/{dsa}/sign"), true, Some(msg)).await;
+    assert_eq!(sig["version"], 1);
+    call(&w, "POST", &format!("/v1/keys/{dsa}/rotate"), true, None).await;
+    let verify = |m: &str| json!({ "message": m, "signature": sig["signature"] });
+    let uri = format!("/v1/keys/{dsa}/verify");
+    let (s, v) = call(&w, "POST", &uri, true, Some(verify("aGVsbG8="))).await;
+    assert_eq!((s, v["valid"].as_bool(), v["version"].as_u64()), (200, Some(true), Some(1)), "{v}");
+    let (s, v) = call(&w, "POST", &uri, true, Some(verify("aGVsbG8h"))).await;
+    assert_eq!((s, v["valid"].as_bool()), (200, Some(false)), "{v}");
+    assert!(v["version"].is_null(), "no version verified: {v}");
+}
+
 #[tokio::test]
 async fn kms_routes_list_rotate_and_refuse_retiring_the_write_key() {
     let w = world();

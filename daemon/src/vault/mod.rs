@@ -7,9 +7,21 @@
 //! and decapsulating); destruction removes every version and its backend
 //! objects. Private operations unseal the seed, use it and drop it (zeroized).
 //!
+//! Every change and every use is in the audit log ([`audit`]) before it takes
+//! effect: a change's line is fsynced before the rename that makes it visible,
+//! a use's line is written before its result is returned, and an operation
+//! whose line cannot be written is refused. [`Vault::open`] reconciles the log
+//! with the disk after a crash.
+//!
+//! Decapsulating under the wrong version of an ML-KEM key does not fail: FIPS
+//! 203's implicit rejection answers a secret that matches nothing. So once a
+//! key has more than one version, decapsulate and derive need the version
+//! encapsulate answered ([`DecapsulateError::VersionRequired`]).
+//!
 //! Every call is blocking (disk, HSM, TPM); async callers use `spawn_blocking`.
 
 mod audit;
+mod recover;
 pub(crate) mod store;
 
 use std::{
@@ -25,7 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::pool::{Pool, PoolError, Serving};
 
-use audit::Audit;
+use audit::{Audit, Event, Op};
 use qkeyd_pqc::Error as AlgError;
 pub(crate) use qkeyd_pqc::{Algorithm, ExpandedKey, PrivateKey};
 use store::{Store, StoreError, VersionRecord};
@@ -61,12 +73,48 @@ pub(crate) enum VaultError {
     /// A stored key failed its checks.
     #[error(transparent)]
     Store(StoreError),
-    /// The audit log cannot be opened.
-    #[error("cannot open the audit log")]
+    /// The audit log cannot be opened, read or written: nothing was done.
+    #[error("cannot use the audit log, so the operation was not done")]
     AuditLog(#[source] std::io::Error),
     /// No health-tested entropy to make a key from.
     #[error("no health-tested entropy")]
     Entropy(#[from] PoolError),
+}
+
+/// Why a decapsulation or derivation was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecapsulateError {
+    /// No version given, and the key has several: guessing one would answer a
+    /// wrong secret without an error (ML-KEM's implicit rejection).
+    #[error(
+        "key {id} has versions {}: pass \"version\", the version encapsulate answered (a ciphertext decapsulated under another version gives a wrong secret, not an error)",
+        list(versions)
+    )]
+    VersionRequired {
+        /// The key id.
+        id: String,
+        /// Its versions.
+        versions: Vec<u32>,
+    },
+    /// Anything else.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+impl From<StoreError> for DecapsulateError {
+    fn from(e: StoreError) -> Self {
+        Self::Vault(e.into())
+    }
+}
+
+impl From<AlgError> for DecapsulateError {
+    fn from(e: AlgError) -> Self {
+        Self::Vault(e.into())
+    }
+}
+
+fn list(versions: &[u32]) -> String {
+    versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl From<StoreError> for VaultError {
@@ -176,15 +224,17 @@ fn now_unix() -> u64 {
 }
 
 impl Vault {
-    /// Open the vault in `state_dir` with `sealer`; finishes destructions a
-    /// crash interrupted.
+    /// Open the vault in `state_dir` with `sealer`, and put right what a
+    /// crash left: destructions are finished, and the audit log gets the
+    /// lines it lacks (see [`recover`]).
     pub(crate) fn open(
         state_dir: &Path,
         sealer: SealerWorker,
         pool: Arc<Pool>,
     ) -> Result<Self, VaultError> {
-        let (store, pending) = Store::open(state_dir)?;
-        let audit = Audit::open(&state_dir.join("audit.log")).map_err(VaultError::AuditLog)?;
+        let (store, left) = Store::open(state_dir)?;
+        let (audit, history) =
+            Audit::open(&state_dir.join("audit.log")).map_err(VaultError::AuditLog)?;
         let v = Self {
             store,
             sealer,
@@ -193,13 +243,7 @@ impl Vault {
             write: Mutex::new(()),
             destroyed: Default::default(),
         };
-        if !pending.is_empty() {
-            for r in &pending {
-                v.destroy_object(r)?;
-            }
-            v.store.purge_destroyed()?;
-            tracing::info!(versions = pending.len(), "finished an interrupted key destruction");
-        }
+        v.recover(history, left)?;
         Ok(v)
     }
 
@@ -247,8 +291,7 @@ impl Vault {
         check_label(label)?;
         let _w = self.lock();
         let id = hex::encode(*self.random::<16>()?);
-        let r = self.new_version(&id, 1, alg, label).and_then(|r| self.store_version(r));
-        self.audit.result("create", &id, 1, Some(alg), r, |r| r.fingerprint.clone())?;
+        self.add_version(&id, 1, alg, label)?;
         self.info(&id)
     }
 
@@ -260,30 +303,96 @@ impl Vault {
             .last()
             .ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version: None })?;
         let cur = self.store.read(id, last)?;
-        let r =
-            self.new_version(id, last + 1, cur.alg, &cur.label).and_then(|r| self.store_version(r));
-        self.audit.result("rotate", id, last + 1, Some(cur.alg), r, |r| r.fingerprint.clone())?;
+        self.add_version(id, last + 1, cur.alg, &cur.label)?;
         self.info(id)
     }
 
-    /// Write a new version to disk (durably); if that fails, remove its
-    /// backend object so nothing is left half-made. Audited after this, so the
-    /// log never says "ok" for a version that did not land.
-    fn store_version(&self, r: VersionRecord) -> Result<VersionRecord, VaultError> {
-        self.store.write(&r).inspect_err(|_| self.destroy_object_quietly(&r))?;
-        Ok(r)
+    /// Make, stage, audit and then publish a version; the caller holds the
+    /// write lock. The audit line is fsynced before the rename that makes the
+    /// version usable, so no usable version lacks its line; a version that
+    /// does not land leaves an `error` or `aborted` line and no backend object.
+    fn add_version(
+        &self,
+        id: &str,
+        version: u32,
+        alg: Algorithm,
+        label: &str,
+    ) -> Result<(), VaultError> {
+        let ev = |fingerprint| Event {
+            op: Op::adding(version),
+            id,
+            version: Some(version),
+            alg: Some(alg),
+            fingerprint,
+        };
+        let r = self
+            .new_version(id, version, alg, label)
+            .inspect_err(|e| self.audit.not_made(&[ev("")], &format!("error: {e}")))?;
+        let staged = match self.store.stage(&r) {
+            Ok(s) => s,
+            Err(e) => {
+                let e = VaultError::from(e);
+                self.audit.not_made(&[ev(&r.fingerprint)], &format!("error: {e}"));
+                self.destroy_object_quietly(&r);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.audit.lifecycle(&[(ev(&r.fingerprint), "ok")], false) {
+            self.store.discard(staged);
+            self.destroy_object_quietly(&r);
+            return Err(e);
+        }
+        if let Err(e) = self.store.commit(staged) {
+            if self.store.versions(id).is_ok_and(|v| v.contains(&version)) {
+                // Visible after all (and audited): it stays, unacknowledged.
+                return Err(e.into());
+            }
+            self.audit.not_made(&[ev(&r.fingerprint)], &format!("aborted: {e}"));
+            self.destroy_object_quietly(&r);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
-    /// Destroy a key: every version's file and backend object.
+    /// Destroy a key: every version's file and backend object. The destroy
+    /// lines are fsynced before the key is moved out of sight.
     pub(crate) fn destroy(&self, id: &str) -> Result<(), VaultError> {
         let _w = self.lock();
-        let records = self.store.begin_destroy(id)?;
+        let (records, unreadable) = self.store.records(id)?;
+        let events: Vec<_> = records
+            .iter()
+            .map(|r| Event {
+                op: Op::Destroy,
+                id,
+                version: Some(r.version),
+                alg: Some(r.alg),
+                fingerprint: &r.fingerprint,
+            })
+            .chain(unreadable.iter().map(|&v| Event {
+                op: Op::Destroy,
+                id,
+                version: Some(v),
+                alg: None,
+                fingerprint: "",
+            }))
+            .collect();
+        if events.is_empty() {
+            return Err(VaultError::NoSuchKey { id: id.to_owned(), version: None });
+        }
+        let lines: Vec<_> = events.iter().map(|e| (e.clone(), "ok")).collect();
+        self.audit.lifecycle(&lines, false)?;
+        let moved = match self.store.begin_destroy(id) {
+            Ok(m) => m,
+            Err(e) => {
+                self.audit.not_made(&events, &format!("aborted: {e}"));
+                return Err(e.into());
+            }
+        };
         // After the rename: a key opened from here on sees the key gone, and
         // one opened before sees the count change and asks the disk.
         self.destroyed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        for r in &records {
+        for r in &moved {
             self.destroy_object(r)?;
-            self.audit.log("destroy", id, r.version, Some(r.alg), &r.fingerprint, "ok");
         }
         self.store.purge_destroyed()?;
         Ok(())
@@ -410,7 +519,7 @@ impl Vault {
         }
         let key = self.private(&r)?;
         let sig = key.sign(msg, ctx, &*self.random::<32>()?)?;
-        self.audit.log_use("sign", id, r.version, Some(r.alg), &r.fingerprint);
+        self.audit.used(&use_event(Op::Sign, &r), "ok")?;
         Ok((r.version, sig))
     }
 
@@ -454,7 +563,7 @@ impl Vault {
         self.still_there(k)?;
         let rnd = if deterministic { Zeroizing::new([0; 32]) } else { self.random::<32>()? };
         let sig = k.key.sign(msg, ctx, &rnd)?;
-        self.audit.log_use("sign", &k.id, k.version, Some(k.alg), &k.fingerprint);
+        self.audit.used(&k.event(Op::Sign), "ok")?;
         Ok(sig)
     }
 
@@ -466,11 +575,14 @@ impl Vault {
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
         self.still_there(k)?;
         let secret = k.key.decapsulate(ct)?;
-        self.audit.log_use("decapsulate", &k.id, k.version, Some(k.alg), &k.fingerprint);
+        self.audit.used(&k.event(Op::Decapsulate), "ok")?;
         Ok(secret)
     }
 
-    /// Verify against the current (or given) version.
+    /// Verify against the given version, or (`None`) against each version,
+    /// newest first. Answers the version that verified (the one given, if
+    /// any) and whether it did; `(None, false)` if no version was given and
+    /// none verified.
     pub(crate) fn verify(
         &self,
         id: &str,
@@ -478,9 +590,29 @@ impl Vault {
         msg: &[u8],
         ctx: &[u8],
         sig: &[u8],
-    ) -> Result<(u32, bool), VaultError> {
-        let r = self.record(id, version)?;
-        Ok((r.version, qkeyd_pqc::verify(r.alg, &r.public_key_bytes()?, msg, ctx, sig)?))
+    ) -> Result<(Option<u32>, bool), VaultError> {
+        let mut candidates = match version {
+            Some(v) => vec![v],
+            None => self.store.versions(id)?,
+        };
+        candidates.reverse();
+        let mut tried = None;
+        for v in candidates {
+            let r = self.store.read(id, v)?;
+            if qkeyd_pqc::verify(r.alg, &r.public_key_bytes()?, msg, ctx, sig)? {
+                self.audit.used(&use_event(Op::Verify, &r), "valid")?;
+                return Ok((Some(v), true));
+            }
+            tried = Some(r);
+        }
+        let r = tried.ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version })?;
+        let ev = Event {
+            version,
+            fingerprint: if version.is_some() { &r.fingerprint } else { "" },
+            ..use_event(Op::Verify, &r)
+        };
+        self.audit.used(&ev, "invalid")?;
+        Ok((version, false))
     }
 
     /// Encapsulate to the current (or given) version.
@@ -493,24 +625,71 @@ impl Vault {
         let m = self.random::<32>()?;
         let (ciphertext, shared_secret) =
             qkeyd_pqc::encapsulate(r.alg, &r.public_key_bytes()?, &m)?;
+        self.audit.used(&use_event(Op::Encapsulate, &r), "ok")?;
         Ok(Encapsulated { version: r.version, ciphertext, shared_secret })
     }
 
-    /// Decapsulate with the current (or given) version.
+    /// Decapsulate with the given version; without one, with the only version
+    /// (a key with several needs the version: [`DecapsulateError::VersionRequired`]).
     pub(crate) fn decapsulate(
         &self,
         id: &str,
         version: Option<u32>,
         ct: &[u8],
-    ) -> Result<(u32, Zeroizing<[u8; 32]>), VaultError> {
-        let r = self.record(id, version)?;
-        if !r.alg.is_kem() {
-            return Err(AlgError::WrongKind {
-                op: "decapsulate",
-                need: "ML-KEM",
-                alg: r.alg.name(),
+    ) -> Result<(u32, Zeroizing<[u8; 32]>), DecapsulateError> {
+        let (r, k) = self.decapsulate_unaudited("decapsulate", id, version, ct)?;
+        self.audit.used(&use_event(Op::Decapsulate, &r), "ok")?;
+        Ok((r.version, k))
+    }
+
+    /// Decapsulate (as [`Vault::decapsulate`]), then HKDF-SHA3-256 (RFC 5869)
+    /// the shared secret into `len` bytes with `salt` and `info`.
+    pub(crate) fn derive(
+        &self,
+        id: &str,
+        version: Option<u32>,
+        ct: &[u8],
+        salt: &[u8],
+        info: &[u8],
+        len: usize,
+    ) -> Result<(u32, Zeroizing<Vec<u8>>), DecapsulateError> {
+        if !(1..=MAX_DERIVE).contains(&len) {
+            return Err(VaultError::DeriveLength(len).into());
+        }
+        let (r, k) = self.decapsulate_unaudited("derive", id, version, ct)?;
+        let mut okm = Zeroizing::new(vec![0u8; len]);
+        SimpleHkdf::<Sha3_256>::new(Some(salt), &k[..])
+            .expand(info, &mut okm)
+            .map_err(|_| VaultError::DeriveLength(len))?;
+        self.audit.used(&use_event(Op::Derive, &r), "ok")?;
+        Ok((r.version, okm))
+    }
+
+    /// The decapsulation behind [`Vault::decapsulate`] and [`Vault::derive`],
+    /// which audit it each under its own name.
+    fn decapsulate_unaudited(
+        &self,
+        op: &'static str,
+        id: &str,
+        version: Option<u32>,
+        ct: &[u8],
+    ) -> Result<(VersionRecord, Zeroizing<[u8; 32]>), DecapsulateError> {
+        let r = match version {
+            Some(v) => self.store.read(id, v)?,
+            None => {
+                let versions = self.store.versions(id)?;
+                let last = *versions
+                    .last()
+                    .ok_or_else(|| VaultError::NoSuchKey { id: id.to_owned(), version: None })?;
+                let r = self.store.read(id, last)?;
+                if r.alg.is_kem() && versions.len() > 1 {
+                    return Err(DecapsulateError::VersionRequired { id: id.to_owned(), versions });
+                }
+                r
             }
-            .into());
+        };
+        if !r.alg.is_kem() {
+            return Err(AlgError::WrongKind { op, need: "ML-KEM", alg: r.alg.name() }.into());
         }
         let want = r.alg.output_len();
         if ct.len() != want {
@@ -524,30 +703,24 @@ impl Vault {
         }
         let key = self.private(&r)?;
         let k = key.decapsulate(ct)?;
-        self.audit.log_use("decapsulate", id, r.version, Some(r.alg), &r.fingerprint);
-        Ok((r.version, k))
+        Ok((r, k))
     }
+}
 
-    /// Decapsulate, then HKDF-SHA3-256 (RFC 5869) the shared secret into `len`
-    /// bytes with `salt` and `info`.
-    pub(crate) fn derive(
-        &self,
-        id: &str,
-        version: Option<u32>,
-        ct: &[u8],
-        salt: &[u8],
-        info: &[u8],
-        len: usize,
-    ) -> Result<(u32, Zeroizing<Vec<u8>>), VaultError> {
-        if !(1..=MAX_DERIVE).contains(&len) {
-            return Err(VaultError::DeriveLength(len));
+/// The audit event of a use of one version.
+fn use_event(op: Op, r: &VersionRecord) -> Event<'_> {
+    Event { op, id: &r.id, version: Some(r.version), alg: Some(r.alg), fingerprint: &r.fingerprint }
+}
+
+impl OpenKey {
+    fn event(&self, op: Op) -> Event<'_> {
+        Event {
+            op,
+            id: &self.id,
+            version: Some(self.version),
+            alg: Some(self.alg),
+            fingerprint: &self.fingerprint,
         }
-        let (v, k) = self.decapsulate(id, version, ct)?;
-        let mut okm = Zeroizing::new(vec![0u8; len]);
-        SimpleHkdf::<Sha3_256>::new(Some(salt), &k[..])
-            .expand(info, &mut okm)
-            .map_err(|_| VaultError::DeriveLength(len))?;
-        Ok((v, okm))
     }
 }
 

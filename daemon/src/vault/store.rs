@@ -6,10 +6,12 @@
 //! STATE_DIR/audit.log              append-only JSON lines, fingerprints only
 //! ```
 //!
-//! A version file is written to `v<N>.key.tmp`, fsynced, renamed into place and
-//! the folder fsynced: after a crash a version is either complete or absent,
-//! and only complete ones are acknowledged. Temp files found at start-up are
-//! removed. Each file is `<body JSON>\n<SHA3-256 of the body line>\n`, so any
+//! A version file is written to `v<N>.key.tmp` and fsynced ([`Store::stage`]);
+//! the vault then makes its audit line durable, and only then is the file
+//! renamed into place and the folder fsynced ([`Store::commit`]): after a crash
+//! a version is either complete or absent, and only complete ones are
+//! acknowledged. Temp files found at start-up are removed (their records are
+//! handed back, so their backend objects can go too). Each file is `<body JSON>\n<SHA3-256 of the body line>\n`, so any
 //! changed byte is detected before anything is unsealed; the sealed seed is in
 //! turn bound (as AEAD associated data) to the key id, version, algorithm and
 //! public-key fingerprint, and the public key re-derived from the unsealed seed
@@ -152,26 +154,43 @@ pub(crate) struct Store {
     keys: PathBuf,
 }
 
+/// What a crash left in the store, found by [`Store::open`].
+#[derive(Debug, Default)]
+pub(crate) struct Leftovers {
+    /// Records of keys moved out of sight for destruction.
+    pub(crate) destroying: Vec<VersionRecord>,
+    /// Records of versions staged and never made visible (now removed).
+    pub(crate) unpublished: Vec<VersionRecord>,
+}
+
+/// A version in its temp file, see [`Store::stage`].
+#[derive(Debug)]
+pub(crate) struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 impl Store {
-    /// Open (creating) `state_dir/keys`, finish interrupted destructions and
-    /// drop half-written files. Returns the store and the ids of keys whose
-    /// destruction was finished now (their backend objects still need
-    /// destroying: the caller gets their records).
-    pub(crate) fn open(state_dir: &Path) -> Result<(Self, Vec<VersionRecord>), StoreError> {
+    /// Open (creating) `state_dir/keys` and drop half-written files. Returns
+    /// the store and what a crash left: destructions to finish (their
+    /// records: the backend objects still need destroying) and the records of
+    /// versions that were staged but never made visible.
+    pub(crate) fn open(state_dir: &Path) -> Result<(Self, Leftovers), StoreError> {
         let keys = state_dir.join("keys");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&keys).map_err(io_err(&keys))?;
+        sync_dir(state_dir)?;
         let store = Self { keys };
-        let mut pending = Vec::new();
+        let mut left = Leftovers::default();
         for entry in fs::read_dir(&store.keys).map_err(io_err(&store.keys))? {
             let entry = entry.map_err(io_err(&store.keys))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             if name.starts_with(".destroy-") {
-                pending.extend(store.read_dir_records(&path).unwrap_or_default());
+                left.destroying.extend(store.read_dir_records(&path));
                 continue;
             }
             if !valid_id(&name) {
@@ -179,17 +198,25 @@ impl Store {
             }
             for f in fs::read_dir(&path).map_err(io_err(&path))? {
                 let f = f.map_err(io_err(&path))?;
-                if f.file_name().to_string_lossy().ends_with(".tmp") {
+                let fname = f.file_name().to_string_lossy().into_owned();
+                if let Some(final_name) = fname.strip_suffix(".tmp") {
+                    if !path.join(final_name).exists()
+                        && let Ok(r) = read_file(&f.path())
+                        && r.id == name
+                    {
+                        left.unpublished.push(r);
+                    }
                     fs::remove_file(f.path()).map_err(io_err(&f.path()))?;
                 }
             }
+            sync_dir(&path)?;
             if store.versions(&name)?.is_empty() {
                 // Created, but its first version never landed: never acknowledged.
                 fs::remove_dir_all(&path).map_err(io_err(&path))?;
             }
         }
         sync_dir(&store.keys)?;
-        Ok((store, pending))
+        Ok((store, left))
     }
 
     /// Remove the folders of destructions finished by the caller.
@@ -203,15 +230,17 @@ impl Store {
         sync_dir(&self.keys)
     }
 
-    fn read_dir_records(&self, dir: &Path) -> Result<Vec<VersionRecord>, StoreError> {
-        let mut out = Vec::new();
-        for f in fs::read_dir(dir).map_err(io_err(dir))? {
-            let f = f.map_err(io_err(dir))?;
-            if f.file_name().to_string_lossy().ends_with(".key") {
-                out.push(read_file(&f.path())?);
-            }
-        }
-        Ok(out)
+    /// The records in a key's folder that read back; one that does not is
+    /// skipped (its backend object is named by id, and goes with the key).
+    fn read_dir_records(&self, dir: &Path) -> Vec<VersionRecord> {
+        let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+        let mut out: Vec<_> = rd
+            .filter_map(Result::ok)
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".key"))
+            .filter_map(|f| read_file(&f.path()).ok())
+            .collect();
+        out.sort_by_key(|r| r.version);
+        out
     }
 
     /// Every key id, sorted.
@@ -271,10 +300,18 @@ impl Store {
     }
 
     /// Write a version crash-safely. Fails if it exists.
+    #[cfg(test)]
     pub(crate) fn write(&self, r: &VersionRecord) -> Result<(), StoreError> {
+        let staged = self.stage(r)?;
+        self.commit(staged)
+    }
+
+    /// Write a version to its temp file, fsynced but not yet visible: a crash
+    /// from here on loses it, and start-up removes the temp file. Fails if the
+    /// version exists.
+    pub(crate) fn stage(&self, r: &VersionRecord) -> Result<Staged, StoreError> {
         let dir = self.keys.join(&r.id);
-        let new_dir = !dir.exists();
-        if new_dir {
+        if !dir.exists() {
             fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err(&dir))?;
             sync_dir(&self.keys)?;
         }
@@ -284,8 +321,45 @@ impl Store {
         }
         let tmp = dir.join(format!("v{}.key.tmp", r.version));
         let body = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        crate::durable::write(&tmp, &path, &body)
-            .map_err(|(path, source)| StoreError::Io { path, source })
+        crate::durable::stage(&tmp, &body)
+            .map_err(|(path, source)| StoreError::Io { path, source })?;
+        Ok(Staged { tmp, path })
+    }
+
+    /// Make a staged version visible (rename, fsync the folder). On failure
+    /// the version is taken back out of sight if it can be:
+    /// [`Store::versions`] tells whether it is there.
+    pub(crate) fn commit(&self, s: Staged) -> Result<(), StoreError> {
+        let published = crate::durable::publish(&s.tmp, &s.path);
+        if let Err((path, source)) = published {
+            // Renamed but not known to be durable: not acknowledged, so out of
+            // sight again if possible.
+            if s.path.exists() {
+                let _ = fs::remove_file(&s.path);
+            }
+            let _ = fs::remove_file(&s.tmp);
+            return Err(StoreError::Io { path, source });
+        }
+        Ok(())
+    }
+
+    /// Drop a staged version that will not be committed.
+    pub(crate) fn discard(&self, s: Staged) {
+        let _ = fs::remove_file(&s.tmp);
+    }
+
+    /// Every version of a key that is on disk, read for a destruction: the
+    /// records that read back, and the numbers of those that do not.
+    pub(crate) fn records(&self, id: &str) -> Result<(Vec<VersionRecord>, Vec<u32>), StoreError> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for v in self.versions(id)? {
+            match self.read(id, v) {
+                Ok(r) => good.push(r),
+                Err(_) => bad.push(v),
+            }
+        }
+        Ok((good, bad))
     }
 
     /// Move a key out of sight atomically; returns its records so the caller
@@ -302,7 +376,7 @@ impl Store {
         fs::rename(&dir, &to).map_err(io_err(&dir))?;
         sync_dir(&self.keys)?;
         // Records that no longer verify still go: their objects are named by id.
-        Ok(self.read_dir_records(&to).unwrap_or_default())
+        Ok(self.read_dir_records(&to))
     }
 }
 
@@ -329,8 +403,8 @@ mod tests {
     #[test]
     fn versions_round_trip_and_any_flipped_bit_is_caught() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, pending) = Store::open(dir.path()).unwrap();
-        assert!(pending.is_empty());
+        let (s, left) = Store::open(dir.path()).unwrap();
+        assert!(left.destroying.is_empty() && left.unpublished.is_empty());
         let id = "0123456789abcdef0123456789abcdef";
         s.write(&record(id, 1)).unwrap();
         s.write(&record(id, 2)).unwrap();
@@ -362,13 +436,17 @@ mod tests {
         fs::write(dir.path().join("keys").join(&a).join("v2.key.tmp"), b"half").unwrap();
         fs::create_dir(dir.path().join("keys").join(&b)).unwrap();
         s.write(&record(&"c".repeat(32), 1)).unwrap();
+        let staged = s.stage(&record(&a, 3)).unwrap();
+        drop(staged);
         let gone = s.begin_destroy(&"c".repeat(32)).unwrap();
         assert_eq!(gone.len(), 1);
-        let (s, pending) = Store::open(dir.path()).unwrap();
-        assert_eq!(pending.len(), 1, "the interrupted destruction is handed back");
+        let (s, left) = Store::open(dir.path()).unwrap();
+        assert_eq!(left.destroying.len(), 1, "the interrupted destruction is handed back");
+        assert_eq!(left.unpublished, vec![record(&a, 3)], "a staged version is handed back");
         s.purge_destroyed().unwrap();
         assert_eq!(s.ids().unwrap(), vec![a.clone()]);
         assert_eq!(s.versions(&a).unwrap(), vec![1]);
         assert!(!dir.path().join("keys").join(&a).join("v2.key.tmp").exists());
+        assert!(!dir.path().join("keys").join(&a).join("v3.key.tmp").exists());
     }
 }
