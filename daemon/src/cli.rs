@@ -158,7 +158,9 @@ pub(crate) enum KmsAction {
 }
 
 /// `qkeyd keys` actions. Binary inputs are files; outputs are printed as
-/// JSON (keys) or base64 (signatures).
+/// JSON (keys) or base64 (signatures, ciphertexts, secrets) on standard
+/// output, one per line, and the key version an operation used on standard
+/// error (so `keys sign … > sig` keeps only the signature).
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysAction {
     /// Create a key: `--alg ml-kem-768|ml-dsa-65|…`.
@@ -187,7 +189,8 @@ pub(crate) enum KeysAction {
         /// Key id.
         id: String,
     },
-    /// Sign a file with an ML-DSA key; prints the signature (base64).
+    /// Sign a file with an ML-DSA key; prints the signature (base64) and, on
+    /// standard error, the version that signed.
     Sign {
         /// Key id.
         id: String,
@@ -201,23 +204,96 @@ pub(crate) enum KeysAction {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// Verify a signature; exit code 0 if valid, 1 if not.
+    /// Verify a signature; prints `valid` (exit 0) or `invalid` (exit 1), and
+    /// on standard error the version that verified.
     Verify {
         /// Key id.
         id: String,
         /// The message file (`-` for standard input).
         #[arg(long)]
         message: PathBuf,
-        /// The signature, base64.
-        #[arg(long)]
-        signature: String,
+        /// The signature.
+        #[command(flatten)]
+        signature: SignatureArg,
         /// Context string.
         #[arg(long, default_value = "")]
         context: String,
-        /// Key version (default: current).
+        /// Key version (default: every version is tried, newest first).
         #[arg(long)]
         version: Option<u32>,
     },
+    /// Encapsulate a fresh shared secret to an ML-KEM key; prints the
+    /// ciphertext (base64) and, on standard error, the version used: keep it,
+    /// decapsulate needs it once the key is rotated.
+    Encapsulate {
+        /// Key id.
+        id: String,
+        /// Key version (default: current).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Also print the shared secret (base64), on a second line.
+        #[arg(long)]
+        print_secret: bool,
+    },
+    /// Decapsulate a ciphertext with an ML-KEM key; prints the shared secret
+    /// (base64).
+    Decapsulate {
+        /// Key id.
+        id: String,
+        /// The ciphertext.
+        #[command(flatten)]
+        ciphertext: CiphertextArg,
+        /// The version encapsulate used (required once the key has several).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Decapsulate a ciphertext and derive a key from the shared secret with
+    /// HKDF-SHA3-256; prints the derived key (base64).
+    Derive {
+        /// Key id.
+        id: String,
+        /// The ciphertext.
+        #[command(flatten)]
+        ciphertext: CiphertextArg,
+        /// Bytes to derive (1-1024).
+        #[arg(long)]
+        length: usize,
+        /// HKDF salt (text).
+        #[arg(long, default_value = "")]
+        salt: String,
+        /// HKDF info (text).
+        #[arg(long, default_value = "")]
+        info: String,
+        /// The version encapsulate used (required once the key has several).
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+/// A signature: as text, or the file `keys sign` wrote.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct SignatureArg {
+    /// The signature, base64 (as `keys sign` prints it).
+    #[arg(long, value_name = "BASE64")]
+    pub(crate) signature: Option<String>,
+    /// A file holding the signature: base64 as `keys sign > FILE` writes it,
+    /// or the raw signature bytes; `-` for standard input.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) signature_file: Option<PathBuf>,
+}
+
+/// A ciphertext: as text, or the file `keys encapsulate` wrote.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct CiphertextArg {
+    /// The ciphertext, base64 (as `keys encapsulate` prints it).
+    #[arg(long, value_name = "BASE64")]
+    pub(crate) ciphertext: Option<String>,
+    /// A file holding the ciphertext: base64 as `keys encapsulate > FILE`
+    /// writes it, or the raw bytes; `-` for standard input.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) ciphertext_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -242,6 +318,26 @@ mod tests {
             assert_eq!(Algorithm::from(alg), Algorithm::MlDsa44, "{spelling}");
         }
         assert!(Cli::try_parse_from(["qkeyd", "keys", "create", "--alg", "rsa"]).is_err());
+    }
+
+    #[test]
+    fn verify_takes_the_signature_as_text_or_as_a_file_but_not_both() {
+        let parse = |extra: &[&str]| {
+            let base = ["qkeyd", "keys", "verify", "ID", "--message", "m"];
+            Cli::try_parse_from(base.iter().chain(extra))
+        };
+        let Command::Keys { action: KeysAction::Verify { signature, .. }, .. } =
+            parse(&["--signature-file", "sig"]).unwrap().command
+        else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(signature.signature_file.as_deref(), Some(std::path::Path::new("sig")));
+        assert!(parse(&["--signature", "AAAA"]).is_ok());
+        assert!(parse(&[]).is_err(), "a signature is required");
+        assert!(parse(&["--signature", "AAAA", "--signature-file", "sig"]).is_err());
+        let decap = ["qkeyd", "keys", "decapsulate", "ID"];
+        assert!(Cli::try_parse_from(decap).is_err(), "a ciphertext is required");
+        assert!(Cli::try_parse_from(decap.iter().chain(&["--ciphertext-file", "-"])).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use qkeyd_pqc::Algorithm;
 use serde_json::{Value, json};
 
-use crate::cli::{KeysAction, KmsAction};
+use crate::cli::{CiphertextArg, KeysAction, KmsAction, SignatureArg};
 
 /// What `run` decided: print and exit 0, or (verify) report an invalid signature.
 pub(crate) enum Outcome {
@@ -34,6 +34,37 @@ fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A binary value given as base64 text or as a file: a file holding base64
+/// (what this CLI prints) is decoded, any other file is taken as raw bytes.
+/// Returned as base64, for the REST API.
+fn text_or_file(what: &str, text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    use base64::engine::general_purpose::STANDARD;
+    if let Some(t) = text {
+        let t = t.trim();
+        STANDARD
+            .decode(t)
+            .with_context(|| format!("--{what} is not base64 (or use --{what}-file)"))?;
+        return Ok(t.to_owned());
+    }
+    let Some(path) = file else { bail!("give --{what} or --{what}-file") };
+    let bytes = read_input(&path)?;
+    if bytes.is_empty() {
+        bail!("{} is empty: no {what} in it", path.display());
+    }
+    let text = std::str::from_utf8(&bytes).ok().map(str::trim);
+    Ok(match text.filter(|t| STANDARD.decode(t).is_ok()) {
+        Some(t) => t.to_owned(),
+        None => b64(&bytes),
+    })
+}
+
+fn stdin_once(a: &Path, b: Option<&Path>) -> anyhow::Result<()> {
+    if a.as_os_str() == "-" && b.is_some_and(|b| b.as_os_str() == "-") {
+        bail!("only one input can be standard input (-)");
+    }
+    Ok(())
 }
 
 /// A call to the daemon's REST API with the bearer token: the JSON answer, or
@@ -174,12 +205,20 @@ pub(crate) fn run(
             let body = json!({ "message": b64(&read_input(&message)?), "context": b64(context.as_bytes()), "version": version });
             let v = call("POST", &format!("/v1/keys/{id}/sign"), Some(body))?;
             println!("{}", v["signature"].as_str().unwrap_or_default());
+            eprintln!("signed with version {} of {id}", v["version"]);
         }
-        KeysAction::Verify { id, message, signature, context, version } => {
+        KeysAction::Verify {
+            id,
+            message,
+            signature: SignatureArg { signature, signature_file },
+            context,
+            version,
+        } => {
+            stdin_once(&message, signature_file.as_deref())?;
             let body = json!({
                 "message": b64(&read_input(&message)?),
                 "context": b64(context.as_bytes()),
-                "signature": signature.trim(),
+                "signature": text_or_file("signature", signature, signature_file)?,
                 "version": version,
             });
             let v = call("POST", &format!("/v1/keys/{id}/verify"), Some(body))?;
@@ -188,6 +227,52 @@ pub(crate) fn run(
                 return Ok(Outcome::Invalid);
             }
             println!("valid");
+            eprintln!("verified by version {} of {id}", v["version"]);
+        }
+        KeysAction::Encapsulate { id, version, print_secret } => {
+            let v = call(
+                "POST",
+                &format!("/v1/keys/{id}/encapsulate"),
+                Some(json!({ "version": version })),
+            )?;
+            println!("{}", v["ciphertext"].as_str().unwrap_or_default());
+            if print_secret {
+                println!("{}", v["shared_secret"].as_str().unwrap_or_default());
+            }
+            let n = &v["version"];
+            eprintln!("encapsulated to version {n} of {id}: decapsulate with --version {n}");
+        }
+        KeysAction::Decapsulate {
+            id,
+            ciphertext: CiphertextArg { ciphertext, ciphertext_file },
+            version,
+        } => {
+            let body = json!({
+                "ciphertext": text_or_file("ciphertext", ciphertext, ciphertext_file)?,
+                "version": version,
+            });
+            let v = call("POST", &format!("/v1/keys/{id}/decapsulate"), Some(body))?;
+            println!("{}", v["shared_secret"].as_str().unwrap_or_default());
+            eprintln!("decapsulated with version {} of {id}", v["version"]);
+        }
+        KeysAction::Derive {
+            id,
+            ciphertext: CiphertextArg { ciphertext, ciphertext_file },
+            length,
+            salt,
+            info,
+            version,
+        } => {
+            let body = json!({
+                "ciphertext": text_or_file("ciphertext", ciphertext, ciphertext_file)?,
+                "salt": b64(salt.as_bytes()),
+                "info": b64(info.as_bytes()),
+                "length": length,
+                "version": version,
+            });
+            let v = call("POST", &format!("/v1/keys/{id}/derive"), Some(body))?;
+            println!("{}", v["key"].as_str().unwrap_or_default());
+            eprintln!("derived with version {} of {id}", v["version"]);
         }
     }
     Ok(Outcome::Done)

@@ -49,3 +49,20 @@ fn bad_configs_exit_3_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 }
+
+#[test]
+fn keys_help_documents_signature_files_and_the_kem_operations() {
+    let help = |args: &[&str]| {
+        let out = Command::new(qkeyd_bin()).arg("keys").args(args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let verify = help(&["verify"]);
+    assert!(verify.contains("--signature-file") && verify.contains("keys sign > FILE"), "{verify}");
+    let keys = help(&[]);
+    for cmd in ["encapsulate", "decapsulate", "derive"] {
+        assert!(keys.contains(cmd), "{keys}");
+    }
+    let decap = help(&["decapsulate"]);
+    assert!(decap.contains("--ciphertext-file") && decap.contains("--version"), "{decap}");
+}
