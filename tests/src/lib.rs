@@ -18,6 +18,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod kill9;
 pub mod kms;
 
 /// The KMS v2 API as generated from the daemon's `.proto` (client side).
