@@ -26,3 +26,5 @@ mod pkcs11;
 mod module_trust;
 // The module socket under a flood: timeouts, per-uid shares, oversized frames.
 mod module_socket;
+// The state directory on a small tmpfs: full, read-only, and back (root only).
+mod state_dir;
