@@ -66,3 +66,39 @@ fn keys_help_documents_signature_files_and_the_kem_operations() {
     let decap = help(&["decapsulate"]);
     assert!(decap.contains("--ciphertext-file") && decap.contains("--version"), "{decap}");
 }
+
+#[test]
+fn check_config_reports_what_is_missing_on_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.toml");
+    std::fs::write(
+        &path,
+        "[[source]]\nname = \"qrng0\"\nkind = \"chardev\"\npath = \"/dev/qrandom-absent\"\nclaimed_h = 7.5\n\n\
+         [keys]\nsealer = \"hsm\"\n[keys.hsm]\nmodule = \"/nonexistent/libsofthsm2.so\"\n\
+         token_label = \"t\"\npin_env = \"QKEYD_TEST_UNSET_PIN\"\n\n\
+         [kms]\nsocket = \"/nonexistent-dir/kms.sock\"\n\n[module]\nsocket = \"@qkeyd-check\"\n",
+    )
+    .unwrap();
+    let out = Command::new(qkeyd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .env_remove("QKEYD_TEST_UNSET_PIN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("config OK"), "{text}");
+    let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("problem: ")).collect();
+    for needle in [
+        "source qrng0: /dev/qrandom-absent",
+        "keys.hsm.module",
+        "QKEYD_TEST_UNSET_PIN is not set",
+        "kms.socket: the directory",
+    ] {
+        assert!(problems.iter().any(|p| p.contains(needle)), "{needle}: {text}");
+    }
+    assert_eq!(problems.len(), 4, "{text}");
+    // The keys, KMS and module lines say what the settings come to.
+    assert!(text.lines().any(|l| l.starts_with("kms:") && l.contains("kms.sock")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("module:") && l.contains("64 per uid")), "{text}");
+}
