@@ -20,6 +20,7 @@
 use std::{
     collections::BTreeMap,
     path::Path,
+    process::ExitCode,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -99,7 +100,9 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
-fn main() {
+/// The campaign; the daemon, the token and the temporary directories are
+/// removed on return, whatever the outcome.
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
     let secs: u64 = match args.first() {
@@ -310,14 +313,14 @@ fn main() {
     let pass = wrong == 0 && recovered && alive && same_key && kept_ok;
     if pass {
         println!("PASS");
-    } else {
-        println!("FAIL\nlast log lines:");
-        let log = d.log();
-        for l in log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
-            println!("  {l}");
-        }
-        std::process::exit(1);
+        return ExitCode::SUCCESS;
     }
+    println!("FAIL\nlast log lines:");
+    let log = d.log();
+    for l in log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev() {
+        println!("  {l}");
+    }
+    ExitCode::FAILURE
 }
 
 fn move_away(tokens: &Path, aside: &Path) {

@@ -27,7 +27,7 @@ use std::{
     collections::BTreeMap,
     io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitCode, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -57,7 +57,7 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opt = |name: &str, default: u64| -> u64 {
         args.windows(2)
@@ -66,13 +66,13 @@ fn main() {
     };
     if args.first().map(String::as_str) == Some("worker") {
         worker(opt("--seconds", 60), opt("--threads", 4) as usize, opt("--rate", 50), &args);
-        return;
+        return ExitCode::SUCCESS;
     }
     let secs = match args.first() {
         Some(a) if !a.starts_with("--") => a.parse().unwrap_or_else(|_| usage()),
         _ => 600,
     };
-    campaign(secs, opt("--procs", 8) as usize, opt("--threads", 4), opt("--rate", 50));
+    campaign(secs, opt("--procs", 8) as usize, opt("--threads", 4), opt("--rate", 50))
 }
 
 /// `CKR_DEVICE_ERROR` for cryptoki's `DeviceError`.
@@ -263,7 +263,9 @@ fn restart(d: Daemon, signal: &str, config: &str, state: &Path) -> (Daemon, Dura
     (d, t.elapsed())
 }
 
-fn campaign(secs: u64, procs: usize, threads: u64, rate: u64) {
+/// The campaign; the daemon and the temporary directories are removed on
+/// return, whatever the outcome.
+fn campaign(secs: u64, procs: usize, threads: u64, rate: u64) -> ExitCode {
     let module = pkcs11_module();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("p11.sock");
@@ -416,12 +418,12 @@ fn campaign(secs: u64, procs: usize, threads: u64, rate: u64) {
         && !all.is_empty();
     if pass {
         println!("PASS");
-    } else {
-        println!("FAIL\nlast log lines of the daemon:");
-        let log = d.log();
-        for l in log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
-            println!("  {l}");
-        }
-        std::process::exit(1);
+        return ExitCode::SUCCESS;
     }
+    println!("FAIL\nlast log lines of the daemon:");
+    let log = d.log();
+    for l in log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+        println!("  {l}");
+    }
+    ExitCode::FAILURE
 }
