@@ -99,6 +99,9 @@ pub(crate) enum KmsError {
     /// The KEK file could not be read or written.
     #[error("KEK file")]
     Store(#[source] StoreError),
+    /// The audit log could not be written: the change was not made.
+    #[error("audit log (STATE_DIR/audit.log)")]
+    AuditLog(#[source] std::io::Error),
     /// A round trip through the backend gave back other bytes.
     #[error("KEK {0}: the round trip through the backend returned other bytes")]
     RoundTrip(String),
@@ -163,6 +166,7 @@ impl KmsError {
             Self::LastCheck(e) => e.kind(),
             Self::Seal(_)
             | Self::Store(_)
+            | Self::AuditLog(_)
             | Self::RoundTrip(_)
             | Self::KeyIdCollision
             | Self::KekLength(_)

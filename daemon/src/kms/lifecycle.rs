@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{
     Kms, KmsError,
+    audit::KekOp,
     format::{kek_aad, label},
     lock, missing, now_unix,
     store::{KekLocation, KekRecord, Retired},
@@ -75,7 +76,14 @@ impl Kms {
         }
         let record = next.keks.remove(pos);
         next.retired.push(Retired { key_id: key_id.to_owned(), retired_unix: now_unix() });
-        self.store.save(&next)?;
+        let backend = self.backend();
+        self.audit
+            .record(KekOp::Retire, key_id, backend, "ok", false)
+            .map_err(KmsError::AuditLog)?;
+        if let Err(e) = self.store.save(&next) {
+            self.not_made(KekOp::Retire, key_id);
+            return Err(e.into());
+        }
         *lock(&self.file) = next;
         self.forget_kek(key_id);
         let outcome = match &record.kek {
@@ -93,6 +101,14 @@ impl Kms {
         }
         tracing::info!(key_id, force, "KMS KEK retired");
         Ok(())
+    }
+
+    /// A `failed` line for a change whose audit line was written but which
+    /// did not reach the KEK file; a failure to write it is logged only.
+    fn not_made(&self, op: KekOp, key_id: &str) {
+        if let Err(e) = self.audit.record(op, key_id, self.backend(), "failed", false) {
+            tracing::error!(key_id, error = %e, "cannot write the audit log");
+        }
     }
 
     /// Caller holds `change`.
@@ -130,12 +146,22 @@ impl Kms {
         }
         next.keks.push(record.clone());
         next.write = Some(key_id.clone());
-        if let Err(e) = self.store.save(&next) {
+        let saved = self
+            .audit
+            .record(KekOp::Create, &key_id, self.backend(), "ok", false)
+            .map_err(KmsError::AuditLog)
+            .and_then(|()| {
+                self.store.save(&next).map_err(|e| {
+                    self.not_made(KekOp::Create, &key_id);
+                    KmsError::from(e)
+                })
+            });
+        if let Err(e) = saved {
             // Not acknowledged: take the new HSM key back out.
             if let KekLocation::Token { label, .. } = record.kek {
                 let _ = self.sealer.call(move |s| s.key_destroy(&label));
             }
-            return Err(e.into());
+            return Err(e);
         }
         *lock(&self.file) = next;
         self.status.clear();

@@ -22,6 +22,7 @@
 //! Rotation makes a new KEK the write key; older ones keep decrypting until
 //! retired ([`lifecycle`]). [`grpc`] is the only part that knows protobuf.
 
+mod audit;
 mod error;
 mod format;
 pub(crate) mod grpc;
@@ -101,6 +102,7 @@ pub(crate) struct KmsInfo {
 /// The plugin.
 pub(crate) struct Kms {
     store: Store,
+    audit: audit::KekAudit,
     file: Mutex<KekFile>,
     sealer: SealerWorker,
     holds_keys: bool,
@@ -175,8 +177,14 @@ impl Kms {
     ) -> Result<Self, KmsError> {
         let (store, file) = Store::open(state_dir)?;
         let holds_keys = sealer.call(|s| Ok(s.holds_keys()))?;
+        let audit = audit::KekAudit::new(state_dir);
+        let added = audit.reconcile(&file, sealer.kind()).map_err(KmsError::AuditLog)?;
+        if added > 0 {
+            tracing::warn!(added, "KEKs without audit lines: added them, marked recovered");
+        }
         Ok(Self {
             store,
+            audit,
             file: Mutex::new(file),
             sealer,
             holds_keys,

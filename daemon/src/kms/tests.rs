@@ -135,3 +135,40 @@ async fn a_failed_check_is_the_answer_until_the_next() {
     assert!(matches!(again, KmsError::LastCheck(_)));
     assert_eq!(k.info().status_checks, 2, "the failure is reused, not re-checked");
 }
+
+/// The audit log's KEK lines, as (op, key, outcome, recovered).
+fn kek_lines(dir: &std::path::Path) -> Vec<(String, String, String, bool)> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["op"].as_str().is_some_and(|op| op.starts_with("kek-")))
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (s("op"), s("key"), s("outcome"), v["recovered"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_kek_change_is_audited_first_and_a_lost_line_is_recovered() {
+    let (dir, sealer) = testing::soft_sealer();
+    let k = kms(dir.path(), sealer.clone(), 1000);
+    let first = k.ensure_key().unwrap();
+    let second = k.rotate().unwrap();
+    k.retire(&first, true).unwrap();
+    let ok = |op: &str, key: &str| (op.to_owned(), key.to_owned(), "ok".to_owned(), false);
+    assert_eq!(
+        kek_lines(dir.path()),
+        [ok("kek-create", &first), ok("kek-create", &second), ok("kek-retire", &first)]
+    );
+    drop(k);
+    // A log that lost its lines: the next open puts them back, marked.
+    std::fs::remove_file(dir.path().join("audit.log")).unwrap();
+    let _k = kms(dir.path(), sealer, 1000);
+    let lines = kek_lines(dir.path());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.2 == "ok" && l.3), "{lines:?}");
+    assert!(lines.iter().any(|l| l.0 == "kek-create" && l.1 == second));
+    assert!(lines.iter().any(|l| l.0 == "kek-retire" && l.1 == first));
+}
