@@ -34,8 +34,12 @@ pub(crate) fn stage(tmp: &Path, body: &[u8]) -> Result<(), (PathBuf, io::Error)>
         .mode(0o600)
         .open(tmp)
         .map_err(at(tmp))?;
-    f.write_all(&content).map_err(at(tmp))?;
-    f.sync_all().map_err(at(tmp))
+    let written = f.write_all(&content).and_then(|()| f.sync_all());
+    if written.is_err() {
+        // A full or failing disk leaves nothing half-written behind.
+        let _ = fs::remove_file(tmp);
+    }
+    written.map_err(at(tmp))
 }
 
 /// The second half of [`write()`]: rename a staged `tmp` over `path` and fsync

@@ -58,6 +58,33 @@ impl ApiError {
         }
     }
 
+    /// 507 if `e` was caused by a full or read-only state directory (an
+    /// operator can fix that, so the answer says it), else `None`. Every
+    /// write is checked before it takes effect, so nothing was changed.
+    pub(crate) fn storage(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                let what = match io.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        Some("is full")
+                    }
+                    std::io::ErrorKind::ReadOnlyFilesystem => Some("is read-only"),
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    let message = format!(
+                        "the state directory {what} ({io}); nothing was changed: free space \
+                         or make it writable, then retry"
+                    );
+                    return Some(Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage", message));
+                }
+            }
+            cause = c.source();
+        }
+        None
+    }
+
     /// The HTTP status.
     pub(crate) fn status(&self) -> StatusCode {
         self.status

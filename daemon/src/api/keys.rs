@@ -108,6 +108,9 @@ pub(crate) struct KeysState {
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         use qkeyd_drivers::Error as SealError;
+        if let Some(full) = ApiError::storage(&e) {
+            return full;
+        }
         let msg = Chain(&e).to_string();
         match e {
             VaultError::Label | VaultError::DeriveLength(_) | VaultError::Alg(_) => {

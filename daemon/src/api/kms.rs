@@ -29,6 +29,9 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
 
 impl From<KmsError> for ApiError {
     fn from(e: KmsError) -> Self {
+        if let Some(full) = ApiError::storage(&e) {
+            return full;
+        }
         let msg = || Chain(&e).to_string();
         match e.kind() {
             Kind::InvalidArgument => ApiError::bad_request(msg()),

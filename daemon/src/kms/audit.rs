@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     fs,
     io::{self, BufRead as _, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
     path::PathBuf,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -84,11 +84,28 @@ impl KekAudit {
         let line = LineOut { ts, op: op.name(), key, backend, outcome, recovered };
         let mut text = serde_json::to_vec(&line).map_err(io::Error::other)?;
         text.push(b'\n');
-        let mut f =
-            fs::OpenOptions::new().append(true).create(true).mode(0o600).open(&self.path)?;
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        let before = f.metadata()?.len();
+        if before > 0 {
+            // Close a line a power cut left open.
+            let mut last = [0u8];
+            f.read_exact_at(&mut last, before - 1)?;
+            if last[0] != b'\n' {
+                text.insert(0, b'\n');
+            }
+        }
         // One write: O_APPEND keeps it whole beside the vault's own lines.
-        f.write_all(&text)?;
-        f.sync_data()
+        let written = f.write_all(&text).and_then(|()| f.sync_data());
+        if written.is_err() {
+            // A full disk may have taken part of it: take that back.
+            let _ = f.set_len(before);
+        }
+        written
     }
 
     /// The last outcome the log gives each KEK for `op`.

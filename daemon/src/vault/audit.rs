@@ -189,7 +189,14 @@ fn is_lifecycle(line: &[u8]) -> bool {
 /// The audit log file, opened for appending.
 #[derive(Debug)]
 pub(super) struct Audit {
-    file: Mutex<fs::File>,
+    file: Mutex<Log>,
+}
+
+/// The open log, and whether its last line was left without its newline.
+#[derive(Debug)]
+struct Log {
+    file: fs::File,
+    cut: bool,
 }
 
 impl Audit {
@@ -207,16 +214,16 @@ impl Audit {
         }
         let history = replay(&mut file)?;
         let len = meta.len();
+        let mut cut = false;
         if len > 0 {
             let mut last = [0u8];
             file.seek(io::SeekFrom::Start(len - 1))?;
             file.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n")?;
-                file.sync_data()?;
-            }
+            cut = last[0] != b'\n';
         }
-        Ok((Self { file: Mutex::new(file) }, history))
+        // The cut line is closed by the next append: opening writes nothing,
+        // so a full or read-only disk does not stop the daemon from starting.
+        Ok((Self { file: Mutex::new(Log { file, cut }) }, history))
     }
 
     /// Append lifecycle lines, each with its outcome, and fsync them: when
@@ -256,17 +263,36 @@ impl Audit {
     }
 
     fn append(&self, text: &[u8], sync: bool) -> io::Result<()> {
-        let mut f = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buf;
+        let text = if log.cut {
+            buf = Vec::with_capacity(text.len() + 1);
+            buf.push(b'\n');
+            buf.extend_from_slice(text);
+            &buf[..]
+        } else {
+            text
+        };
+        let before = log.file.metadata()?.len();
         // One write: a line is never split by a crash between two calls.
-        f.write_all(text)?;
-        if sync { f.sync_data() } else { Ok(()) }
+        let written = log
+            .file
+            .write_all(text)
+            .and_then(|()| if sync { log.file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => log.cut = false,
+            // A full disk may have taken part of it: take that back (a
+            // shorter file needs no space), or close it with the next line.
+            Err(_) => log.cut = log.file.set_len(before).is_err(),
+        }
+        written
     }
 
     /// Make every later write fail, as a full disk would.
     #[cfg(test)]
     pub(super) fn break_for_test(&self) {
         let full = fs::OpenOptions::new().append(true).open("/dev/full").expect("/dev/full");
-        *self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = full;
+        self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).file = full;
     }
 }
 

@@ -311,8 +311,20 @@ impl Store {
     /// version exists.
     pub(crate) fn stage(&self, r: &VersionRecord) -> Result<Staged, StoreError> {
         let dir = self.keys.join(&r.id);
-        if !dir.exists() {
+        let new_dir = !dir.exists();
+        if new_dir {
             fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err(&dir))?;
+        }
+        let staged = self.stage_in(&dir, new_dir, r);
+        if staged.is_err() && new_dir {
+            // A new key's folder goes with its first version (only if empty).
+            let _ = fs::remove_dir(&dir);
+        }
+        staged
+    }
+
+    fn stage_in(&self, dir: &Path, new_dir: bool, r: &VersionRecord) -> Result<Staged, StoreError> {
+        if new_dir {
             sync_dir(&self.keys)?;
         }
         let path = dir.join(format!("v{}.key", r.version));
