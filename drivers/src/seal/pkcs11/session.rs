@@ -59,7 +59,15 @@ impl Pkcs11Sealer {
         let ctx = Pkcs11::new(module).map_err(|e| {
             Error::Backend(format!("cannot load PKCS#11 module {}: {e}", module.display()))
         })?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(map_err)?;
+        // A library that cannot initialise cannot reach its token (SoftHSM2
+        // answers CKR_GENERAL_ERROR while its token store is gone): the
+        // backend is unavailable, a state a later connect may end.
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(|e| {
+            match map_err(e) {
+                Error::Backend(m) => Error::SealerUnavailable(m),
+                other => other,
+            }
+        })?;
         let mut found = None;
         for slot in ctx.get_slots_with_token().map_err(map_err)? {
             let info = ctx.get_token_info(slot).map_err(map_err)?;
