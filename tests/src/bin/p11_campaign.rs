@@ -50,7 +50,7 @@ use sha3::{Digest as _, Sha3_256};
 const PIN: &str = "campaign-pin-8642";
 /// Return codes the README gives for a daemon that is down or restarting
 /// ("With the daemon down … it returns CKR_DEVICE_ERROR"), besides CKR_OK.
-const DOCUMENTED: [&str; 2] = ["CKR_OK", "CKR_DEVICE_ERROR"];
+const DOCUMENTED: [&str; 3] = ["CKR_OK", "CKR_DEVICE_ERROR", "CKR_TOKEN_NOT_PRESENT"];
 
 fn usage() -> ! {
     eprintln!("usage: p11_campaign [SECONDS] [--procs N] [--threads N] [--rate ITERATIONS_PER_S]");
