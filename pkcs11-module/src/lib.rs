@@ -23,4 +23,8 @@ mod peer;
 mod rng;
 mod token;
 
+/// The hook of the template fuzz target in `fuzz/` (only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use ffi::fuzzing;
 pub use ffi::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};

@@ -18,6 +18,8 @@
 // The C names of the PKCS#11 functions, so each reads as the spec names it.
 #![allow(non_snake_case)]
 
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod general;
 mod kem;
 mod keygen;
