@@ -82,6 +82,10 @@ set +e
 cargo test --workspace --all-features --locked 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# Every fuzz target from its seeds for FUZZ_SECONDS (default 15), and every
+# committed regression input (fuzz/README.md).
+say "fuzz smoke"
+fuzz/smoke.sh || rc=1
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 exit "$rc"
