@@ -25,6 +25,7 @@ summary="$out/summary.md"
   echo "| target | executions | cov | ft | crashes |"
   echo "|---|---:|---:|---:|---:|"
 } >"$summary"
+echo "campaign: ${#targets[@]} targets, ${minutes} min each; summary (a row per finished target): $summary"
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   log="$out/$t.log"
