@@ -624,6 +624,28 @@ fn check(d: &Daemon, socket: &Path, book: &Book, rng: &mut Rng) {
             );
         }
     }
+    // Every KEK that decrypts, and every retired one, has its audit line,
+    // and none had to be added at start.
+    let kek_word =
+        |op: &str, k: &str| {
+            lines.iter().rev().find(|l| l["op"] == op && l["key"] == k).map(|l| {
+                (l["outcome"].as_str().unwrap_or_default().to_owned(), l["recovered"] == true)
+            })
+        };
+    for k in &keks {
+        assert_eq!(
+            kek_word("kek-create", k),
+            Some(("ok".to_owned(), false)),
+            "KEK {k} is listed, but audit.log's last kek-create word on it is not ok"
+        );
+    }
+    for k in &retired {
+        assert_eq!(
+            kek_word("kek-retire", k),
+            Some(("ok".to_owned(), false)),
+            "KEK {k} is retired, but audit.log's last kek-retire word on it is not ok"
+        );
+    }
     let write = kms["write_key_id"].as_str().unwrap_or_default().to_owned();
     assert!(keks.contains(&write), "the write key {write} is not among the KEKs: {kms}");
     if let Some(newest) = book.keks.last()
