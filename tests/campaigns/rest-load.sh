@@ -112,9 +112,9 @@ echo "  requests/s: $rps1"
 echo "  non-2xx answers: $non2xx1   socket errors (connect+read+write+timeout): $sockerr1"
 echo "  verify of the good signature answered false: $vfalse"
 echo "  daemon RSS: start ${rss_start} kB, peak ${rss_peak} kB, end ${rss_end} kB ($rss_samples samples, every 2 s)"
-# Flat or climbing: the highest RSS in each tenth of the run.
-echo "  daemon RSS by tenth of the run (MB, highest in each): $(awk -v d="$secs" '
-  { t = int($1 * 10 / d); if (t > 9) t = 9; if ($2 > m[t]) m[t] = $2 }
+# Flat or climbing: the highest RSS in each tenth of phase 1.
+echo "  daemon RSS by tenth of phase 1 (MB, highest in each): $(awk -v d="$secs" '
+  $1 < d { t = int($1 * 10 / d); if ($2 > m[t]) m[t] = $2 }
   END { for (i = 0; i < 10; i++) printf "%s%d", (i ? " " : ""), m[i] / 1024 }' "$rss_file")"
 echo "  daemon alive after phase 1: $alive1"
 echo "phase 2: ${phase2}s each, wrk -t$threads -c16"
