@@ -41,6 +41,13 @@ pub(crate) enum Command {
         /// through `QKEYD_MODULE_SOCKET`.
         #[arg(long, value_name = "PATH")]
         module_socket: Option<String>,
+        /// Serve the REST API over TLS with this certificate chain (PEM);
+        /// overrides `[tls] cert`. Needs --tls-key (or `[tls] key`).
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS certificate's private key (PEM); overrides `[tls] key`.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
     },
     /// Assess a file of raw samples (one per byte) with the SP 800-90B non-IID
     /// estimators, as NIST's ea_non_iid does.

@@ -261,6 +261,7 @@ pub fn rest_api(data: &[u8]) {
     let kms =
         Kms::open(dir.path(), s.sealer.clone(), s.pool.clone(), &settings, 8).expect("KMS opens");
     let state = AppState {
+        access: crate::config::Access::default(),
         pool: s.pool.clone(),
         metrics: s.metrics.clone(),
         max_request_bytes: MAX_RANDOM,

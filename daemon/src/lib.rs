@@ -28,6 +28,7 @@ mod sources;
 // The unit tests' world, which unwraps as tests do.
 #[allow(clippy::unwrap_used)]
 mod testing;
+mod tls;
 mod unix_socket;
 mod vault;
 

@@ -27,6 +27,7 @@ mod serve;
 mod sources;
 #[cfg(test)]
 mod testing;
+mod tls;
 mod unix_socket;
 mod vault;
 
@@ -123,7 +124,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, listen, state_dir, kms_socket, module_socket } => {
+        Command::Serve {
+            config,
+            listen,
+            state_dir,
+            kms_socket,
+            module_socket,
+            tls_cert,
+            tls_key,
+        } => {
             let loaded = match &config {
                 Some(path) => Config::load(path),
                 None => Config::embedded(),
@@ -152,6 +161,12 @@ fn main() -> ExitCode {
                 && let Err(e) = config.module.set_socket(&socket)
             {
                 eprintln!("qkeyd: --module-socket: {e:#}");
+                return Exit::Config.into();
+            }
+            if let Err(e) =
+                config.set_tls_files(tls_cert, tls_key).and_then(|()| config.check_serving())
+            {
+                eprintln!("qkeyd: {}", Chain(&e));
                 return Exit::Config.into();
             }
             // At least 4 workers: a token that hangs inside an inline KEK

@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_refused: IntCounterVec,
     /// Module connections qkeyd closed, by reason.
     pub(crate) module_closed: IntCounterVec,
+    /// The REST API's TLS: handshakes, their time, certificate reloads.
+    pub(crate) tls: TlsMetrics,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -38,6 +40,19 @@ pub(crate) struct Metrics {
     assessed_h: prometheus::GaugeVec,
     reseed_counter: IntGauge,
     seed_age: Gauge,
+}
+
+/// The REST API's TLS metrics.
+#[derive(Clone)]
+pub(crate) struct TlsMetrics {
+    /// Handshakes by outcome, group and version.
+    pub(crate) handshakes: IntCounterVec,
+    /// Handshake time by group.
+    pub(crate) handshake_seconds: prometheus::HistogramVec,
+    /// Certificate reloads by outcome.
+    pub(crate) reloads: IntCounterVec,
+    /// The served certificate's notAfter.
+    pub(crate) expiry: IntGauge,
 }
 
 const STATES: [(SourceState, &str); 6] = [
@@ -133,6 +148,39 @@ impl Metrics {
             &["source"],
         )?;
         registry.register(Box::new(assessed_h.clone()))?;
+        let tls = TlsMetrics {
+            handshakes: counter(
+                "qkeyd_tls_handshakes_total",
+                "TLS handshakes on the REST API, by outcome (success or why it failed), \
+                 negotiated key exchange group and TLS version.",
+                &["outcome", "group", "version"],
+            )?,
+            handshake_seconds: {
+                let h = prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "qkeyd_tls_handshake_duration_seconds",
+                        "Time from accepting a connection to a finished TLS handshake, by group.",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
+                    &["group"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            reloads: counter(
+                "qkeyd_tls_certificate_reloads_total",
+                "TLS certificate and key files read after a change: loaded or refused.",
+                &["outcome"],
+            )?,
+            expiry: {
+                let g = IntGauge::new(
+                    "qkeyd_tls_certificate_expiry_timestamp_seconds",
+                    "notAfter of the TLS certificate being served, in Unix seconds.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+        };
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -149,6 +197,7 @@ impl Metrics {
             key_denied,
             connections_refused,
             module_closed,
+            tls,
             samples,
             usable,
             failures,

@@ -82,15 +82,43 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         generate_permits: Arc::new(Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         )),
+        access: config.access.clone(),
+    };
+    let tls = match &config.tls {
+        Some(settings) => {
+            let server = crate::tls::TlsServer::new(settings, state.metrics.tls.clone())?;
+            tracing::info!(
+                groups = ?settings.groups,
+                tls12 = settings.allow_tls12,
+                client_ca = ?settings.client_ca,
+                clients = settings.clients.len(),
+                "TLS on the REST API"
+            );
+            Some(Arc::new(server))
+        }
+        None => None,
     };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "REST API listens beyond loopback");
+    match &tls {
+        Some(_) => tracing::info!("listening on https://{addr}"),
+        None => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "DANGER: [danger] plaintext_beyond_loopback is on: the REST API serves \
+                     plain HTTP beyond loopback"
+                );
+            }
+            tracing::info!("listening on http://{addr}");
+        }
     }
-    tracing::info!("listening on http://{addr}");
+    let reload = tls.as_ref().map(|t| {
+        let interval = config.tls.as_ref().map_or(DRAIN, |s| s.reload_interval);
+        tokio::spawn(watch_certificate(t.store().clone(), interval))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();
@@ -106,14 +134,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let module = module.map(|(server, listener, socket)| {
         (tokio::spawn(server.serve(listener, stop_rx.clone())), socket)
     });
-    let mut stop = stop_rx;
-    let http = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    let http = tokio::spawn(http.into_future());
+    let http = tokio::spawn(api::server::serve(listener, api::router(state), tls, stop_rx));
     shutdown().await;
     let _ = stop_tx.send(true);
-    http.await.context("HTTP server")?.context("HTTP server")?;
+    if let Some(task) = reload {
+        task.abort();
+    }
+    http.await.context("HTTP server")?;
     if let Some((task, socket)) = grpc {
         task.await.context("KMS server")?.context("KMS server")?;
         if let SocketSpec::Path { path, .. } = &socket {
@@ -403,6 +430,34 @@ pub(crate) fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySo
                 .with_context(|| format!("source {:?}", s.name))?,
         ),
     })
+}
+
+/// Check the TLS certificate and key files every `interval`, and at once on
+/// SIGHUP; a changed pair is loaded for new handshakes.
+async fn watch_certificate(store: Arc<crate::tls::CertStore>, interval: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP; certificate files are still checked");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                tracing::info!("SIGHUP: reading the TLS certificate and key again");
+                true
+            }
+        };
+        let store = store.clone();
+        // Small files, but still file I/O: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || store.check(force)).await;
+    }
 }
 
 async fn shutdown() {

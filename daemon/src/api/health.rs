@@ -1,7 +1,7 @@
 //! GET /v1/health, /healthz, /readyz, /metrics
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
@@ -9,14 +9,31 @@ use axum::{
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::incident::Incident;
+use crate::{incident::Incident, tls::Connection};
 
-pub(super) async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn health(
+    State(state): State<AppState>,
+    conn: Option<Extension<Connection>>,
+) -> Json<serde_json::Value> {
     let snap = state.pool.snapshot();
+    let conn = conn.map(|Extension(c)| c);
+    let rights = super::access::connection_rights(&state, conn.as_ref()).names();
+    // What this caller's own connection negotiated: no secret, and only its own.
+    let connection = match conn.and_then(|c| c.tls) {
+        Some(t) => json!({
+            "tls": true,
+            "version": t.version,
+            "group": t.group,
+            "client": t.client.map(|c| c.name),
+            "rights": rights,
+        }),
+        None => json!({ "tls": false, "rights": rights }),
+    };
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "ready": snap.serving.is_some(),
         "pool": snap,
+        "connection": connection,
     }))
 }
 

@@ -1,18 +1,18 @@
 //! /v1/keys: the key vault over REST, behind a bearer token.
 //!
-//! Every route here needs `Authorization: Bearer <token>`; the token is
-//! compared in constant time (as SHA3-256 digests, so lengths do not leak
-//! either). A denied request reaches no handler, changes nothing and is
-//! counted in `qkeyd_key_requests_denied_total`. Binary fields are base64.
+//! Every route here needs a right (`keys:read`, `keys:use`, `keys:admin`;
+//! see [`super::access`]): a client certificate that grants it or the bearer
+//! token, compared in constant time (as SHA3-256 digests, so lengths do not
+//! leak either). Binary fields are base64.
 //! Public keys and fingerprints are returned; seeds and private keys never.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Request, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header},
-    middleware::{self, Next},
+    extract::{Path, State, rejection::JsonRejection},
+    http::StatusCode,
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -37,7 +37,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/keys/{id}/encapsulate", post(encapsulate))
         .route("/v1/keys/{id}/decapsulate", post(decapsulate))
         .route("/v1/keys/{id}/derive", post(derive))
-        .route_layer(middleware::from_fn_with_state(state, authorize))
+        .route_layer(middleware::from_fn_with_state(state, super::access::authorize))
 }
 
 /// The SHA3-256 digest of the API token.
@@ -50,7 +50,7 @@ impl TokenDigest {
         Self(Sha3_256::digest(token.as_bytes()).into())
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    pub(super) fn matches(&self, presented: &str) -> bool {
         let d: [u8; 32] = Sha3_256::digest(presented.as_bytes()).into();
         bool::from(self.0.ct_eq(&d))
     }
@@ -60,40 +60,6 @@ impl std::fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenDigest(..)")
     }
-}
-
-/// The bearer-token check in front of every key and KMS route.
-pub(super) async fn authorize(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let reason = match (presented, &state.keys) {
-        (_, None) => Some("disabled"),
-        (None, _) => Some("missing"),
-        (Some(t), Some(k)) if !k.token.matches(t.trim()) => Some("invalid"),
-        _ => None,
-    };
-    if let Some(reason) = reason {
-        state.metrics.key_denied.with_label_values(&[reason]).inc();
-        tracing::info!(reason, path = %req.uri().path(), "key request denied");
-        let message = match reason {
-            "disabled" => "the key vault is not enabled on this daemon",
-            "missing" => "key routes need Authorization: Bearer <token> (see keys.token_file)",
-            _ => "the bearer token is not valid",
-        };
-        let mut resp =
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        return resp;
-    }
-    next.run(req).await
 }
 
 /// The vault and the token, when keys are enabled.

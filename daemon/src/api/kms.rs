@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{ApiError, AppState, keys::authorize};
+use super::{ApiError, AppState, access::authorize};
 use crate::{
     incident::{Chain, Incident},
     kms::{Kind, Kms, KmsError, KmsInfo},

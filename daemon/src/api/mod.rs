@@ -6,11 +6,13 @@
 //! or axum itself makes ([`error::json_errors`]); bodies over
 //! [`MAX_BODY_BYTES`] get 413. Bad input is never logged above debug level.
 
+mod access;
 mod error;
 mod health;
 pub(crate) mod keys;
 mod kms;
 mod random;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) keys: Option<keys::KeysState>,
     /// The KMS plugin, if enabled (its routes need the same token).
     pub(crate) kms: Option<Arc<crate::kms::Kms>>,
+    /// Who may do what.
+    pub(crate) access: crate::config::Access,
 }
 
 /// Largest request body; a bigger one is answered 413.
@@ -46,7 +50,11 @@ pub(crate) const MAX_BODY_BYTES: usize = 2 << 20;
 /// The router with every route.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/random", get(random::random))
+        .route(
+            "/v1/random",
+            get(random::random)
+                .route_layer(middleware::from_fn_with_state(state.clone(), access::authorize)),
+        )
         .route("/v1/health", get(health::health))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -29,6 +29,7 @@ fn world() -> World {
     let settings = testing::kms_settings(std::time::Duration::from_secs(1));
     let kms = Kms::open(dir.path(), sealer, pool.clone(), &settings, 8).unwrap();
     let state = AppState {
+        access: crate::config::Access::default(),
         pool,
         metrics: Arc::new(Metrics::new().unwrap()),
         max_request_bytes: 1 << 20,

@@ -117,6 +117,13 @@ pub(crate) enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// Plain HTTP on an address other machines reach.
+    #[error(
+        "listen {0}: without TLS the REST API listens on loopback only; give a certificate \
+         ([tls] cert and key, or --tls-cert and --tls-key; `qkeyd tls self-issue` makes one), \
+         or set [danger] plaintext_beyond_loopback = true"
+    )]
+    PlaintextListen(std::net::SocketAddr),
     /// The PIN variable is not set.
     #[error("the PIN variable {0} is not set")]
     PinEnv(String),

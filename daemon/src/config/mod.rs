@@ -18,9 +18,13 @@ mod renamed;
 mod socket;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub(crate) use error::ConfigError;
 pub(crate) use socket::{SocketSpec, SocketSpecError};
+pub(crate) use tls::{
+    Access, ClientRule, Groups, Identity, PendingTls, Right, Rights, TlsSettings,
+};
 
 /// The configuration compiled into the binary, used when no file is given.
 pub(crate) const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -45,6 +49,12 @@ pub(crate) struct Config {
     pub(crate) kms: KmsSettings,
     /// The socket served to the PKCS#11 module (on when it has a socket).
     pub(crate) module: ModuleSettings,
+    /// TLS on the REST API (on when it has a certificate and key).
+    pub(crate) tls: Option<TlsSettings>,
+    /// The `[tls]` options, for files given on the command line.
+    pub(crate) tls_pending: PendingTls,
+    /// Who may do what on the REST API.
+    pub(crate) access: Access,
     /// Options that weaken security.
     pub(crate) danger: Danger,
 }
@@ -269,6 +279,8 @@ pub(crate) struct Danger {
     pub(crate) os_fallback: bool,
     /// Allow simulated sources, whose samples are predictable from their seed.
     pub(crate) allow_sim_sources: bool,
+    /// Serve the REST API without TLS on an address beyond loopback.
+    pub(crate) plaintext_beyond_loopback: bool,
 }
 
 impl Config {
@@ -286,6 +298,47 @@ impl Config {
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text)
             .map_err(|e| ConfigError::File { path: path.to_owned(), source: Box::new(e) })
+    }
+
+    /// Take the TLS certificate and key from the command line: each given
+    /// file replaces the config's; TLS turns on when both are known.
+    pub(crate) fn set_tls_files(
+        &mut self,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<(), ConfigError> {
+        let (cert, key) = match (cert, key, &self.tls) {
+            (None, None, _) => return Ok(()),
+            (Some(c), Some(k), _) => (c, k),
+            (Some(c), None, Some(t)) => (c, t.key.clone()),
+            (None, Some(k), Some(t)) => (t.cert.clone(), k),
+            _ => {
+                return Err(ConfigError::Inconsistent(
+                    "--tls-cert and --tls-key go together (or with [tls] cert and key)",
+                ));
+            }
+        };
+        self.tls = Some(self.tls_pending.with_files(cert, key));
+        Ok(())
+    }
+
+    /// The checks that need the final listen address and TLS files (after
+    /// the command line's overrides): plain HTTP stays on loopback unless
+    /// `[danger]` says otherwise, and client certificates need TLS.
+    pub(crate) fn check_serving(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none() && self.tls_pending.client_ca.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "tls.client_ca needs a certificate and key (tls.cert and tls.key, or \
+                 --tls-cert and --tls-key): client certificates are asked for in the handshake",
+            ));
+        }
+        if self.tls.is_none()
+            && !self.listen.ip().is_loopback()
+            && !self.danger.plaintext_beyond_loopback
+        {
+            return Err(ConfigError::PlaintextListen(self.listen));
+        }
+        Ok(())
     }
 
     /// The embedded default.

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     module: RawModule,
     #[serde(default)]
+    tls: super::tls::RawTls,
+    #[serde(default)]
     danger: RawDanger,
 }
 
@@ -341,6 +343,8 @@ struct RawDanger {
     os_fallback: bool,
     #[serde(default)]
     allow_sim_sources: bool,
+    #[serde(default)]
+    plaintext_beyond_loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -489,9 +493,11 @@ impl RawConfig {
         let keys = self.keys.check()?;
         let kms = self.kms.check()?;
         let module = self.module.check()?;
+        let tls = self.tls.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
+            plaintext_beyond_loopback: self.danger.plaintext_beyond_loopback,
         };
         Ok(Config {
             listen,
@@ -510,6 +516,9 @@ impl RawConfig {
             kms,
             module,
             sources,
+            tls: tls.tls,
+            tls_pending: tls.pending,
+            access: tls.access,
             danger,
         })
     }

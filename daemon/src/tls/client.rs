@@ -1,0 +1,1 @@
+//! The TLS side of the `qkeyd keys` / `qkeyd kms` clients.
