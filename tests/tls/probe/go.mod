@@ -1,0 +1,3 @@
+module qkeyd.invalid/tlsprobe
+
+go 1.24
