@@ -1,5 +1,6 @@
 //! Harness for end-to-end tests of the `qkeyd` binary: build it once, start it
-//! on a free loopback port with a given config, talk HTTP to it, read its log.
+//! on a free loopback port with a given config, talk HTTP or HTTPS to it, read
+//! its log.
 //!
 //! The binary is found through `QKEYD_BIN`, or built with the same cargo that
 //! runs the tests (`cargo build -p qkeyd --bin qkeyd`, with `--release` when the
@@ -7,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 pub mod kill9;
 pub mod kms;
+pub mod pki;
 
 /// The KMS v2 API as generated from the daemon's `.proto` (client side).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -114,8 +116,11 @@ impl Reply {
 /// A running daemon, killed on drop.
 pub struct Daemon {
     child: Child,
-    /// Where its REST API listens.
+    /// Where its REST API listens (an unspecified listen address such as
+    /// `0.0.0.0` is reached over loopback).
     pub addr: SocketAddr,
+    /// `"http"` or `"https"`, as the daemon's `listening on` line says.
+    pub scheme: &'static str,
     log: Arc<Mutex<String>>,
     agent: ureq::Agent,
     /// Scratch directory (config file; FIFOs of a test may go here too).
@@ -166,11 +171,46 @@ impl Daemon {
         state: &Path,
         args: &[&str],
     ) -> Self {
+        Self::start_opts(dir, config, state, &Options { args, ..Options::default() })
+    }
+
+    /// Start a daemon whose config has a `[tls]` table, and speak HTTPS to it
+    /// trusting the CA certificate in `ca` (PEM). The state directory is
+    /// `dir/state`.
+    pub fn start_tls(dir: tempfile::TempDir, config: &str, ca: &Path) -> Self {
+        let state = dir.path().join("state");
+        Self::start_opts(dir, config, &state, &Options { ca: Some(ca), ..Options::default() })
+    }
+
+    /// The most general form: everything [`Options`] can say.
+    pub fn start_opts(
+        dir: tempfile::TempDir,
+        config: &str,
+        state: &Path,
+        opts: &Options<'_>,
+    ) -> Self {
         let path = dir.path().join("qkeyd.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(qkeyd_bin());
-        cmd.arg("serve").arg("--config").arg(&path).args(args);
-        Self::spawn(cmd, dir, state)
+        cmd.arg("serve").arg("--config").arg(&path).args(opts.args);
+        cmd.envs(opts.env.iter().copied());
+        let mut d = Self::spawn_on(cmd, dir, state, opts.listen);
+        if let Some(ca) = opts.ca {
+            d.trust(ca, None);
+        }
+        d
+    }
+
+    /// From now on speak to the daemon trusting the CA certificate in `ca`
+    /// (PEM), presenting `client` (certificate chain and key files, PEM) if
+    /// given.
+    pub fn trust(&mut self, ca: &Path, client: Option<(&Path, &Path)>) {
+        self.agent = tls_agent(ca, client);
+    }
+
+    /// The URL of `path` on this daemon, e.g. `https://127.0.0.1:PORT/v1/health`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// `kill -9` the daemon and hand back its directory, to start another on
@@ -195,9 +235,20 @@ impl Daemon {
         Self::spawn(cmd, dir, &state)
     }
 
-    fn spawn(mut cmd: Command, dir: tempfile::TempDir, state: &Path) -> Self {
+    fn spawn(cmd: Command, dir: tempfile::TempDir, state: &Path) -> Self {
+        Self::spawn_on(cmd, dir, state, None)
+    }
+
+    /// Spawn `cmd` with `--listen` (127.0.0.1:0 unless given), wait for its
+    /// `listening on http://` or `https://` line.
+    fn spawn_on(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        state: &Path,
+        listen: Option<&str>,
+    ) -> Self {
         cmd.arg("--state-dir").arg(state);
-        cmd.args(["--listen", "127.0.0.1:0", "--log", "info"])
+        cmd.args(["--listen", listen.unwrap_or("127.0.0.1:0"), "--log", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -208,28 +259,32 @@ impl Daemon {
         let sink = log.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
+                for scheme in ["http", "https"] {
+                    let marker = format!("listening on {scheme}://");
+                    if let Some(rest) = line.split(&marker).nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send((scheme, addr.to_owned()));
+                    }
                 }
                 let mut l = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().expect("listen address"),
-            Err(_) => {
-                let _ = child.kill();
-                let l = log.lock().map(|l| l.clone()).unwrap_or_default();
-                panic!("qkeyd did not start listening; log:\n{l}");
-            }
-        };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Self { child, addr, log, agent, dir, state: state.to_owned() }
+        let (scheme, mut addr): (&'static str, SocketAddr) =
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((s, a)) => (s, a.parse().expect("listen address")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let l = log.lock().map(|l| l.clone()).unwrap_or_default();
+                    panic!("qkeyd did not start listening; log:\n{l}");
+                }
+            };
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let agent = plain_agent();
+        Self { child, addr, scheme, log, agent, dir, state: state.to_owned() }
     }
 
     /// The bearer token the daemon generated in its state directory.
@@ -245,8 +300,22 @@ impl Daemon {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.addr);
-        let mut b = ureq::http::Request::builder().method(method).uri(&url);
+        self.call_with(&self.agent, method, path, body, token)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`Daemon::key_call`] through another agent (e.g. one from
+    /// [`tls_agent`] with a client certificate); errors (a refused handshake,
+    /// a connection closed without an answer) come back instead of panicking.
+    pub fn call_with(
+        &self,
+        agent: &ureq::Agent,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), ureq::Error> {
+        let mut b = ureq::http::Request::builder().method(method).uri(self.url(path));
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
@@ -255,10 +324,10 @@ impl Daemon {
             b = b.header("content-type", "application/json");
         }
         let req = b.body(body).expect("request");
-        let mut resp = self.agent.run(req).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut resp = agent.run(req)?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let text = resp.body_mut().read_to_string()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// [`Daemon::key_call`] with the right token.
@@ -273,7 +342,7 @@ impl Daemon {
 
     /// Send a body-less request with any method.
     pub fn request(&self, method: &str, path: &str) -> Reply {
-        let url = format!("http://{}{path}", self.addr);
+        let url = self.url(path);
         let req =
             ureq::http::Request::builder().method(method).uri(&url).body(()).expect("request");
         let mut resp = self.agent.run(req).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
@@ -336,6 +405,53 @@ impl Daemon {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Poll the log until a line satisfies `pred`, and return that line;
+    /// panics with the log after `timeout`.
+    pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| pred(l)) {
+                return line.to_owned();
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll /metrics until the sample `series` satisfies `pred`, and return
+    /// its value; panics with the metrics after `timeout`.
+    pub fn wait_metric(&self, series: &str, timeout: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if let Some(v) = metric(&m, series).filter(|v| pred(*v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {series}; metrics:\n{m}\nlog:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait up to `timeout` for the process to exit on its own; its status
+    /// if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log line of the internal failure a client was told about in
     /// `message` ("internal error (incident ID …)"): the client gets the id
     /// only, the log has the detail. Panics if either is missing.
@@ -370,6 +486,114 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What [`Daemon::start_opts`] may add to a start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// Extra `qkeyd serve` arguments.
+    pub args: &'a [&'a str],
+    /// Environment variables for the daemon.
+    pub env: &'a [(&'a str, &'a str)],
+    /// `--listen` (default `127.0.0.1:0`).
+    pub listen: Option<&'a str>,
+    /// For a TLS daemon: the CA certificate (PEM file) the harness trusts.
+    pub ca: Option<&'a Path>,
+}
+
+fn plain_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A ureq agent speaking TLS through rustls on the aws-lc-rs provider (so
+/// X25519MLKEM768 is offered first), trusting only the CA certificates in the
+/// PEM file `ca`, presenting `client` (certificate chain file, key file; PEM)
+/// if given. HTTP error statuses come back as replies, not errors.
+pub fn tls_agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let certs = |p: &Path| -> Vec<Certificate<'static>> {
+        ureq::tls::parse_pem(&read(p))
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let roots = certs(ca);
+    assert!(!roots.is_empty(), "no certificate in {}", ca.display());
+    let client = client.map(|(cert, key)| {
+        let key =
+            PrivateKey::from_pem(&read(key)).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+        ClientCert::new_with_certs(&certs(cert), key)
+    });
+    let tls = TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .client_cert(client)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
+/// The Go TLS client in `tests/tls/probe` (crypto/tls only), built once per
+/// test run into `target/tlsprobe/` (`QKEYD_TLSPROBE` overrides).
+pub fn tlsprobe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        if let Some(p) = std::env::var_os("QKEYD_TLSPROBE") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../target"));
+        let out = target.join("tlsprobe").join("tlsprobe");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(root.join("tls/probe"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("go (Go 1.25 or later builds tests/tls/probe)");
+        assert!(status.success(), "go build of tests/tls/probe failed");
+        out
+    })
+}
+
+/// Run the probe with `args` (and `env`), return its exit success and its
+/// JSON line (`Value::Null` if it printed none).
+pub fn probe(args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
+    let out = Command::new(tlsprobe())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tlsprobe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    if json.is_null() {
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "tlsprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), json)
 }
 
 /// The value of a Prometheus sample line `name{labels} value`, if present.
