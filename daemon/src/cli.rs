@@ -98,6 +98,40 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Certificates for the REST API's TLS.
+    Tls {
+        /// What to do.
+        #[command(subcommand)]
+        action: TlsAction,
+    },
+}
+
+/// `qkeyd tls` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TlsAction {
+    /// Write a self-signed certificate and its key (ECDSA P-256, serverAuth)
+    /// to STATE_DIR/tls/server.crt and server.key; prints the certificate's
+    /// SHA-256. Clients trust it by naming server.crt as their CA file.
+    SelfIssue {
+        /// A name clients reach the daemon by: DNS:NAME or IP:ADDRESS; repeat
+        /// for more. The first is also the subject CN.
+        #[arg(long = "san", value_name = "DNS:NAME|IP:ADDR", required = true)]
+        sans: Vec<String>,
+        /// State directory; the files go to its tls/ folder (0700).
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "QKEYD_STATE_DIR",
+            default_value_os_t = crate::serve::default_state_dir()
+        )]
+        state_dir: PathBuf,
+        /// Days the certificate is valid, from now (1-36500).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace an existing certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// How the `keys` and `kms` clients reach a running daemon.
@@ -345,6 +379,31 @@ mod tests {
         let decap = ["qkeyd", "keys", "decapsulate", "ID"];
         assert!(Cli::try_parse_from(decap).is_err(), "a ciphertext is required");
         assert!(Cli::try_parse_from(decap.iter().chain(&["--ciphertext-file", "-"])).is_ok());
+    }
+
+    #[test]
+    fn self_issue_takes_repeated_sans_and_needs_one() {
+        let cli = Cli::try_parse_from([
+            "qkeyd",
+            "tls",
+            "self-issue",
+            "--san",
+            "DNS:localhost",
+            "--san",
+            "IP:127.0.0.1",
+            "--state-dir",
+            "/s",
+        ])
+        .unwrap();
+        let Command::Tls { action: TlsAction::SelfIssue { sans, state_dir, days, force } } =
+            cli.command
+        else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(sans, ["DNS:localhost", "IP:127.0.0.1"]);
+        assert_eq!(state_dir, PathBuf::from("/s"));
+        assert_eq!((days, force), (365, false));
+        assert!(Cli::try_parse_from(["qkeyd", "tls", "self-issue"]).is_err(), "--san is required");
     }
 
     #[test]

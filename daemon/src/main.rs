@@ -124,6 +124,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Tls {
+            action: crate::cli::TlsAction::SelfIssue { sans, state_dir, days, force },
+        } => {
+            let req = crate::tls::issue::Request { sans, state_dir, days, force };
+            match crate::tls::issue::run(&req) {
+                Ok(issued) => {
+                    println!("sha256:{}", issued.sha256);
+                    println!("cert: {}", issued.cert.display());
+                    println!("key: {}", issued.key.display());
+                    eprintln!(
+                        "start with: qkeyd serve --tls-cert {} --tls-key {}",
+                        issued.cert.display(),
+                        issued.key.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("qkeyd: tls self-issue: {}", Chain(&e));
+                    if e.is_argument() { Exit::Config } else { Exit::Failed }.into()
+                }
+            }
+        }
         Command::Serve {
             config,
             listen,
