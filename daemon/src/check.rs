@@ -79,6 +79,16 @@ fn problems(c: &Config) -> Vec<String> {
     {
         pin_source(&mut out, "module", pin);
     }
+    if let Some(t) = &c.tls {
+        readable(&mut out, "tls.cert", &t.cert);
+        readable(&mut out, "tls.key", &t.key);
+        if let Some(ca) = &t.client_ca {
+            readable(&mut out, "tls.client_ca", ca);
+        }
+    }
+    if let Err(e) = c.check_serving() {
+        out.push(e.to_string());
+    }
     out
 }
 
@@ -100,6 +110,19 @@ fn pin_source(out: &mut Vec<String>, section: &str, pin: &PinSource) {
 
 fn print_config(c: &Config) {
     println!("listen: {}", c.listen);
+    match &c.tls {
+        Some(t) => println!(
+            "tls:    {:?}, TLS 1.3{}, cert {}, client certificates: {}",
+            t.groups,
+            if t.allow_tls12 { " and 1.2" } else { " only" },
+            t.cert.display(),
+            t.client_ca.as_ref().map_or_else(
+                || "not asked for".to_owned(),
+                |ca| format!("{} ({} rules)", ca.display(), t.clients.len())
+            )
+        ),
+        None => println!("tls:    off (plain HTTP)"),
+    }
     println!(
         "mode:   {:?}{}",
         c.pool.mode,

@@ -129,3 +129,87 @@ fn bad_configs_say_what_is_wrong() {
         assert!(e.contains(needle), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn tls_table_parses_rules_and_rights() {
+    let c = Config::from_toml(
+        r#"
+        listen = "0.0.0.0:8437"
+        [[source]]
+        name = "os"
+        kind = "os"
+        [tls]
+        cert = "c.pem"
+        key = "k.pem"
+        groups = "pq-only"
+        client_ca = "ca.pem"
+        anonymous = []
+        [[tls.client]]
+        identity = "cn:gw"
+        rights = ["random", "keys:use"]
+        [[tls.client]]
+        identity = "ip:10.0.0.1"
+        rights = ["kms:admin"]
+        "#,
+    )
+    .unwrap();
+    let t = c.tls.as_ref().unwrap();
+    assert_eq!(t.groups, Groups::PqOnly);
+    assert!(!t.allow_tls12);
+    assert_eq!(t.clients.len(), 2);
+    assert_eq!(t.clients[0].identity, Identity::Cn("gw".into()));
+    assert!(t.clients[0].rights.has(Right::KeysUse) && !t.clients[0].rights.has(Right::KeysAdmin));
+    assert_eq!(c.access.anonymous, Rights::default());
+    // With TLS, any address will do.
+    c.check_serving().unwrap();
+}
+
+#[test]
+fn tls_mistakes_are_named() {
+    let base = "[[source]]\nname = \"os\"\nkind = \"os\"\n";
+    for (tls, says) in [
+        ("[tls]\ncert = \"c\"\n", "tls.cert and tls.key go together"),
+        ("[tls]\ngroups = \"pq\"\n", "tls.groups"),
+        ("[tls]\ngroups = \"pq-only\"\nmin_version = \"1.2\"\n", "needs TLS 1.3"),
+        ("[tls]\nmin_version = \"1.1\"\n", "tls.min_version"),
+        ("[tls]\nhandshake_timeout_secs = 0\n", "tls.handshake_timeout_secs"),
+        ("[[tls.client]]\nidentity = \"cn:a\"\nrights = []\n", "need tls.client_ca"),
+        (
+            "[tls]\nclient_ca = \"ca\"\n[[tls.client]]\nidentity = \"host:a\"\nrights = []\n",
+            "cn:NAME",
+        ),
+        (
+            "[tls]\nclient_ca = \"ca\"\n[[tls.client]]\nidentity = \"cn:a\"\nrights = [\"root\"]\n",
+            "root",
+        ),
+        ("[tls]\nbearer_token = false\n", "needs tls.client_ca"),
+    ] {
+        let e = Config::from_toml(&format!("{base}{tls}")).unwrap_err();
+        let text = Chain(&e).to_string();
+        assert!(text.contains(says), "{tls:?}: {text}");
+    }
+}
+
+#[test]
+fn plain_http_stays_on_loopback_unless_danger_says_otherwise() {
+    let base = "listen = \"0.0.0.0:8437\"\n[[source]]\nname = \"os\"\nkind = \"os\"\n";
+    let c = Config::from_toml(base).unwrap();
+    let e = c.check_serving().unwrap_err();
+    assert!(e.to_string().contains("plaintext_beyond_loopback"), "{e}");
+    let c =
+        Config::from_toml(&format!("{base}[danger]\nplaintext_beyond_loopback = true\n")).unwrap();
+    c.check_serving().unwrap();
+    // Files from the command line turn TLS on and keep the [tls] options.
+    let mut c = Config::from_toml(&format!("{base}[tls]\ngroups = \"pq-only\"\n")).unwrap();
+    assert!(c.check_serving().is_err());
+    c.set_tls_files(Some("c.pem".into()), Some("k.pem".into())).unwrap();
+    assert_eq!(c.tls.as_ref().unwrap().groups, Groups::PqOnly);
+    c.check_serving().unwrap();
+    let mut c = Config::from_toml(base).unwrap();
+    assert!(c.set_tls_files(Some("c.pem".into()), None).is_err());
+    // A client CA needs a certificate to ask with.
+    let c =
+        Config::from_toml("[[source]]\nname = \"os\"\nkind = \"os\"\n[tls]\nclient_ca = \"ca\"\n")
+            .unwrap();
+    assert!(c.check_serving().unwrap_err().to_string().contains("tls.client_ca needs"));
+}
