@@ -80,7 +80,7 @@ impl Metrics {
             counter("qkeyd_random_requests_total", "/v1/random requests by status.", &["status"])?;
         let key_denied = counter(
             "qkeyd_key_requests_denied_total",
-            "Key API requests refused (no or wrong bearer token), by reason.",
+            "REST requests refused before a handler (reason: missing, invalid, token_off, forbidden, disabled).",
             &["reason"],
         )?;
         let connections_refused = counter(
