@@ -531,9 +531,15 @@ pub fn tls_agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
             PrivateKey::from_pem(&read(key)).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
         ClientCert::new_with_certs(&certs(cert), key)
     });
+    // The workspace's rustls lacks `prefer-post-quantum`, whose default order
+    // puts X25519 first: offer (and send a key share for) the hybrid first.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let hybrid = rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768;
+    provider.kx_groups.retain(|g| g.name() != hybrid.name());
+    provider.kx_groups.insert(0, hybrid);
     let tls = TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .unversioned_rustls_crypto_provider(Arc::new(provider))
         .root_certs(RootCerts::new_with_certs(&roots))
         .client_cert(client)
         .build();
