@@ -28,3 +28,6 @@ mod module_trust;
 mod module_socket;
 // The state directory on a small tmpfs: full, read-only, and back (root only).
 mod state_dir;
+// The REST API over TLS: hybrid and pq-only groups, client certificates and rights,
+// refused handshakes, certificate rotation, the listen policy.
+mod tls;
