@@ -115,10 +115,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("listening on http://{addr}");
         }
     }
-    let reload = tls.as_ref().map(|t| {
-        let interval = config.tls.as_ref().map_or(DRAIN, |s| s.reload_interval);
-        tokio::spawn(watch_certificate(t.store().clone(), interval))
-    });
+    let reload = tls
+        .as_ref()
+        .map(|t| tokio::spawn(watch_certificate(t.store().clone(), t.reload_interval())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();

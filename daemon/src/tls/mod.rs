@@ -138,6 +138,11 @@ impl TlsServer {
         &self.store
     }
 
+    /// How often the certificate files are checked for a change.
+    pub(crate) fn reload_interval(&self) -> std::time::Duration {
+        self.settings.reload_interval
+    }
+
     /// Run the handshake on an accepted connection: the stream and what was
     /// negotiated, or `None` (counted and logged) when it fails or times out.
     pub(crate) async fn accept(
