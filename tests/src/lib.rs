@@ -259,6 +259,12 @@ impl Daemon {
         let sink = log.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Into the log first: once started, the log has the line.
+                {
+                    let mut l = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 for scheme in ["http", "https"] {
                     let marker = format!("listening on {scheme}://");
                     if let Some(rest) = line.split(&marker).nth(1) {
@@ -266,9 +272,6 @@ impl Daemon {
                         let _ = tx.send((scheme, addr.to_owned()));
                     }
                 }
-                let mut l = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let (scheme, mut addr): (&'static str, SocketAddr) =
