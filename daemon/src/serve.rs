@@ -38,6 +38,10 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Run the daemon.
 pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process: take it over before anything
+    // else, so `systemctl reload` (or a stray HUP) never stops the daemon.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
     let vectors = qkeyd_drbg::kat::run_all().context("refusing to start")?;
     tracing::info!(vectors, "CTR_DRBG known-answer tests passed");
     if config.danger.os_fallback {
@@ -115,9 +119,10 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("listening on http://{addr}");
         }
     }
-    let reload = tls
-        .as_ref()
-        .map(|t| tokio::spawn(watch_certificate(t.store().clone(), t.reload_interval())));
+    let reload = tokio::spawn(watch_certificate(
+        tls.as_ref().map(|t| (t.store().clone(), t.reload_interval())),
+        hup,
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();
@@ -136,9 +141,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let http = tokio::spawn(api::server::serve(listener, api::router(state), tls, stop_rx));
     shutdown().await;
     let _ = stop_tx.send(true);
-    if let Some(task) = reload {
-        task.abort();
-    }
+    reload.abort();
     http.await.context("HTTP server")?;
     if let Some((task, socket)) = grpc {
         task.await.context("KMS server")?.context("KMS server")?;
@@ -432,15 +435,17 @@ pub(crate) fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySo
 }
 
 /// Check the TLS certificate and key files every `interval`, and at once on
-/// SIGHUP; a changed pair is loaded for new handshakes.
-async fn watch_certificate(store: Arc<crate::tls::CertStore>, interval: Duration) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGHUP; certificate files are still checked");
-            None
+/// SIGHUP; a changed pair is loaded for new handshakes. Without TLS, a
+/// SIGHUP is only logged.
+async fn watch_certificate(
+    tls: Option<(Arc<crate::tls::CertStore>, Duration)>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    let Some((store, interval)) = tls else {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: nothing to reload (no TLS certificate)");
         }
+        return;
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -448,7 +453,7 @@ async fn watch_certificate(store: Arc<crate::tls::CertStore>, interval: Duration
     loop {
         let force = tokio::select! {
             _ = tick.tick() => false,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+            Some(()) = hup.recv() => {
                 tracing::info!("SIGHUP: reading the TLS certificate and key again");
                 true
             }
