@@ -19,10 +19,10 @@ use rustls::{
     RootCertStore, ServerConfig,
     crypto::{CryptoProvider, aws_lc_rs},
     pki_types::{CertificateDer, pem::PemObject as _},
-    server::WebPkiClientVerifier,
+    server::{Acceptor, WebPkiClientVerifier, danger::ClientCertVerifier},
 };
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
 
 pub(crate) use certs::CertStore;
 pub(crate) use identity::Client;
@@ -50,18 +50,25 @@ pub(crate) struct Negotiated {
     pub(crate) client: Option<Client>,
 }
 
-/// The provider qkeyd's TLS runs on: aws-lc-rs with the groups of `groups`.
-pub(crate) fn provider(groups: Groups) -> CryptoProvider {
-    let kx_groups = match groups {
-        Groups::Hybrid => vec![aws_lc_rs::kx_group::X25519MLKEM768, aws_lc_rs::kx_group::X25519],
-        Groups::PqOnly => vec![aws_lc_rs::kx_group::X25519MLKEM768],
-    };
-    CryptoProvider { kx_groups, ..aws_lc_rs::default_provider() }
+/// aws-lc-rs with only the key exchange groups `groups`.
+fn provider(groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> CryptoProvider {
+    CryptoProvider { kx_groups: groups.to_vec(), ..aws_lc_rs::default_provider() }
 }
 
 /// The REST API's TLS side: accepts connections and runs their handshakes.
+///
+/// rustls picks the first group in the *client's* list that the server has,
+/// so a client that lists X25519 before X25519MLKEM768 would get X25519. To
+/// make the hybrid group the server's choice whenever the client has it, the
+/// ClientHello is read first: a client that offers X25519MLKEM768 is served
+/// by a config with that group alone (a HelloRetryRequest asks for its key
+/// share if the client sent none), any other by the classical one (X25519),
+/// which `pq-only` does not have.
 pub(crate) struct TlsServer {
-    acceptor: TlsAcceptor,
+    /// X25519MLKEM768 alone.
+    pq: Arc<ServerConfig>,
+    /// X25519, for clients without X25519MLKEM768 (`None` in `pq-only`).
+    classical: Option<Arc<ServerConfig>>,
     store: Arc<CertStore>,
     settings: TlsSettings,
     metrics: TlsMetrics,
@@ -75,57 +82,41 @@ impl std::fmt::Debug for TlsServer {
 }
 
 impl TlsServer {
-    /// Load the certificate (and client CAs) and build the server config.
+    /// Load the certificate (and client CAs) and build the server configs.
     pub(crate) fn new(settings: &TlsSettings, metrics: TlsMetrics) -> anyhow::Result<Self> {
-        let provider = Arc::new(provider(settings.groups));
+        let pq = Arc::new(provider(&[aws_lc_rs::kx_group::X25519MLKEM768]));
         let store = Arc::new(
-            CertStore::open(&settings.cert, &settings.key, provider.clone(), metrics.clone())
+            CertStore::open(&settings.cert, &settings.key, pq.clone(), metrics.clone())
                 .context("the TLS certificate")?,
         );
-        let versions: &[&'static rustls::SupportedProtocolVersion] = if settings.allow_tls12 {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
-        } else {
-            &[&rustls::version::TLS13]
+        let verifier = match &settings.client_ca {
+            Some(path) => Some(client_verifier(path, pq.clone())?),
+            None => None,
         };
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .context("TLS versions")?;
-        let builder = match &settings.client_ca {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("cannot read tls.client_ca {}", path.display()))?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.with_context(|| {
-                        format!("tls.client_ca {} is not a PEM certificate list", path.display())
-                    })?;
-                    roots.add(cert).with_context(|| {
-                        format!(
-                            "tls.client_ca {}: a certificate is not a usable CA",
-                            path.display()
-                        )
-                    })?;
-                }
-                anyhow::ensure!(
-                    !roots.is_empty(),
-                    "tls.client_ca {} holds no certificate",
-                    path.display()
-                );
-                // A certificate is asked for, not required: routes that need
-                // one answer 401 without it, and open routes stay open.
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .allow_unauthenticated()
-                        .build()
-                        .context("the client certificate verifier")?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
+        let config = |provider: Arc<CryptoProvider>| -> anyhow::Result<Arc<ServerConfig>> {
+            let versions: &[&'static rustls::SupportedProtocolVersion] = if settings.allow_tls12 {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            } else {
+                &[&rustls::version::TLS13]
+            };
+            let builder = ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)
+                .context("TLS versions")?;
+            let builder = match &verifier {
+                Some(v) => builder.with_client_cert_verifier(v.clone()),
+                None => builder.with_no_client_auth(),
+            };
+            let mut config = builder.with_cert_resolver(store.clone());
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
         };
-        let mut config = builder.with_cert_resolver(store.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let classical = match settings.groups {
+            Groups::Hybrid => Some(config(Arc::new(provider(&[aws_lc_rs::kx_group::X25519])))?),
+            Groups::PqOnly => None,
+        };
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            pq: config(pq)?,
+            classical,
             store,
             settings: settings.clone(),
             metrics,
@@ -151,8 +142,19 @@ impl TlsServer {
         peer: SocketAddr,
     ) -> Option<(TlsStream<TcpStream>, Connection)> {
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(tcp)).await;
+        let handshake = async {
+            let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+            let offers_pq = start
+                .client_hello()
+                .named_groups()
+                .is_some_and(|g| g.contains(&rustls::NamedGroup::X25519MLKEM768));
+            let config = match (&self.classical, offers_pq) {
+                (Some(classical), false) => classical.clone(),
+                _ => self.pq.clone(),
+            };
+            start.into_stream(config).await
+        };
+        let result = tokio::time::timeout(self.settings.handshake_timeout, handshake).await;
         let (outcome, detail) = match result {
             Ok(Ok(stream)) => {
                 let negotiated = negotiated(&stream, &self.settings.clients);
@@ -173,6 +175,31 @@ impl TlsServer {
         self.gate.refused(outcome, peer, &detail);
         None
     }
+}
+
+/// Client certificates must chain to a CA in `path`. A certificate is asked
+/// for, not required: routes that need one answer 401 without it, and open
+/// routes stay open.
+fn client_verifier(
+    path: &std::path::Path,
+    provider: Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read tls.client_ca {}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| {
+            format!("tls.client_ca {} is not a PEM certificate list", path.display())
+        })?;
+        roots.add(cert).with_context(|| {
+            format!("tls.client_ca {}: a certificate is not a usable CA", path.display())
+        })?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "tls.client_ca {} holds no certificate", path.display());
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .context("the client certificate verifier")
 }
 
 fn negotiated(stream: &TlsStream<TcpStream>, rules: &[ClientRule]) -> Negotiated {

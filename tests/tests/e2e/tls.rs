@@ -210,8 +210,15 @@ fn hybrid_mode_gives_go_mlkem_and_classical_clients_x25519() {
     // rustls on aws-lc-rs (the harness) gets the hybrid group too.
     assert_eq!(t.d.health()["connection"]["group"], "X25519MLKEM768");
 
+    // A client that lists X25519 first (and sends only its key share) still
+    // gets the hybrid group: the server's preference, through a retry.
+    let r = t.get("/v1/health", &["-curves", "X25519,X25519MLKEM768"], &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["curve"], "X25519MLKEM768", "{r}");
+    assert_eq!(health_of(&r)["connection"]["group"], "X25519MLKEM768");
+
     let m = t.d.metrics();
-    assert!(handshakes(&m, "success", "X25519MLKEM768", "TLSv1.3") >= 2.0, "{m}");
+    assert!(handshakes(&m, "success", "X25519MLKEM768", "TLSv1.3") >= 3.0, "{m}");
     assert_eq!(handshakes(&m, "success", "X25519", "TLSv1.3"), 2.0, "{m}");
     assert!(m.contains("qkeyd_tls_handshake_duration_seconds_count{group=\"X25519\"} 2"), "{m}");
     assert!(qkeyd_e2e::metric(&m, "qkeyd_tls_certificate_expiry_timestamp_seconds").unwrap() > 0.0);
