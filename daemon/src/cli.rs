@@ -140,9 +140,34 @@ pub(crate) struct Remote {
     /// The daemon's REST address.
     #[arg(long, global = true, env = "QKEYD_URL", default_value = "http://127.0.0.1:8437")]
     pub(crate) url: String,
-    /// File holding the API token (default: STATE_DIR/api-token).
+    /// File holding the API token (default: STATE_DIR/api-token). With a
+    /// client certificate it is optional: sent when it can be read.
     #[arg(long, global = true, env = "QKEYD_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// CA certificates (PEM) the daemon's certificate must chain to; required
+    /// for an https:// URL. For a `qkeyd tls self-issue` certificate, the
+    /// certificate file itself.
+    #[arg(long, global = true, env = "QKEYD_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM, leaf first) to present over https://;
+    /// needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "QKEYD_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(
+        long,
+        global = true,
+        env = "QKEYD_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 /// `--alg`: an algorithm and parameter set, by its API name.
@@ -404,6 +429,34 @@ mod tests {
         assert_eq!(state_dir, PathBuf::from("/s"));
         assert_eq!((days, force), (365, false));
         assert!(Cli::try_parse_from(["qkeyd", "tls", "self-issue"]).is_err(), "--san is required");
+    }
+
+    #[test]
+    fn the_tls_options_of_keys_and_kms_go_anywhere_and_the_key_goes_with_the_cert() {
+        let cli = Cli::try_parse_from([
+            "qkeyd",
+            "kms",
+            "--url",
+            "https://h:1",
+            "list",
+            "--ca-file",
+            "ca.pem",
+            "--client-cert",
+            "c.pem",
+            "--client-key",
+            "k.pem",
+        ])
+        .unwrap();
+        let Command::Kms { remote, action: KmsAction::List } = cli.command else {
+            panic!("parsed as another command")
+        };
+        assert_eq!(remote.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(remote.client_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(remote.client_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        for half in [["--client-cert", "c.pem"], ["--client-key", "k.pem"]] {
+            let args = ["qkeyd", "keys", "list"].into_iter().chain(half);
+            assert!(Cli::try_parse_from(args).is_err(), "{half:?} alone");
+        }
     }
 
     #[test]

@@ -5,15 +5,18 @@
 use std::{
     io::Read as _,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use qkeyd_pqc::Algorithm;
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
-use crate::cli::{CiphertextArg, KeysAction, KmsAction, SignatureArg};
+use crate::{
+    cli::{CiphertextArg, KeysAction, KmsAction, Remote, SignatureArg},
+    tls::client,
+};
 
 /// What `run` decided: print and exit 0, or (verify) report an invalid signature.
 pub(crate) enum Outcome {
@@ -68,33 +71,49 @@ fn stdin_once(a: &Path, b: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// A call to the daemon's REST API with the bearer token: the JSON answer, or
-/// an error carrying the daemon's message.
+/// an error carrying the daemon's message. With a client certificate the
+/// token is optional: sent when its file can be read.
 fn caller(
-    url: &str,
-    token_file: Option<PathBuf>,
+    remote: &Remote,
 ) -> anyhow::Result<impl Fn(&str, &str, Option<Value>) -> anyhow::Result<Value>> {
-    let token_file =
-        token_file.unwrap_or_else(|| crate::serve::default_state_dir().join("api-token"));
-    let token = std::fs::read_to_string(&token_file).with_context(|| {
-        format!("cannot read the API token {} (see --token-file)", token_file.display())
-    })?;
-    let token = token.trim().to_owned();
-    let url = url.to_owned();
+    let opts = client::Options {
+        ca_file: remote.ca_file.as_deref(),
+        client_cert: remote.client_cert.as_deref(),
+        client_key: remote.client_key.as_deref(),
+    };
+    let agent = client::agent(&remote.url, &opts)?;
+    let token_file = remote
+        .token_file
+        .clone()
+        .unwrap_or_else(|| crate::serve::default_state_dir().join("api-token"));
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => {
+            let t = Zeroizing::new(t);
+            Some(Zeroizing::new(t.trim().to_owned()))
+        }
+        Err(_) if remote.client_cert.is_some() => None,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read the API token {} (see --token-file)",
+                token_file.display()
+            )));
+        }
+    };
+    let url = remote.url.clone();
     Ok(move |method: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
         let uri = format!("{}{path}", url.trim_end_matches('/'));
-        let req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&uri)
-            .header("authorization", format!("Bearer {token}"))
+        let mut req = ureq::http::Request::builder().method(method).uri(&uri);
+        if let Some(token) = &token {
+            req = req.header("authorization", format!("Bearer {}", token.as_str()));
+        }
+        let req = req
             .header("content-type", "application/json")
             .body(body.map(|b| b.to_string()).unwrap_or_default())
             .context("building the request")?;
-        let mut resp = agent.run(req).with_context(|| format!("cannot reach qkeyd at {url}"))?;
+        let mut resp = agent.run(req).map_err(|e| {
+            let hint = client::hint(&e, &url);
+            anyhow::Error::new(e).context(format!("cannot reach qkeyd at {url}{hint}"))
+        })?;
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let v: Value = if text.is_empty() {
@@ -110,13 +129,9 @@ fn caller(
     })
 }
 
-/// Run one `qkeyd kms` action against the daemon at `url`.
-pub(crate) fn run_kms(
-    url: &str,
-    token_file: Option<PathBuf>,
-    action: KmsAction,
-) -> anyhow::Result<()> {
-    let call = caller(url, token_file)?;
+/// Run one `qkeyd kms` action against the daemon at `remote`.
+pub(crate) fn run_kms(remote: &Remote, action: KmsAction) -> anyhow::Result<()> {
+    let call = caller(remote)?;
     match action {
         KmsAction::List => {
             let v = call("GET", "/v1/kms", None)?;
@@ -154,13 +169,9 @@ pub(crate) fn run_kms(
     Ok(())
 }
 
-/// Run one action against the daemon at `url`.
-pub(crate) fn run(
-    url: &str,
-    token_file: Option<PathBuf>,
-    action: KeysAction,
-) -> anyhow::Result<Outcome> {
-    let call = caller(url, token_file)?;
+/// Run one action against the daemon at `remote`.
+pub(crate) fn run(remote: &Remote, action: KeysAction) -> anyhow::Result<Outcome> {
+    let call = caller(remote)?;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     match action {
         KeysAction::Create { alg, label } => {

@@ -114,16 +114,14 @@ fn main() -> ExitCode {
                 Exit::Config.into()
             }
         },
-        Command::Keys { remote, action } => keys(&remote.url, remote.token_file, action),
-        Command::Kms { remote, action } => {
-            match crate::keys_cli::run_kms(&remote.url, remote.token_file, action) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("qkeyd: {e:#}");
-                    Exit::Request.into()
-                }
+        Command::Keys { remote, action } => keys(&remote, action),
+        Command::Kms { remote, action } => match crate::keys_cli::run_kms(&remote, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qkeyd: {e:#}");
+                Exit::Request.into()
             }
-        }
+        },
         Command::Tls {
             action: crate::cli::TlsAction::SelfIssue { sans, state_dir, days, force },
         } => {
@@ -216,12 +214,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn keys(
-    url: &str,
-    token_file: Option<std::path::PathBuf>,
-    action: crate::cli::KeysAction,
-) -> ExitCode {
-    match crate::keys_cli::run(url, token_file, action) {
+fn keys(remote: &crate::cli::Remote, action: crate::cli::KeysAction) -> ExitCode {
+    match crate::keys_cli::run(remote, action) {
         Ok(crate::keys_cli::Outcome::Done) => ExitCode::SUCCESS,
         Ok(crate::keys_cli::Outcome::Invalid) => Exit::Failed.into(),
         Err(e) => {
