@@ -31,3 +31,5 @@ mod state_dir;
 // The REST API over TLS: hybrid and pq-only groups, client certificates and rights,
 // refused handshakes, certificate rotation, the listen policy.
 mod tls;
+// `qkeyd tls self-issue`, and the keys/kms CLI over https with --ca-file and client certificates.
+mod tls_cli;
