@@ -1,6 +1,6 @@
 //! What became of a handshake: the outcome words of
 //! `qkeyd_tls_handshakes_total`, and at most one log line per outcome per
-//! [`WINDOW`](crate::refusals::WINDOW), so a flood of bad handshakes cannot
+//! [`WINDOW`], so a flood of bad handshakes cannot
 //! flood the log.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Instant};
