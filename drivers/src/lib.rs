@@ -19,6 +19,8 @@
 //! This crate never logs or formats sample values or secrets.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tpm")]
+pub mod attest;
 mod error;
 pub mod seal;
 pub mod source;

@@ -33,3 +33,5 @@ mod state_dir;
 mod tls;
 // `qkeyd tls self-issue`, and the keys/kms CLI over https with --ca-file and client certificates.
 mod tls_cli;
+#[cfg(feature = "tpm")]
+mod attest_tpm;
