@@ -39,7 +39,7 @@ const POLL: Duration = Duration::from_millis(10);
 const SEED_LOG: usize = 64;
 
 /// Where the bytes being served come from.
-#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Eq, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Serving {
     /// The DRBG is seeded from health-tested sources.
@@ -64,6 +64,45 @@ pub(crate) enum PoolError {
     /// The DRBG refused (a bug if it happens: the pool reseeds before that).
     #[error(transparent)]
     Drbg(#[from] DrbgError),
+    /// A draw that needs a trusted source got a seed from one below the bar.
+    #[error(
+        "the fresh seed came from {seed_source:?} with trust {trust:.3}, below the {min:.2} required"
+    )]
+    BelowTrust {
+        /// The source of the seed (`os-fallback` for the OS).
+        seed_source: String,
+        /// Its trust score then (0 for the OS fallback).
+        trust: f64,
+        /// The bar.
+        min: f64,
+    },
+}
+
+/// Where a fresh draw's seed came from, captured under the DRBG lock: the
+/// seed, the DRBG's reseed counter after it, and every source's state then.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub(crate) struct Provenance {
+    /// `sources` or `os-fallback`.
+    pub(crate) serving: Serving,
+    /// The SP 800-90A reseed counter after the draw.
+    pub(crate) reseed_counter: u64,
+    /// The source whose block seeded the draw (`os-fallback` for the OS).
+    pub(crate) seed_source: String,
+    /// Every source at that moment.
+    pub(crate) sources: Vec<SourceTrust>,
+}
+
+/// A source's health and scores at one moment.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub(crate) struct SourceTrust {
+    /// Source name.
+    pub(crate) name: String,
+    /// Its state (`healthy`, `quarantined`, …).
+    pub(crate) state: String,
+    /// Trust score 0..1.
+    pub(crate) trust: f64,
+    /// Drift score 0..1.
+    pub(crate) drift: f64,
 }
 
 /// The function the pool calls for an OS-fallback seed.
@@ -238,6 +277,51 @@ impl Pool {
     /// depends on entropy gathered after any earlier compromise. For key seeds.
     pub(crate) fn fill_fresh(&self, out: &mut [u8]) -> Result<Serving, PoolError> {
         self.fill_inner(out, true)
+    }
+
+    /// [`Pool::fill_fresh`], and where its seed came from. With `min_trust`,
+    /// a seed from a source below it (or from the OS fallback) is refused
+    /// before anything is generated from it.
+    pub(crate) fn fill_fresh_traced(
+        &self,
+        out: &mut [u8],
+        min_trust: Option<f64>,
+    ) -> Result<Provenance, PoolError> {
+        let serving = self.wait_serving()?;
+        let mut slot = self.lock_drbg();
+        let serving = self.reseed(&mut slot, serving)?;
+        let seed_source =
+            lock(&self.stats).log.back().map(|r| r.source.clone()).unwrap_or_default();
+        let sources: Vec<SourceTrust> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let snap = s.snapshot();
+                SourceTrust {
+                    name: snap.name,
+                    state: serde_json::to_value(snap.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    trust: snap.trust_score,
+                    drift: snap.drift_score,
+                }
+            })
+            .collect();
+        if let Some(min) = min_trust {
+            let trust = sources.iter().find(|s| s.name == seed_source).map_or(0.0, |s| s.trust);
+            if serving != Serving::Sources || trust < min {
+                return Err(PoolError::BelowTrust { seed_source, trust, min });
+            }
+        }
+        if let Some(drbg) = slot.drbg.as_mut() {
+            for chunk in out.chunks_mut(MAX_REQUEST) {
+                drbg.generate(chunk, &[])?;
+            }
+        }
+        let reseed_counter = slot.drbg.as_ref().map_or(0, CtrDrbg::reseed_counter);
+        lock(&self.stats).reseed_counter = reseed_counter;
+        Ok(Provenance { serving, reseed_counter, seed_source, sources })
     }
 
     /// [`Pool::fill`], if that needs no waiting: the pool is serving, no

@@ -235,3 +235,54 @@ fn fill_now_serves_only_what_needs_no_reseed() {
     draws.dedup();
     assert_eq!(draws.len(), 4);
 }
+
+/// A traced fresh draw names the source of its own reseed and every
+/// source's scores; with a trust bar, an OS-fallback seed is refused before
+/// anything is generated from it.
+#[test]
+fn traced_draws_name_their_seed_and_refuse_below_the_bar() {
+    let sim = SimSource::new("qrng", 9, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 1000), vec![status.clone()], no_fallback());
+    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.serving().is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut seed = [0u8; 32];
+    let p = pool.fill_fresh_traced(&mut seed, Some(0.89)).unwrap();
+    assert_eq!(p.serving, Serving::Sources);
+    assert_eq!(p.seed_source, "qrng");
+    assert_eq!(p.sources.len(), 1);
+    assert_eq!((p.sources[0].name.as_str(), p.sources[0].state.as_str()), ("qrng", "healthy"));
+    assert!(p.sources[0].trust >= 0.89);
+    let seeds = pool.snapshot().drbg.seeds;
+    let again = pool.fill_fresh_traced(&mut seed, None).unwrap();
+    assert_eq!(pool.snapshot().drbg.seeds, seeds + 1, "every traced draw reseeds");
+    assert_eq!(again.reseed_counter, p.reseed_counter);
+
+    // The only source gone, the pool serves from the OS: no trusted seed.
+    status.fail(qkeyd_health::Failure {
+        kind: qkeyd_health::FailureKind::Rct,
+        severity: Severity::Permanent,
+        sample: 0,
+    });
+    let fallback: Fallback = Box::new(|seed| {
+        seed.fill(0x11);
+        Ok(())
+    });
+    let (open, _) = Pool::new(config(EntropyMode::OsFallback, 10), vec![status], fallback);
+    let mut out = [0u8; 32];
+    match open.fill_fresh_traced(&mut out, Some(0.89)) {
+        Err(PoolError::BelowTrust { seed_source, trust, .. }) => {
+            assert_eq!((seed_source.as_str(), trust), ("os-fallback", 0.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(out, [0u8; 32], "nothing was generated");
+    let p = open.fill_fresh_traced(&mut out, None).unwrap();
+    assert_eq!((p.serving, p.seed_source.as_str()), (Serving::OsFallback, "os-fallback"));
+}

@@ -270,8 +270,8 @@ impl Vault {
         label: &str,
     ) -> Result<VersionRecord, VaultError> {
         let mut seed = Zeroizing::new(vec![0u8; alg.seed_len()]);
-        let serving = self.pool.fill_fresh(&mut seed)?;
-        let entropy = match serving {
+        let provenance = self.pool.fill_fresh_traced(&mut seed, None)?;
+        let entropy = match provenance.serving {
             Serving::Sources => "sources",
             Serving::OsFallback => "os-fallback",
         };
@@ -282,7 +282,10 @@ impl Vault {
         let aad = store::aad(id, version, alg, &fp);
         let name = format!("qkeyd/{id}/v{version}");
         let sealed = self.sealer.call(move |s| s.seal(&name, &aad, &seed))?;
-        Ok(VersionRecord::new(id, version, alg, label, now_unix(), &pk, entropy, sealed))
+        let mut record =
+            VersionRecord::new(id, version, alg, label, now_unix(), &pk, entropy, sealed);
+        record.provenance = Some(provenance);
+        Ok(record)
     }
 
     /// Create a key.

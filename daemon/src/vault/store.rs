@@ -56,6 +56,11 @@ pub(crate) struct VersionRecord {
     pub(crate) entropy: String,
     /// The sealed seed.
     pub(crate) sealed: Sealed,
+    /// Where the seed's entropy came from in detail: the source of the
+    /// fresh reseed, the DRBG's reseed counter, every source's state and
+    /// scores then (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) provenance: Option<crate::pool::Provenance>,
 }
 
 impl VersionRecord {
@@ -83,6 +88,7 @@ impl VersionRecord {
             fingerprint: fingerprint(alg, public_key),
             entropy: entropy.to_owned(),
             sealed,
+            provenance: None,
         }
     }
 
