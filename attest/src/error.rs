@@ -1,6 +1,10 @@
-//! The crate's one error type: a TPM structure that does not parse.
+//! The crate's one error type: a TPM structure that does not parse, a policy
+//! or verifier state that cannot be read. A verification that runs and
+//! refuses the evidence is a [`Failure`](crate::Failure), not an `Error`.
 
-/// Why a TPM structure could not be read.
+use std::path::PathBuf;
+
+/// Why a TPM structure, a policy or the verifier state could not be read.
 /// Carries names, sizes and offsets, never key material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,5 +55,36 @@ pub enum Error {
     NotOnCurve {
         /// The structure.
         what: &'static str,
+    },
+    /// The policy is not valid TOML or has unknown or mistyped keys.
+    #[error("the verifier policy does not parse: {0}")]
+    PolicyParse(#[source] toml::de::Error),
+    /// A policy value is out of range or malformed.
+    #[error("policy key `{key}`: {reason}")]
+    PolicyValue {
+        /// The policy key.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A policy or verifier state file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The verifier state file is not the JSON this crate writes.
+    #[error(
+        "verifier state {path} does not parse (restore it from a backup: without it, replayed nonces and rolled-back TPM counters go unseen): {source}"
+    )]
+    StateParse {
+        /// The state file.
+        path: PathBuf,
+        /// The parser's reason.
+        #[source]
+        source: serde_json::Error,
     },
 }

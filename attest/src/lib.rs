@@ -1,4 +1,5 @@
-//! Attested keys: the evidence a qkeyd node hands the gateway about a key.
+//! Attested keys: the evidence a qkeyd node hands the gateway about a key,
+//! and the offline verifier the gateway runs on it.
 //!
 //! A node states what it knows about a key (id, algorithm, public part,
 //! seal backend, the entropy sources and their trust at generation time, a
@@ -7,16 +8,29 @@
 //! into a TPM2_Quote by its attestation key (AK): the quote's `extraData` is
 //! [`extra_data`]`(nonce, statement)`. [`Evidence`] carries all of it.
 //!
-//! The TPM structures are parsed by hand in [`tpm`], bounds-checked, with
-//! trailing bytes refused. The crate does not talk to a TPM (the daemon
-//! makes quotes), does no I/O and runs no async runtime. It holds no
-//! secrets: everything it reads is public, and errors name fields, sizes
-//! and public values only.
+//! [`verify()`] checks a document against the gateway's nonce, a [`Policy`]
+//! and the [`VerifierState`] (nonces seen, TPM counters per AK), and names
+//! the first check that fails ([`Check`]). Every signature is checked over
+//! the raw bytes before anything they sign is read. The TPM structures are
+//! parsed by hand in [`tpm`], bounds-checked, with trailing bytes refused.
+//!
+//! The crate does not talk to a TPM (the daemon makes quotes), does no
+//! networking and runs no async runtime; its only I/O is reading a policy
+//! file and loading and saving the state file when asked. It holds no
+//! secrets: everything it reads is public, and failures name fields, sizes
+//! and public values only. It does not check the EK certificate chain: an
+//! AK is trusted because the policy names it.
 #![forbid(unsafe_code)]
 
 mod error;
 pub mod evidence;
+pub mod policy;
+mod state;
 pub mod tpm;
+mod verify;
 
 pub use error::Error;
 pub use evidence::{Evidence, Statement, extra_data, fingerprint};
+pub use policy::Policy;
+pub use state::{Counters, VerifierState};
+pub use verify::{Check, Failure, MAX_CLOCK_SKEW_SECS, NONCE_LEN, QuoteFacts, Verified, verify};

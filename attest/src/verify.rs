@@ -1,0 +1,536 @@
+//! The verifier: one evidence document against a nonce, a policy and the
+//! verifier's state.
+//!
+//! The checks run in an order where nothing signed is read before its
+//! signature holds:
+//!
+//! 1. the document (`format`), the identity key's own fingerprint
+//!    (`identity_fingerprint`) and the ML-DSA-87 signature over the raw
+//!    statement bytes (`signature`); only then is the statement parsed
+//!    (`statement_parse`) and its `node` compared with the identity;
+//! 2. when the policy or the statement calls for a TPM, its presence
+//!    (`tpm_missing`); then the AK (`ak_public`, `ak_trusted`), the quote's
+//!    ECDSA signature over the raw `TPMS_ATTEST` (`quote_signature`), and
+//!    only then what the quote says (`quote_magic`, `quote_type`,
+//!    `quote_parse`, `extra_data`, `pcr_select`, `pcr_digest`, `pcr_policy`,
+//!    `clock_safe`, `counters`, `firmware`);
+//! 3. what the statement says, now bound to the TPM: `key_fingerprint`,
+//!    `nonce`, `age`, `algorithm`, `sealer`, `trust`.
+//!
+//! The first failing check ends verification. The state changes only when
+//! every check passes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ml_dsa::{EncodedVerifyingKey, MlDsa87};
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+use p256::pkcs8::DecodePublicKey as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::evidence::{
+    self, EVIDENCE_FORMAT, Evidence, PCR_BANK_SHA256, STATEMENT_FORMAT, Serving, Statement,
+    TpmEvidence,
+};
+use crate::policy::Policy;
+use crate::state::{Counters, VerifierState};
+use crate::tpm::{
+    self, Attest, Attested, ClockInfo, EccPublic, EcdsaSignature, TPM_ALG_SHA256,
+    TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE, TPMA_OBJECT_DECRYPT, TPMA_OBJECT_FIXED_TPM,
+    TPMA_OBJECT_RESTRICTED, TPMA_OBJECT_SIGN,
+};
+
+/// The shortest and longest nonce the gateway may use.
+pub const NONCE_LEN: std::ops::RangeInclusive<usize> = 16..=64;
+/// How far in the future a statement's `issued_unix` may be (clock skew
+/// between the node and the gateway).
+pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
+
+const ML_DSA_87_PUBLIC_KEY_LEN: usize = 2592;
+
+/// The named checks of the verifier, in the order they run.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+#[non_exhaustive]
+pub enum Check {
+    /// The document parses (no unknown fields, valid base64 and hex) and is
+    /// "qkeyd-evidence/1".
+    Format,
+    /// The identity's fingerprint is SHA3-256 of its public key, and the
+    /// statement's `node`.
+    IdentityFingerprint,
+    /// The ML-DSA-87 signature over the statement bytes holds.
+    Signature,
+    /// The statement parses, is "qkeyd-statement/1" and canonical.
+    StatementParse,
+    /// The evidence has a TPM quote when the policy or statement needs one.
+    TpmMissing,
+    /// `ak_public` is a restricted ECDSA P-256 signing key whose Name is
+    /// `ak_name` and whose key `ak_pem` is.
+    AkPublic,
+    /// The policy trusts `ak_name`.
+    AkTrusted,
+    /// The quote's ECDSA-SHA256 signature over `attest` holds for the AK.
+    QuoteSignature,
+    /// `magic` is `TPM_GENERATED_VALUE`.
+    QuoteMagic,
+    /// `type` is `TPM_ST_ATTEST_QUOTE`.
+    QuoteType,
+    /// The signed `TPMS_ATTEST` parses.
+    QuoteParse,
+    /// `extraData` binds the nonce and the statement.
+    ExtraData,
+    /// The quote selects exactly the listed PCRs in the sha256 bank.
+    PcrSelect,
+    /// The listed values hash to the quote's `pcrDigest`.
+    PcrDigest,
+    /// The PCRs (or their digest) are the policy's.
+    PcrPolicy,
+    /// `clockInfo.safe` is 1.
+    ClockSafe,
+    /// `resetCount`/`restartCount` have not gone back for this AK.
+    Counters,
+    /// `firmwareVersion` is in the policy's allow-list.
+    Firmware,
+    /// The key's fingerprint is SHA3-256 of its public key.
+    KeyFingerprint,
+    /// The statement's nonce is the gateway's and was never accepted before.
+    Nonce,
+    /// The statement is recent enough.
+    Age,
+    /// The policy accepts the key's algorithm.
+    Algorithm,
+    /// The policy accepts the key's sealer.
+    Sealer,
+    /// The key came from trusted, serving sources.
+    Trust,
+}
+
+impl Check {
+    /// Every check, in the order they run.
+    pub const ALL: [Self; 24] = [
+        Self::Format,
+        Self::IdentityFingerprint,
+        Self::Signature,
+        Self::StatementParse,
+        Self::TpmMissing,
+        Self::AkPublic,
+        Self::AkTrusted,
+        Self::QuoteSignature,
+        Self::QuoteMagic,
+        Self::QuoteType,
+        Self::QuoteParse,
+        Self::ExtraData,
+        Self::PcrSelect,
+        Self::PcrDigest,
+        Self::PcrPolicy,
+        Self::ClockSafe,
+        Self::Counters,
+        Self::Firmware,
+        Self::KeyFingerprint,
+        Self::Nonce,
+        Self::Age,
+        Self::Algorithm,
+        Self::Sealer,
+        Self::Trust,
+    ];
+
+    /// The check's name in the evidence format's specification.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Format => "format",
+            Self::IdentityFingerprint => "identity_fingerprint",
+            Self::Signature => "signature",
+            Self::StatementParse => "statement_parse",
+            Self::TpmMissing => "tpm_missing",
+            Self::AkPublic => "ak_public",
+            Self::AkTrusted => "ak_trusted",
+            Self::QuoteSignature => "quote_signature",
+            Self::QuoteMagic => "quote_magic",
+            Self::QuoteType => "quote_type",
+            Self::QuoteParse => "quote_parse",
+            Self::ExtraData => "extra_data",
+            Self::PcrSelect => "pcr_select",
+            Self::PcrDigest => "pcr_digest",
+            Self::PcrPolicy => "pcr_policy",
+            Self::ClockSafe => "clock_safe",
+            Self::Counters => "counters",
+            Self::Firmware => "firmware",
+            Self::KeyFingerprint => "key_fingerprint",
+            Self::Nonce => "nonce",
+            Self::Age => "age",
+            Self::Algorithm => "algorithm",
+            Self::Sealer => "sealer",
+            Self::Trust => "trust",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why evidence was refused: the first check that failed and what it found.
+/// The detail names fields, sizes and public values only.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[error("evidence refused by check `{check}`: {detail}")]
+pub struct Failure {
+    /// The check.
+    pub check: Check,
+    /// What it found.
+    pub detail: String,
+}
+
+/// Evidence that passed every check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// The statement, now trusted.
+    pub statement: Statement,
+    /// The node's identity fingerprint.
+    pub node: String,
+    /// What the quote showed, when there was one.
+    pub quote: Option<QuoteFacts>,
+}
+
+/// The facts of a verified TPM quote.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct QuoteFacts {
+    /// The AK's Name.
+    pub ak_name: Vec<u8>,
+    /// The TPM's clock and counters.
+    pub clock_info: ClockInfo,
+    /// The TPM's `firmwareVersion`.
+    pub firmware_version: u64,
+    /// The quoted sha256 PCR values.
+    pub pcrs: BTreeMap<u32, Vec<u8>>,
+    /// The quote's `pcrDigest`.
+    pub pcr_digest: Vec<u8>,
+}
+
+fn fail<T>(check: Check, detail: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure { check, detail: detail.into() })
+}
+
+fn ensure(ok: bool, check: Check, detail: impl FnOnce() -> String) -> Result<(), Failure> {
+    if ok { Ok(()) } else { fail(check, detail()) }
+}
+
+/// Verify an evidence document against the gateway's `nonce`, the `policy`
+/// and the verifier `state`, at `now_unix`. On success the nonce and the
+/// AK's counters are recorded in `state` (and stale nonces dropped), which
+/// the caller then saves; on failure `state` is unchanged.
+pub fn verify(
+    evidence_json: &[u8],
+    nonce: &[u8],
+    policy: &Policy,
+    state: &mut VerifierState,
+    now_unix: u64,
+) -> Result<Verified, Failure> {
+    // 1. The document, the identity and its signature; then the statement.
+    let ev = Evidence::from_json(evidence_json)
+        .or_else(|e| fail(Check::Format, format!("the evidence does not parse: {e}")))?;
+    ensure(ev.format == EVIDENCE_FORMAT, Check::Format, || {
+        format!("format is `{}`, this verifier reads `{EVIDENCE_FORMAT}`", ev.format)
+    })?;
+    let node = evidence::fingerprint(&ev.identity.public_key);
+    ensure(ev.identity.fingerprint == node, Check::IdentityFingerprint, || {
+        format!(
+            "identity fingerprint `{}` is not SHA3-256 of its public key",
+            ev.identity.fingerprint
+        )
+    })?;
+    verify_ml_dsa_87(&ev)?;
+    let statement = Statement::from_canonical_bytes(&ev.statement)
+        .or_else(|e| fail(Check::StatementParse, e))?;
+    ensure(statement.format == STATEMENT_FORMAT, Check::StatementParse, || {
+        format!(
+            "statement format is `{}`, this verifier reads `{STATEMENT_FORMAT}`",
+            statement.format
+        )
+    })?;
+    ensure(statement.node == node, Check::IdentityFingerprint, || {
+        format!("the statement's node `{}` is not the signing identity `{node}`", statement.node)
+    })?;
+
+    // 2. The TPM quote binding the statement.
+    let needs_tpm = policy.require_tpm
+        || statement.sealer.tpm
+        || !policy.pcrs.is_empty()
+        || policy.pcr_digest.is_some();
+    let quote = match &ev.tpm {
+        Some(tpm) => Some(verify_quote(tpm, &ev.statement, &statement, policy, state)?),
+        None if needs_tpm => {
+            return fail(
+                Check::TpmMissing,
+                "the evidence has no TPM quote, and the policy or the statement requires one",
+            );
+        }
+        None => None,
+    };
+
+    // 3. What the statement says.
+    check_statement(&statement, nonce, policy, state, now_unix)?;
+
+    // Everything holds: remember the nonce and the counters.
+    state.prune(now_unix, policy.max_age_secs);
+    state.nonces.insert(hex::encode(nonce), statement.issued_unix);
+    if let Some(q) = &quote {
+        let seen = Counters {
+            reset_count: q.clock_info.reset_count,
+            restart_count: q.clock_info.restart_count,
+        };
+        let last = state.counters.entry(hex::encode(&q.ak_name)).or_default();
+        *last = (*last).max(seen);
+    }
+    Ok(Verified { statement, node, quote })
+}
+
+fn verify_ml_dsa_87(ev: &Evidence) -> Result<(), Failure> {
+    let pk = &ev.identity.public_key;
+    let enc = EncodedVerifyingKey::<MlDsa87>::try_from(pk.as_slice()).or_else(|_| {
+        fail(
+            Check::Signature,
+            format!(
+                "the identity public key is {} bytes, ML-DSA-87's is {ML_DSA_87_PUBLIC_KEY_LEN}",
+                pk.len()
+            ),
+        )
+    })?;
+    let vk = ml_dsa::VerifyingKey::<MlDsa87>::decode(&enc);
+    let sig = ml_dsa::Signature::<MlDsa87>::try_from(ev.signature.as_slice())
+        .or_else(|_| fail(Check::Signature, "the signature is not an ML-DSA-87 signature"))?;
+    ensure(vk.verify_with_context(&ev.statement, b"", &sig), Check::Signature, || {
+        "the ML-DSA-87 signature over the statement does not verify".into()
+    })
+}
+
+fn verify_quote(
+    tpm: &TpmEvidence,
+    statement_bytes: &[u8],
+    statement: &Statement,
+    policy: &Policy,
+    state: &VerifierState,
+) -> Result<QuoteFacts, Failure> {
+    // The AK.
+    let ak = EccPublic::parse(&tpm.ak_public)
+        .or_else(|e| fail(Check::AkPublic, format!("ak_public does not parse: {e}")))?;
+    let need = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN | TPMA_OBJECT_FIXED_TPM;
+    ensure(
+        ak.object_attributes & need == need && ak.object_attributes & TPMA_OBJECT_DECRYPT == 0,
+        Check::AkPublic,
+        || {
+            format!(
+                "the AK's attributes {:#010x} are not those of a restricted, fixedTPM, \
+                 signing-only key",
+                ak.object_attributes
+            )
+        },
+    )?;
+    ensure(ak.scheme_hash == Some(TPM_ALG_SHA256), Check::AkPublic, || {
+        "the AK's scheme is not ECDSA with SHA-256".into()
+    })?;
+    let name = ak.name();
+    ensure(name == tpm.ak_name, Check::AkPublic, || {
+        format!(
+            "ak_name {} is not the Name of ak_public ({})",
+            hex::encode(&tpm.ak_name),
+            hex::encode(&name)
+        )
+    })?;
+    let key = ak.verifying_key().or_else(|e| fail(Check::AkPublic, e.to_string()))?;
+    let pem_key = p256::PublicKey::from_public_key_pem(&tpm.ak_pem)
+        .or_else(|e| fail(Check::AkPublic, format!("ak_pem is not a P-256 SPKI PEM: {e}")))?;
+    ensure(pem_key == p256::PublicKey::from(&key), Check::AkPublic, || {
+        "ak_pem is another key than ak_public".into()
+    })?;
+    ensure(policy.trusted_ak_names.contains(&name), Check::AkTrusted, || {
+        format!("the policy does not trust the AK {}", hex::encode(&name))
+    })?;
+
+    // Its signature over the raw TPMS_ATTEST, before reading any of it.
+    let sig = EcdsaSignature::parse(&tpm.signature)
+        .or_else(|e| fail(Check::QuoteSignature, format!("the signature does not parse: {e}")))?;
+    ensure(sig.hash == TPM_ALG_SHA256, Check::QuoteSignature, || {
+        format!("the signature's hash is {:#06x}, not SHA-256 (0x000b)", sig.hash)
+    })?;
+    let sig = sig.to_p256().ok_or_else(|| Failure {
+        check: Check::QuoteSignature,
+        detail: "r or s is out of range".into(),
+    })?;
+    let digest = Sha256::digest(&tpm.attest);
+    key.verify_prehash(&digest, &sig).or_else(|_| {
+        fail(Check::QuoteSignature, "the AK's ECDSA signature over the quote does not verify")
+    })?;
+
+    // What the TPM signed.
+    let magic = tpm::peek_magic(&tpm.attest);
+    ensure(magic == Some(TPM_GENERATED_VALUE), Check::QuoteMagic, || {
+        format!(
+            "magic is {magic:#x?}, not TPM_GENERATED_VALUE: the TPM did not make this structure"
+        )
+    })?;
+    let st = tpm::peek_type(&tpm.attest);
+    ensure(st == Some(TPM_ST_ATTEST_QUOTE), Check::QuoteType, || {
+        format!("type is {st:#06x?}, not TPM_ST_ATTEST_QUOTE (0x8018)")
+    })?;
+    let attest = Attest::parse(&tpm.attest).or_else(|e| fail(Check::QuoteParse, e.to_string()))?;
+    let Attested::Quote(quote) = &attest.attested else {
+        return fail(Check::QuoteType, "the quote holds no TPMS_QUOTE_INFO");
+    };
+    let want = evidence::extra_data(&statement.nonce, statement_bytes);
+    ensure(attest.extra_data == want, Check::ExtraData, || {
+        "extraData is not SHA-256(label || nonce || SHA3-256(statement)): the quote is for \
+         another statement or nonce"
+            .into()
+    })?;
+
+    // The PCRs.
+    ensure(tpm.pcr_bank == PCR_BANK_SHA256, Check::PcrSelect, || {
+        format!("pcr_bank is `{}`, only `{PCR_BANK_SHA256}` is read", tpm.pcr_bank)
+    })?;
+    let banks: Vec<_> =
+        quote.pcr_select.iter().filter(|s| s.select.iter().any(|b| *b != 0)).collect();
+    let selected = match banks.as_slice() {
+        [] => Vec::new(),
+        [bank] if bank.hash == TPM_ALG_SHA256 => bank.indices(),
+        _ => return fail(Check::PcrSelect, "the quote selects PCRs outside the sha256 bank"),
+    };
+    let listed: Vec<u32> = tpm.pcrs.keys().copied().collect();
+    ensure(selected == listed, Check::PcrSelect, || {
+        format!("the quote selects PCRs {selected:?}, the evidence lists {listed:?}")
+    })?;
+    let mut h = Sha256::new();
+    for (index, value) in &tpm.pcrs {
+        ensure(value.len() == 32, Check::PcrDigest, || {
+            format!("PCR {index} is {} bytes, a sha256 PCR holds 32", value.len())
+        })?;
+        h.update(value);
+    }
+    ensure(h.finalize().as_slice() == quote.pcr_digest.as_slice(), Check::PcrDigest, || {
+        "the listed PCR values do not hash to the quote's pcrDigest".into()
+    })?;
+    for (index, want) in &policy.pcrs {
+        match tpm.pcrs.get(index) {
+            Some(got) if got.as_slice() == want.as_slice() => {}
+            Some(got) => {
+                return fail(
+                    Check::PcrPolicy,
+                    format!(
+                        "PCR {index} is {}, the policy expects {}",
+                        hex::encode(got),
+                        hex::encode(want)
+                    ),
+                );
+            }
+            None => {
+                return fail(
+                    Check::PcrPolicy,
+                    format!("the policy expects PCR {index}; it is not quoted"),
+                );
+            }
+        }
+    }
+    if let Some(want) = &policy.pcr_digest {
+        ensure(quote.pcr_digest.as_slice() == want.as_slice(), Check::PcrPolicy, || {
+            format!(
+                "pcrDigest is {}, the policy expects {}",
+                hex::encode(&quote.pcr_digest),
+                hex::encode(want)
+            )
+        })?;
+    }
+
+    // The clock and the firmware.
+    let clock = attest.clock_info;
+    ensure(clock.safe == 1, Check::ClockSafe, || {
+        format!("clockInfo.safe is {}: the TPM's clock may have gone back", clock.safe)
+    })?;
+    let seen = Counters { reset_count: clock.reset_count, restart_count: clock.restart_count };
+    if let Some(last) = state.counters.get(&hex::encode(&name)) {
+        ensure(seen >= *last, Check::Counters, || {
+            format!(
+                "resetCount/restartCount {}/{} are below the {}/{} last seen for this AK: \
+                 a replayed quote or a rolled-back TPM",
+                seen.reset_count, seen.restart_count, last.reset_count, last.restart_count
+            )
+        })?;
+    }
+    ensure(
+        policy.firmware_versions.is_empty()
+            || policy.firmware_versions.contains(&attest.firmware_version),
+        Check::Firmware,
+        || format!("firmwareVersion {:#018x} is not in the policy's list", attest.firmware_version),
+    )?;
+    Ok(QuoteFacts {
+        ak_name: name,
+        clock_info: clock,
+        firmware_version: attest.firmware_version,
+        pcrs: tpm.pcrs.clone(),
+        pcr_digest: quote.pcr_digest.clone(),
+    })
+}
+
+fn check_statement(
+    statement: &Statement,
+    nonce: &[u8],
+    policy: &Policy,
+    state: &VerifierState,
+    now_unix: u64,
+) -> Result<(), Failure> {
+    let key = &statement.key;
+    ensure(
+        key.fingerprint == evidence::fingerprint(&key.public_key),
+        Check::KeyFingerprint,
+        || format!("key fingerprint `{}` is not SHA3-256 of the key's public key", key.fingerprint),
+    )?;
+
+    ensure(NONCE_LEN.contains(&nonce.len()), Check::Nonce, || {
+        format!("the gateway's nonce is {} bytes; use 16 to 64 fresh random bytes", nonce.len())
+    })?;
+    ensure(statement.nonce == nonce, Check::Nonce, || {
+        "the statement answers another nonce than the gateway's".into()
+    })?;
+    ensure(!state.nonces.contains_key(&hex::encode(nonce)), Check::Nonce, || {
+        "this nonce was already accepted: the evidence is replayed".into()
+    })?;
+
+    let issued = statement.issued_unix;
+    ensure(issued <= now_unix.saturating_add(MAX_CLOCK_SKEW_SECS), Check::Age, || {
+        format!("issued_unix {issued} is {} s in the future", issued - now_unix)
+    })?;
+    ensure(now_unix.saturating_sub(issued) <= policy.max_age_secs, Check::Age, || {
+        format!(
+            "the statement is {} s old, the policy accepts {} s",
+            now_unix.saturating_sub(issued),
+            policy.max_age_secs
+        )
+    })?;
+
+    ensure(policy.algorithms.contains(&key.alg), Check::Algorithm, || {
+        format!("the policy does not accept algorithm `{}`", key.alg)
+    })?;
+    let kind = statement.sealer.kind;
+    ensure(policy.sealers.contains(&kind), Check::Sealer, || {
+        format!("the policy does not accept keys sealed by `{}`", kind.name())
+    })?;
+
+    let p = &statement.provenance;
+    ensure(p.serving == Serving::Sources, Check::Trust, || {
+        "the key was made while the pool served the OS fallback, not the health-tested sources"
+            .into()
+    })?;
+    ensure(!p.sources.is_empty(), Check::Trust, || "the provenance names no source".into())?;
+    for s in &p.sources {
+        ensure(s.trust >= policy.min_trust, Check::Trust, || {
+            format!(
+                "source `{}` has trust {}, the policy needs {}",
+                s.name, s.trust, policy.min_trust
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
