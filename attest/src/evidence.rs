@@ -180,6 +180,9 @@ pub struct Provenance {
     pub serving: Serving,
     /// The DRBG's reseed counter then.
     pub reseed_counter: u64,
+    /// The source whose seed block the key was drawn after (a fresh reseed
+    /// for every key), or `os-fallback`.
+    pub seed_source: String,
     /// The sources then.
     pub sources: Vec<SourceReport>,
 }

@@ -520,15 +520,23 @@ fn check_statement(
         "the key was made while the pool served the OS fallback, not the health-tested sources"
             .into()
     })?;
-    ensure(!p.sources.is_empty(), Check::Trust, || "the provenance names no source".into())?;
-    for s in &p.sources {
-        ensure(s.trust >= policy.min_trust, Check::Trust, || {
-            format!(
-                "source `{}` has trust {}, the policy needs {}",
-                s.name, s.trust, policy.min_trust
-            )
-        })?;
-    }
+    // The seed the key was drawn after came from this source: it must have
+    // been healthy and trusted then. Other sources did not feed the key.
+    let Some(seed) = p.sources.iter().find(|s| s.name == p.seed_source) else {
+        return Err(Failure {
+            check: Check::Trust,
+            detail: format!("the seed source `{}` is not among the sources listed", p.seed_source),
+        });
+    };
+    ensure(seed.state == "healthy", Check::Trust, || {
+        format!("the seed source `{}` was `{}`, not healthy", seed.name, seed.state)
+    })?;
+    ensure(seed.trust >= policy.min_trust, Check::Trust, || {
+        format!(
+            "the seed source `{}` had trust {}, the policy needs {}",
+            seed.name, seed.trust, policy.min_trust
+        )
+    })?;
     Ok(())
 }
 

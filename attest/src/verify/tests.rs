@@ -65,6 +65,7 @@ impl Fixture {
             provenance: Provenance {
                 serving: Serving::Sources,
                 reseed_counter: 42,
+                seed_source: "qrng0".into(),
                 sources: vec![source("qrng0", 0.97), source("os", 0.9)],
             },
             pool: PoolInfo {
@@ -251,7 +252,7 @@ fn the_statement_is_canonical_json_in_the_formats_key_order() {
             r#""issued_unix":1733249990,"key":{"id":"k-0001","version":1,"alg":"ml-kem-768","#,
             r#""public_key":"AQID","fingerprint":"sha3-256:ab","created_unix":1733249980},"#,
             r#""sealer":{"kind":"hsm","token_label":"qkeyd","token_serial":null,"tpm":true},"#,
-            r#""provenance":{"serving":"sources","reseed_counter":42,"#,
+            r#""provenance":{"serving":"sources","reseed_counter":42,"seed_source":"qrng0","#,
             r#""sources":[{"name":"qrng0","state":"healthy","trust":0.97,"drift":0.01}]},"#,
             r#""pool":{"serving":null,"sources":[{"name":"qrng0","state":"healthy","trust":1.0,"drift":0.01}]},"#,
             r#""gateway":{"recipient_sha3":"00","ciphertext_sha3":"11","key_id":"g-1","length":32,"purpose":"qkd-mix"}}"#
@@ -695,9 +696,19 @@ fn sealer() {
 
 #[test]
 fn trust() {
+    // Only the source that fed the key's seed counts.
     let mut fx = Fixture::new();
-    fx.statement.provenance.sources[1].trust = 0.88;
-    assert!(refused(fx.check(&fx.build()), Check::Trust).contains("`os` has trust 0.88"));
+    fx.statement.provenance.sources[1].trust = 0.2;
+    fx.check(&fx.build()).unwrap();
+    let mut fx = Fixture::new();
+    fx.statement.provenance.sources[0].trust = 0.88;
+    assert!(refused(fx.check(&fx.build()), Check::Trust).contains("`qrng0` had trust 0.88"));
+    let mut fx = Fixture::new();
+    fx.statement.provenance.sources[0].state = "quarantined".into();
+    refused(fx.check(&fx.build()), Check::Trust);
+    let mut fx = Fixture::new();
+    fx.statement.provenance.seed_source = "elsewhere".into();
+    refused(fx.check(&fx.build()), Check::Trust);
     let mut fx = Fixture::new();
     fx.statement.provenance.serving = Serving::OsFallback;
     refused(fx.check(&fx.build()), Check::Trust);
@@ -706,7 +717,7 @@ fn trust() {
     refused(fx.check(&fx.build()), Check::Trust);
     // Exactly the minimum passes.
     let mut fx = Fixture::new();
-    fx.statement.provenance.sources[1].trust = 0.89;
+    fx.statement.provenance.sources[0].trust = 0.89;
     fx.check(&fx.build()).unwrap();
 }
 
