@@ -262,6 +262,7 @@ pub fn rest_api(data: &[u8]) {
         Kms::open(dir.path(), s.sealer.clone(), s.pool.clone(), &settings, 8).expect("KMS opens");
     let state = AppState {
         access: crate::config::Access::default(),
+        attest: None,
         pool: s.pool.clone(),
         metrics: s.metrics.clone(),
         max_request_bytes: MAX_RANDOM,

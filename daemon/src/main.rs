@@ -12,6 +12,7 @@
 
 mod api;
 mod assess;
+mod attest;
 mod check;
 mod cli;
 mod config;

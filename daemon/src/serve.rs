@@ -70,6 +70,16 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
         None => None,
     };
+    let attest = match &config.attest {
+        Some(settings) => Some(Arc::new(crate::attest::Attestor::open(
+            settings,
+            &dir,
+            &config.keys.sealer,
+            keys.vault.clone(),
+            pool.clone(),
+        )?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let module = match &config.module.socket {
         Some(socket) => {
@@ -87,6 +97,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         )),
         access: config.access.clone(),
+        attest,
     };
     let tls = match &config.tls {
         Some(settings) => {

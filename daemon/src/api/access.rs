@@ -28,6 +28,9 @@ pub(super) fn required(method: &Method, route: &str) -> Option<Right> {
     if route.starts_with("/v1/kms") {
         return Some(Right::KmsAdmin);
     }
+    if route.starts_with("/v1/attest") || route == "/v1/keys/{id}/attest" {
+        return Some(Right::Gateway);
+    }
     if !route.starts_with("/v1/keys") {
         return None;
     }
@@ -144,6 +147,8 @@ mod tests {
             (Method::GET, "/v1/kms", Some(Right::KmsAdmin)),
             (Method::POST, "/v1/kms/rotate", Some(Right::KmsAdmin)),
             (Method::DELETE, "/v1/kms/keks/{key_id}", Some(Right::KmsAdmin)),
+            (Method::GET, "/v1/attest/identity", Some(Right::Gateway)),
+            (Method::POST, "/v1/keys/{id}/attest", Some(Right::Gateway)),
         ];
         for (m, route, want) in cases {
             assert_eq!(required(&m, route), want, "{m} {route}");

@@ -130,11 +130,11 @@ fn vault(state: &AppState) -> Result<Arc<Vault>, ApiError> {
     })
 }
 
-fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(t)| t).map_err(ApiError::from)
 }
 
-fn key_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn key_id(id: &str) -> Result<(), ApiError> {
     if valid_id(id) {
         Ok(())
     } else {
@@ -176,7 +176,7 @@ fn key_json(k: &KeyInfo) -> serde_json::Value {
     })
 }
 
-fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
+pub(super) fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| ApiError::bad_request(format!("{field}: not base64 ({e})")))
@@ -242,6 +242,14 @@ async fn destroy(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     key_id(&id)?;
+    if state.attest.as_ref().is_some_and(|a| a.identity_key_id() == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "node_identity",
+            "this is the node identity key that signs attestation evidence; it is not destroyed \
+             while [attest] is on",
+        ));
+    }
     let shown = id.clone();
     blocking(&state, move |v| v.destroy(&id)).await?;
     tracing::info!(key = %shown, "key destroyed");

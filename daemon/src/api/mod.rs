@@ -7,6 +7,7 @@
 //! [`MAX_BODY_BYTES`] get 413. Bad input is never logged above debug level.
 
 mod access;
+mod attest;
 mod error;
 mod health;
 pub(crate) mod keys;
@@ -42,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) kms: Option<Arc<crate::kms::Kms>>,
     /// Who may do what.
     pub(crate) access: crate::config::Access,
+    /// Attested keys, if `[attest]` is on.
+    pub(crate) attest: Option<Arc<crate::attest::Attestor>>,
 }
 
 /// Largest request body; a bigger one is answered 413.
@@ -61,6 +64,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(keys::routes(state.clone()))
         .merge(kms::routes(state.clone()))
+        .merge(attest::routes(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

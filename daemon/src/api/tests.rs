@@ -30,6 +30,7 @@ fn world() -> World {
     let kms = Kms::open(dir.path(), sealer, pool.clone(), &settings, 8).unwrap();
     let state = AppState {
         access: crate::config::Access::default(),
+        attest: None,
         pool,
         metrics: Arc::new(Metrics::new().unwrap()),
         max_request_bytes: 1 << 20,

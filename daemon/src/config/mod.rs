@@ -12,6 +12,7 @@ use std::{
 use qkeyd_drivers::source::sim::Phase;
 use qkeyd_health::HealthParams;
 
+mod attest;
 mod error;
 mod raw;
 mod renamed;
@@ -20,6 +21,7 @@ mod socket;
 mod tests;
 mod tls;
 
+pub(crate) use attest::AttestSettings;
 pub(crate) use error::ConfigError;
 pub(crate) use socket::{SocketSpec, SocketSpecError};
 pub(crate) use tls::{
@@ -55,6 +57,8 @@ pub(crate) struct Config {
     pub(crate) tls_pending: PendingTls,
     /// Who may do what on the REST API.
     pub(crate) access: Access,
+    /// Attested keys for the gateway (on when `[attest]` is present).
+    pub(crate) attest: Option<AttestSettings>,
     /// Options that weaken security.
     pub(crate) danger: Danger,
 }

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     tls: super::tls::RawTls,
     #[serde(default)]
+    attest: Option<super::attest::RawAttest>,
+    #[serde(default)]
     danger: RawDanger,
 }
 
@@ -494,6 +496,7 @@ impl RawConfig {
         let kms = self.kms.check()?;
         let module = self.module.check()?;
         let tls = self.tls.check()?;
+        let attest = self.attest.map(|a| a.check(&keys.sealer)).transpose()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -519,6 +522,7 @@ impl RawConfig {
             tls: tls.tls,
             tls_pending: tls.pending,
             access: tls.access,
+            attest,
             danger,
         })
     }

@@ -452,6 +452,16 @@ impl Vault {
     }
 
     /// One key, public parts only.
+    /// The stored record of a version (the current one if `version` is
+    /// `None`): public parts and the sealed seed.
+    pub(crate) fn version_record(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<VersionRecord, VaultError> {
+        self.record(id, version)
+    }
+
     pub(crate) fn info(&self, id: &str) -> Result<KeyInfo, VaultError> {
         let versions = self.store.versions(id)?;
         let mut infos = Vec::with_capacity(versions.len());

@@ -32,6 +32,8 @@ mod state_dir;
 // refused handshakes, certificate rotation, the listen policy.
 mod tls;
 // `qkeyd tls self-issue`, and the keys/kms CLI over https with --ca-file and client certificates.
-mod tls_cli;
+#[cfg(feature = "tpm")]
+mod attest;
 #[cfg(feature = "tpm")]
 mod attest_tpm;
+mod tls_cli;
