@@ -10,9 +10,11 @@
 //!
 //! [`verify()`] checks a document against the gateway's nonce, a [`Policy`]
 //! and the [`VerifierState`] (nonces seen, TPM counters per AK), and names
-//! the first check that fails ([`Check`]). Every signature is checked over
-//! the raw bytes before anything they sign is read. The TPM structures are
-//! parsed by hand in [`tpm`], bounds-checked, with trailing bytes refused.
+//! the first check that fails ([`Check`]); [`check_quote`] checks a TPM
+//! quote alone, as `verify` checks the one in a document. Every signature
+//! is checked over the raw bytes before anything they sign is read. The TPM
+//! structures are parsed by hand in [`tpm`], bounds-checked, with trailing
+//! bytes refused.
 //!
 //! The crate does not talk to a TPM (the daemon makes quotes), does no
 //! networking and runs no async runtime; its only I/O is reading a policy
@@ -33,4 +35,6 @@ pub use error::Error;
 pub use evidence::{Evidence, Statement, extra_data, fingerprint};
 pub use policy::Policy;
 pub use state::{Counters, VerifierState};
-pub use verify::{Check, Failure, MAX_CLOCK_SKEW_SECS, NONCE_LEN, QuoteFacts, Verified, verify};
+pub use verify::{
+    Check, Failure, MAX_CLOCK_SKEW_SECS, NONCE_LEN, QuoteFacts, Verified, check_quote, verify,
+};

@@ -106,3 +106,35 @@ fn the_certify_by_the_same_ak_has_the_certify_type_and_the_keys_name() {
     let certified = EccPublic::parse(&golden("certified.pub")).unwrap();
     assert_eq!(certified.name(), golden("certified.name"));
 }
+
+#[test]
+fn check_quote_accepts_the_golden_quote_and_names_what_breaks() {
+    use qkeyd_attest::{Check, check_quote};
+    type Pcrs = BTreeMap<u32, Vec<u8>>;
+    let pcrs: BTreeMap<u32, String> = serde_json::from_slice(&golden("pcrs.json")).unwrap();
+    let pcrs: Pcrs = pcrs.into_iter().map(|(i, v)| (i, hex::decode(v).unwrap())).collect();
+    let (attest, sig, ak) = (golden("attest.bin"), golden("sig.bin"), golden("ak.pub"));
+    let extra = golden("extra_data.bin");
+    let facts = check_quote(&attest, &sig, &ak, &extra, &pcrs).expect("the golden quote holds");
+    assert_eq!(facts.ak_name, golden("ak.name"));
+    assert_eq!((facts.clock_info.reset_count, facts.clock_info.restart_count), (2, 0));
+    assert_eq!(facts.firmware_version, 0x2019_1023_0016_3636);
+    assert_eq!(facts.pcrs, pcrs);
+
+    fn check(attest: &[u8], sig: &[u8], ak: &[u8], extra: &[u8], pcrs: &Pcrs) -> Check {
+        check_quote(attest, sig, ak, extra, pcrs).unwrap_err().check
+    }
+    let mut bad = attest.clone();
+    bad[0x30] ^= 1;
+    assert_eq!(check(&bad, &sig, &ak, &extra, &pcrs), Check::QuoteSignature);
+    assert_eq!(check(&attest, &sig, &ak, &[0; 32], &pcrs), Check::ExtraData);
+    let mut other = pcrs.clone();
+    other.get_mut(&7).unwrap()[0] ^= 1;
+    assert_eq!(check(&attest, &sig, &ak, &extra, &other), Check::PcrDigest);
+    other.remove(&7);
+    assert_eq!(check(&attest, &sig, &ak, &extra, &other), Check::PcrSelect);
+    assert_eq!(check(&attest, &sig, &golden("certified.pub"), &extra, &pcrs), Check::AkPublic);
+    let certify = golden("certify_attest.bin");
+    let certify_sig = golden("certify_sig.bin");
+    assert_eq!(check(&certify, &certify_sig, &ak, &extra, &pcrs), Check::QuoteType);
+}
