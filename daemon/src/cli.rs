@@ -104,6 +104,26 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: TlsAction,
     },
+    /// Verify an evidence document (`POST /v1/keys/{id}/attest`) offline, as
+    /// the gateway does: against the nonce it was asked with and a policy.
+    /// Prints the key and the quote's facts (exit 0), or `invalid: CHECK:
+    /// DETAIL` (exit 1); a file, nonce, policy or state that cannot be read
+    /// or written exits 2. The policy's state file (nonces seen, TPM
+    /// counters) is read if it exists and written on success only.
+    Verify {
+        /// The evidence document (JSON); `-` for standard input.
+        evidence: PathBuf,
+        /// The nonce the evidence was asked for, base64 (16 to 64 bytes).
+        #[arg(long, value_name = "BASE64")]
+        nonce: String,
+        /// The verifier policy (TOML): trusted AK Names, PCRs, algorithms,
+        /// sealers, trust, age, state file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// Verify as of this time (Unix seconds) instead of now.
+        #[arg(long, value_name = "UNIX")]
+        now: Option<u64>,
+    },
 }
 
 /// `qkeyd tls` actions.

@@ -32,6 +32,7 @@ mod testing;
 mod tls;
 mod unix_socket;
 mod vault;
+mod verify_cli;
 
 #[doc(hidden)]
 pub mod fuzz;

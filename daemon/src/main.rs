@@ -31,6 +31,7 @@ mod testing;
 mod tls;
 mod unix_socket;
 mod vault;
+mod verify_cli;
 
 use std::process::ExitCode;
 
@@ -46,11 +47,13 @@ use crate::{
 /// How `qkeyd` exits (README lists these).
 #[derive(Clone, Copy, Debug)]
 enum Exit {
-    /// `serve` stopped on an error after its configuration loaded, or
-    /// `keys verify` found the signature invalid.
+    /// `serve` stopped on an error after its configuration loaded,
+    /// `keys verify` found the signature invalid, or `verify` refused the
+    /// evidence.
     Failed = 1,
     /// A `keys` or `kms` request failed: the daemon refused it or could not be
-    /// reached.
+    /// reached; or `verify` could not read its evidence, nonce, policy or
+    /// state file, or write the state file.
     Request = 2,
     /// The configuration does not load or check.
     Config = 3,
@@ -142,6 +145,17 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("qkeyd: tls self-issue: {}", Chain(&e));
                     if e.is_argument() { Exit::Config } else { Exit::Failed }.into()
+                }
+            }
+        }
+        Command::Verify { evidence, nonce, policy, now } => {
+            let req = crate::verify_cli::Request { evidence, nonce, policy, now };
+            match crate::verify_cli::run(&req, std::io::stdin().lock(), std::io::stdout().lock()) {
+                Ok(crate::verify_cli::Outcome::Valid) => ExitCode::SUCCESS,
+                Ok(crate::verify_cli::Outcome::Invalid) => Exit::Failed.into(),
+                Err(e) => {
+                    eprintln!("qkeyd: verify: {e}");
+                    Exit::Request.into()
                 }
             }
         }
