@@ -583,6 +583,35 @@ pub fn tlsprobe() -> &'static Path {
     })
 }
 
+/// The independent quote checker in `tests/attest/gochecker` (go-tpm), built
+/// once per test run into `target/gochecker/` (`QKEYD_GOCHECKER` overrides).
+pub fn gochecker() -> &'static Path {
+    static CHECKER: OnceLock<PathBuf> = OnceLock::new();
+    CHECKER.get_or_init(|| {
+        if let Some(p) = std::env::var_os("QKEYD_GOCHECKER") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../target"));
+        let out = target.join("gochecker").join("gochecker");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(root.join("attest/gochecker"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("go (Go 1.24 or later builds tests/attest/gochecker)");
+        assert!(status.success(), "go build of tests/attest/gochecker failed");
+        out
+    })
+}
+
 /// Run the probe with `args` (and `env`), return its exit success and its
 /// JSON line (`Value::Null` if it printed none).
 pub fn probe(args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
