@@ -18,14 +18,20 @@
 //!
 //! The crate does not talk to a TPM (the daemon makes quotes), does no
 //! networking and runs no async runtime; its only I/O is reading a policy
-//! file and loading and saving the state file when asked. It holds no
-//! secrets: everything it reads is public, and failures name fields, sizes
-//! and public values only. It does not check the EK certificate chain: an
-//! AK is trusted because the policy names it.
+//! file and loading and saving the state file when asked.
+//!
+//! [`gateway::open`] takes a key a node delivered to the gateway: it verifies
+//! the evidence, checks that it binds this delivery, decapsulates with the
+//! gateway's ML-KEM key and unwraps. That key and the ML-KEM shared secret
+//! are the only secrets the crate holds; they are zeroized on drop and never
+//! formatted. Everything else it reads is public, and failures name fields,
+//! sizes and public values only. It does not check the EK certificate
+//! chain: an AK is trusted because the policy names it.
 #![forbid(unsafe_code)]
 
 mod error;
 pub mod evidence;
+pub mod gateway;
 pub mod policy;
 mod state;
 pub mod tpm;

@@ -104,11 +104,23 @@ pub enum Check {
     Sealer,
     /// The key came from trusted, serving sources.
     Trust,
+    /// A gateway key answer parses: its fields, base64 and the evidence in
+    /// it ([`gateway::open`](crate::gateway::open) only, as are the next three).
+    GatewayResponse,
+    /// The statement is about this delivery: its `gateway` names the
+    /// gateway's own key, the ciphertext, key id, length and purpose of the
+    /// answer, and its `key` is the delivered key.
+    GatewayBinding,
+    /// The delivered key has not expired.
+    Expired,
+    /// The ciphertext decapsulates with the gateway's key and the wrapped key
+    /// opens (AES-GCM) under the transcript.
+    Unwrap,
 }
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 28] = [
         Self::Format,
         Self::IdentityFingerprint,
         Self::Signature,
@@ -133,6 +145,10 @@ impl Check {
         Self::Algorithm,
         Self::Sealer,
         Self::Trust,
+        Self::GatewayResponse,
+        Self::GatewayBinding,
+        Self::Expired,
+        Self::Unwrap,
     ];
 
     /// The check's name in the evidence format's specification.
@@ -162,6 +178,10 @@ impl Check {
             Self::Algorithm => "algorithm",
             Self::Sealer => "sealer",
             Self::Trust => "trust",
+            Self::GatewayResponse => "gateway_response",
+            Self::GatewayBinding => "gateway_binding",
+            Self::Expired => "expired",
+            Self::Unwrap => "unwrap",
         }
     }
 }

@@ -219,6 +219,10 @@ fn check_names_are_the_specifications() {
             "algorithm",
             "sealer",
             "trust",
+            "gateway_response",
+            "gateway_binding",
+            "expired",
+            "unwrap",
         ]
     );
     let f = Failure { check: Check::PcrDigest, detail: "x".into() };
