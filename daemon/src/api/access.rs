@@ -28,7 +28,10 @@ pub(super) fn required(method: &Method, route: &str) -> Option<Right> {
     if route.starts_with("/v1/kms") {
         return Some(Right::KmsAdmin);
     }
-    if route.starts_with("/v1/attest") || route == "/v1/keys/{id}/attest" {
+    if route.starts_with("/v1/attest")
+        || route.starts_with("/v1/gateway")
+        || route == "/v1/keys/{id}/attest"
+    {
         return Some(Right::Gateway);
     }
     if !route.starts_with("/v1/keys") {
@@ -149,6 +152,7 @@ mod tests {
             (Method::DELETE, "/v1/kms/keks/{key_id}", Some(Right::KmsAdmin)),
             (Method::GET, "/v1/attest/identity", Some(Right::Gateway)),
             (Method::POST, "/v1/keys/{id}/attest", Some(Right::Gateway)),
+            (Method::POST, "/v1/gateway/keys", Some(Right::Gateway)),
         ];
         for (m, route, want) in cases {
             assert_eq!(required(&m, route), want, "{m} {route}");

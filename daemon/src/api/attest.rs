@@ -1,8 +1,10 @@
-//! Attested keys: `GET /v1/attest/identity` (what a verifier enrolls) and
-//! `POST /v1/keys/{id}/attest` (evidence about a key for a nonce). Both need
-//! the `gateway` right. Evidence is public; making it signs with the node
-//! identity key (an audited use) and quotes with the TPM, off the async
-//! threads.
+//! Attested keys: `GET /v1/attest/identity` (what a verifier enrolls),
+//! `POST /v1/keys/{id}/attest` (evidence about a key for a nonce) and
+//! `POST /v1/gateway/keys` (a fresh key for the gateway, encapsulated to its
+//! ML-KEM key, wrapped and attested). All need the `gateway` right. Evidence
+//! is public; making it signs with the node identity key (an audited use) and
+//! quotes with the TPM, off the async threads. A gateway key's answer holds
+//! the key only wrapped, and is never cached.
 
 use std::sync::Arc;
 
@@ -18,8 +20,9 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::{
-    attest::{AttestError, Attestor},
+    attest::{AttestError, Attestor, GatewayError, GatewayRequest},
     incident::{Chain, Incident},
+    pool::PoolError,
 };
 
 /// The routes, behind the rights check.
@@ -27,6 +30,7 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/attest/identity", get(identity))
         .route("/v1/keys/{id}/attest", post(attest))
+        .route("/v1/gateway/keys", post(gateway_key))
         .route_layer(middleware::from_fn_with_state(state, super::access::authorize))
 }
 
@@ -86,4 +90,50 @@ async fn attest(
         .map_err(|e| ApiError::internal(Incident::log("an attest task failed", &e)))??;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], evidence.to_json())
         .into_response())
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        let msg = Chain(&e).to_string();
+        match e {
+            GatewayError::Recipient(_) | GatewayError::Length(_) | GatewayError::Purpose(_) => {
+                ApiError::bad_request(msg)
+            }
+            GatewayError::Entropy(PoolError::BelowTrust { .. }) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "untrusted_entropy", msg)
+            }
+            GatewayError::Entropy(
+                PoolError::NoHealthySource | PoolError::SeedTimeout(_) | PoolError::Fallback(_),
+            ) => ApiError::unavailable(msg),
+            GatewayError::Entropy(p) => ApiError::internal(Incident::log("DRBG failure", &p)),
+            GatewayError::Attest(a) => a.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayBody {
+    recipient: String,
+    nonce: String,
+    length: usize,
+    purpose: String,
+}
+
+async fn gateway_key(
+    State(state): State<AppState>,
+    b: Result<Json<GatewayBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let a = attestor(&state)?;
+    let b = super::keys::body(b)?;
+    let req = GatewayRequest {
+        recipient: super::keys::b64("recipient", &b.recipient)?,
+        nonce: super::keys::b64("nonce", &b.nonce)?,
+        length: b.length,
+        purpose: b.purpose,
+    };
+    let answer = tokio::task::spawn_blocking(move || a.gateway_key(&req))
+        .await
+        .map_err(|e| ApiError::internal(Incident::log("a gateway key task failed", &e)))??;
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }

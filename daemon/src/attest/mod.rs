@@ -6,6 +6,10 @@
 //! provenance its version recorded when it was made, the pool now, the
 //! gateway's nonce), signed by the identity key, and with a TPM a quote whose
 //! `extraData` binds the nonce and the statement. Everything in it is public.
+//!
+//! Keys for the gateway ([`gateway`]): a fresh symmetric key, encapsulated
+//! to the gateway's ML-KEM key, wrapped, and attested with the same
+//! evidence, whose statement binds the delivery.
 
 use std::{path::Path, sync::Arc};
 
@@ -18,6 +22,10 @@ use crate::{
     pool::{Pool, Serving},
     vault::{Algorithm, Vault, VaultError},
 };
+
+mod gateway;
+
+pub(crate) use gateway::{GatewayError, GatewayRequest};
 
 /// The label of the node identity key in the vault.
 pub(crate) const IDENTITY_LABEL: &str = "qkeyd node identity";
@@ -62,6 +70,10 @@ pub(crate) struct Attestor {
     identity_id: String,
     identity_public: Vec<u8>,
     sealer: SealerInfo,
+    /// The lowest trust of the source that seeds a gateway key.
+    min_trust: f64,
+    /// How long a gateway key is valid (seconds).
+    gateway_key_ttl_secs: u64,
     #[cfg(feature = "tpm")]
     tpm: Option<Tpm>,
 }
@@ -151,6 +163,8 @@ impl Attestor {
             identity_id,
             identity_public: key.public_key,
             sealer: SealerInfo { kind, token_label, token_serial: None, tpm: has_tpm },
+            min_trust: settings.min_trust,
+            gateway_key_ttl_secs: settings.gateway_key_ttl_secs,
             #[cfg(feature = "tpm")]
             tpm,
         })
@@ -205,13 +219,6 @@ impl Attestor {
             .clone()
             .ok_or_else(|| AttestError::NoProvenance { id: r.id.clone(), version: r.version })?;
         let public_key = r.public_key_bytes().map_err(VaultError::Store)?;
-        let report = |s: &crate::pool::SourceTrust| SourceReport {
-            name: s.name.clone(),
-            state: s.state.clone(),
-            trust: s.trust,
-            drift: s.drift,
-        };
-        let snap = self.pool.snapshot();
         let statement = Statement {
             format: ev::STATEMENT_FORMAT.into(),
             node: ev::fingerprint(&self.identity_public),
@@ -226,31 +233,32 @@ impl Attestor {
                 created_unix: r.created_unix,
             },
             sealer: self.sealer.clone(),
-            provenance: ev::Provenance {
-                serving: serving(p.serving),
-                reseed_counter: p.reseed_counter,
-                seed_source: p.seed_source.clone(),
-                sources: p.sources.iter().map(report).collect(),
-            },
-            pool: PoolInfo {
-                serving: snap.serving.map(serving),
-                sources: snap
-                    .sources
-                    .iter()
-                    .map(|s| SourceReport {
-                        name: s.name.clone(),
-                        state: serde_json::to_value(s.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                        trust: s.trust_score,
-                        drift: s.drift_score,
-                    })
-                    .collect(),
-            },
+            provenance: provenance(&p),
+            pool: self.pool_info(),
             gateway: None,
         };
         self.sign(statement, nonce)
+    }
+
+    /// The pool's sources now, for a statement.
+    fn pool_info(&self) -> PoolInfo {
+        let snap = self.pool.snapshot();
+        PoolInfo {
+            serving: snap.serving.map(serving),
+            sources: snap
+                .sources
+                .iter()
+                .map(|s| SourceReport {
+                    name: s.name.clone(),
+                    state: serde_json::to_value(s.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    trust: s.trust_score,
+                    drift: s.drift_score,
+                })
+                .collect(),
+        }
     }
 
     /// Sign a statement with the identity key and, with a TPM, quote it.
@@ -290,6 +298,25 @@ impl Attestor {
             },
             tpm,
         })
+    }
+}
+
+/// A draw's provenance as a statement states it.
+fn provenance(p: &crate::pool::Provenance) -> ev::Provenance {
+    ev::Provenance {
+        serving: serving(p.serving),
+        reseed_counter: p.reseed_counter,
+        seed_source: p.seed_source.clone(),
+        sources: p
+            .sources
+            .iter()
+            .map(|s| SourceReport {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                trust: s.trust,
+                drift: s.drift,
+            })
+            .collect(),
     }
 }
 

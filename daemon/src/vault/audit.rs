@@ -296,6 +296,29 @@ impl Audit {
     }
 }
 
+/// A line of another part of the node: `ts`, then the event's fields.
+#[derive(Serialize)]
+struct Stamped<'a, T: Serialize> {
+    ts: f64,
+    #[serde(flatten)]
+    event: &'a T,
+}
+
+impl super::Vault {
+    /// Append one line about an event that is not a vault key's own (a key
+    /// delivered to the gateway): `ts`, then the fields of `event`, a struct
+    /// whose first field is `op` and which holds ids and hashes only, never
+    /// key material. Fsynced before it returns; the caller hands its result
+    /// out only then.
+    pub(crate) fn audit_event<T: Serialize>(&self, event: &T) -> Result<(), VaultError> {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let mut text = serde_json::to_vec(&Stamped { ts, event })
+            .map_err(|e| VaultError::AuditLog(io::Error::other(e)))?;
+        text.push(b'\n');
+        self.audit.append(&text, true).map_err(VaultError::AuditLog)
+    }
+}
+
 fn line(out: &mut Vec<u8>, ev: &Event<'_>, outcome: &str, recovered: bool) {
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let l = LineOut {
