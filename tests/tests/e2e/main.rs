@@ -40,3 +40,6 @@ mod tls_cli;
 // Tampered evidence fails by name; the go-tpm checker, tpm2_checkquote and ours agree.
 #[cfg(feature = "tpm")]
 mod attest_golden;
+// Keys for the gateway: the stand-in takes 100 attested keys; altered answers; the trust bar.
+#[cfg(feature = "tpm")]
+mod gateway;
