@@ -87,4 +87,7 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Enrollment refused: the EK chain, or the credential it needs.
+    #[error("enrollment: {0}")]
+    Enroll(String),
 }

@@ -29,6 +29,7 @@
 //! chain: an AK is trusted because the policy names it.
 #![forbid(unsafe_code)]
 
+pub mod enroll;
 mod error;
 pub mod evidence;
 pub mod gateway;

@@ -252,6 +252,92 @@ impl TpmAttester {
         Err(Error::Backend("the quoted PCRs kept changing during the quote".into()))
     }
 
+    /// TPM2_ActivateCredential: open a registrar's MakeCredential challenge
+    /// (`credential_blob` = TPM2B_ID_OBJECT, `secret` = TPM2B_ENCRYPTED_SECRET,
+    /// both with their sizes) with the AK and the EK. Only this TPM can, and
+    /// only for this AK's Name: that is what the registrar learns.
+    pub fn activate_credential(
+        &self,
+        credential_blob: &[u8],
+        secret: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+        use tss_esapi::{
+            attributes::SessionAttributesBuilder,
+            constants::SessionType,
+            interface_types::session_handles::PolicySession,
+            structures::{EncryptedSecret, IdObject, SymmetricDefinition},
+        };
+        let body = |b: &[u8], what: &str| -> Result<Vec<u8>, Error> {
+            let (size, rest) = b
+                .split_first_chunk::<2>()
+                .ok_or_else(|| Error::Backend(format!("{what}: too short")))?;
+            if usize::from(u16::from_be_bytes(*size)) != rest.len() {
+                return Err(Error::Backend(format!("{what}: its size does not match")));
+            }
+            Ok(rest.to_vec())
+        };
+        let blob = IdObject::try_from(body(credential_blob, "the credential blob")?)
+            .map_err(tpm("the credential blob"))?;
+        let secret = EncryptedSecret::try_from(body(secret, "the encrypted secret")?)
+            .map_err(tpm("the encrypted secret"))?;
+        let mut ctx = self.connect()?;
+        let ak = self
+            .find_ak(&mut ctx)?
+            .ok_or_else(|| Error::Backend(format!("no AK at {:#x}", self.config.ak_handle)))?;
+        let rsa = AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048);
+        let ek = ek::create_ek_object_2(&mut ctx, rsa, None).map_err(tpm("creating the EK"))?;
+        let result = (|| {
+            let (attrs, mask) = SessionAttributesBuilder::new().build();
+            let hmac = ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Hmac,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(tpm("an HMAC session"))?
+                .ok_or_else(|| Error::Backend("no HMAC session".into()))?;
+            ctx.tr_sess_set_attributes(hmac, attrs, mask).map_err(tpm("session attributes"))?;
+            let policy = ctx
+                .start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Policy,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+                .map_err(tpm("a policy session"))?
+                .ok_or_else(|| Error::Backend("no policy session".into()))?;
+            ctx.tr_sess_set_attributes(policy, attrs, mask).map_err(tpm("session attributes"))?;
+            // The EK's policy: PolicySecret of the endorsement hierarchy.
+            ctx.execute_with_session(Some(hmac), |c| {
+                c.policy_secret(
+                    PolicySession::try_from(policy)?,
+                    tss_esapi::handles::AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(tpm("PolicySecret for the EK"))?;
+            let opened = ctx
+                .execute_with_sessions((Some(hmac), Some(policy), None), |c| {
+                    c.activate_credential(ak, ek, blob, secret)
+                })
+                .map_err(tpm("TPM2_ActivateCredential"));
+            for s in [hmac, policy] {
+                let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(s).into());
+            }
+            opened.map(|d| zeroize::Zeroizing::new(d.value().to_vec()))
+        })();
+        let _ = ctx.flush_context(ek.into());
+        result
+    }
+
     fn read_pcrs(
         &self,
         ctx: &mut Context,

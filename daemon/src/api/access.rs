@@ -28,6 +28,9 @@ pub(super) fn required(method: &Method, route: &str) -> Option<Right> {
     if route.starts_with("/v1/kms") {
         return Some(Right::KmsAdmin);
     }
+    if route == "/v1/attest/activate" {
+        return Some(Right::KeysAdmin);
+    }
     if route.starts_with("/v1/attest")
         || route.starts_with("/v1/gateway")
         || route == "/v1/keys/{id}/attest"
@@ -151,6 +154,7 @@ mod tests {
             (Method::POST, "/v1/kms/rotate", Some(Right::KmsAdmin)),
             (Method::DELETE, "/v1/kms/keks/{key_id}", Some(Right::KmsAdmin)),
             (Method::GET, "/v1/attest/identity", Some(Right::Gateway)),
+            (Method::POST, "/v1/attest/activate", Some(Right::KeysAdmin)),
             (Method::POST, "/v1/keys/{id}/attest", Some(Right::Gateway)),
             (Method::POST, "/v1/gateway/keys", Some(Right::Gateway)),
         ];

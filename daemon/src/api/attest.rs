@@ -49,6 +49,7 @@ impl From<AttestError> for ApiError {
         let msg = Chain(&e).to_string();
         match e {
             AttestError::Nonce(_) => ApiError::bad_request(msg),
+            AttestError::NoTpm => ApiError::new(StatusCode::CONFLICT, "no_tpm", msg),
             AttestError::NoProvenance { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "not_attestable", msg)
             }

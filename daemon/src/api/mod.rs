@@ -8,6 +8,7 @@
 
 mod access;
 mod attest;
+mod enroll;
 mod error;
 mod health;
 pub(crate) mod keys;
@@ -65,6 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(keys::routes(state.clone()))
         .merge(kms::routes(state.clone()))
         .merge(attest::routes(state.clone()))
+        .merge(enroll::routes(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -11,6 +11,8 @@
 //! to the gateway's ML-KEM key, wrapped, and attested with the same
 //! evidence, whose statement binds the delivery.
 
+mod enroll;
+
 use std::{path::Path, sync::Arc};
 
 use qkeyd_attest::evidence::{
@@ -50,6 +52,9 @@ pub(crate) enum AttestError {
     /// The vault refused (no such key, sealer down, …).
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The node has no TPM, so nothing to activate with.
+    #[error("this node has no TPM for attestation (attest.tcti)")]
+    NoTpm,
     /// The TPM refused or is gone.
     #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
     #[error("the TPM: {0}")]

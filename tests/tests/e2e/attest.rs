@@ -122,3 +122,142 @@ fn evidence_from_swtpm_verifies_and_fails_by_name_when_the_node_changes() {
     let ident_id = identity["identity"]["key_id"].as_str().unwrap();
     assert_eq!(d.keys("DELETE", &format!("/v1/keys/{ident_id}"), None).0, 409);
 }
+
+/// A software TPM whose NV holds an EK certificate from a private
+/// swtpm-localca (root and intermediate CA made by swtpm_localca); returns
+/// the TPM and the folder with `localca/issuercert.pem` and the root.
+fn swtpm_with_ek_certificate() -> (Swtpm, tempfile::TempDir) {
+    let mut t = Swtpm::start();
+    t.stop();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::create_dir_all(w.join("localca")).unwrap();
+    std::fs::create_dir_all(w.join("xdg")).unwrap();
+    let ca = w.join("localca");
+    std::fs::write(
+        w.join("localca.conf"),
+        format!(
+            "statedir = {0}\nsigningkey = {0}/signkey.pem\nissuercert = {0}/issuercert.pem\n\
+             certserial = {0}/certserial\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        w.join("localca.options"),
+        "--platform-manufacturer qkeyd-e2e\n--platform-version 2.1\n--platform-model swtpm\n",
+    )
+    .unwrap();
+    let localca = String::from_utf8(
+        Command::new("sh").args(["-c", "command -v swtpm_localca"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        w.join("swtpm_setup.conf"),
+        format!(
+            "create_certs_tool = {}\ncreate_certs_tool_config = {}\n\
+             create_certs_tool_options = {}\nactive_pcr_banks = sha256\n",
+            localca.trim(),
+            w.join("localca.conf").display(),
+            w.join("localca.options").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("swtpm_setup")
+        .args(["--tpm2", "--overwrite", "--create-ek-cert"])
+        .args(["--lock-nvram", "--pcr-banks", "sha256"])
+        .arg("--tpm-state")
+        .arg(t.dir.path())
+        .arg("--config")
+        .arg(w.join("swtpm_setup.conf"))
+        .arg("--logfile")
+        .arg(w.join("setup.log"))
+        .env("TMPDIR", w)
+        .env("XDG_CONFIG_HOME", w.join("xdg"))
+        .output()
+        .expect("swtpm_setup (tests/run-all.sh installs swtpm-tools)");
+    assert!(
+        out.status.success(),
+        "swtpm_setup: {}",
+        std::fs::read_to_string(w.join("setup.log")).unwrap_or_default()
+    );
+    t.restart();
+    (t, work)
+}
+
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    CertificateDer::from_pem_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_vec()
+}
+
+/// Enrollment as a registrar does it: the EK certificate chain checked
+/// against the EK CA, a MakeCredential challenge for the AK's Name made in
+/// software, opened by the node's TPM (TPM2_ActivateCredential), and the
+/// secret compared. A challenge for another AK, or a changed one, does not
+/// open; a chain from another CA is refused before any challenge.
+#[test]
+fn enrollment_binds_the_ak_to_the_ek_certificate() {
+    use qkeyd_attest::enroll;
+    let (t, ca) = swtpm_with_ek_certificate();
+    let issuer = ca.path().join("localca/issuercert.pem");
+    let d = Daemon::start(&format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
+         tcti = \"{}\"\n[attest]\nek_ca_files = [\"{}\"]\n",
+        t.tcti(),
+        issuer.display()
+    ));
+    let identity = d.keys("GET", "/v1/attest/identity", None).1;
+    let chain: Vec<Vec<u8>> = identity["tpm"]["ek_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| B64.decode(c.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(chain.len(), 2, "EK certificate from NV, then the configured issuer");
+    let root = pem_der(&ca.path().join("localca/swtpm-localca-rootca-cert.pem"));
+    let ek = enroll::ek_public(&chain, std::slice::from_ref(&root)).unwrap();
+    // Another CA's root does not lead anywhere.
+    assert!(enroll::ek_public(&chain, &[chain[1].clone()]).is_ok(), "the issuer as root");
+    assert!(
+        enroll::ek_public(&chain[..1], std::slice::from_ref(&root)).is_err(),
+        "no intermediate"
+    );
+
+    let ak_name = hex::decode(identity["tpm"]["ak_name"].as_str().unwrap()).unwrap();
+    let activate = |c: &enroll::Challenge| {
+        d.keys(
+            "POST",
+            "/v1/attest/activate",
+            Some(json!({
+                "credential_blob": B64.encode(&c.credential_blob),
+                "encrypted_secret": B64.encode(&c.encrypted_secret),
+            })),
+        )
+    };
+    let (challenge, secret) = enroll::new_challenge(&ek, &ak_name).unwrap();
+    let (status, answer) = activate(&challenge);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(B64.decode(answer["secret"].as_str().unwrap()).unwrap(), secret[..]);
+
+    // For another AK name the TPM refuses to open it.
+    let mut other = ak_name.clone();
+    other[5] ^= 1;
+    let (wrong, _) = enroll::new_challenge(&ek, &other).unwrap();
+    let (status, body) = activate(&wrong);
+    assert!(status >= 400, "{status} {body}");
+    // A changed blob neither.
+    let mut bent = challenge.clone();
+    let last = bent.credential_blob.len() - 1;
+    bent.credential_blob[last] ^= 1;
+    let (status, body) = activate(&bent);
+    assert!(status >= 400, "{status} {body}");
+    // The node still answers a good one afterwards.
+    let (again, secret) = enroll::new_challenge(&ek, &ak_name).unwrap();
+    let (status, answer) = activate(&again);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(B64.decode(answer["secret"].as_str().unwrap()).unwrap(), secret[..]);
+    // Enrollment is an operator's act: the gateway right is not enough.
+    assert_eq!(d.key_call("POST", "/v1/attest/activate", Some(json!({})), None).0, 401);
+}
