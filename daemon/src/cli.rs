@@ -124,6 +124,68 @@ pub(crate) enum Command {
         #[arg(long, value_name = "UNIX")]
         now: Option<u64>,
     },
+    /// Enroll a node's TPM attestation key: `enroll` and `activate` run on
+    /// the node (against its daemon), `challenge` and `admit` on the
+    /// registrar's machine (offline).
+    Attest {
+        /// Where the daemon is (enroll, activate).
+        #[command(flatten)]
+        remote: Remote,
+        /// What to do.
+        #[command(subcommand)]
+        action: AttestAction,
+    },
+}
+
+/// `qkeyd attest` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AttestAction {
+    /// Node: print (or write) the enrollment request: the identity key, the
+    /// AK's public area and Name, and the EK certificate chain.
+    Enroll {
+        /// Write it here (a new file) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Registrar: check the request's EK chain against trusted EK CAs and
+    /// make a TPM2_MakeCredential challenge for its AK; keeps what the answer
+    /// must match in `--pending`.
+    Challenge {
+        /// The node's enrollment request.
+        #[arg(long, value_name = "FILE")]
+        request: PathBuf,
+        /// EK CA certificates to trust (PEM or DER); repeat for more.
+        #[arg(long = "ek-root", value_name = "FILE", required = true)]
+        ek_root: Vec<PathBuf>,
+        /// The challenge for the node (a new file; default standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Where the registrar keeps the expected answer (a new file).
+        #[arg(long, value_name = "FILE")]
+        pending: PathBuf,
+    },
+    /// Node: open the challenge with the TPM (TPM2_ActivateCredential).
+    Activate {
+        /// The registrar's challenge.
+        #[arg(long, value_name = "FILE")]
+        challenge: PathBuf,
+        /// Write the answer here (a new file) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Registrar: check the node's answer and add its AK Name to the
+    /// verifier policy's `trusted_ak_names`.
+    Admit {
+        /// What `challenge` kept.
+        #[arg(long, value_name = "FILE")]
+        pending: PathBuf,
+        /// The node's answer.
+        #[arg(long, value_name = "FILE")]
+        answer: PathBuf,
+        /// The verifier policy (TOML) to add the AK to (made if missing).
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+    },
 }
 
 /// `qkeyd tls` actions.

@@ -73,7 +73,7 @@ fn stdin_once(a: &Path, b: Option<&Path>) -> anyhow::Result<()> {
 /// A call to the daemon's REST API with the bearer token: the JSON answer, or
 /// an error carrying the daemon's message. With a client certificate the
 /// token is optional: sent when its file can be read.
-fn caller(
+pub(crate) fn caller(
     remote: &Remote,
 ) -> anyhow::Result<impl Fn(&str, &str, Option<Value>) -> anyhow::Result<Value>> {
     let opts = client::Options {

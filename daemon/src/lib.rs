@@ -13,6 +13,7 @@
 mod api;
 mod assess;
 mod attest;
+mod attest_cli;
 mod check;
 mod cli;
 mod config;

@@ -13,6 +13,7 @@
 mod api;
 mod assess;
 mod attest;
+mod attest_cli;
 mod check;
 mod cli;
 mod config;
@@ -148,6 +149,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Attest { remote, action } => match crate::attest_cli::run(&remote, action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qkeyd: attest: {e:#}");
+                Exit::Request.into()
+            }
+        },
         Command::Verify { evidence, nonce, policy, now } => {
             let req = crate::verify_cli::Request { evidence, nonce, policy, now };
             match crate::verify_cli::run(&req, std::io::stdin().lock(), std::io::stdout().lock()) {

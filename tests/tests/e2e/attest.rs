@@ -261,3 +261,142 @@ fn enrollment_binds_the_ak_to_the_ek_certificate() {
     // Enrollment is an operator's act: the gateway right is not enough.
     assert_eq!(d.key_call("POST", "/v1/attest/activate", Some(json!({})), None).0, 401);
 }
+
+/// The same enrollment from a shell: `qkeyd attest enroll` and `activate` on
+/// the node, `challenge` and `admit` on the registrar's side, then `qkeyd
+/// verify` accepts the node's evidence under the policy admit wrote, and a
+/// forged answer admits nothing.
+#[test]
+fn the_attest_cli_enrolls_a_node_that_verify_then_accepts() {
+    let (t, ca) = swtpm_with_ek_certificate();
+    let issuer = ca.path().join("localca/issuercert.pem");
+    let root = ca.path().join("localca/swtpm-localca-rootca-cert.pem");
+    let d = Daemon::start(&format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
+         tcti = \"{}\"\n[attest]\nek_ca_files = [\"{}\"]\n",
+        t.tcti(),
+        issuer.display()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let url = format!("http://{}", d.addr);
+    let token = d.state.join("api-token");
+    let qkeyd = |args: &[&str]| {
+        let out = Command::new(qkeyd_e2e::qkeyd_bin())
+            .args(args)
+            .args(["--url", &url, "--token-file", token.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (code, _, err) = qkeyd(&["attest", "enroll", "--out", &s(&p("request.json"))]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = qkeyd(&[
+        "attest",
+        "challenge",
+        "--request",
+        &s(&p("request.json")),
+        "--ek-root",
+        &s(&root),
+        "--out",
+        &s(&p("challenge.json")),
+        "--pending",
+        &s(&p("pending.json")),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // A challenge checked against another CA is refused before it is made.
+    let (code, _, err) = qkeyd(&[
+        "attest",
+        "challenge",
+        "--request",
+        &s(&p("request.json")),
+        "--ek-root",
+        &s(&t_cert(&dir)),
+        "--pending",
+        &s(&p("pending2.json")),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("EK certificate chain"), "{err}");
+
+    let policy = p("policy.toml");
+    std::fs::write(&policy, format!("state_file = \"{}\"\n", s(&p("state.json")))).unwrap();
+    // A made-up answer admits nothing.
+    std::fs::write(p("forged.json"), format!("{{\"secret\": \"{}\"}}", B64.encode([0u8; 32])))
+        .unwrap();
+    let (code, _, err) = qkeyd(&[
+        "attest",
+        "admit",
+        "--pending",
+        &s(&p("pending.json")),
+        "--answer",
+        &s(&p("forged.json")),
+        "--policy",
+        &s(&policy),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!std::fs::read_to_string(&policy).unwrap().contains("trusted_ak_names"));
+
+    let (code, _, err) = qkeyd(&[
+        "attest",
+        "activate",
+        "--challenge",
+        &s(&p("challenge.json")),
+        "--out",
+        &s(&p("answer.json")),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = qkeyd(&[
+        "attest",
+        "admit",
+        "--pending",
+        &s(&p("pending.json")),
+        "--answer",
+        &s(&p("answer.json")),
+        "--policy",
+        &s(&policy),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let ak_name = read(&p("request.json"))["tpm"]["ak_name"].as_str().unwrap().to_owned();
+    assert!(out.contains(&ak_name), "{out}");
+    assert!(std::fs::read_to_string(&policy).unwrap().contains(&ak_name));
+
+    // The admitted policy accepts the node's evidence.
+    let (status, key) = d.keys("POST", "/v1/keys", Some(json!({ "alg": "ml-dsa-65" })));
+    assert_eq!(status, 201, "{key}");
+    let nonce = [3u8; 24];
+    let (status, ev) = attest(&d, key["id"].as_str().unwrap(), &nonce);
+    assert_eq!(status, 200, "{ev}");
+    std::fs::write(p("evidence.json"), serde_json::to_vec(&ev).unwrap()).unwrap();
+    let out = Command::new(qkeyd_e2e::qkeyd_bin())
+        .args([
+            "verify",
+            &s(&p("evidence.json")),
+            "--nonce",
+            &B64.encode(nonce),
+            "--policy",
+            &s(&policy),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn read(p: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// A self-signed certificate of no EK CA, as a wrong root.
+fn t_cert(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "not an EK CA");
+    let cert = params.self_signed(&key).unwrap();
+    let path = dir.path().join("other-root.pem");
+    std::fs::write(&path, cert.pem()).unwrap();
+    path
+}
