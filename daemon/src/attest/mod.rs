@@ -74,6 +74,10 @@ pub(crate) struct Attestor {
     pool: Arc<Pool>,
     identity_id: String,
     identity_public: Vec<u8>,
+    /// The identity key, unsealed at its first use and kept (zeroizing) so
+    /// that evidence does not wait for the sealer; dropped if the vault
+    /// refuses it (then unsealed again at the next use).
+    identity_key: std::sync::Mutex<Option<Arc<crate::vault::OpenKey>>>,
     sealer: SealerInfo,
     /// The lowest trust of the source that seeds a gateway key.
     min_trust: f64,
@@ -167,11 +171,31 @@ impl Attestor {
             pool,
             identity_id,
             identity_public: key.public_key,
+            identity_key: std::sync::Mutex::new(None),
             sealer: SealerInfo { kind, token_label, token_serial: None, tpm: has_tpm },
             min_trust: settings.min_trust,
             gateway_key_ttl_secs: settings.gateway_key_ttl_secs,
             #[cfg(feature = "tpm")]
             tpm,
+        })
+    }
+
+    /// Sign with the node identity key (an audited use, like any sign).
+    fn sign_as_node(&self, bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
+        let cached =
+            self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = Arc::new(self.vault.open_key(&self.identity_id, None)?);
+                *self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(k.clone());
+                k
+            }
+        };
+        self.vault.sign_open(&key, bytes, b"", false).map_err(|e| {
+            self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            AttestError::from(e)
         })
     }
 
@@ -269,7 +293,7 @@ impl Attestor {
     /// Sign a statement with the identity key and, with a TPM, quote it.
     fn sign(&self, statement: Statement, nonce: &[u8]) -> Result<Evidence, AttestError> {
         let bytes = statement.to_canonical_bytes();
-        let (_, signature) = self.vault.sign(&self.identity_id, None, &bytes, b"")?;
+        let signature = self.sign_as_node(&bytes)?;
         #[cfg(feature = "tpm")]
         let tpm = match &self.tpm {
             Some(t) => {
