@@ -41,6 +41,9 @@ pub struct Policy {
     pub max_age_secs: u64,
     /// TPM `firmwareVersion`s accepted; empty accepts any.
     pub firmware_versions: Vec<u64>,
+    /// EK CA certificates (DER): when any are given, the evidence's EK chain
+    /// must lead to one of them (TOML: `ek_roots`, base64 DER).
+    pub ek_roots: Vec<Vec<u8>>,
     /// The verifier state (nonces seen, counters per AK), which the caller
     /// loads and saves around [`verify`](crate::verify()).
     pub state_file: PathBuf,
@@ -58,6 +61,7 @@ impl Default for Policy {
             min_trust: 0.89,
             max_age_secs: 300,
             firmware_versions: Vec::new(),
+            ek_roots: Vec::new(),
             state_file: PathBuf::from(DEFAULT_STATE_FILE),
         }
     }
@@ -77,6 +81,7 @@ struct RawPolicy {
     min_trust: f64,
     max_age_secs: u64,
     firmware_versions: Vec<FirmwareVersion>,
+    ek_roots: Vec<String>,
     state_file: PathBuf,
 }
 
@@ -93,6 +98,7 @@ impl Default for RawPolicy {
             min_trust: p.min_trust,
             max_age_secs: p.max_age_secs,
             firmware_versions: Vec::new(),
+            ek_roots: Vec::new(),
             state_file: p.state_file,
         }
     }
@@ -161,7 +167,18 @@ impl Policy {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let ek_roots = raw
+            .ek_roots
+            .iter()
+            .map(|r| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(r.trim())
+                    .map_err(|e| value("ek_roots", format!("not base64 DER: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            ek_roots,
             trusted_ak_names,
             require_tpm: raw.require_tpm,
             pcrs,

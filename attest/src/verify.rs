@@ -70,6 +70,8 @@ pub enum Check {
     AkPublic,
     /// The policy trusts `ak_name`.
     AkTrusted,
+    /// With `ek_roots` in the policy: `ek_chain` leads to one of them.
+    EkChain,
     /// The quote's ECDSA-SHA256 signature over `attest` holds for the AK.
     QuoteSignature,
     /// `magic` is `TPM_GENERATED_VALUE`.
@@ -120,7 +122,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in the order they run.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 29] = [
         Self::Format,
         Self::IdentityFingerprint,
         Self::Signature,
@@ -128,6 +130,7 @@ impl Check {
         Self::TpmMissing,
         Self::AkPublic,
         Self::AkTrusted,
+        Self::EkChain,
         Self::QuoteSignature,
         Self::QuoteMagic,
         Self::QuoteType,
@@ -161,6 +164,7 @@ impl Check {
             Self::TpmMissing => "tpm_missing",
             Self::AkPublic => "ak_public",
             Self::AkTrusted => "ak_trusted",
+            Self::EkChain => "ek_chain",
             Self::QuoteSignature => "quote_signature",
             Self::QuoteMagic => "quote_magic",
             Self::QuoteType => "quote_type",
@@ -375,6 +379,10 @@ fn verify_quote(
     ensure(policy.trusted_ak_names.contains(&name), Check::AkTrusted, || {
         format!("the policy does not trust the AK {}", hex::encode(&name))
     })?;
+    if !policy.ek_roots.is_empty() {
+        crate::enroll::ek_public(&tpm.ek_chain, &policy.ek_roots)
+            .or_else(|e| fail(Check::EkChain, e.to_string()))?;
+    }
 
     // The quote itself: signed by the AK, for this nonce and statement, over
     // the listed PCR values.

@@ -202,6 +202,7 @@ fn check_names_are_the_specifications() {
             "tpm_missing",
             "ak_public",
             "ak_trusted",
+            "ek_chain",
             "quote_signature",
             "quote_magic",
             "quote_type",

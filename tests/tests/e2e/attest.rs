@@ -258,6 +258,40 @@ fn enrollment_binds_the_ak_to_the_ek_certificate() {
     let (status, answer) = activate(&again);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(B64.decode(answer["secret"].as_str().unwrap()).unwrap(), secret[..]);
+    // A policy that also names the EK CA checks the chain inside every
+    // document: the node's passes, a changed or missing one fails by name.
+    let (status, key) = d.keys("POST", "/v1/keys", Some(json!({ "alg": "ml-kem-1024" })));
+    assert_eq!(status, 201, "{key}");
+    let nonce = [5u8; 32];
+    let (status, ev) = attest(&d, key["id"].as_str().unwrap(), &nonce);
+    assert_eq!(status, 200, "{ev}");
+    let policy = Policy {
+        trusted_ak_names: vec![ak_name.clone()],
+        ek_roots: vec![root.clone()],
+        ..Policy::default()
+    };
+    let check = |ev: &Value| {
+        verify(
+            &serde_json::to_vec(ev).unwrap(),
+            &nonce,
+            &policy,
+            &mut VerifierState::default(),
+            now(),
+        )
+        .map(|_| ())
+        .map_err(|f| f.check.name())
+    };
+    assert_eq!(check(&ev), Ok(()));
+    let mut bent = ev.clone();
+    let mut der = chain[0].clone();
+    let at = der.len() / 2;
+    der[at] ^= 1;
+    bent["tpm"]["ek_chain"][0] = json!(B64.encode(&der));
+    assert_eq!(check(&bent), Err("ek_chain"));
+    let mut none = ev.clone();
+    none["tpm"]["ek_chain"] = json!([]);
+    assert_eq!(check(&none), Err("ek_chain"));
+
     // Enrollment is an operator's act: the gateway right is not enough.
     assert_eq!(d.key_call("POST", "/v1/attest/activate", Some(json!({})), None).0, 401);
 }
