@@ -65,6 +65,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     );
     let pool = start_pool(&config)?;
     let (dir, sealer) = open_sealer(&config.keys)?;
+    let token_serial = sealer.call(|s| Ok(s.token_serial())).ok().flatten();
     let keys = open_vault(&config.keys, &dir, sealer.clone(), &pool)?;
     let kms = match &config.kms.socket {
         Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
@@ -75,6 +76,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             settings,
             &dir,
             &config.keys.sealer,
+            token_serial,
             keys.vault.clone(),
             pool.clone(),
         )?)),

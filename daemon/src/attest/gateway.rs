@@ -211,7 +211,7 @@ mod tests {
             gateway_key_ttl_secs: 3600,
         };
         let sealer = SealerConfig::Soft { key_file: None };
-        let a = Attestor::open(&settings, dir.path(), &sealer, vault, pool).unwrap();
+        let a = Attestor::open(&settings, dir.path(), &sealer, None, vault, pool).unwrap();
         (dir, a)
     }
 

@@ -110,6 +110,7 @@ impl Attestor {
         settings: &AttestSettings,
         dir: &Path,
         sealer: &SealerConfig,
+        token_serial: Option<String>,
         vault: Arc<Vault>,
         pool: Arc<Pool>,
     ) -> anyhow::Result<Self> {
@@ -172,7 +173,7 @@ impl Attestor {
             identity_id,
             identity_public: key.public_key,
             identity_key: std::sync::Mutex::new(None),
-            sealer: SealerInfo { kind, token_label, token_serial: None, tpm: has_tpm },
+            sealer: SealerInfo { kind, token_label, token_serial, tpm: has_tpm },
             min_trust: settings.min_trust,
             gateway_key_ttl_secs: settings.gateway_key_ttl_secs,
             #[cfg(feature = "tpm")]

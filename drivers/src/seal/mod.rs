@@ -90,6 +90,12 @@ pub trait Sealer: Send {
     /// Check that the backend answers (and reconnect if it came back).
     fn check(&mut self) -> Result<(), Error>;
 
+    /// The serial number of the token keys are sealed in, for backends that
+    /// have one (an HSM token); evidence about a key names it.
+    fn token_serial(&mut self) -> Option<String> {
+        None
+    }
+
     /// Whether the backend can hold long-lived AES-256 keys and encrypt with
     /// them itself (the `key_*` methods). Backends that cannot protect such a
     /// key by [`Sealer::seal`]ing its value instead.

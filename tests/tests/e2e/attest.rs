@@ -434,3 +434,42 @@ fn t_cert(dir: &tempfile::TempDir) -> std::path::PathBuf {
     std::fs::write(&path, cert.pem()).unwrap();
     path
 }
+
+/// A node without a TPM, keys in SoftHSM2: the evidence names the token
+/// (label and serial) and carries no quote; the default policy refuses it
+/// (`tpm_missing`), one that accepts HSM keys without a TPM takes it.
+#[test]
+fn evidence_without_a_tpm_names_the_hsm_token_and_the_default_policy_refuses_it() {
+    use qkeyd_e2e::{HSM_LABEL, HSM_PIN, SoftHsm};
+    let hsm = SoftHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{HSM_PIN}\n")).unwrap();
+    let state = dir.path().join("state");
+    let config = format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n{}[attest]\ntpm = false\n",
+        hsm.keys_config(&pin_file)
+    );
+    let d = Daemon::start_with(dir, &config, &state, &[hsm.env()]);
+    let (status, key) = d.keys("POST", "/v1/keys", Some(json!({ "alg": "ml-dsa-44" })));
+    assert_eq!(status, 201, "{key}");
+    let identity = d.keys("GET", "/v1/attest/identity", None).1;
+    assert_eq!(identity["tpm"], Value::Null, "{identity}");
+    let nonce = [4u8; 16];
+    let (status, ev) = attest(&d, key["id"].as_str().unwrap(), &nonce);
+    assert_eq!(status, 200, "{ev}");
+    assert_eq!(ev["tpm"], Value::Null);
+    let bytes = serde_json::to_vec(&ev).unwrap();
+    let f = verify(&bytes, &nonce, &Policy::default(), &mut VerifierState::default(), now())
+        .unwrap_err();
+    assert_eq!(f.check.name(), "tpm_missing", "{}", f.detail);
+    let lenient = Policy { require_tpm: false, ..Policy::default() };
+    let ok = verify(&bytes, &nonce, &lenient, &mut VerifierState::default(), now())
+        .unwrap_or_else(|f| panic!("{}: {}", f.check.name(), f.detail));
+    let sealer = &ok.statement.sealer;
+    assert_eq!(sealer.kind.name(), "hsm");
+    assert_eq!(sealer.token_label.as_deref(), Some(HSM_LABEL));
+    let serial = sealer.token_serial.as_deref().unwrap_or_default();
+    assert!(!serial.is_empty(), "the token's serial is named");
+    assert!(!sealer.tpm);
+}

@@ -128,6 +128,11 @@ impl Sealer for Pkcs11Sealer {
         "pkcs11"
     }
 
+    fn token_serial(&mut self) -> Option<String> {
+        self.session().ok()?;
+        self.conn.as_ref().map(|c| c.serial.clone())
+    }
+
     fn seal(&mut self, name: &str, aad: &[u8], secret: &[u8]) -> Result<Sealed, Error> {
         let label = name.to_owned();
         self.with_session(|session| {

@@ -22,6 +22,8 @@ pub(super) struct Connection {
     // Field order: the session closes before the library is finalised.
     session: Session,
     slot: cryptoki::slot::Slot,
+    /// The token's serial number (CK_TOKEN_INFO), as it reports it.
+    pub(super) serial: String,
     _ctx: Pkcs11,
 }
 
@@ -72,11 +74,11 @@ impl Pkcs11Sealer {
         for slot in ctx.get_slots_with_token().map_err(map_err)? {
             let info = ctx.get_token_info(slot).map_err(map_err)?;
             if info.label().trim_end() == config.token_label {
-                found = Some(slot);
+                found = Some((slot, info.serial_number().trim_end().to_owned()));
                 break;
             }
         }
-        let slot = found.ok_or_else(|| {
+        let (slot, serial) = found.ok_or_else(|| {
             Error::SealerUnavailable(format!("no token labelled {:?}", config.token_label))
         })?;
         let session = ctx.open_rw_session(slot).map_err(map_err)?;
@@ -85,7 +87,7 @@ impl Pkcs11Sealer {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(map_err(e)),
         }
-        Ok(Connection { session, slot, _ctx: ctx })
+        Ok(Connection { session, slot, serial, _ctx: ctx })
     }
 
     pub(super) fn session(&mut self) -> Result<&Session, Error> {
