@@ -227,11 +227,27 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(Json(key_json(&blocking(&state, move |v| v.info(&id)).await?)).into_response())
 }
 
+/// The node identity key signs attestation evidence, and verifiers know it
+/// by its public key: while `[attest]` is on it is neither rotated nor
+/// destroyed through the API.
+fn node_identity_guard(state: &AppState, id: &str) -> Result<(), ApiError> {
+    if state.attest.as_ref().is_some_and(|a| a.identity_key_id() == id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "node_identity",
+            "this is the node identity key that signs attestation evidence; it is neither \
+             rotated nor destroyed while [attest] is on",
+        ));
+    }
+    Ok(())
+}
+
 async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     key_id(&id)?;
+    node_identity_guard(&state, &id)?;
     let info = blocking(&state, move |v| v.rotate(&id)).await?;
     tracing::info!(key = %info.id, version = info.current_version, "key rotated");
     Ok(Json(key_json(&info)).into_response())
@@ -242,14 +258,7 @@ async fn destroy(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     key_id(&id)?;
-    if state.attest.as_ref().is_some_and(|a| a.identity_key_id() == id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "node_identity",
-            "this is the node identity key that signs attestation evidence; it is not destroyed \
-             while [attest] is on",
-        ));
-    }
+    node_identity_guard(&state, &id)?;
     let shown = id.clone();
     blocking(&state, move |v| v.destroy(&id)).await?;
     tracing::info!(key = %shown, "key destroyed");

@@ -121,6 +121,7 @@ fn evidence_from_swtpm_verifies_and_fails_by_name_when_the_node_changes() {
     // The identity key signs the evidence; it cannot be destroyed under it.
     let ident_id = identity["identity"]["key_id"].as_str().unwrap();
     assert_eq!(d.keys("DELETE", &format!("/v1/keys/{ident_id}"), None).0, 409);
+    assert_eq!(d.keys("POST", &format!("/v1/keys/{ident_id}/rotate"), None).0, 409);
 }
 
 /// A software TPM whose NV holds an EK certificate from a private
