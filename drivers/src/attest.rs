@@ -86,20 +86,6 @@ fn tpm(what: &str) -> impl FnOnce(tss_esapi::Error) -> Error + '_ {
     }
 }
 
-fn selection(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
-    let slots = pcrs
-        .iter()
-        .map(|&i| {
-            PcrSlot::try_from(1u32 << i)
-                .map_err(|_| Error::Backend(format!("PCR {i} is not a valid slot")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    PcrSelectionList::builder()
-        .with_selection(HashingAlgorithm::Sha256, &slots)
-        .build()
-        .map_err(tpm("PCR selection"))
-}
-
 /// SubjectPublicKeyInfo DER of an uncompressed P-256 point.
 fn p256_spki(x: &[u8], y: &[u8]) -> Result<Vec<u8>, Error> {
     // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 04‖x‖y }
@@ -229,7 +215,7 @@ impl TpmAttester {
         let ak = self.find_ak(&mut ctx)?.ok_or_else(|| {
             Error::Backend(format!("no AK at {:#x}: was the TPM cleared?", self.config.ak_handle))
         })?;
-        let sel = selection(&self.config.pcrs)?;
+        let sel = crate::seal::tpm::pcr_list(&self.config.pcrs)?;
         let data = Data::try_from(extra.to_vec()).map_err(tpm("qualifying data"))?;
         let scheme =
             SignatureScheme::EcDsa { hash_scheme: HashScheme::new(HashingAlgorithm::Sha256) };

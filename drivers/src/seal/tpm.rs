@@ -75,7 +75,8 @@ fn tss(what: &str) -> impl FnOnce(tss_esapi::Error) -> Error + '_ {
     }
 }
 
-fn pcr_list(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
+/// The SHA-256 bank selection of `pcrs` (shared with the attestation key).
+pub(crate) fn pcr_list(pcrs: &[u8]) -> Result<PcrSelectionList, Error> {
     let slots = pcrs
         .iter()
         .map(|&i| {
