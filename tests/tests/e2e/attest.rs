@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn daemon(t: &Swtpm) -> Daemon {
+/// A daemon on `t` with the TPM sealer and attestation (PCRs 0-7).
+pub(crate) fn daemon(t: &Swtpm) -> Daemon {
     Daemon::start(&format!(
         "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
          tcti = \"{}\"\n[attest]\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n",
@@ -18,7 +19,8 @@ fn daemon(t: &Swtpm) -> Daemon {
     ))
 }
 
-fn attest(d: &Daemon, id: &str, nonce: &[u8]) -> (u16, Value) {
+/// `POST /v1/keys/{id}/attest` for `nonce`.
+pub(crate) fn attest(d: &Daemon, id: &str, nonce: &[u8]) -> (u16, Value) {
     d.keys("POST", &format!("/v1/keys/{id}/attest"), Some(json!({ "nonce": B64.encode(nonce) })))
 }
 
@@ -28,7 +30,7 @@ fn now() -> u64 {
 
 /// The gateway's policy after enrollment: this node's AK, and the PCR values
 /// of a first quote.
-fn policy(identity: &Value, first: &Value) -> Policy {
+pub(crate) fn policy(identity: &Value, first: &Value) -> Policy {
     let mut p = Policy {
         trusted_ak_names: vec![hex::decode(identity["tpm"]["ak_name"].as_str().unwrap()).unwrap()],
         ..Policy::default()
@@ -186,6 +188,17 @@ fn swtpm_with_ek_certificate() -> (Swtpm, tempfile::TempDir) {
     (t, work)
 }
 
+/// A daemon on `t` (made by [`swtpm_with_ek_certificate`]) whose evidence
+/// carries the EK certificate and its `issuer`.
+fn ek_daemon(t: &Swtpm, issuer: &std::path::Path) -> Daemon {
+    Daemon::start(&format!(
+        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
+         tcti = \"{}\"\n[attest]\nek_ca_files = [\"{}\"]\n",
+        t.tcti(),
+        issuer.display()
+    ))
+}
+
 fn pem_der(path: &std::path::Path) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     CertificateDer::from_pem_file(path)
@@ -203,12 +216,7 @@ fn enrollment_binds_the_ak_to_the_ek_certificate() {
     use qkeyd_attest::enroll;
     let (t, ca) = swtpm_with_ek_certificate();
     let issuer = ca.path().join("localca/issuercert.pem");
-    let d = Daemon::start(&format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
-         tcti = \"{}\"\n[attest]\nek_ca_files = [\"{}\"]\n",
-        t.tcti(),
-        issuer.display()
-    ));
+    let d = ek_daemon(&t, &issuer);
     let identity = d.keys("GET", "/v1/attest/identity", None).1;
     let chain: Vec<Vec<u8>> = identity["tpm"]["ek_chain"]
         .as_array()
@@ -306,12 +314,7 @@ fn the_attest_cli_enrolls_a_node_that_verify_then_accepts() {
     let (t, ca) = swtpm_with_ek_certificate();
     let issuer = ca.path().join("localca/issuercert.pem");
     let root = ca.path().join("localca/swtpm-localca-rootca-cert.pem");
-    let d = Daemon::start(&format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
-         tcti = \"{}\"\n[attest]\nek_ca_files = [\"{}\"]\n",
-        t.tcti(),
-        issuer.display()
-    ));
+    let d = ek_daemon(&t, &issuer);
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name);
     let url = format!("http://{}", d.addr);

@@ -17,31 +17,7 @@ use serde_json::{Value, json};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn daemon(t: &Swtpm) -> Daemon {
-    Daemon::start(&format!(
-        "[[source]]\nname = \"os\"\nkind = \"os\"\n[keys]\nsealer = \"tpm\"\n[keys.tpm]\n\
-         tcti = \"{}\"\n[attest]\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n",
-        t.tcti()
-    ))
-}
-
-fn attest(d: &Daemon, id: &str, nonce: &[u8]) -> (u16, Value) {
-    d.keys("POST", &format!("/v1/keys/{id}/attest"), Some(json!({ "nonce": B64.encode(nonce) })))
-}
-
-/// The gateway's policy after enrollment: this node's AK, and the PCR values
-/// of a first quote.
-fn policy(identity: &Value, first: &Value) -> Policy {
-    let mut p = Policy {
-        trusted_ak_names: vec![hex::decode(identity["tpm"]["ak_name"].as_str().unwrap()).unwrap()],
-        ..Policy::default()
-    };
-    for (i, v) in first["tpm"]["pcrs"].as_object().unwrap() {
-        let v: [u8; 32] = hex::decode(v.as_str().unwrap()).unwrap().try_into().unwrap();
-        p.pcrs.insert(i.parse().unwrap(), v);
-    }
-    p
-}
+use super::attest::{attest, daemon, policy};
 
 fn golden(name: &str) -> Vec<u8> {
     let path = golden_path(name);
