@@ -15,6 +15,9 @@ use sha3::{Digest as _, Sha3_256};
 pub const EVIDENCE_FORMAT: &str = "qkeyd-evidence/1";
 /// `format` of a statement.
 pub const STATEMENT_FORMAT: &str = "qkeyd-statement/1";
+/// The ML-DSA context string of a statement's signature (FIPS 204 `ctx`), so
+/// that no signature the identity key makes for anything else verifies as one.
+pub const STATEMENT_CONTEXT: &[u8] = b"qkeyd-statement/1";
 /// The domain-separation prefix of [`extra_data`].
 pub const EXTRA_DATA_LABEL: &[u8] = b"qkeyd-attest/1\0";
 /// The PCR bank quoted.

@@ -325,9 +325,11 @@ fn verify_ml_dsa_87(ev: &Evidence) -> Result<(), Failure> {
     let vk = ml_dsa::VerifyingKey::<MlDsa87>::decode(&enc);
     let sig = ml_dsa::Signature::<MlDsa87>::try_from(ev.signature.as_slice())
         .or_else(|_| fail(Check::Signature, "the signature is not an ML-DSA-87 signature"))?;
-    ensure(vk.verify_with_context(&ev.statement, b"", &sig), Check::Signature, || {
-        "the ML-DSA-87 signature over the statement does not verify".into()
-    })
+    ensure(
+        vk.verify_with_context(&ev.statement, evidence::STATEMENT_CONTEXT, &sig),
+        Check::Signature,
+        || "the ML-DSA-87 signature over the statement does not verify".into(),
+    )
 }
 
 fn check_statement(

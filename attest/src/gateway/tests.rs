@@ -107,8 +107,12 @@ impl Delivery {
         };
         (self.statement_hook)(&mut statement);
         let bytes = statement.to_canonical_bytes();
-        let signature =
-            identity.expanded_key().sign_deterministic(&bytes, b"").unwrap().encode().to_vec();
+        let signature = identity
+            .expanded_key()
+            .sign_deterministic(&bytes, crate::evidence::STATEMENT_CONTEXT)
+            .unwrap()
+            .encode()
+            .to_vec();
         let evidence = Evidence {
             format: EVIDENCE_FORMAT.into(),
             statement: bytes,

@@ -103,7 +103,12 @@ impl Fixture {
     }
 
     fn sign_statement(&self, bytes: &[u8]) -> Vec<u8> {
-        self.identity.expanded_key().sign_deterministic(bytes, b"").unwrap().encode().to_vec()
+        self.identity
+            .expanded_key()
+            .sign_deterministic(bytes, crate::evidence::STATEMENT_CONTEXT)
+            .unwrap()
+            .encode()
+            .to_vec()
     }
 
     fn sign_attest(&self, bytes: &[u8]) -> Vec<u8> {

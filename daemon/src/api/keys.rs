@@ -82,6 +82,7 @@ impl From<VaultError> for ApiError {
             VaultError::Label | VaultError::DeriveLength(_) | VaultError::Alg(_) => {
                 ApiError::bad_request(msg)
             }
+            VaultError::Reserved(_) => ApiError::new(StatusCode::CONFLICT, "node_identity", msg),
             VaultError::NoSuchKey { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "key_not_found", msg)
             }
@@ -227,27 +228,11 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(Json(key_json(&blocking(&state, move |v| v.info(&id)).await?)).into_response())
 }
 
-/// The node identity key signs attestation evidence, and verifiers know it
-/// by its public key: while `[attest]` is on it is neither rotated nor
-/// destroyed through the API.
-fn node_identity_guard(state: &AppState, id: &str) -> Result<(), ApiError> {
-    if state.attest.as_ref().is_some_and(|a| a.identity_key_id() == id) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "node_identity",
-            "this is the node identity key that signs attestation evidence; it is neither \
-             rotated nor destroyed while [attest] is on",
-        ));
-    }
-    Ok(())
-}
-
 async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     key_id(&id)?;
-    node_identity_guard(&state, &id)?;
     let info = blocking(&state, move |v| v.rotate(&id)).await?;
     tracing::info!(key = %info.id, version = info.current_version, "key rotated");
     Ok(Json(key_json(&info)).into_response())
@@ -258,7 +243,6 @@ async fn destroy(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     key_id(&id)?;
-    node_identity_guard(&state, &id)?;
     let shown = id.clone();
     blocking(&state, move |v| v.destroy(&id)).await?;
     tracing::info!(key = %shown, "key destroyed");

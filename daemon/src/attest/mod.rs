@@ -167,6 +167,7 @@ impl Attestor {
             tpm = has_tpm,
             "attestation ready"
         );
+        vault.reserve(&identity_id);
         Ok(Self {
             vault,
             pool,
@@ -188,21 +189,16 @@ impl Attestor {
         let key = match cached {
             Some(k) => k,
             None => {
-                let k = Arc::new(self.vault.open_key(&self.identity_id, None)?);
+                let k = Arc::new(self.vault.open_reserved(&self.identity_id)?);
                 *self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(k.clone());
                 k
             }
         };
-        self.vault.sign_open(&key, bytes, b"", false).map_err(|e| {
+        self.vault.sign_open(&key, bytes, ev::STATEMENT_CONTEXT, false).map_err(|e| {
             self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             AttestError::from(e)
         })
-    }
-
-    /// The identity key's id in the vault.
-    pub(crate) fn identity_key_id(&self) -> &str {
-        &self.identity_id
     }
 
     /// What a verifier enrolls: the identity key and, with a TPM, the AK and

@@ -73,7 +73,9 @@ impl ModuleError {
             Self::Entropy(_) => ErrorCode::Unavailable,
             Self::Alg(e) => alg_code(e),
             Self::Vault(e) => match e {
-                VaultError::Label | VaultError::DeriveLength(_) => ErrorCode::BadRequest,
+                VaultError::Label | VaultError::DeriveLength(_) | VaultError::Reserved(_) => {
+                    ErrorCode::BadRequest
+                }
                 VaultError::NoSuchKey { .. } => ErrorCode::NotFound,
                 VaultError::Alg(a) => alg_code(a),
                 VaultError::Seal(_) | VaultError::Entropy(_) => ErrorCode::Unavailable,

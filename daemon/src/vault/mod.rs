@@ -52,6 +52,11 @@ pub(crate) enum VaultError {
     /// A label too long, or with control characters.
     #[error("label must be at most {MAX_LABEL} bytes without control characters")]
     Label,
+    /// The key is reserved for the daemon's own use (the node identity key).
+    #[error(
+        "key {0} is the node identity key: only attestation signs with it, and it is neither rotated nor destroyed while [attest] is on"
+    )]
+    Reserved(String),
     /// A `derive` length outside 1..=[`MAX_DERIVE`].
     #[error("length must be 1..={MAX_DERIVE}, got {0}")]
     DeriveLength(usize),
@@ -210,6 +215,9 @@ pub(crate) struct Vault {
     write: Mutex<()>,
     /// Bumped by every destruction: an [`OpenKey`] opened since needs no check.
     destroyed: std::sync::atomic::AtomicU64,
+    /// Keys only their owner inside the daemon may sign with, rotate or
+    /// destroy (the node identity key): every other caller gets `Reserved`.
+    reserved: std::sync::RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -241,6 +249,7 @@ impl Vault {
             audit,
             write: Mutex::new(()),
             destroyed: Default::default(),
+            reserved: Default::default(),
         };
         v.recover(history, left)?;
         Ok(v)
@@ -297,8 +306,32 @@ impl Vault {
         self.info(&id)
     }
 
+    /// Reserve `id` for its owner inside the daemon: sign, open, rotate and
+    /// destroy refuse it from then on; [`Vault::open_reserved`] opens it.
+    pub(crate) fn reserve(&self, id: &str) {
+        self.reserved
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id.to_owned());
+    }
+
+    /// `Reserved` if `id` is reserved.
+    pub(super) fn not_reserved(&self, id: &str) -> Result<(), VaultError> {
+        if self
+            .reserved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|r| r == id)
+        {
+            return Err(VaultError::Reserved(id.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Add a version; the new one becomes current.
     pub(crate) fn rotate(&self, id: &str) -> Result<KeyInfo, VaultError> {
+        self.not_reserved(id)?;
         let _w = self.lock();
         let versions = self.store.versions(id)?;
         let last = *versions
@@ -359,6 +392,7 @@ impl Vault {
     /// Destroy a key: every version's file and backend object. The destroy
     /// lines are fsynced before the key is moved out of sight.
     pub(crate) fn destroy(&self, id: &str) -> Result<(), VaultError> {
+        self.not_reserved(id)?;
         let _w = self.lock();
         let (records, unreadable) = self.store.records(id)?;
         let events: Vec<_> = records

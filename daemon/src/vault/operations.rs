@@ -53,6 +53,7 @@ impl Vault {
         msg: &[u8],
         ctx: &[u8],
     ) -> Result<(u32, Vec<u8>), VaultError> {
+        self.not_reserved(id)?;
         let r = self.record(id, version)?;
         if r.alg.is_kem() {
             return Err(
@@ -68,6 +69,17 @@ impl Vault {
     /// Unseal a version (the current one if `version` is `None`) for
     /// [`Vault::sign_open`] and [`Vault::decapsulate_open`].
     pub(crate) fn open_key(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
+        self.not_reserved(id)?;
+        self.open_any(id, version)
+    }
+
+    /// [`Vault::open_key`] of the current version of a reserved key, for its
+    /// owner inside the daemon.
+    pub(crate) fn open_reserved(&self, id: &str) -> Result<OpenKey, VaultError> {
+        self.open_any(id, None)
+    }
+
+    fn open_any(&self, id: &str, version: Option<u32>) -> Result<OpenKey, VaultError> {
         let generation = self.destroyed.load(std::sync::atomic::Ordering::Acquire);
         let r = self.record(id, version)?;
         let key = self.private(&r)?.expand();

@@ -353,3 +353,27 @@ fn an_emptied_destroy_folder_is_removed_at_start() {
     assert!(!left.exists());
     assert_eq!(v.list().unwrap().len(), 1);
 }
+
+/// A reserved key (the node identity key) signs only for its owner: sign,
+/// open, rotate and destroy refuse it, whatever the context asked for;
+/// other keys are untouched, and the public key still verifies.
+#[test]
+fn a_reserved_key_signs_only_for_its_owner() {
+    let (_dir, v) = vault();
+    let id = v.create(Algorithm::MlDsa87, "identity").unwrap().id;
+    let other = v.create(Algorithm::MlDsa44, "other").unwrap().id;
+    v.reserve(&id);
+    for e in [
+        v.sign(&id, None, b"{}", b"qkeyd-statement/1").map(|_| ()).unwrap_err(),
+        v.open_key(&id, None).map(|_| ()).unwrap_err(),
+        v.rotate(&id).map(|_| ()).unwrap_err(),
+        v.destroy(&id).unwrap_err(),
+    ] {
+        assert!(matches!(e, VaultError::Reserved(ref r) if *r == id), "{e}");
+    }
+    let k = v.open_reserved(&id).unwrap();
+    let sig = v.sign_open(&k, b"m", b"ctx", false).unwrap();
+    assert_eq!(v.verify(&id, None, b"m", b"ctx", &sig).unwrap(), (Some(1), true));
+    v.sign(&other, None, b"m", b"").unwrap();
+    v.destroy(&other).unwrap();
+}

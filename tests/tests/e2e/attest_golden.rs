@@ -296,13 +296,15 @@ fn tampered_evidence_fails_by_the_check_that_owns_the_region() {
     ev.identity.public_key = impostor.public_key();
     ev.identity.fingerprint = qkeyd_attest::fingerprint(&ev.identity.public_key);
     tally.record("identity", "another key", fx.check_json(&ev.to_json()), &["signature"]);
-    ev.signature = impostor.sign(&ev.statement, b"", &[0; 32]).unwrap();
+    ev.signature =
+        impostor.sign(&ev.statement, qkeyd_attest::evidence::STATEMENT_CONTEXT, &[0; 32]).unwrap();
     let got = fx.check_json(&ev.to_json());
     tally.record("identity", "another key, signed", got, &["identity_fingerprint"]);
     let mut s = statement.clone();
     s.node.clone_from(&ev.identity.fingerprint);
     ev.statement = s.to_canonical_bytes();
-    ev.signature = impostor.sign(&ev.statement, b"", &[0; 32]).unwrap();
+    ev.signature =
+        impostor.sign(&ev.statement, qkeyd_attest::evidence::STATEMENT_CONTEXT, &[0; 32]).unwrap();
     let got = fx.check_json(&ev.to_json());
     tally.record("identity", "another key, its own statement", got, &["extra_data"]);
 
