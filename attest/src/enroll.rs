@@ -45,8 +45,9 @@ pub fn ek_public(chain: &[Vec<u8>], roots: &[Vec<u8>]) -> Result<PublicKey, Erro
     let roots = roots.iter().map(|c| parse(c)).collect::<Result<Vec<_>, _>>()?;
     let first = certs.first().ok_or_else(|| bad("the EK chain is empty"))?;
     for (i, cert) in certs.iter().enumerate() {
-        // A trust anchor itself: the chain is trusted from here on.
-        if roots_der.contains(&chain[i].as_slice()) {
+        // A trust anchor itself: the chain is trusted from here on. Never
+        // the EK certificate: a CA certificate is not an EK.
+        if i > 0 && roots_der.contains(&chain[i].as_slice()) {
             break;
         }
         // The next certificate of the chain, else a root with the issuer's name.

@@ -25,8 +25,10 @@
 //! gateway's ML-KEM key and unwraps. That key and the ML-KEM shared secret
 //! are the only secrets the crate holds; they are zeroized on drop and never
 //! formatted. Everything else it reads is public, and failures name fields,
-//! sizes and public values only. It does not check the EK certificate
-//! chain: an AK is trusted because the policy names it.
+//! sizes and public values only. An AK is trusted because the policy names
+//! it (enrollment, [`enroll`]); with `ek_roots`, the document's EK
+//! certificate must also be the one enrolled with that AK and lead to a
+//! trusted EK CA.
 #![forbid(unsafe_code)]
 
 pub mod enroll;

@@ -41,9 +41,15 @@ pub struct Policy {
     pub max_age_secs: u64,
     /// TPM `firmwareVersion`s accepted; empty accepts any.
     pub firmware_versions: Vec<u64>,
-    /// EK CA certificates (DER): when any are given, the evidence's EK chain
-    /// must lead to one of them (TOML: `ek_roots`, base64 DER).
+    /// EK CA certificates (DER): when any are given, the evidence's EK
+    /// certificate must be the one enrolled with its AK (`enrolled_eks`) and
+    /// its chain must lead to one of them (TOML: `ek_roots`, base64 DER), so
+    /// removing an EK CA refuses every node under it.
     pub ek_roots: Vec<Vec<u8>>,
+    /// SHA-256 of the EK certificate each AK was enrolled with, by AK Name
+    /// (TOML: `enrolled_eks = { "<ak name hex>" = "<sha256 hex>" }`, written by
+    /// `qkeyd attest admit`).
+    pub enrolled_eks: BTreeMap<Vec<u8>, [u8; 32]>,
     /// The verifier state (nonces seen, counters per AK), which the caller
     /// loads and saves around [`verify`](crate::verify()).
     pub state_file: PathBuf,
@@ -62,6 +68,7 @@ impl Default for Policy {
             max_age_secs: 300,
             firmware_versions: Vec::new(),
             ek_roots: Vec::new(),
+            enrolled_eks: BTreeMap::new(),
             state_file: PathBuf::from(DEFAULT_STATE_FILE),
         }
     }
@@ -82,6 +89,7 @@ struct RawPolicy {
     max_age_secs: u64,
     firmware_versions: Vec<FirmwareVersion>,
     ek_roots: Vec<String>,
+    enrolled_eks: BTreeMap<String, String>,
     state_file: PathBuf,
 }
 
@@ -99,6 +107,7 @@ impl Default for RawPolicy {
             max_age_secs: p.max_age_secs,
             firmware_versions: Vec::new(),
             ek_roots: Vec::new(),
+            enrolled_eks: BTreeMap::new(),
             state_file: p.state_file,
         }
     }
@@ -177,8 +186,13 @@ impl Policy {
                     .map_err(|e| value("ek_roots", format!("not base64 DER: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut enrolled_eks = BTreeMap::new();
+        for (name, ek) in &raw.enrolled_eks {
+            enrolled_eks.insert(ak_name(name)?, digest32("enrolled_eks", ek)?);
+        }
         Ok(Self {
             ek_roots,
+            enrolled_eks,
             trusted_ak_names,
             require_tpm: raw.require_tpm,
             pcrs,

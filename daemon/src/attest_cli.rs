@@ -98,8 +98,13 @@ pub(crate) fn run(remote: &Remote, action: AttestAction) -> anyhow::Result<()> {
             let ak_name = hex::decode(req["tpm"]["ak_name"].as_str().unwrap_or_default())
                 .with_context(|| format!("{}: tpm.ak_name is not hex", request.display()))?;
             let (challenge, secret) = enroll::new_challenge(&ek, &ak_name)?;
+            let ek_sha256 = {
+                use sha2::Digest as _;
+                hex::encode(sha2::Sha256::digest(&chain[0]))
+            };
             let pending_body = json!({
                 "ak_name": hex::encode(&ak_name),
+                "ek_sha256": ek_sha256,
                 "secret_sha256": hex::encode(enroll::secret_digest(&secret[..])),
                 "identity_fingerprint": req["identity"]["fingerprint"],
             });
@@ -140,15 +145,18 @@ pub(crate) fn run(remote: &Remote, action: AttestAction) -> anyhow::Result<()> {
                 );
             }
             let name = p["ak_name"].as_str().context("the pending file has no ak_name")?.to_owned();
-            admit(&policy, &name)?;
+            let ek =
+                p["ek_sha256"].as_str().context("the pending file has no ek_sha256")?.to_owned();
+            admit(&policy, &name, &ek)?;
             println!("admitted AK {name} into {}", policy.display());
             Ok(())
         }
     }
 }
 
-/// Add `ak_name` to the policy file's `trusted_ak_names` (made if missing).
-fn admit(policy: &Path, ak_name: &str) -> anyhow::Result<()> {
+/// Add `ak_name` to the policy file's `trusted_ak_names`, and the EK it was
+/// enrolled with to `enrolled_eks` (the file is made if missing).
+fn admit(policy: &Path, ak_name: &str, ek_sha256: &str) -> anyhow::Result<()> {
     let mut table: toml::Table = match std::fs::read_to_string(policy) {
         Ok(text) => text.parse().with_context(|| format!("{} is not TOML", policy.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
@@ -162,6 +170,12 @@ fn admit(policy: &Path, ak_name: &str) -> anyhow::Result<()> {
     if !names.iter().any(|n| n.as_str() == Some(ak_name)) {
         names.push(toml::Value::String(ak_name.to_owned()));
     }
+    table
+        .entry("enrolled_eks")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("{}: enrolled_eks is not a table", policy.display()))?
+        .insert(ak_name.to_owned(), toml::Value::String(ek_sha256.to_owned()));
     let text = toml::to_string(&table)?;
     // The policy must still load as the verifier reads it.
     qkeyd_attest::Policy::from_toml(&text).context("the admitted policy does not load")?;

@@ -54,6 +54,19 @@ pub(super) fn verify_quote(
         format!("the policy does not trust the AK {}", hex::encode(&name))
     })?;
     if !policy.ek_roots.is_empty() {
+        // The EK this AK was enrolled with, still under a trusted EK CA.
+        let Some(want) = policy.enrolled_eks.get(&name) else {
+            return fail(
+                Check::EkChain,
+                format!("no EK is enrolled for the AK {}", hex::encode(&name)),
+            );
+        };
+        let Some(ek) = tpm.ek_chain.first() else {
+            return fail(Check::EkChain, "the evidence carries no EK certificate");
+        };
+        ensure(Sha256::digest(ek)[..] == want[..], Check::EkChain, || {
+            "the EK certificate is not the one enrolled with this AK".into()
+        })?;
         crate::enroll::ek_public(&tpm.ek_chain, &policy.ek_roots)
             .or_else(|e| fail(Check::EkChain, e.to_string()))?;
     }

@@ -124,6 +124,14 @@ fn evidence_from_swtpm_verifies_and_fails_by_name_when_the_node_changes() {
     let ident_id = identity["identity"]["key_id"].as_str().unwrap();
     assert_eq!(d.keys("DELETE", &format!("/v1/keys/{ident_id}"), None).0, 409);
     assert_eq!(d.keys("POST", &format!("/v1/keys/{ident_id}/rotate"), None).0, 409);
+    // Nor does it sign anything else: a caller cannot make it vouch for a
+    // statement of its own.
+    let (status, body) = d.keys(
+        "POST",
+        &format!("/v1/keys/{ident_id}/sign"),
+        Some(json!({ "message": B64.encode(b"{}"), "context": B64.encode(b"qkeyd-statement/1") })),
+    );
+    assert_eq!(status, 409, "{body}");
 }
 
 /// A software TPM whose NV holds an EK certificate from a private
@@ -274,9 +282,14 @@ fn enrollment_binds_the_ak_to_the_ek_certificate() {
     let nonce = [5u8; 32];
     let (status, ev) = attest(&d, key["id"].as_str().unwrap(), &nonce);
     assert_eq!(status, 200, "{ev}");
+    let ek_sha256: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&chain[0]).into()
+    };
     let policy = Policy {
         trusted_ak_names: vec![ak_name.clone()],
         ek_roots: vec![root.clone()],
+        enrolled_eks: [(ak_name.clone(), ek_sha256)].into(),
         ..Policy::default()
     };
     let check = |ev: &Value| {
@@ -300,6 +313,32 @@ fn enrollment_binds_the_ak_to_the_ek_certificate() {
     let mut none = ev.clone();
     none["tpm"]["ek_chain"] = json!([]);
     assert_eq!(check(&none), Err("ek_chain"));
+    // A CA certificate in the EK's place (it leads to the roots at once) is not the enrolled EK.
+    let mut ca_only = ev.clone();
+    ca_only["tpm"]["ek_chain"] = json!([B64.encode(&root)]);
+    assert_eq!(check(&ca_only), Err("ek_chain"));
+    // The intermediate as the anchor serves as well as the root ...
+    let issuer_anchor = Policy { ek_roots: vec![chain[1].clone()], ..policy.clone() };
+    let mut only_ek = ev.clone();
+    only_ek["tpm"]["ek_chain"] = json!([B64.encode(&chain[0])]);
+    let f = verify(
+        &serde_json::to_vec(&only_ek).unwrap(),
+        &nonce,
+        &issuer_anchor,
+        &mut VerifierState::default(),
+        now(),
+    );
+    assert!(f.is_ok(), "the issuer as the anchor still leads there");
+    // ... and a policy that no longer names the node's EK CA refuses it.
+    let gone = Policy { ek_roots: vec![pem_der_of_other()], ..policy.clone() };
+    let f = verify(
+        &serde_json::to_vec(&ev).unwrap(),
+        &nonce,
+        &gone,
+        &mut VerifierState::default(),
+        now(),
+    );
+    assert_eq!(f.map(|_| ()).map_err(|f| f.check.name()), Err("ek_chain"));
 
     // Enrollment is an operator's act: the gateway right is not enough.
     assert_eq!(d.key_call("POST", "/v1/attest/activate", Some(json!({})), None).0, 401);
@@ -401,7 +440,9 @@ fn the_attest_cli_enrolls_a_node_that_verify_then_accepts() {
     assert_eq!(code, Some(0), "{err}");
     let ak_name = read(&p("request.json"))["tpm"]["ak_name"].as_str().unwrap().to_owned();
     assert!(out.contains(&ak_name), "{out}");
-    assert!(std::fs::read_to_string(&policy).unwrap().contains(&ak_name));
+    let written = std::fs::read_to_string(&policy).unwrap();
+    assert!(written.contains(&ak_name), "{written}");
+    assert!(written.contains("[enrolled_eks]"), "the EK it was enrolled with: {written}");
 
     // The admitted policy accepts the node's evidence.
     let (status, key) = d.keys("POST", "/v1/keys", Some(json!({ "alg": "ml-dsa-65" })));
@@ -422,6 +463,12 @@ fn the_attest_cli_enrolls_a_node_that_verify_then_accepts() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The DER of a self-signed certificate of no EK CA.
+fn pem_der_of_other() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    pem_der(&t_cert(&dir))
 }
 
 fn read(p: &std::path::Path) -> Value {
