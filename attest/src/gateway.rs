@@ -142,7 +142,8 @@ pub fn wrapping_key(shared_secret: &[u8; 32], transcript: &[u8]) -> Zeroizing<[u
 /// all the same).
 pub fn wrap(shared_secret: &[u8; 32], transcript: &[u8], key: &[u8], iv: &[u8; IV_LEN]) -> Vec<u8> {
     let wk = wrapping_key(shared_secret, transcript);
-    let body = Aes256Gcm::new(&(*wk).into())
+    let body = Aes256Gcm::new_from_slice(&wk[..])
+        .expect("a 32-byte key")
         .encrypt(&Nonce::from(*iv), Payload { msg: key, aad: transcript })
         .expect("AES-GCM encrypts any input below 2^36 bytes");
     let mut out = Vec::with_capacity(IV_LEN + body.len());
@@ -159,7 +160,8 @@ fn unwrap(
 ) -> Option<Zeroizing<Vec<u8>>> {
     let (iv, body) = wrapped.split_first_chunk::<IV_LEN>()?;
     let wk = wrapping_key(shared_secret, transcript);
-    Aes256Gcm::new(&(*wk).into())
+    Aes256Gcm::new_from_slice(&wk[..])
+        .expect("a 32-byte key")
         .decrypt(&Nonce::from(*iv), Payload { msg: body, aad: transcript })
         .ok()
         .map(Zeroizing::new)
@@ -207,11 +209,13 @@ impl RecipientKey<'_> {
     /// ML-KEM.Decaps; `None` if the ciphertext has another length than this
     /// parameter set's.
     fn decapsulate(&self, ct: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
-        let k = match self {
+        let mut k = match self {
             Self::MlKem768(k) => k.decapsulate_slice(ct).ok()?,
             Self::MlKem1024(k) => k.decapsulate_slice(ct).ok()?,
         };
-        Some(Zeroizing::new(k.into()))
+        let out = Zeroizing::new(k.into());
+        zeroize::Zeroize::zeroize(k.as_mut_slice());
+        Some(out)
     }
 }
 

@@ -223,14 +223,14 @@ fn generate(sans: &[San], days: u32, now: SystemTime) -> Result<Pair, IssueError
     serial[0] |= 0x40; // and never a shorter one
     params.serial_number = Some(SerialNumber::from_slice(&serial));
 
-    let key =
+    let mut key =
         KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(IssueError::Generate)?;
-    let cert = params.self_signed(&key).map_err(IssueError::Generate)?;
-    Ok(Pair {
-        cert_der: cert.der().to_vec(),
-        cert_pem: cert.pem(),
-        key_pem: pkcs8_pem(key.serialized_der()),
-    })
+    let cert = params.self_signed(&key).map_err(IssueError::Generate);
+    let key_pem = pkcs8_pem(key.serialized_der());
+    // rcgen keeps the PKCS#8 DER in a plain Vec: clear it before it is freed.
+    zeroize::Zeroize::zeroize(&mut key);
+    let cert = cert?;
+    Ok(Pair { cert_der: cert.der().to_vec(), cert_pem: cert.pem(), key_pem })
 }
 
 /// PEM of a PKCS#8 DER key, built in a buffer sized up front so no copy of
