@@ -224,7 +224,9 @@ mod tests {
         let bytes = statement.to_canonical_bytes();
         Evidence {
             format: "qkeyd-evidence/1".into(),
-            signature: identity.sign(&bytes, b"", &[0; 32]).unwrap(),
+            signature: identity
+                .sign(&bytes, qkeyd_attest::evidence::STATEMENT_CONTEXT, &[0; 32])
+                .unwrap(),
             statement: bytes,
             identity: Identity { public_key, fingerprint: node },
             tpm: None,
