@@ -1,0 +1,1110 @@
+//! A small etcd v3 KV client: Range, Put, DeleteRange and Txn over tonic, from
+//! our own subset of etcd's API (`proto/etcd_kv.proto`, compiled by protox,
+//! so no `protoc`; the `etcd-client` crate needs one).
+//!
+//! Each endpoint gets its own channel, dialled on first use, so a node starts
+//! with etcd down. A call goes to the endpoint that last answered; it moves
+//! on to the next one when the connection could not be made (nothing was
+//! sent) and, for reads, after any transport failure. A write that may have
+//! reached etcd is not sent twice: a repeated compare-and-swap would report
+//! a race it won as lost. Every call, all attempts included, ends within the
+//! configured timeout; one that got no answer drops that endpoint's
+//! connection, so the next call dials afresh instead of waiting on a dead
+//! one.
+//!
+//! `https://` endpoints speak rustls on aws-lc-rs (X25519MLKEM768 offered
+//! first), trusting only etcd's CA, with an optional client certificate.
+//! `http://` is for loopback only. The client key is read into a zeroizing
+//! buffer, and its parsed form is cleared once the signing key is built; it
+//! appears in no `Debug` and no error.
+
+use std::{
+    error::Error as _,
+    fmt, io,
+    net::IpAddr,
+    path::Path,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use rustls::{
+    ClientConfig, RootCertStore, SignatureScheme,
+    client::ResolvesClientCert,
+    crypto::{CryptoProvider, aws_lc_rs},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
+    sign::CertifiedKey,
+};
+use tokio::{net::TcpStream, time::Instant};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint, Uri},
+};
+use zeroize::{Zeroize as _, Zeroizing};
+
+/// Code generated from `proto/etcd_kv.proto` (package `etcdserverpb`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod pb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+use pb::kv_client::KvClient;
+
+/// The largest answer taken (tonic's default is 4 MiB): a `list` of the
+/// cluster's prefix returns every record and envelope at once.
+const MAX_ANSWER: usize = 64 << 20;
+
+/// The TLS material for `https://` endpoints, read by [`load_tls`].
+pub(crate) struct Tls {
+    /// CA certificates (PEM) etcd's server certificate must chain to.
+    pub(crate) ca_pem: Vec<u8>,
+    /// The client certificate to present, if any.
+    pub(crate) client: Option<ClientCert>,
+}
+
+/// A client certificate chain and its key.
+pub(crate) struct ClientCert {
+    /// The chain (PEM), leaf first.
+    pub(crate) cert_pem: Vec<u8>,
+    /// The private key (PEM).
+    pub(crate) key_pem: Zeroizing<Vec<u8>>,
+}
+
+/// A connection to an etcd cluster. Cheap to clone: clones share the
+/// connections.
+#[derive(Clone)]
+pub(crate) struct Etcd {
+    inner: Arc<Inner>,
+}
+
+/// A key as etcd holds it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) struct Kv {
+    /// The key.
+    pub(crate) key: Vec<u8>,
+    /// Its value.
+    pub(crate) value: Vec<u8>,
+    /// The revision that created the key (since it was last deleted).
+    pub(crate) create_revision: i64,
+    /// The revision that last changed it.
+    pub(crate) mod_revision: i64,
+}
+
+/// A condition of a [`Etcd::txn`].
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) enum Cmp {
+    /// The key does not exist (its create revision is 0).
+    Absent(Vec<u8>),
+    /// The key was last changed at this revision (so: exists, unchanged).
+    ModRevision(Vec<u8>, i64),
+}
+
+/// A write of a [`Etcd::txn`].
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) enum Op {
+    /// Store a value under a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete a key.
+    Delete(Vec<u8>),
+    /// Delete every key that starts with this (non-empty) prefix.
+    DeletePrefix(Vec<u8>),
+}
+
+/// Why an etcd call or setting failed. Names endpoints and files, never
+/// key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum EtcdError {
+    /// No answer: the connection failed, the call timed out, or etcd said
+    /// it cannot serve now (Unavailable, DeadlineExceeded). Each endpoint
+    /// tried and why, `URL: reason`, joined by `; `.
+    #[error("etcd is unreachable at {0}")]
+    Unreachable(String),
+    /// etcd answered with an error (permission denied, a bad request…):
+    /// `URL: message (code)`.
+    #[error("etcd refused the request at {0}")]
+    Refused(String),
+    /// The settings cannot work: a bad endpoint URL, an unreadable or
+    /// unusable TLS file, an empty prefix to delete.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Read the TLS files of `[kms.cluster]`: `None` if none is set. The CA is
+/// needed with a client certificate; the certificate and key go together.
+/// Every file is checked here, with an error that names it.
+pub(crate) fn load_tls(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<Tls>, EtcdError> {
+    let Some(ca) = ca else {
+        if cert.is_some() || key.is_some() {
+            return Err(EtcdError::Config(
+                "etcd cert_file and key_file need ca_file: the CA that signed etcd's server \
+                 certificate (as kube-apiserver's --etcd-cafile)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| {
+            EtcdError::Config(format!("cannot read etcd {what} {}: {e}", path.display()))
+        })
+    };
+    let client = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(ClientCert {
+            cert_pem: read("cert_file", cert)?,
+            key_pem: Zeroizing::new(read("key_file", key)?),
+        }),
+        _ => {
+            return Err(EtcdError::Config(
+                "etcd cert_file and key_file go together: give both or neither".into(),
+            ));
+        }
+    };
+    let tls = Tls { ca_pem: read("ca_file", ca)?, client };
+    client_config(&tls).map_err(|p| {
+        let path = |f: Option<&Path>| f.map_or_else(String::new, |p| p.display().to_string());
+        EtcdError::Config(match p {
+            Problem::Ca(why) => format!("etcd ca_file {} {why}", ca.display()),
+            Problem::Cert(why) => format!("etcd cert_file {} {why}", path(cert)),
+            Problem::Key(why) => format!("etcd key_file {} {why}", path(key)),
+            Problem::Pair(why) => format!(
+                "etcd key_file {} does not go with cert_file {}: {why}",
+                path(key),
+                path(cert)
+            ),
+        })
+    })?;
+    Ok(Some(tls))
+}
+
+/// The first key after every key that starts with `prefix`: etcd's range end
+/// for a prefix (clientv3 `GetPrefixRangeEnd`). The last byte below 0xff is
+/// incremented and what follows it dropped; a prefix of only 0xff bytes (or
+/// none) has no such key, and gets `[0]`, which etcd reads as "to the end".
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    match prefix.iter().rposition(|&b| b < 0xff) {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
+impl Etcd {
+    /// A client of the etcd cluster at `endpoints`. Checks the settings and
+    /// builds the TLS configuration; connects to nothing yet, and needs no
+    /// runtime until the first call.
+    pub(crate) fn new(
+        endpoints: Vec<String>,
+        tls: Option<Tls>,
+        timeout: Duration,
+    ) -> Result<Self, EtcdError> {
+        if endpoints.is_empty() {
+            return Err(EtcdError::Config("no etcd endpoints: give etcd's client URLs".into()));
+        }
+        if timeout.is_zero() {
+            return Err(EtcdError::Config("the etcd timeout must be above zero".into()));
+        }
+        let urls = endpoints.iter().map(|e| parse_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
+        let https = urls.iter().find(|u| u.https);
+        let tls = match (&tls, https) {
+            (None, Some(u)) => {
+                return Err(EtcdError::Config(format!(
+                    "etcd endpoint {} is https://, which needs ca_file: the CA that signed \
+                     etcd's server certificate",
+                    u.url
+                )));
+            }
+            (Some(_), None) => {
+                return Err(EtcdError::Config(
+                    "etcd ca_file, cert_file and key_file are for https:// endpoints, and \
+                     every endpoint is http://: use https:// or drop them"
+                        .into(),
+                ));
+            }
+            (Some(tls), Some(_)) => Some(TlsConnector::from(Arc::new(
+                client_config(tls).map_err(|p| EtcdError::Config(p.anonymous()))?,
+            ))),
+            (None, None) => None,
+        };
+        // Several endpoints share the budget, so a dead first one leaves
+        // time to try the others.
+        let connect_timeout = timeout / u32::try_from(urls.len()).unwrap_or(u32::MAX);
+        let members = urls
+            .into_iter()
+            .map(|u| Member::new(u, tls.as_ref(), connect_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { inner: Arc::new(Inner { members, preferred: AtomicUsize::new(0), timeout }) })
+    }
+
+    /// The key `key`, if it exists (a linearizable read).
+    pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Kv>, EtcdError> {
+        let req = pb::RangeRequest { key: key.to_vec(), ..Default::default() };
+        let resp = self
+            .call(Retry::AfterAnyFailure, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.range(req).await }
+            })
+            .await?;
+        Ok(resp.kvs.into_iter().next().map(Kv::from))
+    }
+
+    /// Every key that starts with `prefix` (non-empty), in key order.
+    pub(crate) async fn list(&self, prefix: &[u8]) -> Result<Vec<Kv>, EtcdError> {
+        let req = pb::RangeRequest {
+            key: non_empty(prefix)?.to_vec(),
+            range_end: prefix_end(prefix),
+            ..Default::default()
+        };
+        let resp = self
+            .call(Retry::AfterAnyFailure, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.range(req).await }
+            })
+            .await?;
+        Ok(resp.kvs.into_iter().map(Kv::from).collect())
+    }
+
+    /// Store `value` under `key`; the store's revision after the write.
+    pub(crate) async fn put(&self, key: &[u8], value: &[u8]) -> Result<i64, EtcdError> {
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec(), ..Default::default() };
+        let resp = self
+            .call(Retry::IfNotSent, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.put(req).await }
+            })
+            .await?;
+        Ok(resp.header.map_or(0, |h| h.revision))
+    }
+
+    /// Delete every key that starts with `prefix` (non-empty: an empty one
+    /// would be all of etcd); how many were deleted.
+    pub(crate) async fn delete_prefix(&self, prefix: &[u8]) -> Result<i64, EtcdError> {
+        self.delete_range(non_empty(prefix)?.to_vec(), prefix_end(prefix)).await
+    }
+
+    /// Delete `key`; 1 if it existed, else 0.
+    pub(crate) async fn delete(&self, key: &[u8]) -> Result<i64, EtcdError> {
+        self.delete_range(key.to_vec(), Vec::new()).await
+    }
+
+    /// If every condition of `compares` holds, apply `then` (atomically) and
+    /// return true; else change nothing and return false.
+    pub(crate) async fn txn(&self, compares: Vec<Cmp>, then: Vec<Op>) -> Result<bool, EtcdError> {
+        let req = pb::TxnRequest {
+            compare: compares.into_iter().map(pb::Compare::from).collect(),
+            success: then.into_iter().map(request_op).collect::<Result<_, _>>()?,
+            failure: Vec::new(),
+        };
+        let resp = self
+            .call(Retry::IfNotSent, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.txn(req).await }
+            })
+            .await?;
+        Ok(resp.succeeded)
+    }
+
+    async fn delete_range(&self, key: Vec<u8>, range_end: Vec<u8>) -> Result<i64, EtcdError> {
+        let req = pb::DeleteRangeRequest { key, range_end, prev_kv: false };
+        let resp = self
+            .call(Retry::IfNotSent, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.delete_range(req).await }
+            })
+            .await?;
+        Ok(resp.deleted)
+    }
+
+    /// Run `rpc` (given a client and the time left) on the endpoints in
+    /// turn, starting with the one that last answered, until one answers or
+    /// `retry` forbids another attempt, all within the timeout.
+    async fn call<T, F, Fut>(&self, retry: Retry, rpc: F) -> Result<T, EtcdError>
+    where
+        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let inner = &*self.inner;
+        let n = inner.members.len();
+        let deadline = Instant::now() + inner.timeout;
+        let start = inner.preferred.load(Ordering::Relaxed) % n;
+        let mut failures = Vec::new();
+        for i in (start..n).chain(0..start) {
+            let Some(m) = inner.members.get(i) else { break };
+            let client = KvClient::new(m.channel()).max_decoding_message_size(MAX_ANSWER);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = tokio::time::timeout_at(deadline, rpc(client, left)).await;
+            let failure = match outcome {
+                Ok(Ok(resp)) => {
+                    inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => classify(&status),
+                Err(_elapsed) => Failure::TimedOut,
+            };
+            // Whatever happens next, the next call starts elsewhere.
+            let _ = inner.preferred.compare_exchange(
+                i,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            match failure {
+                Failure::Refused(why) => {
+                    return Err(EtcdError::Refused(format!("{}: {why}", m.url)));
+                }
+                Failure::NotSent(why) => failures.push(format!("{}: {why}", m.url)),
+                Failure::Lost(why) => {
+                    failures.push(format!("{}: {why}", m.url));
+                    if retry == Retry::IfNotSent || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Failure::TimedOut => {
+                    m.hang_up();
+                    failures.push(format!("{}: no answer within {:?}", m.url, inner.timeout));
+                    break;
+                }
+            }
+        }
+        Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+}
+
+impl fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<&str> = self.inner.members.iter().map(|m| m.url.as_str()).collect();
+        f.debug_struct("Etcd")
+            .field("endpoints", &urls)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_pem_len", &self.ca_pem.len())
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCert")
+            .field("cert_pem_len", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<pb::KeyValue> for Kv {
+    fn from(kv: pb::KeyValue) -> Self {
+        Self {
+            key: kv.key,
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        }
+    }
+}
+
+impl From<Cmp> for pb::Compare {
+    fn from(c: Cmp) -> Self {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let (key, target, value) = match c {
+            Cmp::Absent(key) => (key, CompareTarget::Create, TargetUnion::CreateRevision(0)),
+            Cmp::ModRevision(key, rev) => (key, CompareTarget::Mod, TargetUnion::ModRevision(rev)),
+        };
+        Self {
+            result: CompareResult::Equal.into(),
+            target: target.into(),
+            key,
+            target_union: Some(value),
+            range_end: Vec::new(),
+        }
+    }
+}
+
+/// The shared state of the clones of an [`Etcd`].
+struct Inner {
+    members: Vec<Member>,
+    /// The member to try first: the last that answered.
+    preferred: AtomicUsize,
+    timeout: Duration,
+}
+
+/// One endpoint.
+struct Member {
+    /// `scheme://host:port`, for messages.
+    url: String,
+    endpoint: Endpoint,
+    /// How an `https://` endpoint is dialled; `None` for `http://`.
+    dial: Option<Dial>,
+    /// The channel, made on first use and dropped when a call hangs.
+    channel: Mutex<Option<Channel>>,
+}
+
+impl Member {
+    fn new(
+        u: Url,
+        tls: Option<&TlsConnector>,
+        connect_timeout: Duration,
+    ) -> Result<Self, EtcdError> {
+        let bad = |e: tonic::transport::Error| {
+            EtcdError::Config(format!("etcd endpoint {} is not usable: {e}", u.url))
+        };
+        let endpoint = Endpoint::from_shared(u.url.clone()).map_err(bad)?.tcp_nodelay(true);
+        let dial = match (u.https, tls) {
+            (false, _) => None,
+            (true, Some(tls)) => {
+                let name = ServerName::try_from(u.host.clone())
+                    .map_err(|e| EtcdError::Config(format!("etcd endpoint {}: {e}", u.url)))?;
+                Some(Dial {
+                    host: u.host.clone(),
+                    port: u.port,
+                    name,
+                    tls: tls.clone(),
+                    timeout: connect_timeout,
+                })
+            }
+            (true, None) => {
+                return Err(EtcdError::Config(format!("etcd endpoint {} needs ca_file", u.url)));
+            }
+        };
+        // The TLS dialler bounds its own connect, so that a timeout is a
+        // connect error (nothing sent) like any other.
+        let endpoint =
+            if dial.is_none() { endpoint.connect_timeout(connect_timeout) } else { endpoint };
+        Ok(Self { url: u.url, endpoint, dial, channel: Mutex::new(None) })
+    }
+
+    /// The channel, dialled lazily (this needs the tokio runtime).
+    fn channel(&self) -> Channel {
+        let mut slot = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.get_or_insert_with(|| match &self.dial {
+            None => self.endpoint.connect_lazy(),
+            Some(dial) => {
+                let dial = dial.clone();
+                self.endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    dial.clone().connect()
+                }))
+            }
+        })
+        .clone()
+    }
+
+    /// Drop the connection; the next call dials again.
+    fn hang_up(&self) {
+        drop(self.channel.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+}
+
+/// How an `https://` endpoint is dialled: TCP, then TLS.
+#[derive(Clone)]
+struct Dial {
+    host: String,
+    port: u16,
+    name: ServerName<'static>,
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl Dial {
+    async fn connect(self) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
+        let timeout = self.timeout;
+        let connect = async move {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+            tcp.set_nodelay(true)?;
+            self.tls.connect(self.name, tcp).await.map_err(handshake_error)
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(stream) => Ok(TokioIo::new(stream?)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS connection within {timeout:?}"),
+            )),
+        }
+    }
+}
+
+/// Whether a call may be sent again to another endpoint.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Retry {
+    /// After any failure (reads, which change nothing).
+    AfterAnyFailure,
+    /// Only if it surely never reached etcd (writes).
+    IfNotSent,
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// No connection: the request was not sent.
+    NotSent(String),
+    /// Sent, but no answer (or etcd cannot serve now): it may have been applied.
+    Lost(String),
+    /// etcd answered with an error.
+    Refused(String),
+    /// The call's time ran out (ours, or tonic's from the `grpc-timeout`
+    /// the request carries).
+    TimedOut,
+}
+
+/// A checked endpoint URL.
+struct Url {
+    /// `scheme://host:port`.
+    url: String,
+    https: bool,
+    /// Without IPv6 brackets.
+    host: String,
+    port: u16,
+}
+
+/// The provider etcd is spoken to with: aws-lc-rs, the hybrid group first.
+fn provider() -> Arc<CryptoProvider> {
+    use aws_lc_rs::kx_group;
+    let mut p = aws_lc_rs::default_provider();
+    p.kx_groups =
+        vec![kx_group::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(p)
+}
+
+/// What is wrong with a [`Tls`], per file; the text follows the file's name.
+enum Problem {
+    Ca(String),
+    Cert(String),
+    Key(String),
+    Pair(String),
+}
+
+impl Problem {
+    /// The message without file paths (for [`Etcd::new`], which has none).
+    fn anonymous(self) -> String {
+        match self {
+            Self::Ca(why) => format!("etcd ca_file {why}"),
+            Self::Cert(why) => format!("etcd cert_file {why}"),
+            Self::Key(why) => format!("etcd key_file {why}"),
+            Self::Pair(why) => format!("etcd key_file does not go with cert_file: {why}"),
+        }
+    }
+}
+
+fn client_config(tls: &Tls) -> Result<ClientConfig, Problem> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for (i, c) in certificates(&tls.ca_pem).map_err(Problem::Ca)?.into_iter().enumerate() {
+        roots.add(c).map_err(|e| {
+            Problem::Ca(format!("has certificate {} that cannot be a CA: {e}", i + 1))
+        })?;
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Problem::Ca(format!("cannot be used: {e}")))?
+        .with_root_certificates(roots);
+    let mut config = match &tls.client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let chain = certificates(&client.cert_pem).map_err(Problem::Cert)?;
+            // The PEM parser's errors describe the file's layout, not its
+            // bytes; still, say nothing of them.
+            let mut der = PrivateKeyDer::from_pem_slice(&client.key_pem).map_err(|_| {
+                Problem::Key(
+                    "holds no PEM private key (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)"
+                        .into(),
+                )
+            })?;
+            // Loaded from a borrow (rustls' own loaders take the DER by
+            // value and drop it uncleared), then cleared.
+            let signer = aws_lc_rs::sign::any_supported_type(&der);
+            der.zeroize();
+            let signer = signer.map_err(|e| Problem::Key(format!("cannot sign: {e}")))?;
+            let certified = CertifiedKey::new(chain, signer);
+            match certified.keys_match() {
+                Ok(())
+                | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+                Err(e) => return Err(Problem::Pair(e.to_string())),
+            }
+            builder.with_client_cert_resolver(Arc::new(OneCert(Arc::new(certified))))
+        }
+    };
+    // etcd's gRPC server requires HTTP/2 negotiated by ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The PEM certificates in `pem`, at least one.
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// The client certificate, whatever the server asks.
+struct OneCert(Arc<CertifiedKey>);
+
+impl fmt::Debug for OneCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OneCert").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesClientCert for OneCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn parse_endpoint(s: &str) -> Result<Url, EtcdError> {
+    // Before anything echoes the URL: user info may hold a password.
+    if s.contains('@') {
+        return Err(EtcdError::Config(
+            "an etcd endpoint holds user info (user@host): etcd's users are not supported, \
+             use a client certificate"
+                .into(),
+        ));
+    }
+    let bad = |why: &str| EtcdError::Config(format!("etcd endpoint {s:?} {why}"));
+    let (scheme, _) =
+        s.split_once("://").ok_or_else(|| bad("is not a URL: use https://host:port"))?;
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "https" => true,
+        "http" => false,
+        _ => return Err(bad("is not http:// or https://")),
+    };
+    let uri: Uri = s.parse().map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("has a path: give only scheme://host:port"));
+    }
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return Err(bad("needs a host and a port (etcd's client port is 2379)"));
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !https && !loopback {
+        return Err(bad("is plain http:// to another host: use https://"));
+    }
+    let scheme = if https { "https" } else { "http" };
+    Ok(Url { url: format!("{scheme}://{host}:{port}"), https, host: bare, port })
+}
+
+fn non_empty(prefix: &[u8]) -> Result<&[u8], EtcdError> {
+    if prefix.is_empty() {
+        return Err(EtcdError::Config(
+            "an empty etcd prefix would be every key in etcd: refused".into(),
+        ));
+    }
+    Ok(prefix)
+}
+
+fn request_op(op: Op) -> Result<pb::RequestOp, EtcdError> {
+    use pb::request_op::Request;
+    let request = match op {
+        Op::Put(key, value) => {
+            Request::RequestPut(pb::PutRequest { key, value, ..Default::default() })
+        }
+        Op::Delete(key) => {
+            Request::RequestDeleteRange(pb::DeleteRangeRequest { key, ..Default::default() })
+        }
+        Op::DeletePrefix(prefix) => Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            range_end: prefix_end(non_empty(&prefix)?),
+            key: prefix,
+            prev_kv: false,
+        }),
+    };
+    Ok(pb::RequestOp { request: Some(request) })
+}
+
+/// `msg` as a request that tells etcd how long the caller waits.
+fn timed<T>(msg: T, left: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(left);
+    req
+}
+
+fn classify(status: &Status) -> Failure {
+    let mut source = status.source();
+    let (mut not_sent, mut timed_out) = (false, false);
+    while let Some(e) = source {
+        not_sent |= e.is::<tonic::ConnectError>();
+        timed_out |= e.is::<tonic::TimeoutExpired>();
+        source = e.source();
+    }
+    if timed_out {
+        Failure::TimedOut
+    } else if not_sent {
+        Failure::NotSent(transport_detail(status))
+    } else if status.source().is_some() {
+        // Made on this side from a transport error: etcd said nothing.
+        Failure::Lost(transport_detail(status))
+    } else if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
+    {
+        Failure::Lost(status.message().to_owned())
+    } else if status.message().is_empty() {
+        Failure::Refused(format!("{:?}", status.code()))
+    } else {
+        Failure::Refused(format!("{} ({:?})", status.message(), status.code()))
+    }
+}
+
+/// A transport failure in words: the OS's error if that is what it came
+/// down to ("connection refused"), else the distinct messages of the chain,
+/// with what a TLS error most likely means.
+fn transport_detail(status: &Status) -> String {
+    // tonic's wrapper of every transport error says nothing more.
+    let telling = |text: &str| !text.is_empty() && text != "transport error";
+    let mut parts: Vec<String> = Vec::new();
+    if telling(status.message()) {
+        parts.push(status.message().to_owned());
+    }
+    let mut hint = "";
+    let mut next = status.source();
+    while let Some(e) = next {
+        let io = e.downcast_ref::<io::Error>();
+        if let Some(io) = io
+            && io.get_ref().is_none()
+            && plain(io.kind())
+        {
+            return io.kind().to_string();
+        }
+        // An io::Error's source() skips the error it wraps.
+        let tls = e
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| io.and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+        if let Some(tls) = tls {
+            hint = tls_hint(tls);
+        }
+        let text = e.to_string();
+        if telling(&text) && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    let mut detail = parts.join(": ");
+    if hint.is_empty() {
+        // An alert after the handshake (TLS 1.3 servers check the client
+        // certificate then) reaches us through h2, whose error hides the
+        // rustls one from source(); its text is rustls' own.
+        use rustls::AlertDescription as A;
+        hint = [A::CertificateRequired, A::BadCertificate, A::UnknownCA, A::CertificateUnknown]
+            .into_iter()
+            .map(rustls::Error::AlertReceived)
+            .find(|a| detail.contains(&a.to_string()))
+            .map_or("", |a| tls_hint(&a));
+    }
+    if !detail.ends_with(hint) {
+        detail.push_str(hint);
+    }
+    detail
+}
+
+/// Whether an OS error's kind says it all ("connection refused").
+fn plain(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::AddrNotAvailable
+            | K::BrokenPipe
+            | K::TimedOut
+    )
+}
+
+/// A failed TLS handshake, with what it most likely means.
+fn handshake_error(e: io::Error) -> io::Error {
+    let hint = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).map_or("", tls_hint);
+    io::Error::new(e.kind(), format!("TLS handshake: {e}{hint}"))
+}
+
+/// What a TLS error most likely means, as ` (…)`; empty if nothing useful.
+fn tls_hint(e: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E, InvalidMessage as M};
+    match e {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            " (its certificate does not chain to ca_file)"
+        }
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            " (its certificate does not name the endpoint's host)"
+        }
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            " (its certificate has expired)"
+        }
+        E::AlertReceived(
+            A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::CertificateUnknown,
+        ) => " (it wants a client certificate it trusts: cert_file and key_file)",
+        E::AlertReceived(A::CertificateExpired) => {
+            " (it refused the client certificate as expired)"
+        }
+        E::InvalidMessage(M::InvalidContentType) => " (is it serving http://?)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+
+    use super::*;
+
+    const T: Duration = Duration::from_millis(500);
+
+    fn etcd(endpoints: &[&str]) -> Result<Etcd, EtcdError> {
+        Etcd::new(endpoints.iter().map(|e| (*e).to_owned()).collect(), None, T)
+    }
+
+    fn config_error<T: fmt::Debug>(r: Result<T, EtcdError>) -> String {
+        match r {
+            Err(EtcdError::Config(why)) => why,
+            other => panic!("expected a settings error, got {other:?}"),
+        }
+    }
+
+    /// A CA and a client certificate it signed, as PEM files in a folder.
+    struct Pki(tempfile::TempDir);
+
+    impl Pki {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let ca_key = KeyPair::generate().unwrap();
+            let ca = ca_params.self_signed(&ca_key).unwrap();
+            let issuer = Issuer::new(ca_params, ca_key);
+            let client_key = KeyPair::generate().unwrap();
+            let client = CertificateParams::new(["qkeyd".to_owned()])
+                .unwrap()
+                .signed_by(&client_key, &issuer)
+                .unwrap();
+            let put = |name: &str, body: &str| std::fs::write(dir.path().join(name), body).unwrap();
+            put("ca.crt", &ca.pem());
+            put("client.crt", &client.pem());
+            put("client.key", &client_key.serialize_pem());
+            put("other.key", &KeyPair::generate().unwrap().serialize_pem());
+            put("garbage.pem", "not a pem file\n");
+            Self(dir)
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.0.path().join(name)
+        }
+
+        fn load(&self, ca: &str, cert: &str, key: &str) -> Result<Option<Tls>, EtcdError> {
+            let (ca, cert, key) = (self.path(ca), self.path(cert), self.path(key));
+            load_tls(Some(&ca), Some(&cert), Some(&key))
+        }
+    }
+
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(prefix_end(b"a"), b"b");
+        assert_eq!(prefix_end(b"/qkeyd/v1/"), b"/qkeyd/v10");
+        assert_eq!(prefix_end(b"ab\xff"), b"ac");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\x01\xff"), b"\x02");
+        assert_eq!(prefix_end(b"\xfe"), b"\xff");
+        assert_eq!(prefix_end(b"\xff"), b"\x00");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\x00");
+        assert_eq!(prefix_end(b""), b"\x00");
+    }
+
+    #[test]
+    fn endpoints_are_scheme_host_and_port() {
+        let u = parse_endpoint("HTTPS://etcd-0.example:2379/").unwrap();
+        assert_eq!(
+            (u.url.as_str(), u.https, u.host.as_str(), u.port),
+            ("https://etcd-0.example:2379", true, "etcd-0.example", 2379)
+        );
+        let u = parse_endpoint("http://[::1]:2379").unwrap();
+        assert_eq!((u.url.as_str(), u.https, u.host.as_str()), ("http://[::1]:2379", false, "::1"));
+        assert!(parse_endpoint("http://127.0.0.1:2379").is_ok());
+        assert!(parse_endpoint("http://localhost:2379").is_ok());
+        for (bad, why) in [
+            ("127.0.0.1:2379", "is not a URL"),
+            ("unix:///run/etcd.sock", "is not http:// or https://"),
+            ("ftp://127.0.0.1:2379", "is not http:// or https://"),
+            ("https://127.0.0.1", "needs a host and a port"),
+            ("https://127.0.0.1:2379/v3/kv", "has a path"),
+            ("https://127.0.0.1:2379?x=1", "has a path"),
+            ("http://10.0.0.7:2379", "plain http:// to another host"),
+            ("http://etcd.example:2379", "plain http:// to another host"),
+        ] {
+            let got = config_error(parse_endpoint(bad).map(|u| u.url));
+            assert!(got.contains(why) && got.contains(bad), "{bad}: {got}");
+        }
+        for secret in ["https://root:hunter2@127.0.0.1:2379", "ftp://root:hunter2@host:1"] {
+            let got = config_error(parse_endpoint(secret).map(|u| u.url));
+            assert!(got.contains("user info") && !got.contains("hunter2"), "{got}");
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        assert!(config_error(etcd(&[])).contains("no etcd endpoints"));
+        let zero = Etcd::new(vec!["http://127.0.0.1:2379".into()], None, Duration::ZERO);
+        assert!(config_error(zero).contains("timeout"));
+        let got = config_error(etcd(&["http://127.0.0.1:2379", "https://127.0.0.2:2379"]));
+        assert!(got.contains("https://127.0.0.2:2379") && got.contains("ca_file"), "{got}");
+
+        let pki = Pki::new();
+        let tls = load_tls(Some(&pki.path("ca.crt")), None, None).unwrap();
+        let got = config_error(Etcd::new(vec!["http://127.0.0.1:2379".into()], tls, T));
+        assert!(got.contains("for https:// endpoints"), "{got}");
+
+        // No runtime is needed to make one, and Debug shows where it goes.
+        let e = etcd(&["http://127.0.0.1:2379", "http://localhost:2380"]).unwrap();
+        let shown = format!("{e:?}");
+        assert!(shown.contains("http://localhost:2380") && shown.contains("500ms"), "{shown}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_named() {
+        let pki = Pki::new();
+        assert!(load_tls(None, None, None).unwrap().is_none());
+        let tls = load_tls(Some(&pki.path("ca.crt")), None, None).unwrap().unwrap();
+        assert!(tls.client.is_none());
+        let tls = pki.load("ca.crt", "client.crt", "client.key").unwrap().unwrap();
+        let key_pem = std::fs::read_to_string(pki.path("client.key")).unwrap();
+        let body = key_pem.lines().nth(1).unwrap();
+        assert!(!format!("{tls:?}").contains(body));
+        let e = Etcd::new(vec!["https://127.0.0.1:2379".into()], Some(tls), T);
+        assert!(e.is_ok(), "{e:?}");
+
+        let ca = pki.path("ca.crt");
+        let cert = pki.path("client.crt");
+        let got = config_error(load_tls(None, Some(&cert), Some(&cert)));
+        assert!(got.contains("need ca_file"), "{got}");
+        let got = config_error(load_tls(Some(&ca), Some(&cert), None));
+        assert!(got.contains("go together"), "{got}");
+
+        let missing = pki.path("missing.crt");
+        let got = config_error(load_tls(Some(&missing), None, None));
+        assert!(got.contains("cannot read etcd ca_file") && got.contains("missing.crt"), "{got}");
+        let got = config_error(pki.load("garbage.pem", "client.crt", "client.key"));
+        assert!(got.contains("ca_file") && got.contains("garbage.pem"), "{got}");
+        assert!(got.contains("holds no PEM certificate"), "{got}");
+        let got = config_error(pki.load("ca.crt", "garbage.pem", "client.key"));
+        assert!(got.contains("cert_file") && got.contains("garbage.pem"), "{got}");
+        let got = config_error(pki.load("ca.crt", "client.crt", "garbage.pem"));
+        assert!(got.contains("key_file") && got.contains("holds no PEM private key"), "{got}");
+        let got = config_error(pki.load("ca.crt", "client.crt", "other.key"));
+        assert!(got.contains("other.key does not go with cert_file"), "{got}");
+        assert!(got.contains("client.crt"), "{got}");
+        let other = std::fs::read_to_string(pki.path("other.key")).unwrap();
+        assert!(!got.contains(other.lines().nth(1).unwrap()));
+    }
+
+    #[test]
+    fn compares_and_ops_are_etcds() {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let c = pb::Compare::from(Cmp::Absent(b"k".to_vec()));
+        assert_eq!(c.result(), CompareResult::Equal);
+        assert_eq!(c.target(), CompareTarget::Create);
+        assert_eq!(c.target_union, Some(TargetUnion::CreateRevision(0)));
+        let c = pb::Compare::from(Cmp::ModRevision(b"k".to_vec(), 42));
+        assert_eq!((c.target(), c.key.as_slice()), (CompareTarget::Mod, &b"k"[..]));
+        assert_eq!(c.target_union, Some(TargetUnion::ModRevision(42)));
+
+        let Some(pb::request_op::Request::RequestDeleteRange(d)) =
+            request_op(Op::DeletePrefix(b"/p/".to_vec())).unwrap().request
+        else {
+            panic!("not a delete");
+        };
+        assert_eq!((d.key.as_slice(), d.range_end.as_slice()), (&b"/p/"[..], &b"/p0"[..]));
+        let Some(pb::request_op::Request::RequestDeleteRange(d)) =
+            request_op(Op::Delete(b"/p/k".to_vec())).unwrap().request
+        else {
+            panic!("not a delete");
+        };
+        assert_eq!((d.key.as_slice(), d.range_end.as_slice()), (&b"/p/k"[..], &b""[..]));
+        let Some(pb::request_op::Request::RequestPut(put)) =
+            request_op(Op::Put(b"k".to_vec(), b"v".to_vec())).unwrap().request
+        else {
+            panic!("not a put");
+        };
+        assert_eq!((put.key.as_slice(), put.value.as_slice()), (&b"k"[..], &b"v"[..]));
+        assert!(matches!(request_op(Op::DeletePrefix(Vec::new())), Err(EtcdError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn an_empty_prefix_is_refused() {
+        let e = etcd(&["http://127.0.0.1:9"]).unwrap();
+        assert!(config_error(e.list(b"").await).contains("every key"));
+        assert!(config_error(e.delete_prefix(b"").await).contains("every key"));
+        let txn = e.txn(Vec::new(), vec![Op::DeletePrefix(Vec::new())]).await;
+        assert!(config_error(txn).contains("every key"));
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn no_etcd_is_unreachable_at_each_endpoint() {
+        let (a, b) = (closed_port(), closed_port());
+        let e =
+            etcd(&[&format!("http://127.0.0.1:{a}"), &format!("http://127.0.0.1:{b}")]).unwrap();
+        let started = std::time::Instant::now();
+        // A write is tried on the second endpoint too: nothing was sent.
+        let err = e.put(b"k", b"v").await.unwrap_err();
+        assert!(started.elapsed() < T, "{:?}", started.elapsed());
+        let EtcdError::Unreachable(why) = &err else { panic!("{err:?}") };
+        assert_eq!(
+            why,
+            &format!(
+                "http://127.0.0.1:{a}: connection refused; http://127.0.0.1:{b}: connection refused"
+            )
+        );
+        assert!(err.to_string().starts_with("etcd is unreachable at http://127.0.0.1:"));
+        assert!(matches!(e.delete(b"k").await, Err(EtcdError::Unreachable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_silent_etcd_is_unreachable_within_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and holds connections, and never says a word.
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                conns.push(c);
+            }
+        });
+        let e = etcd(&[&format!("http://127.0.0.1:{port}")]).unwrap();
+        let started = std::time::Instant::now();
+        let err = e.get(b"k").await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took >= T && took < T * 3, "{took:?}");
+        assert!(
+            matches!(&err, EtcdError::Unreachable(why) if why.ends_with("no answer within 500ms")),
+            "{err:?}"
+        );
+        held.abort();
+    }
+}
