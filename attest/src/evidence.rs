@@ -284,17 +284,20 @@ pub fn extra_data(nonce: &[u8], statement_bytes: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Standard padded base64 for `Vec<u8>`.
-mod b64 {
+/// Standard padded base64 for `Vec<u8>` fields (`#[serde(with = "b64")]`),
+/// as every qkeyd document writes binary fields.
+pub mod b64 {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
 
-    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    /// Write `v` as a base64 string.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(v))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    /// Read a base64 string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         STANDARD.decode(text.as_bytes()).map_err(|e| D::Error::custom(format!("bad base64: {e}")))
     }

@@ -303,6 +303,28 @@ pub(crate) enum KmsAction {
         #[arg(long)]
         force: bool,
     },
+    /// The nodes sharing the KEKs through etcd (`[kms.cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `qkeyd kms cluster` actions.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Each node: its state, when it was admitted, and which KEKs it holds.
+    Status {
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out: delete its envelopes and never admit it again.
+    /// Rotate afterwards: it may still hold the KEKs it had.
+    Remove {
+        /// The node's name (as `status` lists it).
+        node: String,
+    },
 }
 
 /// `qkeyd keys` actions. Binary inputs are files; outputs are printed as

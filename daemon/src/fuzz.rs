@@ -263,6 +263,7 @@ pub fn rest_api(data: &[u8]) {
     let state = AppState {
         access: crate::config::Access::default(),
         attest: None,
+        cluster: None,
         pool: s.pool.clone(),
         metrics: s.metrics.clone(),
         max_request_bytes: MAX_RANDOM,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::{
-    cli::{CiphertextArg, KeysAction, KmsAction, Remote, SignatureArg},
+    cli::{CiphertextArg, ClusterAction, KeysAction, KmsAction, Remote, SignatureArg},
     tls::client,
 };
 
@@ -165,8 +165,60 @@ pub(crate) fn run_kms(remote: &Remote, action: KmsAction) -> anyhow::Result<()> 
             call("DELETE", &format!("/v1/kms/keks/{key_id}?force={force}"), None)?;
             println!("retired {key_id}");
         }
+        KmsAction::Cluster { action: ClusterAction::Status { json } } => {
+            let v = call("GET", "/v1/kms/cluster", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print_cluster(&v);
+            }
+        }
+        KmsAction::Cluster { action: ClusterAction::Remove { node } } => {
+            if !crate::config::valid_node_name(&node) {
+                bail!("{node:?} is not a node name (1-63 of [A-Za-z0-9._-])");
+            }
+            let v = call("DELETE", &format!("/v1/kms/cluster/nodes/{node}"), None)?;
+            println!(
+                "removed {node}: {} envelope(s) deleted; it will not be admitted again",
+                v["envelopes_deleted"]
+            );
+            let held: Vec<&str> =
+                v["held"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if !held.is_empty() {
+                println!("it held: {}", held.join(" "));
+            }
+            println!(
+                "rotate now, so that new data is under a KEK {node} never had: qkeyd kms rotate"
+            );
+        }
     }
     Ok(())
+}
+
+/// `qkeyd kms cluster status` as text: the cluster's write key, then one
+/// line per node.
+fn print_cluster(v: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    println!("node {}  prefix {}  etcd {}", text(&v["node"]), text(&v["prefix"]), text(&v["etcd"]));
+    println!(
+        "write key {} (epoch {}); this node writes under {}",
+        text(&v["write_key_id"]),
+        v["epoch"].as_u64().map_or("-".into(), |e| e.to_string()),
+        text(&v["local_write_key_id"])
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let holds: Vec<&str> =
+            n["holds"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!(
+            "{:<20} {:<9} admitted {} by {}  holds [{}]{}",
+            text(&n["node"]),
+            text(&n["state"]),
+            n["admitted_unix"],
+            text(&n["admitted_by"]),
+            holds.join(" "),
+            n["refusal"].as_str().map(|r| format!("  refused: {r}")).unwrap_or_default()
+        );
+    }
 }
 
 /// Run one action against the daemon at `remote`.

@@ -82,6 +82,20 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
+    let cluster = match (&config.kms.cluster, &kms, &attest) {
+        (Some(settings), Some(k), Some(a)) => {
+            let c = crate::kms::cluster::Cluster::open(
+                settings,
+                &dir,
+                k.kms.clone(),
+                keys.vault.clone(),
+                a.clone(),
+            )?;
+            c.spawn();
+            Some(c)
+        }
+        _ => None,
+    };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let module = match &config.module.socket {
         Some(socket) => {
@@ -100,6 +114,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )),
         access: config.access.clone(),
         attest,
+        cluster,
     };
     let tls = match &config.tls {
         Some(settings) => {

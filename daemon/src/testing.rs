@@ -32,6 +32,7 @@ pub(crate) fn kms_settings(status_cache: Duration) -> KmsSettings {
         status_cache,
         kek_cache: Duration::from_secs(2),
         inline_token_session: true,
+        cluster: None,
     }
 }
 

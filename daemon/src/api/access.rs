@@ -153,6 +153,8 @@ mod tests {
             (Method::GET, "/v1/kms", Some(Right::KmsAdmin)),
             (Method::POST, "/v1/kms/rotate", Some(Right::KmsAdmin)),
             (Method::DELETE, "/v1/kms/keks/{key_id}", Some(Right::KmsAdmin)),
+            (Method::GET, "/v1/kms/cluster", Some(Right::KmsAdmin)),
+            (Method::DELETE, "/v1/kms/cluster/nodes/{node}", Some(Right::KmsAdmin)),
             (Method::GET, "/v1/attest/identity", Some(Right::Gateway)),
             (Method::POST, "/v1/attest/activate", Some(Right::KeysAdmin)),
             (Method::POST, "/v1/keys/{id}/attest", Some(Right::Gateway)),

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{ApiError, AppState, access::authorize};
 use crate::{
     incident::{Chain, Incident},
-    kms::{Kind, Kms, KmsError, KmsInfo},
+    kms::{Kind, Kms, KmsError, KmsInfo, cluster::Cluster},
 };
 
 pub(super) fn routes(state: AppState) -> Router<AppState> {
@@ -24,6 +24,8 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/kms", get(info))
         .route("/v1/kms/rotate", post(rotate))
         .route("/v1/kms/keks/{key_id}", delete(retire))
+        .route("/v1/kms/cluster", get(cluster_status))
+        .route("/v1/kms/cluster/nodes/{node}", delete(remove_node))
         .route_layer(middleware::from_fn_with_state(state, authorize))
 }
 
@@ -104,7 +106,10 @@ async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn rotate(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let key_id = blocking(&state, Kms::rotate).await?;
+    let key_id = match &state.cluster {
+        Some(c) => c.rotate().await?,
+        None => blocking(&state, Kms::rotate).await?,
+    };
     Ok((StatusCode::CREATED, Json(json!({ "key_id": key_id }))).into_response())
 }
 
@@ -121,6 +126,31 @@ async fn retire(
     query: Result<Query<RetireQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    blocking(&state, move |k| k.retire(&key_id, q.force)).await?;
+    match &state.cluster {
+        Some(c) => c.retire(&key_id, q.force).await?,
+        None => blocking(&state, move |k| k.retire(&key_id, q.force)).await?,
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn cluster(state: &AppState) -> Result<Arc<Cluster>, ApiError> {
+    kms(state)?;
+    state.cluster.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "cluster_disabled",
+            "this node's KEKs are its own: [kms.cluster] is not configured",
+        )
+    })
+}
+
+async fn cluster_status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(cluster(&state)?.status().await).into_response())
+}
+
+async fn remove_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(cluster(&state)?.remove(&node).await?).into_response())
 }

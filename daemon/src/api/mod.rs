@@ -46,6 +46,8 @@ pub(crate) struct AppState {
     pub(crate) access: crate::config::Access,
     /// Attested keys, if `[attest]` is on.
     pub(crate) attest: Option<Arc<crate::attest::Attestor>>,
+    /// The KMS plugin's KEKs shared through etcd, if `[kms.cluster]` is on.
+    pub(crate) cluster: Option<Arc<crate::kms::cluster::Cluster>>,
 }
 
 /// Largest request body; a bigger one is answered 413.

@@ -31,6 +31,7 @@ fn world() -> World {
     let state = AppState {
         access: crate::config::Access::default(),
         attest: None,
+        cluster: None,
         pool,
         metrics: Arc::new(Metrics::new().unwrap()),
         max_request_bytes: 1 << 20,

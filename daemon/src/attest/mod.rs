@@ -182,8 +182,20 @@ impl Attestor {
         })
     }
 
-    /// Sign with the node identity key (an audited use, like any sign).
-    fn sign_as_node(&self, bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
+    /// Sign a KEK envelope ([`crate::kms::cluster`]) with the node identity
+    /// key, under the envelope's own ML-DSA context. Blocking.
+    pub(crate) fn sign_envelope(&self, bytes: &[u8]) -> Result<Vec<u8>, AttestError> {
+        self.sign_as_node(bytes, crate::kms::cluster::ENVELOPE_CONTEXT)
+    }
+
+    /// The node identity key's fingerprint.
+    pub(crate) fn fingerprint(&self) -> String {
+        ev::fingerprint(&self.identity_public)
+    }
+
+    /// Sign with the node identity key (an audited use, like any sign),
+    /// under `ctx`: the context of one of the daemon's own formats.
+    fn sign_as_node(&self, bytes: &[u8], ctx: &[u8]) -> Result<Vec<u8>, AttestError> {
         let cached =
             self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let key = match cached {
@@ -195,7 +207,7 @@ impl Attestor {
                 k
             }
         };
-        self.vault.sign_open(&key, bytes, ev::STATEMENT_CONTEXT, false).map_err(|e| {
+        self.vault.sign_open(&key, bytes, ctx, false).map_err(|e| {
             self.identity_key.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             AttestError::from(e)
         })
@@ -290,7 +302,7 @@ impl Attestor {
     /// Sign a statement with the identity key and, with a TPM, quote it.
     fn sign(&self, statement: Statement, nonce: &[u8]) -> Result<Evidence, AttestError> {
         let bytes = statement.to_canonical_bytes();
-        let signature = self.sign_as_node(&bytes)?;
+        let signature = self.sign_as_node(&bytes, ev::STATEMENT_CONTEXT)?;
         #[cfg(feature = "tpm")]
         let tpm = match &self.tpm {
             Some(t) => {

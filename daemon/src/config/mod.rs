@@ -13,6 +13,7 @@ use qkeyd_drivers::source::sim::Phase;
 use qkeyd_health::HealthParams;
 
 mod attest;
+mod cluster;
 mod error;
 mod raw;
 mod renamed;
@@ -22,6 +23,7 @@ mod tests;
 mod tls;
 
 pub(crate) use attest::AttestSettings;
+pub(crate) use cluster::{ClusterSettings, valid_node_name};
 pub(crate) use error::ConfigError;
 pub(crate) use socket::{SocketSpec, SocketSpecError};
 pub(crate) use tls::{
@@ -82,6 +84,8 @@ pub(crate) struct KmsSettings {
     /// the HSM sealer's second (inline) session when it is free; off, every
     /// token operation is queued on the sealer's thread.
     pub(crate) inline_token_session: bool,
+    /// KEKs shared with the other control-plane nodes through etcd.
+    pub(crate) cluster: Option<ClusterSettings>,
 }
 
 /// The socket mode when `[kms] socket_mode` is not given.

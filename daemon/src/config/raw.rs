@@ -46,6 +46,7 @@ struct RawKms {
     status_cache_ms: u64,
     kek_cache_ms: u64,
     inline_token_session: bool,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 impl Default for RawKms {
@@ -57,6 +58,7 @@ impl Default for RawKms {
             status_cache_ms: 1000,
             kek_cache_ms: 2000,
             inline_token_session: true,
+            cluster: None,
         }
     }
 }
@@ -77,6 +79,12 @@ impl RawKms {
             self.kek_cache_ms,
         )?;
         let socket = socket("kms.socket", self.socket, mode)?;
+        let cluster = self.cluster.map(super::cluster::RawCluster::check).transpose()?;
+        if cluster.is_some() && socket.is_none() {
+            return Err(ConfigError::Inconsistent(
+                "[kms.cluster] shares the KMS plugin's KEKs: set kms.socket too",
+            ));
+        }
         Ok(KmsSettings {
             socket,
             mode,
@@ -84,6 +92,7 @@ impl RawKms {
             status_cache: Duration::from_millis(self.status_cache_ms),
             kek_cache: Duration::from_millis(self.kek_cache_ms),
             inline_token_session: self.inline_token_session,
+            cluster,
         })
     }
 }
@@ -497,6 +506,12 @@ impl RawConfig {
         let module = self.module.check()?;
         let tls = self.tls.check()?;
         let attest = self.attest.map(|a| a.check(&keys.sealer)).transpose()?;
+        if kms.cluster.is_some() && attest.is_none() {
+            return Err(ConfigError::Inconsistent(
+                "[kms.cluster] needs [attest]: a node is given the shared KEKs on the strength \
+                 of its evidence, signed by its identity key",
+            ));
+        }
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,

@@ -213,3 +213,33 @@ fn plain_http_stays_on_loopback_unless_danger_says_otherwise() {
             .unwrap();
     assert!(c.check_serving().unwrap_err().to_string().contains("tls.client_ca needs"));
 }
+
+#[test]
+fn the_cluster_table_needs_its_parts_and_names_each_missing_one() {
+    let base = "[[source]]\nname=\"o\"\nkind=\"os\"\n";
+    let full = "[kms]\nsocket=\"/tmp/k.sock\"\n[kms.cluster]\nendpoints=[\"https://10.0.0.1:2379\"]\n\
+                ca_file=\"/ca.pem\"\ncert_file=\"/c.pem\"\nkey_file=\"/k.pem\"\nnode=\"cp-1\"\n\
+                policy=\"/p.toml\"\n[attest]\ntpm=false\n";
+    let c = Config::from_toml(&format!("{base}{full}")).unwrap();
+    let cl = c.kms.cluster.unwrap();
+    assert_eq!(cl.prefix, "/qkeyd/v1/");
+    assert_eq!(cl.node, "cp-1");
+    assert_eq!(cl.poll_interval, Duration::from_secs(2));
+    let cases = [
+        (full.replace("[attest]\ntpm=false\n", ""), "needs [attest]"),
+        (full.replace("socket=\"/tmp/k.sock\"", ""), "set kms.socket"),
+        (full.replace("ca_file=\"/ca.pem\"\n", ""), "need ca_file"),
+        (full.replace("key_file=\"/k.pem\"\n", ""), "go together"),
+        (full.replace("https://10.0.0.1", "http://10.0.0.1"), "http:// only on loopback"),
+        (full.replace("node=\"cp-1\"", "node=\"cp/1\""), "kms.cluster.node"),
+        (full.replace("policy=\"/p.toml\"\n", ""), "needs policy"),
+        (
+            full.replace("[kms.cluster]\n", "[kms.cluster]\nprefix=\"qkeyd\"\n"),
+            "kms.cluster.prefix",
+        ),
+    ];
+    for (text, needle) in cases {
+        let e = Chain(&Config::from_toml(&format!("{base}{text}")).unwrap_err()).to_string();
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}

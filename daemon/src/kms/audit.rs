@@ -1,6 +1,6 @@
 //! KEK lifecycle lines in the node's audit log (`STATE_DIR/audit.log`, the
-//! vault's): `kek-create` for a new write KEK, `kek-retire` for a retired
-//! one, each written in one `write` and fsynced before the change reaches the
+//! vault's): `kek-create` for a new KEK, `kek-import` for one another node
+//! of the cluster wrapped to this one, `kek-retire` for a retired one, each written in one `write` and fsynced before the change reaches the
 //! KEK file, so no KEK encrypts or decrypts without its line. A change that
 //! then fails gets a `failed` line. At open, a KEK in the file whose line is
 //! missing (a log lost or older than this) gets one marked `"recovered"`.
@@ -29,6 +29,8 @@ pub(super) enum KekOp {
     Create,
     /// Retired: it no longer decrypts.
     Retire,
+    /// Received from another node of the cluster and sealed here.
+    Import,
 }
 
 impl KekOp {
@@ -36,6 +38,7 @@ impl KekOp {
         match self {
             Self::Create => "kek-create",
             Self::Retire => "kek-retire",
+            Self::Import => "kek-import",
         }
     }
 }
@@ -134,7 +137,8 @@ impl KekAudit {
     /// Give every KEK of `file` (live or retired) the line the log lacks,
     /// marked recovered; returns how many were added.
     pub(super) fn reconcile(&self, file: &KekFile, backend: &str) -> io::Result<usize> {
-        let created = self.last_words(KekOp::Create)?;
+        let mut created = self.last_words(KekOp::Import)?;
+        created.extend(self.last_words(KekOp::Create)?);
         let retired = self.last_words(KekOp::Retire)?;
         let ok = |words: &HashMap<String, String>, k: &str| words.get(k).is_some_and(|o| o == "ok");
         let mut added = 0;

@@ -124,6 +124,36 @@ pub(crate) enum KmsError {
     /// The plugin is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// Clustered, and this node does not hold the cluster's write KEK yet.
+    #[error(
+        "this node does not hold the cluster's write KEK yet: it is admitted and sent the \
+         KEK once its evidence passes a member's policy (see `qkeyd kms cluster status`)"
+    )]
+    NotShared,
+    /// Clustered, and etcd cannot be reached: rotation, retirement and
+    /// admission wait for it (Encrypt, Decrypt and Status do not).
+    #[error("etcd is unreachable, so the cluster's KEKs cannot change now: {0}")]
+    EtcdDown(String),
+    /// Clustered, and etcd refused a request.
+    #[error("etcd refused the request: {0}")]
+    EtcdRefused(String),
+    /// Clustered: this node's evidence, signature or a peer's transport key
+    /// could not be used.
+    #[error("attestation: {0}")]
+    Attest(String),
+    /// Clustered: another node changed the cluster's KEKs first.
+    #[error("{0}")]
+    ClusterConflict(String),
+    /// A token KEK made before the node was clustered has no sealed copy to
+    /// wrap for another node.
+    #[error(
+        "KEK {0} lives only inside this node's token (made before the node was clustered): \
+         it cannot be shared; rotate to make a shared one"
+    )]
+    NotShareable(String),
+    /// Clustered: the request names something the cluster does not have.
+    #[error("{0}")]
+    ClusterNotFound(String),
 }
 
 /// What a failure means to a client: the one classification the gRPC and
@@ -155,14 +185,21 @@ impl KmsError {
             | Self::CiphertextLength(_)
             | Self::UnknownCiphertextFormat(_)
             | Self::NotAuthentic(_) => Kind::InvalidArgument,
-            Self::UnknownKey(_) | Self::Retired { .. } => Kind::NotFound,
-            Self::RetireWriteKey(_) | Self::RecentlyReplaced { .. } | Self::RecentlyUsed { .. } => {
-                Kind::Conflict
-            }
+            Self::UnknownKey(_) | Self::Retired { .. } | Self::ClusterNotFound(_) => Kind::NotFound,
+            Self::RetireWriteKey(_)
+            | Self::RecentlyReplaced { .. }
+            | Self::RecentlyUsed { .. }
+            | Self::ClusterConflict(_) => Kind::Conflict,
             Self::Seal(e) if e.is_transient() || matches!(e, SealError::Auth(_)) => {
                 Kind::Unavailable
             }
-            Self::TooSlow(_) | Self::Entropy(_) | Self::ShuttingDown => Kind::Unavailable,
+            Self::TooSlow(_)
+            | Self::Entropy(_)
+            | Self::ShuttingDown
+            | Self::NotShared
+            | Self::EtcdDown(_)
+            | Self::EtcdRefused(_)
+            | Self::Attest(_) => Kind::Unavailable,
             Self::LastCheck(e) => e.kind(),
             Self::Seal(_)
             | Self::Store(_)
@@ -170,6 +207,7 @@ impl KmsError {
             | Self::RoundTrip(_)
             | Self::KeyIdCollision
             | Self::KekLength(_)
+            | Self::NotShareable(_)
             | Self::Aead
             | Self::TaskLost => Kind::Internal,
         }

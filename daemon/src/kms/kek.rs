@@ -170,7 +170,11 @@ impl Kms {
 
     /// The unsealed value of a sealed KEK, from memory if unsealed within
     /// `kek_cache` (and `fresh` is false). Blocks on the sealer.
-    fn unseal_kek(&self, record: &KekRecord, fresh: bool) -> Result<Zeroizing<[u8; 32]>, KmsError> {
+    pub(super) fn unseal_kek(
+        &self,
+        record: &KekRecord,
+        fresh: bool,
+    ) -> Result<Zeroizing<[u8; 32]>, KmsError> {
         let KekLocation::Sealed { sealed } = &record.kek else {
             return Err(KmsError::Seal(SealError::Unsupported("unsealing a token key")));
         };

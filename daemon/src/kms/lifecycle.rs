@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use qkeyd_drivers::seal::Sealed;
 use sha3::{Digest as _, Sha3_256};
 use zeroize::Zeroizing;
 
@@ -113,46 +114,89 @@ impl Kms {
 
     /// Caller holds `change`.
     fn make_write_kek(&self) -> Result<String, KmsError> {
+        if self.clustered {
+            return Err(KmsError::NotShared);
+        }
+        let key_id = self.new_key_id()?;
+        // A long-term key: prediction resistance (a fresh seed block first).
+        let mut value = Zeroizing::new([0u8; 32]);
+        self.pool.fill_fresh(&mut value[..])?;
+        let (kek, shared) = self.seal_kek(&key_id, &value, false)?;
+        let record = KekRecord {
+            key_id: key_id.clone(),
+            created_unix: now_unix(),
+            replaced_unix: None,
+            kek,
+            shared,
+        };
+        self.add_kek(record, true, KekOp::Create)?;
+        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
+        Ok(key_id)
+    }
+
+    /// A key id derived from fresh pool bytes, never one of ours before.
+    pub(super) fn new_key_id(&self) -> Result<String, KmsError> {
         let mut id = [0u8; 16];
         self.pool.fill(&mut id)?;
         let digest = Sha3_256::new_with_prefix(b"qkeyd kms kek id\0").chain_update(id).finalize();
         let key_id = format!("{KEY_ID_PREFIX}{}", hex::encode(&digest[..16]));
-        {
-            let file = lock(&self.file);
-            if file.get(&key_id).is_some() || file.retired.iter().any(|r| r.key_id == key_id) {
-                return Err(KmsError::KeyIdCollision);
-            }
+        let file = lock(&self.file);
+        if file.get(&key_id).is_some() || file.retired.iter().any(|r| r.key_id == key_id) {
+            return Err(KmsError::KeyIdCollision);
         }
-        // A long-term key: prediction resistance (a fresh seed block first).
-        let mut value = Zeroizing::new(vec![0u8; 32]);
-        self.pool.fill_fresh(&mut value)?;
-        let kek = if self.holds_keys {
-            let l = label(&key_id);
-            let name = l.clone();
-            self.sealer.call(move |s| s.key_create(&name, &value))?;
-            KekLocation::Token { backend: self.sealer.kind().to_owned(), label: l }
-        } else {
-            let (name, a) = (label(&key_id), kek_aad(&key_id));
-            let sealed = self.sealer.call(move |s| s.seal(&name, &a, &value))?;
-            KekLocation::Sealed { sealed }
+        Ok(key_id)
+    }
+
+    /// Put KEK `key_id` with `value` where this node keeps KEKs: inside the
+    /// token (an HSM sealer) or sealed. With `shareable`, a token KEK's value
+    /// is sealed as well, so the node can wrap it to another one later.
+    /// Blocks.
+    pub(super) fn seal_kek(
+        &self,
+        key_id: &str,
+        value: &Zeroizing<[u8; 32]>,
+        shareable: bool,
+    ) -> Result<(KekLocation, Option<Sealed>), KmsError> {
+        let seal = || {
+            let (name, a, v) = (label(key_id), kek_aad(key_id), Zeroizing::new(value.to_vec()));
+            self.sealer.call(move |s| s.seal(&name, &a, &v))
         };
-        let now = now_unix();
-        let record =
-            KekRecord { key_id: key_id.clone(), created_unix: now, replaced_unix: None, kek };
+        if !self.holds_keys {
+            return Ok((KekLocation::Sealed { sealed: seal()? }, None));
+        }
+        let shared = if shareable { Some(seal()?) } else { None };
+        let (l, v) = (label(key_id), Zeroizing::new(value.to_vec()));
+        let name = l.clone();
+        self.sealer.call(move |s| s.key_create(&name, &v))?;
+        Ok((KekLocation::Token { backend: self.sealer.kind().to_owned(), label: l }, shared))
+    }
+
+    /// Add `record` to the KEK file, as the write key if `write`, its audit
+    /// line (`op`) first. If it does not reach the file, a token key made
+    /// for it is destroyed again. Blocks; the caller holds `change`.
+    pub(super) fn add_kek(
+        &self,
+        record: KekRecord,
+        write: bool,
+        op: KekOp,
+    ) -> Result<(), KmsError> {
+        let key_id = record.key_id.clone();
         let mut next = lock(&self.file).clone();
-        let old = next.write.clone();
-        if let Some(prev) = next.keks.iter_mut().find(|k| Some(&k.key_id) == old.as_ref()) {
-            prev.replaced_unix = Some(now);
+        if write {
+            let old = next.write.clone();
+            if let Some(prev) = next.keks.iter_mut().find(|k| Some(&k.key_id) == old.as_ref()) {
+                prev.replaced_unix = Some(now_unix());
+            }
+            next.write = Some(key_id.clone());
         }
         next.keks.push(record.clone());
-        next.write = Some(key_id.clone());
         let saved = self
             .audit
-            .record(KekOp::Create, &key_id, self.backend(), "ok", false)
+            .record(op, &key_id, self.backend(), "ok", false)
             .map_err(KmsError::AuditLog)
             .and_then(|()| {
                 self.store.save(&next).map_err(|e| {
-                    self.not_made(KekOp::Create, &key_id);
+                    self.not_made(op, &key_id);
                     KmsError::from(e)
                 })
             });
@@ -164,8 +208,9 @@ impl Kms {
             return Err(e);
         }
         *lock(&self.file) = next;
-        self.status.clear();
-        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
-        Ok(key_id)
+        if write {
+            self.status.clear();
+        }
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@
 //! retired ([`lifecycle`]). [`grpc`] is the only part that knows protobuf.
 
 mod audit;
+pub(crate) mod cluster;
 mod error;
 mod format;
 pub(crate) mod grpc;
@@ -119,6 +120,9 @@ pub(crate) struct Kms {
     used: Mutex<HashMap<String, Instant>>,
     /// Serialises rotate and retire.
     change: Mutex<()>,
+    /// KEKs are shared through etcd ([`cluster`]): they are made and
+    /// rotated there, never on this node alone.
+    clustered: bool,
     inline_ops: AtomicU64,
     queued_ops: AtomicU64,
 }
@@ -196,6 +200,7 @@ impl Kms {
             unsealed: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
             change: Mutex::new(()),
+            clustered: settings.cluster.is_some(),
             inline_ops: AtomicU64::new(0),
             queued_ops: AtomicU64::new(0),
         })

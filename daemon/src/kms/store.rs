@@ -46,6 +46,10 @@ pub(crate) struct KekRecord {
     pub(crate) replaced_unix: Option<u64>,
     /// Where it lives.
     pub(crate) kek: KekLocation,
+    /// A token KEK's value sealed by the sealer too, kept only when the KEK
+    /// is shared with other nodes, so that it can be wrapped to a newcomer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) shared: Option<Sealed>,
 }
 
 /// A KEK taken out of use; its key id is never handed out again.
@@ -194,6 +198,7 @@ mod tests {
                         backend: "pkcs11".into(),
                         label: "qkeyd-kms/a".into(),
                     },
+                    shared: None,
                 },
                 KekRecord {
                     key_id: "b".into(),
@@ -206,6 +211,7 @@ mod tests {
                             blob: vec![1, 2, 3],
                         },
                     },
+                    shared: None,
                 },
             ],
             retired: vec![Retired { key_id: "z".into(), retired_unix: 3 }],
