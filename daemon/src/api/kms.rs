@@ -102,7 +102,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn info(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(info_json(&kms(&state)?.info())).into_response())
+    let mut v = info_json(&kms(&state)?.info());
+    if let Some(c) = &state.cluster {
+        let etcd = c.etcd_error().map_or_else(|| "ok".to_owned(), |e| format!("unreachable: {e}"));
+        v["cluster"] = json!({ "node": c.node(), "etcd": etcd });
+    }
+    Ok(Json(v).into_response())
 }
 
 async fn rotate(State(state): State<AppState>) -> Result<Response, ApiError> {

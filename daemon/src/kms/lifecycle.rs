@@ -89,8 +89,13 @@ impl Kms {
         self.forget_kek(key_id);
         let outcome = match &record.kek {
             KekLocation::Token { label, .. } => {
-                let l = label.clone();
-                self.sealer.call(move |s| s.key_destroy(&l))
+                let (l, copy) = (label.clone(), record.shared.clone());
+                self.sealer.call(move |s| {
+                    if let Some(c) = &copy {
+                        s.destroy(c)?;
+                    }
+                    s.key_destroy(&l)
+                })
             }
             KekLocation::Sealed { sealed } => {
                 let s = sealed.clone();
@@ -157,14 +162,16 @@ impl Kms {
         value: &Zeroizing<[u8; 32]>,
         shareable: bool,
     ) -> Result<(KekLocation, Option<Sealed>), KmsError> {
-        let seal = || {
-            let (name, a, v) = (label(key_id), kek_aad(key_id), Zeroizing::new(value.to_vec()));
+        let seal = |name: String| {
+            let (a, v) = (kek_aad(key_id), Zeroizing::new(value.to_vec()));
             self.sealer.call(move |s| s.seal(&name, &a, &v))
         };
         if !self.holds_keys {
-            return Ok((KekLocation::Sealed { sealed: seal()? }, None));
+            return Ok((KekLocation::Sealed { sealed: seal(label(key_id))? }, None));
         }
-        let shared = if shareable { Some(seal()?) } else { None };
+        // The HSM sealer seals under a token key of the given name: not the
+        // KEK's own label, which the KEK itself takes next.
+        let shared = if shareable { Some(seal(format!("{}/copy", label(key_id)))?) } else { None };
         let (l, v) = (label(key_id), Zeroizing::new(value.to_vec()));
         let name = l.clone();
         self.sealer.call(move |s| s.key_create(&name, &v))?;

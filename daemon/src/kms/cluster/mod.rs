@@ -68,6 +68,8 @@ struct Known {
     etcd_error: Option<String>,
     /// The policy file's last load failure, logged once.
     policy_error: Option<String>,
+    /// The policy the cached verdicts were reached under.
+    policy: Option<Policy>,
     /// When this node last published its evidence.
     published: Option<Instant>,
     /// Envelopes refused (key id, revision): logged once each.
@@ -203,6 +205,11 @@ impl Cluster {
         &self.settings.node
     }
 
+    /// Why etcd could not be reached at the last poll (`None`: it was).
+    pub(crate) fn etcd_error(&self) -> Option<String> {
+        lock(&self.known).etcd_error.clone()
+    }
+
     /// Poll etcd every `poll_interval` for as long as the runtime runs.
     pub(crate) fn spawn(self: &Arc<Self>) {
         let me = self.clone();
@@ -245,7 +252,14 @@ impl Cluster {
     fn policy(&self) -> Option<Policy> {
         match Policy::load(&self.settings.policy) {
             Ok(p) => {
-                lock(&self.known).policy_error = None;
+                let mut known = lock(&self.known);
+                known.policy_error = None;
+                if known.policy.as_ref() != Some(&p) {
+                    // Another policy: every node is checked again under it.
+                    known.members.clear();
+                    known.refused.clear();
+                    known.policy = Some(p.clone());
+                }
                 Some(p)
             }
             Err(e) => {
