@@ -18,6 +18,14 @@ mod keys;
 mod kms;
 // kube-apiserver and etcd built from the Go module proxy, with qkeyd as their KMS plugin.
 mod kube;
+// The etcd and kube-apiserver processes `kube` and `kms_cluster` run qkeyd beside
+// (etcd's client TLS serves `kms_cluster` only, which needs the tpm feature).
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+mod k8s_peers;
+// Three qkeyd nodes sharing KMS KEKs through etcd, admitted by TPM evidence; three
+// kube-apiservers on them; races, node and etcd faults.
+#[cfg(feature = "tpm")]
+mod kms_cluster;
 // The Sealer contract, case by case, on the soft sealer, SoftHSM2 and swtpm.
 mod sealers;
 // libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
