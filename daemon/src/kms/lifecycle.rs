@@ -122,21 +122,27 @@ impl Kms {
         if self.clustered {
             return Err(KmsError::NotShared);
         }
+        let (record, _) = self.make_kek(false)?;
+        let key_id = record.key_id.clone();
+        self.add_kek(record, true, KekOp::Create)?;
+        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
+        Ok(key_id)
+    }
+
+    /// A new KEK, sealed or in the token (see [`Kms::seal_kek`]), and its
+    /// value; its record is not in the file yet.
+    pub(super) fn make_kek(
+        &self,
+        shareable: bool,
+    ) -> Result<(KekRecord, Zeroizing<[u8; 32]>), KmsError> {
         let key_id = self.new_key_id()?;
         // A long-term key: prediction resistance (a fresh seed block first).
         let mut value = Zeroizing::new([0u8; 32]);
         self.pool.fill_fresh(&mut value[..])?;
-        let (kek, shared) = self.seal_kek(&key_id, &value, false)?;
-        let record = KekRecord {
-            key_id: key_id.clone(),
-            created_unix: now_unix(),
-            replaced_unix: None,
-            kek,
-            shared,
-        };
-        self.add_kek(record, true, KekOp::Create)?;
-        tracing::info!(key_id, backend = self.backend(), "new KMS KEK is the write key");
-        Ok(key_id)
+        let (kek, shared) = self.seal_kek(&key_id, &value, shareable)?;
+        let record =
+            KekRecord { key_id, created_unix: now_unix(), replaced_unix: None, kek, shared };
+        Ok((record, value))
     }
 
     /// A key id derived from fresh pool bytes, never one of ours before.

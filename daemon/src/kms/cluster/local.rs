@@ -46,18 +46,8 @@ impl Kms {
     /// value for wrapping to the other nodes.
     pub(super) fn new_shared_kek(&self) -> Result<(String, Zeroizing<[u8; 32]>), KmsError> {
         let _c = lock(&self.change);
-        let key_id = self.new_key_id()?;
-        // A long-term key: prediction resistance (a fresh seed block first).
-        let mut value = Zeroizing::new([0u8; 32]);
-        self.pool.fill_fresh(&mut value[..])?;
-        let (kek, shared) = self.seal_kek(&key_id, &value, true)?;
-        let record = KekRecord {
-            key_id: key_id.clone(),
-            created_unix: now_unix(),
-            replaced_unix: None,
-            kek,
-            shared,
-        };
+        let (record, value) = self.make_kek(true)?;
+        let key_id = record.key_id.clone();
         self.add_kek(record, false, KekOp::Create)?;
         Ok((key_id, value))
     }
