@@ -217,30 +217,26 @@ impl Etcd {
         if let Some(end) = range_end {
             body["range_end"] = json!(B64.encode(end));
         }
-        let url = format!("{}/v3/kv/range", self.url());
-        let mut r = self
-            .agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap_or_else(|e| panic!("etcd range: {e}\n{}", self.log()));
-        let text = r.body_mut().read_to_string().unwrap();
-        assert_eq!(r.status(), 200, "etcd range: {text}");
-        serde_json::from_str(&text).unwrap()
+        self.gateway("range", &body)
     }
 
     /// Store `value` under `key`, as anyone with write access to etcd could.
     pub(crate) fn put(&self, key: &str, value: &[u8]) {
-        let body = json!({ "key": B64.encode(key), "value": B64.encode(value) });
-        let url = format!("{}/v3/kv/put", self.url());
+        self.gateway("put", &json!({ "key": B64.encode(key), "value": B64.encode(value) }));
+    }
+
+    /// POST `body` to the gateway's `/v3/kv/{call}`; its JSON answer.
+    fn gateway(&self, call: &str, body: &Value) -> Value {
+        let url = format!("{}/v3/kv/{call}", self.url());
         let mut r = self
             .agent
             .post(&url)
             .header("content-type", "application/json")
             .send(body.to_string())
-            .unwrap_or_else(|e| panic!("etcd put: {e}\n{}", self.log()));
+            .unwrap_or_else(|e| panic!("etcd {call}: {e}\n{}", self.log()));
         let text = r.body_mut().read_to_string().unwrap();
-        assert_eq!(r.status(), 200, "etcd put: {text}");
+        assert_eq!(r.status(), 200, "etcd {call}: {text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     /// The value etcd stores under `key`, if any.
