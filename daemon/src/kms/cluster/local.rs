@@ -19,6 +19,19 @@ impl Kms {
         lock(&self.file).keks.iter().map(|k| k.key_id.clone()).collect()
     }
 
+    /// Every KEK this node holds: key id, creation time, and whether its
+    /// value can be wrapped for another node.
+    pub(super) fn own_keks(&self) -> Vec<(String, u64, bool)> {
+        lock(&self.file)
+            .keks
+            .iter()
+            .map(|k| {
+                let shareable = matches!(k.kek, KekLocation::Sealed { .. }) || k.shared.is_some();
+                (k.key_id.clone(), k.created_unix, shareable)
+            })
+            .collect()
+    }
+
     /// Whether this node holds `key_id`.
     pub(super) fn holds(&self, key_id: &str) -> bool {
         lock(&self.file).get(key_id).is_some()

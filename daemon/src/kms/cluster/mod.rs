@@ -76,6 +76,8 @@ struct Known {
     bad_envelopes: HashSet<(String, i64)>,
     /// This node was removed (logged once).
     removed: bool,
+    /// Own KEKs that cannot be shared (logged once each).
+    unshareable: HashSet<String>,
 }
 
 /// The cluster's state in etcd, as one read found it.

@@ -12,8 +12,8 @@ use super::{
     Cluster, Member, View,
     etcd::{Cmp, Op},
     records::{
-        Admission, ENVELOPE_CONTEXT, Envelope, Holds, IV_LEN, NodeRecord, join_nonce, parse,
-        to_json,
+        Admission, ENVELOPE_CONTEXT, Envelope, Holds, IV_LEN, KeyRecord, NodeRecord, join_nonce,
+        parse, to_json,
     },
 };
 use crate::kms::{KmsError, lock};
@@ -54,6 +54,7 @@ impl Cluster {
         let member = lock(&self.known).members.contains_key(&me);
         if member {
             self.record_admissions(&view).await?;
+            self.share_own(&view).await?;
             if view.write.is_none() {
                 match self.make_write(&view).await {
                     Ok(_) | Err(KmsError::ClusterConflict(_)) => {}
@@ -182,6 +183,47 @@ impl Cluster {
         Ok(())
     }
 
+    /// Make the KEKs this node had before it was clustered the cluster's too
+    /// (decrypt-only, epoch 0), so every member can read what was written
+    /// under them. A token KEK made then has no sealed copy and stays this
+    /// node's alone (logged once).
+    async fn share_own(&self, view: &View) -> Result<(), KmsError> {
+        for (key_id, created_unix, shareable) in self.kms.own_keks() {
+            if view.keys.contains_key(&key_id) {
+                continue;
+            }
+            if !shareable {
+                if lock(&self.known).unshareable.insert(key_id.clone()) {
+                    tracing::warn!(
+                        key_id,
+                        "cluster: this KEK lives only in this node's token (made before the node was clustered) and cannot be shared; data under it decrypts on this node only"
+                    );
+                }
+                continue;
+            }
+            let record = KeyRecord {
+                key_id: key_id.clone(),
+                epoch: 0,
+                created_unix,
+                by: self.node().to_owned(),
+                replaced_unix: Some(super::now_unix()),
+                retired_unix: None,
+            };
+            let key = self.paths.kek_record(&key_id);
+            if self
+                .etcd
+                .txn(vec![Cmp::Absent(key.clone())], vec![Op::Put(key, to_json(&record))])
+                .await?
+            {
+                tracing::info!(
+                    key_id,
+                    "cluster: a KEK from before this node was clustered is shared"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Wrap every live KEK this node holds to every other member lacking it.
     async fn wrap_missing(&self, view: &View) -> Result<(), KmsError> {
         let members: Vec<(String, Member)> = lock(&self.known)
@@ -205,7 +247,13 @@ impl Cluster {
                 continue;
             }
             let (kms, id) = (self.kms.clone(), k.key_id.clone());
-            let value = blocking(move || kms.kek_value(&id)).await?;
+            let value = match blocking(move || kms.kek_value(&id)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(key_id = %k.key_id, error = %crate::incident::Chain(&e), "cluster: cannot read a KEK to wrap it");
+                    continue;
+                }
+            };
             for (node, m) in lacking {
                 let e = self.wrap(&k.key_id, node, k.epoch, m, &value).await?;
                 let key = self.paths.envelope(&k.key_id, node);
