@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, OnceLock},
@@ -191,7 +193,7 @@ impl Daemon {
     ) -> Self {
         let path = dir.path().join("qkeyd.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = Command::new(qkeyd_bin());
+        let mut cmd = command_in(opts.netns, qkeyd_bin());
         cmd.arg("serve").arg("--config").arg(&path).args(opts.args);
         cmd.envs(opts.env.iter().copied());
         let mut d = Self::spawn_on(cmd, dir, state, opts.listen);
@@ -502,6 +504,24 @@ pub struct Options<'a> {
     pub listen: Option<&'a str>,
     /// For a TLS daemon: the CA certificate (PEM file) the harness trusts.
     pub ca: Option<&'a Path>,
+    /// The network namespace (made with `ip netns add`) to run the daemon
+    /// in. Its `127.0.0.1` is then the namespace's own: have it listen on an
+    /// address the harness reaches.
+    pub netns: Option<&'a str>,
+}
+
+/// A command running `program`, in the network namespace `netns` if given.
+/// `ip netns exec` execs the program once in the namespace, so the child's
+/// pid is the program's and killing the child kills it.
+pub fn command_in(netns: Option<&str>, program: impl AsRef<OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 fn plain_agent() -> ureq::Agent {
@@ -734,8 +754,9 @@ pub fn softhsm_module() -> PathBuf {
         .unwrap_or_else(|| panic!("libsofthsm2.so not found in {candidates:?}"))
 }
 
-/// A software TPM (swtpm) on free loopback ports, with its state in a
-/// temporary directory; stopped on drop. [`Swtpm::stop`] and
+/// A software TPM (swtpm) on free loopback ports (or in a network namespace
+/// of its own: [`Swtpm::start_in_netns`]), with its state in a temporary
+/// directory; stopped on drop. [`Swtpm::stop`] and
 /// [`Swtpm::restart`] make it vanish and come back with the same state.
 pub struct Swtpm {
     child: Option<Child>,
@@ -744,7 +765,12 @@ pub struct Swtpm {
     /// The TPM command port.
     pub port: u16,
     ctrl: u16,
+    /// The network namespace it runs in, if not this process's.
+    netns: Option<String>,
 }
+
+/// The ports swtpm and the TPM simulators listen on by default.
+const SWTPM_PORTS: (u16, u16) = (2321, 2322);
 
 impl Swtpm {
     /// Start a fresh TPM.
@@ -764,7 +790,19 @@ impl Swtpm {
             }
         };
         let ctrl = port + 1;
-        let mut t = Self { child: None, dir, port, ctrl };
+        let mut t = Self { child: None, dir, port, ctrl, netns: None };
+        t.restart();
+        t
+    }
+
+    /// Start a fresh TPM in the network namespace `netns` (made with `ip
+    /// netns add`), on that namespace's loopback at swtpm's usual ports:
+    /// the namespace is a host of its own, and nothing else listens there.
+    /// Its clients ([`Swtpm::tcti`]) run in that namespace too.
+    pub fn start_in_netns(netns: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, ctrl) = SWTPM_PORTS;
+        let mut t = Self { child: None, dir, port, ctrl, netns: Some(netns.to_owned()) };
         t.restart();
         t
     }
@@ -785,7 +823,7 @@ impl Swtpm {
     /// (Re)start the TPM on the same ports and state, and wait until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("swtpm")
+        let child = command_in(self.netns.as_deref(), "swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--tpmstate")
             .arg(format!("dir={}", self.dir.path().display()))
@@ -797,17 +835,42 @@ impl Swtpm {
             .stderr(Stdio::null())
             .spawn()
             .expect("swtpm (tests/run-all.sh installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.listening(pid) {
             assert!(Instant::now() < deadline, "swtpm did not open port {}", self.port);
             thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// Whether swtpm (process `pid`) listens on its command port. In another
+    /// namespace this process cannot connect to it, so ask the kernel for
+    /// that namespace's sockets: once `ip` has entered the namespace (the
+    /// pid's namespace is the named one), `/proc/PID/net/tcp` lists them.
+    fn listening(&self, pid: u32) -> bool {
+        let Some(ns) = &self.netns else {
+            return std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        };
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let inside = id(&proc.join("ns/net"))
+            .is_some_and(|n| Some(n) == id(&Path::new("/run/netns").join(ns)));
+        // As the kernel prints it: the address as a native-endian u32, the
+        // port, and state 0A (LISTEN).
+        let local = format!("{:08X}:{:04X}", u32::from_ne_bytes([127, 0, 0, 1]), self.port);
+        inside
+            && std::fs::read_to_string(proc.join("net/tcp")).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+                })
+            })
+    }
+
     /// Extend a SHA-256 PCR with tpm2-tools, as another TPM client would.
     pub fn extend_pcr(&self, pcr: u8) {
-        let out = Command::new("tpm2_pcrextend")
+        let out = command_in(self.netns.as_deref(), "tpm2_pcrextend")
             .args(["-T", &self.tcti()])
             .arg(format!("{pcr}:sha256={}", "ab".repeat(32)))
             .output()

@@ -4,6 +4,7 @@
 //! process killed on drop with its output in a log file.
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -104,29 +105,31 @@ pub(crate) struct EtcdTls {
 }
 
 impl EtcdTls {
-    /// Files issued by `ca` into `dir`. etcd's gRPC gateway dials etcd itself
-    /// presenting the server certificate, so with `--client-cert-auth` that
-    /// certificate needs clientAuth too.
-    pub(crate) fn issue(ca: &Ca, dir: &Path) -> Self {
+    /// Files issued by `ca` into `dir`, the server certificate naming
+    /// loopback and `hosts` (the addresses beyond loopback clients dial).
+    /// etcd's gRPC gateway dials etcd itself presenting the server
+    /// certificate, so with `--client-cert-auth` that certificate needs
+    /// clientAuth too.
+    pub(crate) fn issue(ca: &Ca, dir: &Path, hosts: &[IpAddr]) -> Self {
+        let mut sans = vec!["dns:localhost".to_owned(), "ip:127.0.0.1".to_owned()];
+        sans.extend(hosts.iter().map(|h| format!("ip:{h}")));
         let (cert, key) = ca
-            .issue(&Leaf {
-                cn: "etcd".into(),
-                sans: vec!["dns:localhost".into(), "ip:127.0.0.1".into()],
-                usage: Usage::Both,
-                ..Leaf::default()
-            })
+            .issue(&Leaf { cn: "etcd".into(), sans, usage: Usage::Both, ..Leaf::default() })
             .write(dir, "etcd-server");
         let server = TlsFiles { ca: ca.write(dir, "etcd-ca"), cert, key };
         Self { server, harness: TlsFiles::client(ca, dir, "e2e-harness") }
     }
 }
 
-/// One etcd member on loopback; [`Etcd::stop`] and [`Etcd::restart`] make it
-/// vanish and come back on the same ports and data.
+/// One etcd member on loopback (and on more addresses if asked);
+/// [`Etcd::stop`] and [`Etcd::restart`] make it vanish and come back on the
+/// same ports and data.
 pub(crate) struct Etcd {
     proc: Option<Proc>,
     bin: PathBuf,
     dir: PathBuf,
+    /// Where clients beyond loopback reach it, on the same port.
+    hosts: Vec<IpAddr>,
     port: u16,
     peer_port: u16,
     tls: Option<EtcdTls>,
@@ -137,6 +140,12 @@ impl Etcd {
     /// Start etcd with its data and log in `dir`; with `tls`, its client URL
     /// is https and every client must present a certificate of that CA.
     pub(crate) fn start(bin: &Path, dir: &Path, tls: Option<EtcdTls>) -> Self {
+        Self::start_on(bin, dir, tls, &[])
+    }
+
+    /// [`Etcd::start`], listening for clients on `hosts` too (the harness
+    /// stays on loopback).
+    pub(crate) fn start_on(bin: &Path, dir: &Path, tls: Option<EtcdTls>, hosts: &[IpAddr]) -> Self {
         let agent = match &tls {
             Some(t) => qkeyd_e2e::tls_agent(&t.harness.ca, Some((&t.harness.cert, &t.harness.key))),
             None => ureq::Agent::config_builder()
@@ -149,6 +158,7 @@ impl Etcd {
             proc: None,
             bin: bin.to_owned(),
             dir: dir.to_owned(),
+            hosts: hosts.to_vec(),
             port: free_port(),
             peer_port: free_port(),
             tls,
@@ -160,8 +170,14 @@ impl Etcd {
 
     /// The client URL, e.g. `https://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
+        self.url_on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// The client URL on `host`, one of loopback and the `hosts` of
+    /// [`Etcd::start_on`].
+    pub(crate) fn url_on(&self, host: IpAddr) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{host}:{}", self.port)
     }
 
     /// Kill etcd (its data stays).
@@ -175,11 +191,14 @@ impl Etcd {
     pub(crate) fn restart(&mut self) {
         self.stop();
         let client = self.url();
+        let listen: Vec<String> = std::iter::once(client.clone())
+            .chain(self.hosts.iter().map(|h| self.url_on(*h)))
+            .collect();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(self.bin.join("etcd"));
         cmd.arg("--name=e2e")
             .arg(format!("--data-dir={}", self.dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--listen-client-urls={}", listen.join(",")))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))

@@ -5,9 +5,16 @@
 //! the faults: two rotations at once, a node killed and restarted, a node
 //! whose PCRs changed, a node removed, etcd gone and back; and no KEK in the
 //! clear anywhere under the prefix.
+//!
+//! Where the machine allows it (root, iproute2), each node is a separate
+//! host: a network namespace of its own, its swtpm on that namespace's
+//! loopback, reaching etcd over a private LAN at the address of the root
+//! namespace on it (`netns`). Elsewhere, or with `QKEYD_E2E_NO_NETNS=1`,
+//! the nodes share this machine's loopback.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
+    net::IpAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -16,7 +23,8 @@ use std::{
 
 use base64::Engine as _;
 use qkeyd_e2e::{
-    Daemon, HSM_PIN, SoftHsm, Swtpm, kms::Client, kms_proto::EncryptResponse, pki::Ca, qkeyd_bin,
+    Daemon, HSM_PIN, Options, SoftHsm, Swtpm, kms::Client, kms_proto::EncryptResponse, pki::Ca,
+    qkeyd_bin,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -25,6 +33,7 @@ use super::{
     attest::attest,
     k8s_peers::{Apiserver, Etcd, EtcdTls, TlsFiles, binaries, contains, tail},
     kms::seed,
+    netns::{Host, Lan},
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -370,6 +379,9 @@ struct Node {
     earlier_logs: String,
     _hsm: Option<SoftHsm>,
     _tpm: Swtpm,
+    /// The host it runs on, if not this machine's loopback (last: its
+    /// processes stop before it goes).
+    host: Option<Host>,
 }
 
 impl Node {
@@ -452,8 +464,7 @@ impl Node {
 
     /// Start the daemon again on its state, after [`Node::kill9`].
     fn start_again(&mut self, dir: tempfile::TempDir) {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let d = Daemon::start_with(dir, &self.config, &self.state, &env);
+        let d = start_daemon(dir, &self.config, &self.state, &self.env, self.host.as_ref());
         wait_for_socket(&self.socket, &d);
         self.daemon = Some(d);
     }
@@ -476,10 +487,12 @@ impl Node {
 /// etcd with client TLS, the qkeyd nodes on it, and (for the apiserver test)
 /// a kube-apiserver on each of the first three nodes.
 struct Cluster {
-    // Dropped in this order: apiservers, nodes, etcd, then the files.
+    // Dropped in this order: apiservers, nodes, etcd, the LAN, then the files.
     apis: Vec<Apiserver>,
     nodes: Vec<Node>,
     etcd: Etcd,
+    /// The nodes' LAN, where they run as separate hosts.
+    lan: Option<Lan>,
     ca: Ca,
     /// Expected SHA-256 PCRs 0-7 (index → hex), those of a fresh swtpm.
     pcrs: BTreeMap<String, String>,
@@ -495,11 +508,17 @@ impl Cluster {
         let bin = binaries();
         let work = tempfile::tempdir().unwrap();
         let ca = Ca::new("qkeyd-e2e etcd CA");
-        let etcd = Etcd::start(&bin, work.path(), Some(EtcdTls::issue(&ca, work.path())));
+        let lan = Lan::new();
+        // etcd in the root namespace: the nodes dial it at its address on
+        // their LAN, the harness and the apiservers on loopback.
+        let hosts: Vec<IpAddr> = lan.iter().map(|l| l.gateway().into()).collect();
+        let tls = EtcdTls::issue(&ca, work.path(), &hosts);
+        let etcd = Etcd::start_on(&bin, work.path(), Some(tls), &hosts);
         let mut c = Self {
             apis: Vec::new(),
             nodes: Vec::new(),
             etcd,
+            lan,
             ca,
             pcrs: BTreeMap::new(),
             bin,
@@ -572,7 +591,12 @@ impl Cluster {
     /// it, and the node then starts clustered on the same state and TPM, so
     /// no member ever checks it under a policy that lacks its AK.
     fn add(&mut self, name: &'static str, sealing: Sealing, extend_pcr7: bool, enrol_first: bool) {
-        let tpm = Swtpm::start();
+        let host = self.lan.as_mut().map(Lan::host);
+        let tpm = host.as_ref().map_or_else(Swtpm::start, |h| Swtpm::start_in_netns(&h.ns));
+        let etcd_url = match &self.lan {
+            Some(lan) => self.etcd.url_on(lan.gateway().into()),
+            None => self.etcd.url(),
+        };
         if extend_pcr7 {
             tpm.extend_pcr(7);
         }
@@ -597,25 +621,30 @@ impl Cluster {
                 (keys, None, Vec::new())
             }
         };
-        let standalone = format!(
+        let mut standalone = format!(
             "[[source]]\nname = \"os\"\nkind = \"os\"\n\n{keys}\n\
              [attest]\ntcti = \"{}\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n",
             tpm.tcti()
         );
+        if host.is_some() {
+            // The REST API listens on the host's LAN address, where the
+            // harness reaches it from the root namespace: plain HTTP on a
+            // link private to this test, between namespaces of one machine.
+            standalone.push_str("\n[danger]\nplaintext_beyond_loopback = true\n");
+        }
         let config = format!(
             "{standalone}\n[kms]\nsocket = \"{socket}\"\n\n\
              [kms.cluster]\nendpoints = [\"{url}\"]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\n\
              key_file = \"{key}\"\nnode = \"{name}\"\npolicy = \"{policy}\"\n\
              poll_interval_secs = {poll}\ntimeout_secs = 2\n",
             socket = socket.display(),
-            url = self.etcd.url(),
+            url = etcd_url,
             ca = etcd.ca.display(),
             cert = etcd.cert.display(),
             key = etcd.key.display(),
             policy = policy.display(),
             poll = POLL.as_secs(),
         );
-        let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let identity = |d: &Daemon| {
             let (s, identity) = d.keys("GET", "/v1/attest/identity", None);
             assert_eq!(s, 200, "{name}: GET /v1/attest/identity: {identity}\n{}", d.log());
@@ -627,7 +656,7 @@ impl Cluster {
         };
         let mut trusted: Vec<String> = self.nodes.iter().map(|n| n.ak_name.clone()).collect();
         let (dir, enrolled) = if enrol_first {
-            let d = Daemon::start_with(dir, &standalone, &state, &refs);
+            let d = start_daemon(dir, &standalone, &state, &env, host.as_ref());
             let (id, ak) = identity(&d);
             trusted.push(ak.clone());
             for n in &self.nodes {
@@ -638,7 +667,7 @@ impl Cluster {
             (dir, None)
         };
         write_atomic(&policy, &self.policy_text(&trusted, &verifier_state));
-        let daemon = Daemon::start_with(dir, &config, &state, &refs);
+        let daemon = start_daemon(dir, &config, &state, &env, host.as_ref());
         wait_for_socket(&socket, &daemon);
         let (identity, ak_name) = identity(&daemon);
         if let Some((first, ak)) = enrolled {
@@ -659,6 +688,7 @@ impl Cluster {
             earlier_logs: String::new(),
             _hsm: hsm,
             _tpm: tpm,
+            host,
         });
     }
 
@@ -973,6 +1003,26 @@ fn tamper_wrapped(e: &mut Value) {
     let mut wrapped = B64.decode(e["wrapped"].as_str().unwrap()).unwrap();
     wrapped[0] ^= 1;
     e["wrapped"] = json!(B64.encode(wrapped));
+}
+
+/// Start a node's daemon with `config` on `state`, on `host` if given (in
+/// its namespace, the REST API on its LAN address), else on loopback.
+fn start_daemon(
+    dir: tempfile::TempDir,
+    config: &str,
+    state: &Path,
+    env: &[(&'static str, String)],
+    host: Option<&Host>,
+) -> Daemon {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let listen = host.map(|h| format!("{}:0", h.addr));
+    let opts = Options {
+        env: &env,
+        listen: listen.as_deref(),
+        netns: host.map(|h| h.ns.as_str()),
+        ..Options::default()
+    };
+    Daemon::start_opts(dir, config, state, &opts)
 }
 
 fn wait_for_socket(socket: &Path, d: &Daemon) {

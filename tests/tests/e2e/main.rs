@@ -26,6 +26,9 @@ mod k8s_peers;
 // kube-apiservers on them; races, node and etcd faults.
 #[cfg(feature = "tpm")]
 mod kms_cluster;
+// Network namespaces on a private bridge: `kms_cluster`'s nodes as separate hosts.
+#[cfg(feature = "tpm")]
+mod netns;
 // The Sealer contract, case by case, on the soft sealer, SoftHSM2 and swtpm.
 mod sealers;
 // libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
