@@ -3,8 +3,9 @@
 //! admit each other by TPM evidence under a verifier policy, follow one write
 //! key, and serve three kube-apiservers that read each other's Secrets. Then
 //! the faults: two rotations at once, a node killed and restarted, a node
-//! whose PCRs changed, a node removed, etcd gone and back; and no KEK in the
-//! clear anywhere under the prefix.
+//! whose PCRs changed, envelopes forged or changed in etcd, a node that
+//! served alone before it joined, a node removed, etcd gone and back; and no
+//! KEK in the clear anywhere under the prefix.
 //!
 //! Where the machine allows it (root, iproute2), each node is a separate
 //! host: a network namespace of its own, its swtpm on that namespace's
@@ -221,7 +222,7 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     // n4's TPM had PCR 7 extended before its daemon started: its AK is in
     // every policy before it joins, its PCRs are not, so it is refused (on
     // the PCR check) and given nothing.
-    c.add("n4", Sealing::Tpm, true, true);
+    c.add("n4", Sealing::Tpm, true, Before::Enrol);
     let e = c.wait("n4 refused in n1's view", SETTLE, || {
         let s = c.node("n1").cluster();
         match s["nodes"].as_array().and_then(|a| a.iter().find(|n| n["node"] == "n4")) {
@@ -270,6 +271,23 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
             out.stdout
         );
     }
+
+    // n5 served kube-apiserver alone before it was clustered: once admitted
+    // it shares that KEK, and the other nodes read what it wrote then.
+    c.add("n5", Sealing::Tpm, false, Before::ServeAlone);
+    let alone = c.node("n5").alone.clone().unwrap();
+    for m in ["n1", "n2", "n3"] {
+        let got = c.wait(&format!("n5's own KEK shared with {m}"), SETTLE, || {
+            c.node(m).decrypt(&alone).map_err(|s| format!("{s:?}"))
+        });
+        assert_eq!(got, seed(50), "{m} reads n5's older data");
+    }
+    let write = c.write_key();
+    c.wait_all_on(&["n5"], &write);
+    assert!(
+        key_ids(&c.node("n1").cluster()).contains(&alone.key_id),
+        "n5's own KEK is one of the cluster's"
+    );
 
     let n3_key = c.node("n3").status_key().unwrap();
     // n3 removed: its envelopes go, its record says so, and the next key
@@ -359,6 +377,17 @@ enum Sealing {
     Tpm,
 }
 
+/// What a node did before it joined the cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// Nothing: it starts clustered.
+    Nothing,
+    /// It started once, unclustered, to show its AK.
+    Enrol,
+    /// It served its own KMS plugin, unclustered, and encrypted with it.
+    ServeAlone,
+}
+
 /// One qkeyd node: its daemon, its TPM, its token if it has one.
 struct Node {
     name: &'static str,
@@ -377,6 +406,8 @@ struct Node {
     identity: Value,
     /// The log of the daemons killed before this one.
     earlier_logs: String,
+    /// What it encrypted while it served alone, before it joined.
+    alone: Option<EncryptResponse>,
     _hsm: Option<SoftHsm>,
     _tpm: Swtpm,
     /// The host it runs on, if not this machine's loopback (last: its
@@ -524,7 +555,7 @@ impl Cluster {
             bin,
             work,
         };
-        c.add("n1", Sealing::Hsm, false, false);
+        c.add("n1", Sealing::Hsm, false, Before::Nothing);
         c.pcrs = c.fresh_pcrs();
         c.trust_all();
         let k1 = c.wait("n1 to admit itself and publish a write key", SETTLE, || {
@@ -542,8 +573,8 @@ impl Cluster {
         let (_, kms) = c.node("n1").d().keys("GET", "/v1/kms", None);
         assert_eq!(kms["cluster"], json!({ "node": "n1", "etcd": "ok" }), "GET /v1/kms: {kms:#}");
         c.wait_all_on(&["n1"], &k1);
-        c.add("n2", Sealing::Tpm, false, false);
-        c.add("n3", Sealing::Tpm, false, false);
+        c.add("n2", Sealing::Tpm, false, Before::Nothing);
+        c.add("n3", Sealing::Tpm, false, Before::Nothing);
         c.trust_all();
         for m in ["n1", "n2", "n3"] {
             c.wait(&format!("n1, n2, n3 admitted in {m}'s view"), SETTLE, || {
@@ -586,11 +617,14 @@ impl Cluster {
     /// Start node `name` on a fresh swtpm (PCR 7 extended first if
     /// `extend_pcr7`). Its policy trusts the nodes already there; the others'
     /// policies learn its AK at the next [`Cluster::trust_all`]. With
-    /// `enrol_first`, its AK is trusted before it joins instead: a first
-    /// start without `[kms]` shows the AK, every policy is written trusting
-    /// it, and the node then starts clustered on the same state and TPM, so
-    /// no member ever checks it under a policy that lacks its AK.
-    fn add(&mut self, name: &'static str, sealing: Sealing, extend_pcr7: bool, enrol_first: bool) {
+    /// [`Before::Enrol`] or [`Before::ServeAlone`], its AK is trusted before
+    /// it joins instead: a first start without `[kms.cluster]` shows the AK,
+    /// every policy is written trusting it, and the node then starts
+    /// clustered on the same state and TPM, so no member ever checks it under
+    /// a policy that lacks its AK. With [`Before::ServeAlone`] that first
+    /// start serves its own KMS plugin and encrypts `seed(50)`
+    /// ([`Node::alone`]).
+    fn add(&mut self, name: &'static str, sealing: Sealing, extend_pcr7: bool, before: Before) {
         let host = self.lan.as_mut().map(Lan::host);
         let tpm = host.as_ref().map_or_else(Swtpm::start, |h| Swtpm::start_in_netns(&h.ns));
         let etcd_url = match &self.lan {
@@ -655,8 +689,21 @@ impl Cluster {
             (identity, ak_name)
         };
         let mut trusted: Vec<String> = self.nodes.iter().map(|n| n.ak_name.clone()).collect();
-        let (dir, enrolled) = if enrol_first {
-            let d = start_daemon(dir, &standalone, &state, &env, host.as_ref());
+        let mut alone = None;
+        let (dir, enrolled) = if before != Before::Nothing {
+            let first = match before {
+                Before::ServeAlone => {
+                    format!("{standalone}\n[kms]\nsocket = \"{}\"\n", socket.display())
+                }
+                _ => standalone.clone(),
+            };
+            let d = start_daemon(dir, &first, &state, &env, host.as_ref());
+            if before == Before::ServeAlone {
+                wait_for_socket(&socket, &d);
+                let e = Client::connect(socket.to_str().unwrap()).encrypt(&seed(50));
+                alone =
+                    Some(e.unwrap_or_else(|e| panic!("{name} alone: Encrypt: {e:?}\n{}", d.log())));
+            }
             let (id, ak) = identity(&d);
             trusted.push(ak.clone());
             for n in &self.nodes {
@@ -686,6 +733,7 @@ impl Cluster {
             ak_name,
             identity,
             earlier_logs: String::new(),
+            alone,
             _hsm: hsm,
             _tpm: tpm,
             host,
