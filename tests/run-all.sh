@@ -26,6 +26,7 @@ declare -A packages=(
   [tpm2_pcrextend]=tpm2-tools
   [pkg-config]=pkg-config
   [openssl]=openssl
+  [ip]=iproute2
 )
 missing=()
 for cmd in "${!packages[@]}"; do
