@@ -2,10 +2,10 @@
 //! their own software TPMs (one sealing with SoftHSM2, two with the TPM)
 //! admit each other by TPM evidence under a verifier policy, follow one write
 //! key, and serve three kube-apiservers that read each other's Secrets. Then
-//! the faults: two rotations at once, a node killed and restarted, a node
-//! whose PCRs changed, envelopes forged or changed in etcd, a node that
+//! the faults: two rotations at once, a node killed and restarted, nodes
+//! whose PCRs changed, whose AK is unknown or that have no TPM, envelopes forged or changed in etcd, a node that
 //! served alone before it joined, a node removed, etcd gone and back; and no
-//! KEK in the clear anywhere under the prefix.
+//! KEK in the clear anywhere under the prefix; a KEK retired on every node.
 //!
 //! Where the machine allows it (root, iproute2), each node is a separate
 //! host: a network namespace of its own, its swtpm on that namespace's
@@ -289,6 +289,26 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
         "n5's own KEK is one of the cluster's"
     );
 
+    // Added last, so no later policy learns its AK: n6's AK is in no policy; n7 has no TPM to quote its evidence, which
+    // every policy here requires: both refused, and given nothing.
+    c.add("n6", Sealing::Tpm, false, Before::Nothing);
+    c.add("n7", Sealing::HsmWithoutTpm, false, Before::Nothing);
+    for (node, check) in [("n6", "ak_trusted"), ("n7", "tpm_missing")] {
+        let e = c.wait(&format!("{node} refused in n1's view"), SETTLE, || {
+            let e = entry_of(&c.node("n1").cluster(), node).clone();
+            if e["state"] == "refused" { Ok(e) } else { Err(e.to_string()) }
+        });
+        assert!(e["refusal"].as_str().is_some_and(|r| r.contains(check)), "{node}: {e}");
+    }
+    thread::sleep(3 * POLL);
+    for node in ["n6", "n7"] {
+        c.assert_no_envelopes_to(node);
+        assert!(c.etcd.get(&format!("{PREFIX}admitted/{node}")).is_none(), "{node} admitted");
+        let s = c.node(node).decrypt(&old1).expect_err("a refused node decrypts cluster data");
+        assert_eq!(s.code(), Code::NotFound, "{node}: {s:?}");
+        assert!(c.node(node).status_key().is_err(), "{node}'s Status answers without a KEK");
+    }
+
     let n3_key = c.node("n3").status_key().unwrap();
     // n3 removed: its envelopes go, its record says so, and the next key
     // does not reach it (its evidence still passes: the tombstone holds).
@@ -363,6 +383,36 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     });
     c.wait_all_on(&["n1", "n2"], &k4);
     assert_eq!(c.node("n1").cluster()["etcd"], "ok");
+
+    // Retiring is cluster-wide, with the single-node grace rules: the write
+    // key never, a key replaced moments ago only with --force.
+    let out = c.node("n2").run(&["retire", &k4]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("409") && out.stderr.contains("is the write key"), "{out}");
+    let out = c.node("n2").run(&["retire", &k2]);
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("409") && out.stderr.contains("after 300s, or force"), "{out}");
+    let out = c.node("n2").run(&["retire", &k2, "--force"]);
+    assert_eq!(out.code, Some(0), "{out}\n{}", c.logs());
+    for m in ["n1", "n2"] {
+        let s =
+            c.wait(&format!("{k2} retired on {m}"), SETTLE, || match c.node(m).decrypt(&new1) {
+                Err(s) if s.code() == Code::NotFound => Ok(s),
+                other => Err(format!("{other:?}")),
+            });
+        assert!(s.message().contains("retired"), "{m}: {s:?}");
+    }
+    let left: Vec<String> =
+        c.etcd.list(&format!("{PREFIX}kek/{k2}/")).into_iter().map(|(k, _)| k).collect();
+    assert!(left.is_empty(), "envelopes of a retired KEK: {left:?}");
+    let retired = c.node("n1").cluster()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == k2.as_str())
+        .map(|k| k["retired_unix"].clone());
+    assert!(retired.is_some_and(|r| r.is_u64()), "{k2} not retired in the cluster's records");
+    assert_eq!(c.node("n1").decrypt(&old1).unwrap(), seed(1), "k1 still decrypts");
     c.assert_no_clear_kek(false);
 }
 
@@ -375,6 +425,9 @@ enum Sealing {
     Hsm,
     /// The node's own swtpm.
     Tpm,
+    /// A SoftHSM2 token, and no TPM to quote its evidence (`attest.tpm =
+    /// false`).
+    HsmWithoutTpm,
 }
 
 /// What a node did before it joined the cluster.
@@ -642,7 +695,7 @@ impl Cluster {
         let verifier_state = w.join(format!("verifier-state-{name}.json"));
         let etcd = TlsFiles::client(&self.ca, w, &format!("qkeyd-{name}"));
         let (keys, hsm, env) = match sealing {
-            Sealing::Hsm => {
+            Sealing::Hsm | Sealing::HsmWithoutTpm => {
                 let hsm = SoftHsm::new();
                 let pin = w.join(format!("pin-{name}"));
                 std::fs::write(&pin, HSM_PIN).unwrap();
@@ -657,8 +710,11 @@ impl Cluster {
         };
         let mut standalone = format!(
             "[[source]]\nname = \"os\"\nkind = \"os\"\n\n{keys}\n\
-             [attest]\ntcti = \"{}\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n",
-            tpm.tcti()
+             [attest]\n{}pcrs = [0, 1, 2, 3, 4, 5, 6, 7]\n",
+            match sealing {
+                Sealing::HsmWithoutTpm => "tpm = false\n".to_owned(),
+                _ => format!("tcti = \"{}\"\n", tpm.tcti()),
+            }
         );
         if host.is_some() {
             // The REST API listens on the host's LAN address, where the
@@ -682,13 +738,20 @@ impl Cluster {
         let identity = |d: &Daemon| {
             let (s, identity) = d.keys("GET", "/v1/attest/identity", None);
             assert_eq!(s, 200, "{name}: GET /v1/attest/identity: {identity}\n{}", d.log());
-            let ak_name = identity["tpm"]["ak_name"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name} has no AK: {identity}"))
-                .to_owned();
+            let ak_name = match sealing {
+                Sealing::HsmWithoutTpm => {
+                    assert!(identity["tpm"].is_null(), "{name} has a TPM: {identity}");
+                    String::new()
+                }
+                _ => identity["tpm"]["ak_name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name} has no AK: {identity}"))
+                    .to_owned(),
+            };
             (identity, ak_name)
         };
-        let mut trusted: Vec<String> = self.nodes.iter().map(|n| n.ak_name.clone()).collect();
+        let mut trusted: Vec<String> =
+            self.nodes.iter().map(|n| n.ak_name.clone()).filter(|a| !a.is_empty()).collect();
         let mut alone = None;
         let (dir, enrolled) = if before != Before::Nothing {
             let first = match before {
@@ -779,7 +842,8 @@ impl Cluster {
     /// Every node's policy file now trusts every node's AK (nodes re-read
     /// it at each poll).
     fn trust_all(&self) {
-        let names: Vec<String> = self.nodes.iter().map(|n| n.ak_name.clone()).collect();
+        let names: Vec<String> =
+            self.nodes.iter().map(|n| n.ak_name.clone()).filter(|a| !a.is_empty()).collect();
         for n in &self.nodes {
             write_atomic(&n.policy, &self.policy_text(&names, &n.verifier_state));
         }
