@@ -3,9 +3,10 @@
 //! admit each other by TPM evidence under a verifier policy, follow one write
 //! key, and serve three kube-apiservers that read each other's Secrets. Then
 //! the faults: two rotations at once, a node killed and restarted, nodes
-//! whose PCRs changed, whose AK is unknown or that have no TPM, envelopes forged or changed in etcd, a node that
-//! served alone before it joined, a node removed, etcd gone and back; and no
-//! KEK in the clear anywhere under the prefix; a KEK retired on every node.
+//! whose PCRs changed, whose AK is unknown or that have no TPM, envelopes
+//! forged or changed in etcd, a node that served alone before it joined, a
+//! node removed, etcd gone and back, a KEK retired on every node; and no KEK
+//! in the clear anywhere under the prefix.
 //!
 //! Where the machine allows it (root, iproute2), each node is a separate
 //! host: a network namespace of its own, its swtpm on that namespace's
