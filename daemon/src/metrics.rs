@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     pub(crate) module_closed: IntCounterVec,
     /// The REST API's TLS: handshakes, their time, certificate reloads.
     pub(crate) tls: TlsMetrics,
+    /// The KMS plugin's KEKs shared through etcd.
+    pub(crate) cluster: ClusterMetrics,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -40,6 +42,20 @@ pub(crate) struct Metrics {
     assessed_h: prometheus::GaugeVec,
     reseed_counter: IntGauge,
     seed_age: Gauge,
+}
+
+/// The shared KEKs' metrics (`[kms.cluster]`).
+#[derive(Clone)]
+pub(crate) struct ClusterMetrics {
+    /// Polls of etcd by outcome: ok, etcd_down, failed.
+    pub(crate) polls: IntCounterVec,
+    /// 1 if the last poll reached etcd.
+    pub(crate) etcd_up: IntGauge,
+    /// Nodes by state in this node's view: admitted, refused.
+    pub(crate) nodes: IntGaugeVec,
+    /// KEK envelopes by outcome: wrapped (to another node), received
+    /// (opened and sealed here), refused.
+    pub(crate) envelopes: IntCounterVec,
 }
 
 /// The REST API's TLS metrics.
@@ -181,6 +197,35 @@ impl Metrics {
                 g
             },
         };
+        let cluster = ClusterMetrics {
+            polls: counter(
+                "qkeyd_kms_cluster_polls_total",
+                "Polls of the cluster's state in etcd, by outcome: ok, etcd_down, failed.",
+                &["outcome"],
+            )?,
+            etcd_up: {
+                let g =
+                    IntGauge::new("qkeyd_kms_cluster_etcd_up", "1 if the last poll reached etcd.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            nodes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "qkeyd_kms_cluster_nodes",
+                        "Nodes whose evidence passes this node's policy (admitted) or fails it (refused).",
+                    ),
+                    &["state"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            envelopes: counter(
+                "qkeyd_kms_cluster_envelopes_total",
+                "KEK envelopes: wrapped to another node, received and sealed here, or refused.",
+                &["outcome"],
+            )?,
+        };
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -198,6 +243,7 @@ impl Metrics {
             connections_refused,
             module_closed,
             tls,
+            cluster,
             samples,
             usable,
             failures,

@@ -82,6 +82,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let cluster = match (&config.kms.cluster, &kms, &attest) {
         (Some(settings), Some(k), Some(a)) => {
             let c = crate::kms::cluster::Cluster::open(
@@ -90,13 +91,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 k.kms.clone(),
                 keys.vault.clone(),
                 a.clone(),
+                metrics.cluster.clone(),
             )?;
             c.spawn();
             Some(c)
         }
         _ => None,
     };
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let module = match &config.module.socket {
         Some(socket) => {
             Some(start_module_server(&config.module, socket, &dir, &keys, &pool, &metrics)?)

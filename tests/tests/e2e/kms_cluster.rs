@@ -25,8 +25,8 @@ use std::{
 
 use base64::Engine as _;
 use qkeyd_e2e::{
-    Daemon, HSM_PIN, Options, SoftHsm, Swtpm, kms::Client, kms_proto::EncryptResponse, pki::Ca,
-    qkeyd_bin,
+    Daemon, HSM_PIN, Options, SoftHsm, Swtpm, kms::Client, kms_proto::EncryptResponse, metric,
+    pki::Ca, qkeyd_bin,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -222,6 +222,11 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
         assert!(["n1", "n3"].contains(&from), "a member wrapped {key} to n2 again: {again}");
         let under = c.node("n1").encrypt(&seed(40));
         assert_eq!(c.node("n2").decrypt(&under).unwrap(), seed(40), "n2 under {key}");
+        let m = c.node("n2").d().metrics();
+        for outcome in ["refused", "received"] {
+            let series = format!("qkeyd_kms_cluster_envelopes_total{{outcome=\"{outcome}\"}}");
+            assert!(metric(&m, &series).is_some_and(|v| v >= 1.0), "{series} on n2:\n{m}");
+        }
     }
 
     // n4's TPM had PCR 7 extended before its daemon started: its AK is in
@@ -245,6 +250,9 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     thread::sleep(3 * POLL);
     let e = entry_of(&c.node("n1").cluster(), "n4").clone();
     assert_eq!(e["state"], "refused", "{e}");
+    let m = c.node("n1").d().metrics();
+    let refused = metric(&m, "qkeyd_kms_cluster_nodes{state=\"refused\"}");
+    assert!(refused.is_some_and(|v| v >= 1.0), "n1 counts n4 refused: {refused:?}");
     assert!(e["holds"].as_array().is_none_or(Vec::is_empty), "a refused node holds keys: {e}");
     let keys = c.etcd.list(PREFIX);
     for (k, _) in &keys {
@@ -300,8 +308,11 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     c.add("n7", Sealing::HsmWithoutTpm, false, Before::Nothing);
     for (node, check) in [("n6", "ak_trusted"), ("n7", "tpm_missing")] {
         let e = c.wait(&format!("{node} refused in n1's view"), SETTLE, || {
-            let e = entry_of(&c.node("n1").cluster(), node).clone();
-            if e["state"] == "refused" { Ok(e) } else { Err(e.to_string()) }
+            let s = c.node("n1").cluster();
+            match s["nodes"].as_array().and_then(|a| a.iter().find(|n| n["node"] == node)) {
+                Some(e) if e["state"] == "refused" => Ok(e.clone()),
+                other => Err(format!("{other:?}")),
+            }
         });
         assert!(e["refusal"].as_str().is_some_and(|r| r.contains(check)), "{node}: {e}");
     }
@@ -368,10 +379,18 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     c.wait("n1 to report etcd unreachable", SETTLE, || {
         let s = c.node("n1").cluster();
         let (_, kms) = c.node("n1").d().keys("GET", "/v1/kms", None);
-        if s["etcd"] != "ok" && kms["cluster"]["etcd"] != "ok" && kms["cluster"]["node"] == "n1" {
+        let up = metric(&c.node("n1").d().metrics(), "qkeyd_kms_cluster_etcd_up");
+        if s["etcd"] != "ok"
+            && kms["cluster"]["etcd"] != "ok"
+            && kms["cluster"]["node"] == "n1"
+            && up == Some(0.0)
+        {
             Ok(())
         } else {
-            Err(format!("/v1/kms/cluster etcd={} /v1/kms cluster={}", s["etcd"], kms["cluster"]))
+            Err(format!(
+                "/v1/kms/cluster etcd={} /v1/kms cluster={} etcd_up={up:?}",
+                s["etcd"], kms["cluster"]
+            ))
         }
     });
 

@@ -37,7 +37,7 @@ use self::{
     records::{Admission, Entry, Holds, KeyRecord, NodeRecord, Paths, Removal, WriteRecord, parse},
 };
 use super::{Kms, KmsError, lock};
-use crate::{attest::Attestor, config::ClusterSettings, vault::Vault};
+use crate::{attest::Attestor, config::ClusterSettings, metrics::ClusterMetrics, vault::Vault};
 
 pub(crate) use records::ENVELOPE_CONTEXT;
 
@@ -112,6 +112,7 @@ pub(crate) struct Cluster {
     known: Mutex<Known>,
     /// One change of this node's at a time (a poll, a rotation, …).
     busy: tokio::sync::Mutex<()>,
+    metrics: ClusterMetrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -146,6 +147,7 @@ impl Cluster {
         kms: Arc<Kms>,
         vault: Arc<Vault>,
         attestor: Arc<Attestor>,
+        metrics: ClusterMetrics,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context as _;
         let tls = etcd::load_tls(
@@ -199,6 +201,7 @@ impl Cluster {
             transport_id,
             known: Mutex::new(Known::default()),
             busy: tokio::sync::Mutex::new(()),
+            metrics,
         }))
     }
 
@@ -219,6 +222,23 @@ impl Cluster {
             loop {
                 let outcome = me.poll().await;
                 me.note_etcd(outcome.as_ref().err());
+                let label = match &outcome {
+                    Ok(()) => "ok",
+                    Err(KmsError::EtcdDown(_)) => "etcd_down",
+                    Err(_) => "failed",
+                };
+                me.metrics.polls.with_label_values(&[label]).inc();
+                me.metrics.etcd_up.set(i64::from(label != "etcd_down"));
+                let (admitted, refused) = {
+                    let known = lock(&me.known);
+                    (known.members.len(), known.refused.len())
+                };
+                for (state, n) in [("admitted", admitted), ("refused", refused)] {
+                    me.metrics
+                        .nodes
+                        .with_label_values(&[state])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
                 if let Err(e) = outcome
                     && !matches!(e, KmsError::EtcdDown(_))
                 {

@@ -154,6 +154,7 @@ impl Cluster {
             let e = self.wrap(key_id, node, epoch, m, value).await?;
             ops.push(Op::Put(self.paths.envelope(key_id, node), to_json(&e)));
         }
+        let wrapped = u64::try_from(members.len()).unwrap_or(u64::MAX);
         let write_key = self.paths.write();
         let cmp = match &view.write {
             None => Cmp::Absent(write_key.clone()),
@@ -165,7 +166,10 @@ impl Cluster {
             parse::<WriteRecord>(&kv.key, &kv.value).ok()
         };
         match outcome {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.metrics.envelopes.with_label_values(&["wrapped"]).inc_by(wrapped);
+                Ok(())
+            }
             Ok(false) => {
                 let winner = now_write().await;
                 Err(KmsError::ClusterConflict(format!(

@@ -262,6 +262,7 @@ impl Cluster {
                     Cmp::ModRevision(self.paths.node(node), m.revision),
                 ];
                 if self.etcd.txn(cmps, vec![Op::Put(key, to_json(&e))]).await? {
+                    self.metrics.envelopes.with_label_values(&["wrapped"]).inc();
                     tracing::info!(key_id = %k.key_id, node = %node, "cluster: KEK wrapped to node");
                 }
             }
@@ -314,7 +315,8 @@ impl Cluster {
                     let (kms, id, created) = (self.kms.clone(), k.key_id.clone(), k.created_unix);
                     match blocking(move || kms.adopt(&id, created, &value)).await {
                         Ok(()) => {
-                            tracing::info!(key_id = %k.key_id, from = %from, "cluster: KEK received and sealed here")
+                            self.metrics.envelopes.with_label_values(&["received"]).inc();
+                            tracing::info!(key_id = %k.key_id, from = %from, "cluster: KEK received and sealed here");
                         }
                         Err(e) => {
                             tracing::warn!(key_id = %k.key_id, error = %crate::incident::Chain(&e), "cluster: cannot seal a received KEK here")
@@ -323,6 +325,7 @@ impl Cluster {
                 }
                 Err(why) => {
                     tracing::warn!(key_id = %k.key_id, reason = %why, "cluster: envelope refused");
+                    self.metrics.envelopes.with_label_values(&["refused"]).inc();
                     lock(&self.known).bad_envelopes.insert((k.key_id.clone(), kv.mod_revision));
                     // Delete it (unless it changed meanwhile) so that a member wraps the KEK
                     // to this node again.
