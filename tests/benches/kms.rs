@@ -24,144 +24,30 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use qkeyd_drivers::seal::{
     Sealer,
     pkcs11::{Pkcs11Config, Pkcs11Sealer},
+};
+use qkeyd_e2e::bench::{
+    Figures, Target, Turns, cell, cpu_ns, ghz, ghz_bin, ghz_bodies, halt_polling, interleaved,
+    kms_proto, percentiles, spread,
 };
 use qkeyd_e2e::kms_proto::{DecryptRequest, EncryptRequest};
 use qkeyd_e2e::{Daemon, HSM_LABEL, HSM_PIN, SoftHsm, kms::Client, softhsm_module};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-const GHZ: &str = "github.com/bojand/ghz/cmd/ghz@v0.121.0";
 const MOCK_KEY: &str = "kms-test";
-
-fn ghz_bin() -> PathBuf {
-    let dir = std::env::var_os("QKEYD_K8S_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-        cache.join("qkeyd-e2e/tools")
-    });
-    let bin = dir.join("ghz");
-    if !bin.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = Command::new("go")
-            .args(["install", "-trimpath", GHZ])
-            .env("GOBIN", &dir)
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-buildvcs=false")
-            .status()
-            .expect("go (to install ghz)")
-            .success();
-        assert!(ok, "go install {GHZ}");
-    }
-    bin
-}
 
 const CALLS: [&str; 3] = ["Status", "Encrypt", "Decrypt"];
 const SOFT: &str = "qkeyd, soft KEK (no HSM)";
 const MOCK: &str = "k8s mock plugin";
-
-/// A plugin under test: its socket, and its process for the CPU it uses.
-struct Target {
-    name: &'static str,
-    socket: PathBuf,
-    pid: u32,
-}
-
-struct Figures {
-    p50_us: f64,
-    p99_us: f64,
-    rps: f64,
-    /// The plugin process's CPU time per call, µs.
-    cpu_us: f64,
-}
-
-/// CPU time (on-CPU ns) of every thread of process `pid`, from schedstat. A
-/// thread that ends between two readings is missed; neither plugin starts or
-/// ends threads on these calls' paths once warm.
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn ghz(
-    bin: &Path,
-    proto: &Path,
-    socket: &Path,
-    call: &str,
-    c: u32,
-    n: u32,
-    data: &Value,
-) -> Figures {
-    let out = Command::new(bin)
-        .args(["--insecure", "--proto"])
-        .arg(proto)
-        .args(["--call", &format!("v2.KeyManagementService/{call}")])
-        .args(["-c", &c.to_string(), "-n", &n.to_string(), "--connections", "1"])
-        .args(["-d", &data.to_string(), "-O", "json", "--skipFirst", &c.to_string()])
-        .arg(format!("unix://{}", socket.display()))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("ghz {call}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
-    let codes = &v["statusCodeDistribution"];
-    assert_eq!(codes["OK"].as_u64(), Some(u64::from(n - c)), "ghz {call}: {codes}");
-    let pct = |p: u64| {
-        v["latencyDistribution"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["percentage"].as_u64() == Some(p))
-            .and_then(|d| d["latency"].as_f64())
-            .unwrap()
-            / 1e3
-    };
-    Figures { p50_us: pct(50), p99_us: pct(99), rps: v["rps"].as_f64().unwrap(), cpu_us: 0.0 }
-}
-
-/// p50 and p99 in µs of `n` runs of `f`.
-fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    p50_p99(
-        (0..n)
-            .map(|i| {
-                let t = Instant::now();
-                f(i);
-                t.elapsed().as_secs_f64() * 1e6
-            })
-            .collect(),
-    )
-}
-
-/// The p50 and p99 of `samples`.
-fn p50_p99(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    (samples[n / 2], samples[n * 99 / 100])
-}
-
-/// The median of `x`, with its lowest and highest values.
-fn spread(mut x: Vec<f64>) -> (f64, f64, f64) {
-    x.sort_by(f64::total_cmp);
-    (x[x.len() / 2], x[0], x[x.len() - 1])
-}
-
-/// A table cell: the median of `x` and its range.
-fn cell(x: Vec<f64>) -> String {
-    let (m, lo, hi) = spread(x);
-    format!("{m:.0} ({lo:.0}–{hi:.0})")
-}
 
 /// Time to decrypt `n` distinct seeds with 64 requests in flight.
 fn burst(socket: &Path, n: usize) -> Duration {
@@ -214,76 +100,6 @@ fn burst(socket: &Path, n: usize) -> Duration {
     t.elapsed()
 }
 
-/// A plugin's figures from one [`interleaved`] run.
-struct Turns {
-    p50_us: f64,
-    p99_us: f64,
-    /// The plugin process's CPU time per call, µs.
-    cpu_us: f64,
-}
-
-/// One request-interleaved run at concurrency 1: a single tonic client sends
-/// `call` to each target in turn, and `raw` takes its turn in this process
-/// (which goes first rotating), `n` times each, so every stretch of the
-/// shared machine, slow or quick, falls on all of them alike, calls apart
-/// rather than rounds apart. Per target: p50 and p99 in µs, and the plugin
-/// process's CPU µs per call; and `raw`'s p50 and p99 in µs.
-fn interleaved(
-    targets: &[Target],
-    call: &str,
-    n: usize,
-    mut raw: impl FnMut(),
-) -> (Vec<Turns>, (f64, f64)) {
-    let mut clients: Vec<Client> =
-        targets.iter().map(|t| Client::connect(t.socket.to_str().unwrap())).collect();
-    // Each plugin decrypts its own ciphertext.
-    let replies: Vec<_> = clients.iter_mut().map(|c| c.encrypt(&[7u8; 32]).unwrap()).collect();
-    let cpu: Vec<u64> = targets.iter().map(|t| cpu_ns(t.pid)).collect();
-    // The last slot is the raw operation, in this process, taking its turn.
-    let slots = targets.len() + 1;
-    let mut took = vec![Vec::with_capacity(n); slots];
-    for i in 0..n {
-        for k in 0..slots {
-            let j = (k + i) % slots;
-            let t = Instant::now();
-            match (clients.get_mut(j), call) {
-                (None, _) => raw(),
-                (Some(c), "Status") => assert_eq!(c.status().unwrap().healthz, "ok"),
-                (Some(c), "Encrypt") => {
-                    assert!(!c.encrypt(&[7u8; 32]).unwrap().ciphertext.is_empty());
-                }
-                (Some(c), _) => assert_eq!(c.decrypt_reply(&replies[j]).unwrap(), [7u8; 32]),
-            }
-            took[j].push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    let raw = p50_p99(took.pop().unwrap());
-    let plugins = took
-        .into_iter()
-        .zip(targets.iter().zip(cpu))
-        .map(|(s, (t, c0))| {
-            let (p50_us, p99_us) = p50_p99(s);
-            Turns { p50_us, p99_us, cpu_us: (cpu_ns(t.pid) - c0) as f64 / 1e3 / n as f64 }
-        })
-        .collect();
-    (plugins, raw)
-}
-
-/// This guest's halt polling, which sets how much a c=1 round trip pays for
-/// each wake-up: with it off, an idle vCPU halts at once and waking it is a
-/// trip through the hypervisor.
-fn halt_polling() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned());
-    match (
-        read("/sys/devices/system/cpu/cpuidle/current_driver"),
-        read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
-    ) {
-        (Ok(d), Ok(ns)) if d == "haltpoll" => format!("cpuidle haltpoll, guest_halt_poll_ns {ns}"),
-        (Ok(d), _) => format!("cpuidle {d}"),
-        _ => "cpuidle unknown".into(),
-    }
-}
-
 fn main() {
     // SoftHSM2 reads SOFTHSM2_CONF when the module is initialised, and setting
     // the environment of a running process is unsafe: initialise a token, then
@@ -299,8 +115,7 @@ fn main() {
     }
     let conf = std::env::var("SOFTHSM2_CONF").unwrap();
     let ghz_bin = ghz_bin();
-    let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/proto/kms_v2.proto");
-    let seed = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let proto = kms_proto();
 
     // The raw HSM operation: AES-256-GCM of a 32-byte seed in the token,
     // in process, no gRPC. The same key serves the mock plugin.
@@ -382,23 +197,7 @@ fn main() {
         raw_enc.0, raw_enc.1, raw_dec.0, raw_dec.1
     );
     // Each call's data, per plugin: Decrypt needs that plugin's own ciphertext.
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let calls: Vec<[Value; 3]> = targets
-        .iter()
-        .map(|t| {
-            let mut c = Client::connect(t.socket.to_str().unwrap());
-            let e = c.encrypt(&[7u8; 32]).unwrap();
-            let annotations: serde_json::Map<String, Value> =
-                e.annotations.iter().map(|(k, v)| (k.clone(), json!(b64.encode(v)))).collect();
-            let decrypt = json!({
-                "ciphertext": b64.encode(&e.ciphertext),
-                "uid": "bench",
-                "key_id": e.key_id,
-                "annotations": annotations,
-            });
-            [json!({}), json!({ "plaintext": seed, "uid": "bench" }), decrypt]
-        })
-        .collect();
+    let calls: Vec<[Value; 3]> = targets.iter().map(|t| ghz_bodies(&t.socket)).collect();
     // Interleaved rounds: every figure is measured ROUNDS times, the plugins
     // taking turns, so a slower stretch of the shared machine lands on all of
     // them; the table gives each plugin's median round.

@@ -21,6 +21,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod bench;
 pub mod kill9;
 pub mod kms;
 pub mod pki;
