@@ -2,7 +2,7 @@
 //! nodes' evidence, wrap KEKs to members that lack them, take in envelopes
 //! addressed here, follow retirements and the write key.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use qkeyd_attest::{Policy, VerifierState};
 use qkeyd_pqc::Algorithm;
@@ -224,7 +224,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Wrap every live KEK this node holds to every other member lacking it.
+    /// Wrap every live KEK this node holds to every other member lacking it:
+    /// all of one member's envelopes in one transaction, so that a newcomer
+    /// finds the write key and the older KEKs together.
     async fn wrap_missing(&self, view: &View) -> Result<(), KmsError> {
         let members: Vec<(String, Member)> = lock(&self.known)
             .members
@@ -232,39 +234,40 @@ impl Cluster {
             .filter(|(n, _)| n.as_str() != self.node())
             .map(|(n, m)| (n.clone(), m.clone()))
             .collect();
-        for k in view.live() {
-            if !self.kms.holds(&k.key_id) {
-                continue;
-            }
-            let lacking: Vec<&(String, Member)> = members
-                .iter()
-                .filter(|(n, _)| {
-                    !view.envelopes.contains_key(&(k.key_id.clone(), n.clone()))
-                        && !view.holds.get(n).is_some_and(|h| h.keys.contains(&k.key_id))
+        let mut values: HashMap<String, Option<Zeroizing<[u8; 32]>>> = HashMap::new();
+        for (node, m) in &members {
+            let lacking: Vec<_> = view
+                .live()
+                .filter(|k| self.kms.holds(&k.key_id))
+                .filter(|k| {
+                    !view.envelopes.contains_key(&(k.key_id.clone(), node.clone()))
+                        && !view.holds.get(node).is_some_and(|h| h.keys.contains(&k.key_id))
                 })
                 .collect();
             if lacking.is_empty() {
                 continue;
             }
-            let (kms, id) = (self.kms.clone(), k.key_id.clone());
-            let value = match blocking(move || kms.kek_value(&id)).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(key_id = %k.key_id, error = %crate::incident::Chain(&e), "cluster: cannot read a KEK to wrap it");
-                    continue;
+            let mut cmps = vec![Cmp::ModRevision(self.paths.node(node), m.revision)];
+            let mut ops = Vec::new();
+            for k in &lacking {
+                if !values.contains_key(&k.key_id) {
+                    let (kms, id) = (self.kms.clone(), k.key_id.clone());
+                    let value = blocking(move || kms.kek_value(&id)).await;
+                    if let Err(e) = &value {
+                        tracing::warn!(key_id = %k.key_id, error = %crate::incident::Chain(e), "cluster: cannot read a KEK to wrap it");
+                    }
+                    values.insert(k.key_id.clone(), value.ok());
                 }
-            };
-            for (node, m) in lacking {
-                let e = self.wrap(&k.key_id, node, k.epoch, m, &value).await?;
+                let Some(Some(value)) = values.get(&k.key_id) else { continue };
+                let e = self.wrap(&k.key_id, node, k.epoch, m, value).await?;
                 let key = self.paths.envelope(&k.key_id, node);
-                let cmps = vec![
-                    Cmp::Absent(key.clone()),
-                    Cmp::ModRevision(self.paths.node(node), m.revision),
-                ];
-                if self.etcd.txn(cmps, vec![Op::Put(key, to_json(&e))]).await? {
-                    self.metrics.envelopes.with_label_values(&["wrapped"]).inc();
-                    tracing::info!(key_id = %k.key_id, node = %node, "cluster: KEK wrapped to node");
-                }
+                cmps.push(Cmp::Absent(key.clone()));
+                ops.push(Op::Put(key, to_json(&e)));
+            }
+            let count = u64::try_from(ops.len()).unwrap_or(u64::MAX);
+            if count > 0 && self.etcd.txn(cmps, ops).await? {
+                self.metrics.envelopes.with_label_values(&["wrapped"]).inc_by(count);
+                tracing::info!(node = %node, keks = count, "cluster: KEKs wrapped to node");
             }
         }
         Ok(())
