@@ -93,6 +93,40 @@ impl std::fmt::Debug for Attestor {
     }
 }
 
+/// A vault key the daemon keeps for itself (the node identity, the cluster
+/// transport key): its id is kept in `file`, and on first start (no file)
+/// the key is made and the file written. It must be in the vault and be
+/// `alg`. Returns its id and public key; the caller reserves it.
+pub(crate) fn own_key(
+    vault: &Vault,
+    file: &Path,
+    alg: Algorithm,
+    label: &str,
+    what: &str,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    use anyhow::Context as _;
+    let id = match std::fs::read(file) {
+        Ok(content) => crate::durable::body(&content)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))
+            .and_then(|b| Ok(std::str::from_utf8(b)?.trim().to_owned()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let made = vault
+                .create(alg, label)
+                .with_context(|| format!("making the {what} ({}) in the vault", alg.name()))?;
+            crate::durable::write(&file.with_extension("tmp"), file, made.id.as_bytes())
+                .map_err(|(path, e)| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            tracing::info!(key_id = %made.id, "made the {what} ({})", alg.name());
+            made.id
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let key = vault.current_key(&id).with_context(|| {
+        format!("the {what} {id} named in {} is not in the vault", file.display())
+    })?;
+    anyhow::ensure!(key.alg == alg, "the {what} {id} is {}, not {}", key.alg.name(), alg.name());
+    Ok((id, key.public_key))
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -114,34 +148,13 @@ impl Attestor {
         vault: Arc<Vault>,
         pool: Arc<Pool>,
     ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let file = dir.join("attest-identity");
-        let identity_id = match std::fs::read(&file) {
-            Ok(content) => crate::durable::body(&content)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))
-                .and_then(|b| Ok(std::str::from_utf8(b)?.trim().to_owned()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let made = vault
-                    .create(Algorithm::MlDsa87, IDENTITY_LABEL)
-                    .context("making the node identity key (ML-DSA-87) in the vault")?;
-                crate::durable::write(&dir.join("attest-identity.tmp"), &file, made.id.as_bytes())
-                    .map_err(|(path, e)| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-                tracing::info!(key_id = %made.id, "made the node identity key (ML-DSA-87)");
-                made.id
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        let key = vault.current_key(&identity_id).with_context(|| {
-            format!(
-                "the node identity key {identity_id} named in {} is not in the vault",
-                file.display()
-            )
-        })?;
-        anyhow::ensure!(
-            key.alg == Algorithm::MlDsa87,
-            "the node identity key {identity_id} is {}, not ML-DSA-87",
-            key.alg.name()
-        );
+        let (identity_id, identity_public) = own_key(
+            &vault,
+            &dir.join("attest-identity"),
+            Algorithm::MlDsa87,
+            IDENTITY_LABEL,
+            "node identity key",
+        )?;
         let (kind, token_label) = match sealer {
             SealerConfig::Soft { .. } => (SealerKind::Soft, None),
             SealerConfig::Hsm { token_label, .. } => (SealerKind::Hsm, Some(token_label.clone())),
@@ -163,7 +176,7 @@ impl Attestor {
         #[cfg(not(feature = "tpm"))]
         let has_tpm = false;
         tracing::info!(
-            identity = %ev::fingerprint(&key.public_key),
+            identity = %ev::fingerprint(&identity_public),
             tpm = has_tpm,
             "attestation ready"
         );
@@ -172,7 +185,7 @@ impl Attestor {
             vault,
             pool,
             identity_id,
-            identity_public: key.public_key,
+            identity_public,
             identity_key: std::sync::Mutex::new(None),
             sealer: SealerInfo { kind, token_label, token_serial, tpm: has_tpm },
             min_trust: settings.min_trust,

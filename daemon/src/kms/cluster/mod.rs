@@ -149,41 +149,19 @@ impl Cluster {
         attestor: Arc<Attestor>,
         metrics: ClusterMetrics,
     ) -> anyhow::Result<Arc<Self>> {
-        use anyhow::Context as _;
         let tls = etcd::load_tls(
             settings.ca_file.as_deref(),
             settings.cert_file.as_deref(),
             settings.key_file.as_deref(),
         )?;
         let etcd = Etcd::new(settings.endpoints.clone(), tls, settings.timeout)?;
-        let file = dir.join("kms").join("cluster-transport");
-        let transport_id = match std::fs::read(&file) {
-            Ok(content) => crate::durable::body(&content)
-                .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))
-                .and_then(|b| Ok(std::str::from_utf8(b)?.trim().to_owned()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let made = vault
-                    .create(crate::vault::Algorithm::MlKem1024, TRANSPORT_LABEL)
-                    .context("making the cluster transport key (ML-KEM-1024) in the vault")?;
-                let tmp = dir.join("kms").join("cluster-transport.tmp");
-                crate::durable::write(&tmp, &file, made.id.as_bytes())
-                    .map_err(|(path, e)| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-                tracing::info!(key_id = %made.id, "made the cluster transport key (ML-KEM-1024)");
-                made.id
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        let key = vault.current_key(&transport_id).with_context(|| {
-            format!(
-                "the cluster transport key {transport_id} named in {} is not in the vault",
-                file.display()
-            )
-        })?;
-        anyhow::ensure!(
-            key.alg == crate::vault::Algorithm::MlKem1024,
-            "the cluster transport key {transport_id} is {}, not ML-KEM-1024",
-            key.alg.name()
-        );
+        let (transport_id, _) = crate::attest::own_key(
+            &vault,
+            &dir.join("kms").join("cluster-transport"),
+            crate::vault::Algorithm::MlKem1024,
+            TRANSPORT_LABEL,
+            "cluster transport key",
+        )?;
         vault.reserve(&transport_id);
         tracing::info!(
             node = %settings.node,
