@@ -66,7 +66,10 @@ impl Cluster {
         }
         self.receive(&view).await;
         self.apply_retired(&view).await;
-        if let Some((w, _)) = &view.write {
+        // The blocking pool (a KEK file write) only when there is a switch to make.
+        if let Some((w, _)) = view.write.as_ref().filter(|(w, _)| {
+            self.kms.local_write().as_deref() != Some(&w.key_id) && self.kms.holds(&w.key_id)
+        }) {
             let (kms, id) = (self.kms.clone(), w.key_id.clone());
             if let Err(e) = blocking(move || kms.follow_write(&id)).await {
                 tracing::warn!(error = %crate::incident::Chain(&e), "cluster: cannot switch to the cluster's write key");
