@@ -101,7 +101,9 @@ pub(super) fn compression(d: &[u8]) -> Option<Compression> {
         }
         f.add((n - D) as f64 * ad1);
         if !truncated {
-            a.add(log2[n] * bi);
+            // log2_n, not the table: with n = D + 1 the loop above never ran
+            // and the table stops at D.
+            a.add(log2_n * bi);
         }
         ((1.0 / v as f64) * z) * (z * f.sum + (a.sum - ad1))
     };

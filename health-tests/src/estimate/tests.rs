@@ -126,6 +126,14 @@ fn truerand_8bit() {
     check("truerand_8bit");
 }
 
+/// 2002 three-bit samples: a bitstring of exactly 1001 six-bit blocks, the
+/// shortest the Compression estimate takes (one block after the dictionary's
+/// 1000, so its sample variance divides by zero).
+#[test]
+fn compression_on_its_shortest_input() {
+    check("blocks-1001");
+}
+
 #[test]
 fn progress_reports_every_step_in_order() {
     let raw = std::fs::read(data_dir().join("data/rand4_short.bin")).unwrap();
