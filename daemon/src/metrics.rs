@@ -200,7 +200,7 @@ impl Metrics {
         let cluster = ClusterMetrics {
             polls: counter(
                 "qkeyd_kms_cluster_polls_total",
-                "Polls of the cluster's state in etcd, by outcome: ok, etcd_down, failed.",
+                "Polls of the cluster's state in etcd, by outcome: ok (a sync), unchanged (nothing to sync), etcd_down, failed.",
                 &["outcome"],
             )?,
             etcd_up: {

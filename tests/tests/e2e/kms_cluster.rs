@@ -81,6 +81,16 @@ fn three_apiservers_read_each_others_secrets_and_follow_a_rotation() {
         assert!(contains(&raw, k1.as_bytes()), "{name} is not under the cluster key {k1}");
     }
 
+    // Settled, a node's poll is one small read that finds nothing changed;
+    // the rotation below still reaches every node.
+    for n in ["n1", "n2", "n3"] {
+        c.wait(&format!("{n} to find nothing to sync"), SETTLE, || {
+            let m = c.node(n).d().metrics();
+            let series = "qkeyd_kms_cluster_polls_total{outcome=\"unchanged\"}";
+            metric(&m, series).filter(|v| *v >= 1.0).ok_or_else(|| format!("{n}:\n{m}"))
+        });
+    }
+
     // A rotation on n1 reaches every node; a restarted apiserver (a fresh
     // Status, no DEK cached) writes under the new key at once.
     let out = c.node("n1").run(&["rotate"]);

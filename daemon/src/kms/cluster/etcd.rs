@@ -69,6 +69,16 @@ pub(crate) struct Kv {
     pub(crate) mod_revision: i64,
 }
 
+/// The state of a key range, as [`Etcd::stamp`] sums it up: equal stamps
+/// mean nothing in the range changed between them.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) struct Stamp {
+    /// Keys in the range.
+    pub(crate) count: i64,
+    /// The highest revision that changed one of them (0: none).
+    pub(crate) mod_revision: i64,
+}
+
 /// A condition of a [`Etcd::txn`].
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub(crate) enum Cmp {
@@ -197,6 +207,32 @@ impl Etcd {
             })
             .await?;
         Ok(resp.kvs.into_iter().map(Kv::from).collect())
+    }
+
+    /// What changes whenever anything under `prefix` does: the number of
+    /// keys and the highest modification revision among them (one key,
+    /// without its value). A put raises the revision; a delete alone lowers
+    /// the count; revisions are never reused.
+    pub(crate) async fn stamp(&self, prefix: &[u8]) -> Result<Stamp, EtcdError> {
+        let req = pb::RangeRequest {
+            key: non_empty(prefix)?.to_vec(),
+            range_end: prefix_end(prefix),
+            limit: 1,
+            sort_order: pb::range_request::SortOrder::Descend.into(),
+            sort_target: pb::range_request::SortTarget::Mod.into(),
+            keys_only: true,
+            ..Default::default()
+        };
+        let resp = self
+            .call(Retry::AfterAnyFailure, |mut c, t| {
+                let req = timed(req.clone(), t);
+                async move { c.range(req).await }
+            })
+            .await?;
+        Ok(Stamp {
+            count: resp.count,
+            mod_revision: resp.kvs.first().map_or(0, |kv| kv.mod_revision),
+        })
     }
 
     /// Store `value` under `key`; the store's revision after the write.

@@ -78,6 +78,8 @@ struct Known {
     removed: bool,
     /// Own KEKs that cannot be shared (logged once each).
     unshareable: HashSet<String>,
+    /// The last sync that left etcd as it found it, if nothing changed since.
+    settled: Option<sync::Settled>,
 }
 
 /// The cluster's state in etcd, as one read found it.
@@ -201,7 +203,8 @@ impl Cluster {
                 let outcome = me.poll().await;
                 me.note_etcd(outcome.as_ref().err());
                 let label = match &outcome {
-                    Ok(()) => "ok",
+                    Ok(sync::Polled::Synced) => "ok",
+                    Ok(sync::Polled::Unchanged) => "unchanged",
                     Err(KmsError::EtcdDown(_)) => "etcd_down",
                     Err(_) => "failed",
                 };

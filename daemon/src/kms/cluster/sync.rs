@@ -2,7 +2,11 @@
 //! nodes' evidence, wrap KEKs to members that lack them, take in envelopes
 //! addressed here, follow retirements and the write key.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use qkeyd_attest::{Policy, VerifierState};
 use qkeyd_pqc::Algorithm;
@@ -10,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::{
     Cluster, Member, View,
-    etcd::{Cmp, Op},
+    etcd::{Cmp, Op, Stamp},
     records::{
         Admission, ENVELOPE_CONTEXT, Envelope, Holds, IV_LEN, KeyRecord, NodeRecord, join_nonce,
         parse, to_json,
@@ -21,10 +25,60 @@ use crate::kms::{KmsError, lock};
 /// The ML-KEM-1024 encapsulation key's length.
 const TRANSPORT_KEY_LEN: usize = 1568;
 
+/// What a poll did.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(super) enum Polled {
+    /// Read the cluster's state and brought this node in line with it.
+    Synced,
+    /// Nothing had changed since a sync that left nothing to do.
+    Unchanged,
+}
+
+/// A sync after which etcd held what it held before, under this policy.
+#[derive(Debug)]
+pub(super) struct Settled {
+    stamp: Stamp,
+    policy: Option<Policy>,
+    at: Instant,
+}
+
+/// The longest a node goes without a full sync: local work that failed (a
+/// token that was busy, say) is tried again at least this often.
+const RESYNC: Duration = Duration::from_secs(30);
+
 impl Cluster {
-    /// One poll. Changes nothing locally if etcd cannot be read.
-    pub(super) async fn poll(self: &Arc<Self>) -> Result<(), KmsError> {
+    /// One poll: a sync unless neither etcd's state under the prefix nor the
+    /// policy changed since the last sync that left nothing to do (one small
+    /// read). Changes nothing locally if etcd cannot be read.
+    pub(super) async fn poll(self: &Arc<Self>) -> Result<Polled, KmsError> {
         let _busy = self.busy.lock().await;
+        let before = self.etcd.stamp(self.paths.prefix()).await?;
+        let policy = self.policy();
+        // This node's evidence must be republished at half the policy's age
+        // limit; a full sync every quarter of it is in time for that.
+        let max_age = policy.as_ref().map_or(300, |p| p.max_age_secs);
+        let resync = RESYNC.min(Duration::from_secs(max_age / 4));
+        let settled = lock(&self.known)
+            .settled
+            .as_ref()
+            .is_some_and(|s| s.stamp == before && s.policy == policy && s.at.elapsed() < resync);
+        if settled {
+            return Ok(Polled::Unchanged);
+        }
+        self.sync(policy.as_ref()).await?;
+        // Whatever this sync wrote, or another node did meanwhile, calls for
+        // another; a sync that found and left the same state does not.
+        let settled = (self.etcd.stamp(self.paths.prefix()).await? == before).then(|| Settled {
+            stamp: before,
+            policy,
+            at: Instant::now(),
+        });
+        lock(&self.known).settled = settled;
+        Ok(Polled::Synced)
+    }
+
+    /// Read the cluster's state and act on it.
+    async fn sync(self: &Arc<Self>, policy: Option<&Policy>) -> Result<(), KmsError> {
         let view = self.read().await?;
         let me = self.node().to_owned();
         if view.removed.contains_key(&me) {
@@ -39,8 +93,7 @@ impl Cluster {
             return Ok(());
         }
         lock(&self.known).removed = false;
-        let policy = self.policy();
-        self.publish_if_due(&view, policy.as_ref()).await?;
+        self.publish_if_due(&view, policy).await?;
         // Read again if this node just published, so it sees its own record.
         let view =
             if lock(&self.known).published.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -48,7 +101,7 @@ impl Cluster {
             } else {
                 view
             };
-        if let Some(p) = &policy {
+        if let Some(p) = policy {
             self.check_members(&view, p).await;
         }
         let member = lock(&self.known).members.contains_key(&me);
