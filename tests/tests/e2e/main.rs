@@ -54,3 +54,5 @@ mod attest_golden;
 // Keys for the gateway: the stand-in takes 100 attested keys; altered answers; the trust bar.
 #[cfg(feature = "tpm")]
 mod gateway;
+// The QKD 014 KME simulator (two KMEs, one key stream, mTLS, fault modes): its self-test.
+mod qkd_kme;
