@@ -5,6 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use qkeyd_pqc::Algorithm;
 
+mod qkd;
+
+pub(crate) use qkd::QkdAction;
+
 /// qkeyd: health-tested entropy and post-quantum keys for Kubernetes nodes.
 #[derive(Debug, Parser)]
 #[command(name = "qkeyd", version, about)]
@@ -134,6 +138,13 @@ pub(crate) enum Command {
         /// What to do.
         #[command(subcommand)]
         action: AttestAction,
+    },
+    /// The QKD links' KMEs of a config (`[qkd.kme.NAME]`), asked directly
+    /// over GS QKD 014 with the config's certificates.
+    Qkd {
+        /// What to do.
+        #[command(subcommand)]
+        action: QkdAction,
     },
 }
 

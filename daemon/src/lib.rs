@@ -24,6 +24,7 @@ mod kms;
 mod metrics;
 mod module_server;
 mod pool;
+mod qkd;
 mod refusals;
 mod serve;
 mod sources;

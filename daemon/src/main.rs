@@ -24,6 +24,7 @@ mod kms;
 mod metrics;
 mod module_server;
 mod pool;
+mod qkd;
 mod refusals;
 mod serve;
 mod sources;
@@ -49,8 +50,8 @@ use crate::{
 #[derive(Clone, Copy, Debug)]
 enum Exit {
     /// `serve` stopped on an error after its configuration loaded,
-    /// `keys verify` found the signature invalid, or `verify` refused the
-    /// evidence.
+    /// `keys verify` found the signature invalid, `verify` refused the
+    /// evidence, or `qkd probe` left the link out of use.
     Failed = 1,
     /// A `keys` or `kms` request failed: the daemon refused it or could not be
     /// reached; or `verify` could not read its evidence, nonce, policy or
@@ -65,6 +66,39 @@ enum Exit {
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         Self::from(e as u8)
+    }
+}
+
+/// `qkeyd qkd …`.
+fn qkd(action: crate::cli::QkdAction) -> ExitCode {
+    use crate::{cli::QkdAction, qkd::Outcome};
+    let path = match &action {
+        QkdAction::Status { config, .. } | QkdAction::Probe { config, .. } => config,
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qkeyd: {}", Chain(&e));
+            return Exit::Config.into();
+        }
+    };
+    let outcome = match action {
+        QkdAction::Status { kme, json, .. } => {
+            crate::qkd::status_report(&config.kmes, kme.as_deref(), json)
+        }
+        QkdAction::Probe { kme, peer, keys, size, json, .. } => {
+            let probe = crate::qkd::Probe { kme, peer, keys, size };
+            crate::qkd::probe(&config.kmes, &probe, json)
+        }
+    };
+    match outcome {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::OutOfUse) => Exit::Failed.into(),
+        Ok(Outcome::RequestFailed) => Exit::Request.into(),
+        Err(e) => {
+            eprintln!("qkeyd: {e:#}");
+            Exit::Config.into()
+        }
     }
 }
 
@@ -120,6 +154,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Keys { remote, action } => keys(&remote, action),
+        Command::Qkd { action } => qkd(action),
         Command::Kms { remote, action } => match crate::keys_cli::run_kms(&remote, action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

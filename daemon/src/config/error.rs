@@ -127,6 +127,14 @@ pub(crate) enum ConfigError {
     /// The PIN variable is not set.
     #[error("the PIN variable {0} is not set")]
     PinEnv(String),
+    /// A `[qkd.kme.NAME]` table that cannot work.
+    #[error("[qkd.kme.{kme}]: {problem}")]
+    Kme {
+        /// The KME's name in the config.
+        kme: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// `Ok` if `ok`, else `key` is out of range.

@@ -15,6 +15,7 @@ use qkeyd_health::HealthParams;
 mod attest;
 mod cluster;
 mod error;
+mod qkd;
 mod raw;
 mod renamed;
 mod socket;
@@ -25,6 +26,7 @@ mod tls;
 pub(crate) use attest::AttestSettings;
 pub(crate) use cluster::{ClusterSettings, valid_node_name};
 pub(crate) use error::ConfigError;
+pub(crate) use qkd::KmeSettings;
 pub(crate) use socket::{SocketSpec, SocketSpecError};
 pub(crate) use tls::{
     Access, ClientRule, Groups, Identity, PendingTls, Right, Rights, TlsSettings,
@@ -61,6 +63,8 @@ pub(crate) struct Config {
     pub(crate) access: Access,
     /// Attested keys for the gateway (on when `[attest]` is present).
     pub(crate) attest: Option<AttestSettings>,
+    /// The QKD links' KMEs (`[qkd.kme.NAME]`), by name.
+    pub(crate) kmes: Vec<KmeSettings>,
     /// Options that weaken security.
     pub(crate) danger: Danger,
 }

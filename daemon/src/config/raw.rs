@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     attest: Option<super::attest::RawAttest>,
     #[serde(default)]
+    qkd: super::qkd::RawQkd,
+    #[serde(default)]
     danger: RawDanger,
 }
 
@@ -512,6 +514,7 @@ impl RawConfig {
                  of its evidence, signed by its identity key",
             ));
         }
+        let kmes = self.qkd.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -538,6 +541,7 @@ impl RawConfig {
             tls_pending: tls.pending,
             access: tls.access,
             attest,
+            kmes,
             danger,
         })
     }

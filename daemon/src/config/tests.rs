@@ -243,3 +243,38 @@ fn the_cluster_table_needs_its_parts_and_names_each_missing_one() {
         assert!(e.contains(needle), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn a_kme_table_needs_mutual_tls_and_valid_sae_ids() {
+    let base = "[[source]]\nname=\"o\"\nkind=\"os\"\n";
+    let full = "[qkd.kme.east]\nurl=\"https://kme-1.example:8443/\"\nca_file=\"/ca.pem\"\n\
+                cert_file=\"/sae.pem\"\nkey_file=\"/sae.key\"\nsae_id=\"node-1\"\n\
+                peers=[\"node-2\", \"gw_3\"]\n";
+    let c = Config::from_toml(&format!("{base}{full}")).unwrap();
+    assert_eq!(c.kmes.len(), 1);
+    let k = &c.kmes[0];
+    assert_eq!(k.name, "east");
+    assert_eq!(k.url, "https://kme-1.example:8443", "the trailing / is dropped");
+    assert_eq!(k.peers, ["node-2", "gw_3"]);
+    assert_eq!(k.timeout, Duration::from_secs(5));
+    assert_eq!((k.claimed_h, k.min_trust), (7.5, 0.89));
+    assert!(Config::from_toml(base).unwrap().kmes.is_empty());
+    let cases = [
+        (full.replace("https://", "http://"), "must be https://HOST[:PORT]"),
+        (full.replace(":8443/", ":8443/api"), "must be https://HOST[:PORT]"),
+        (full.replace("ca_file=\"/ca.pem\"\n", ""), "missing field `ca_file`"),
+        (full.replace("node-1", "node 1"), "sae_id \"node 1\""),
+        (full.replace("\"gw_3\"", "\"gw/3\""), "peer \"gw/3\""),
+        (full.replace(", \"gw_3\"", ", \"node-1\""), "this node's own sae_id"),
+        (full.replace("peers=[\"node-2\", \"gw_3\"]", "peers=[]"), "peers is empty"),
+        (full.replace("[qkd.kme.east]", "[qkd.kme.\"a b\"]"), "[qkd.kme.a b]: the name"),
+        (format!("{full}timeout_secs=0\n"), "timeout_secs must be in (0, 300]"),
+        (format!("{full}tls=true\n"), "unknown field `tls`"),
+        (format!("{full}claimed_h=9\n"), "claimed_h must be in (0, 8]"),
+        (format!("{full}min_trust=1.5\n"), "min_trust must be in [0, 1]"),
+    ];
+    for (text, needle) in cases {
+        let e = Chain(&Config::from_toml(&format!("{base}{text}")).unwrap_err()).to_string();
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}

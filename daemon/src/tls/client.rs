@@ -194,7 +194,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-fn tls_config(url: &str, opts: &Options<'_>) -> Result<TlsConfig, ClientTlsError> {
+/// The TLS configuration for `url` with the files of `opts`: the hybrid group
+/// first, only the roots of `opts.ca_file`, the client certificate if given.
+pub(crate) fn tls_config(url: &str, opts: &Options<'_>) -> Result<TlsConfig, ClientTlsError> {
     let provider = provider();
     let ca_file = opts.ca_file.ok_or_else(|| ClientTlsError::NeedCaFile { url: url.to_owned() })?;
     let roots = certificates(ca_file)?;
