@@ -87,8 +87,8 @@ fn qkd(action: crate::cli::QkdAction) -> ExitCode {
             crate::qkd::status_report(&config.kmes, kme.as_deref(), json)
         }
         QkdAction::Probe { kme, peer, keys, size, json, .. } => {
-            let probe = crate::qkd::Probe { kme, peer, keys, size };
-            crate::qkd::probe(&config.kmes, &probe, json)
+            let probe = crate::qkd::probe::Probe { kme, peer, keys, size };
+            crate::qkd::probe::probe(&config.kmes, &probe, json)
         }
     };
     match outcome {

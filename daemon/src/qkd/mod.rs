@@ -6,9 +6,7 @@
 pub(crate) mod api;
 pub(crate) mod client;
 pub(crate) mod link;
-mod probe;
-
-pub(crate) use probe::{Probe, probe};
+pub(crate) mod probe;
 
 /// How a `qkeyd qkd` command ended.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
