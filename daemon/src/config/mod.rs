@@ -69,6 +69,13 @@ pub(crate) struct Config {
     pub(crate) danger: Danger,
 }
 
+/// Whether `name` can name a source or a KME: 1-64 characters of
+/// `[A-Za-z0-9._-]` (it appears in logs and metric labels).
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// The KMS v2 plugin (`[kms]`): its socket, who may connect, and caches.
 /// Its KEKs are kept by the vault's sealer (`keys.sealer`).
 #[derive(Clone, Debug)]

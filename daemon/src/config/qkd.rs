@@ -88,10 +88,7 @@ impl RawQkd {
 impl RawKme {
     fn check(self, name: String) -> Result<KmeSettings, ConfigError> {
         let bad = |problem: String| ConfigError::Kme { kme: name.clone(), problem };
-        if name.is_empty()
-            || name.len() > 64
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !super::valid_name(&name) {
             return Err(bad("the name: use 1-64 characters of [A-Za-z0-9._-]".into()));
         }
         let url = self.url.trim_end_matches('/').to_owned();

@@ -482,10 +482,7 @@ impl RawConfig {
                     (name, SourceKind::Sim { seed, schedule }, bits_per_sample, claimed_h)
                 }
             };
-            if name.is_empty()
-                || name.len() > 64
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
+            if !super::valid_name(&name) {
                 return Err(ConfigError::SourceName(name));
             }
             if !names.insert(name.clone()) {
