@@ -28,6 +28,8 @@ pub(crate) struct Metrics {
     pub(crate) tls: TlsMetrics,
     /// The KMS plugin's KEKs shared through etcd.
     pub(crate) cluster: ClusterMetrics,
+    /// QKD links and the GS QKD 014 server.
+    pub(crate) qkd: QkdMetrics,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -56,6 +58,28 @@ pub(crate) struct ClusterMetrics {
     /// KEK envelopes by outcome: wrapped (to another node), received
     /// (opened and sealed here), refused.
     pub(crate) envelopes: IntCounterVec,
+}
+
+/// QKD links' and the GS QKD 014 server's metrics. Labels are KME names
+/// (checked in the config) and fixed words.
+#[derive(Clone)]
+pub(crate) struct QkdMetrics {
+    /// QKD keys received from a KME, by KME and outcome: usable, or the
+    /// link's refusal (repeated_key_id, repeated_key, rct, apt, startup,
+    /// distrusted, failed).
+    pub(crate) link_keys: IntCounterVec,
+    /// A link's trust score.
+    pub(crate) link_trust: prometheus::GaugeVec,
+    /// 1 while a link is out of use.
+    pub(crate) link_out_of_use: IntGaugeVec,
+    /// KME calls that failed, by KME and kind: unreachable, refused, bad_answer.
+    pub(crate) kme_errors: IntCounterVec,
+    /// GS QKD 014 answers of the server, by endpoint and HTTP status.
+    pub(crate) requests: IntCounterVec,
+    /// Keys delivered to SAEs, by side: enc (to the master), dec (to the slave).
+    pub(crate) delivered: IntCounterVec,
+    /// Time from a request to its answer, by endpoint, for answers with keys.
+    pub(crate) seconds: prometheus::HistogramVec,
 }
 
 /// The REST API's TLS metrics.
@@ -226,6 +250,61 @@ impl Metrics {
                 &["outcome"],
             )?,
         };
+        let qkd = QkdMetrics {
+            link_keys: counter(
+                "qkeyd_qkd_link_keys_total",
+                "QKD keys received from a KME, by outcome: usable, or why the link refused it.",
+                &["kme", "outcome"],
+            )?,
+            link_trust: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new("qkeyd_qkd_link_trust", "A QKD link's trust score (0..1)."),
+                    &["kme"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            link_out_of_use: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "qkeyd_qkd_link_out_of_use",
+                        "1 while a QKD link is out of use (distrusted or failed).",
+                    ),
+                    &["kme"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            kme_errors: counter(
+                "qkeyd_qkd_kme_errors_total",
+                "KME calls that failed: unreachable, refused, bad_answer.",
+                &["kme", "kind"],
+            )?,
+            requests: counter(
+                "qkeyd_qkd_requests_total",
+                "GS QKD 014 requests answered by the server, by endpoint and HTTP status.",
+                &["endpoint", "status"],
+            )?,
+            delivered: counter(
+                "qkeyd_qkd_keys_delivered_total",
+                "Keys delivered to SAEs: enc (to the master SAE), dec (to the slave SAE).",
+                &["side"],
+            )?,
+            seconds: {
+                let h = prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "qkeyd_qkd_request_duration_seconds",
+                        "Time to answer a GS QKD 014 key request that delivered keys.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ]),
+                    &["endpoint"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+        };
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -244,6 +323,7 @@ impl Metrics {
             module_closed,
             tls,
             cluster,
+            qkd,
             samples,
             usable,
             failures,

@@ -83,6 +83,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let vault = keys.vault.clone();
     let cluster = match (&config.kms.cluster, &kms, &attest) {
         (Some(settings), Some(k), Some(a)) => {
             let c = crate::kms::cluster::Cluster::open(
@@ -153,6 +154,16 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         hup,
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let qkd = crate::qkd::server::start(
+        &config,
+        &dir,
+        &state.pool,
+        &vault,
+        state.attest.clone(),
+        &state.metrics,
+        stop_rx.clone(),
+    )
+    .await?;
     let grpc = kms.map(|k| {
         let mut stop = stop_rx.clone();
         let refusals = Refusals::new("kms", state.metrics.connections_refused.clone());
@@ -172,6 +183,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     reload.abort();
     http.await.context("HTTP server")?;
+    if let Some(task) = qkd {
+        task.await.context("GS QKD 014 server")?;
+    }
     if let Some((task, socket)) = grpc {
         task.await.context("KMS server")?.context("KMS server")?;
         if let SocketSpec::Path { path, .. } = &socket {

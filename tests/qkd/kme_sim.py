@@ -15,6 +15,8 @@ reports counters:
     POST /fault  {"mode": "...", ...params}   set a fault ({"mode": "none"} clears)
     GET  /fault                               the fault in force
     GET  /stats                               counters
+    GET  /key/<key_ID>                        a key issued, with its material (for
+                                              tests that recompute what an SAE got)
 
 Fault modes and their parameters:
 
@@ -640,6 +642,20 @@ class ControlHandler(JsonHandler):
             self.send_json(200, link.fault_view())
         elif path == "/health":
             self.send_json(200, {"ok": True})
+        elif path.startswith("/key/"):
+            with link.cond:
+                rec = link.keys.get(path[len("/key/"):])
+                view = None if rec is None else {
+                    "key_ID": rec.key_id,
+                    "key": base64.b64encode(rec.material).decode("ascii"),
+                    "master_SAE_ID": rec.master,
+                    "slave_SAE_ID": rec.slave,
+                    "fetched": rec.fetched,
+                }
+            if view is None:
+                self.send_json(404, {"message": "unknown key_ID", "details": []})
+            else:
+                self.send_json(200, view)
         else:
             self.send_json(404, {"message": "not found", "details": []})
 

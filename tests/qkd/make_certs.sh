@@ -6,7 +6,9 @@
 # DIR/ca.pem, DIR/ca.key        the CA (kept and reused if both already exist)
 # DIR/kme-a.pem, DIR/kme-a.key  server cert of KME_A (CN KME_A, SAN IP 127.0.0.1, DNS localhost)
 # DIR/kme-b.pem, DIR/kme-b.key  server cert of KME_B (CN KME_B, same SANs)
-# DIR/<sae>.pem, DIR/<sae>.key  client cert per SAE id (subject CN = the SAE id)
+# DIR/<sae>.pem, DIR/<sae>.key  cert per SAE id (subject CN = the SAE id; clientAuth, and
+#                               serverAuth with the same SANs, so that a qkeyd node can
+#                               use its SAE certificate for its own GS QKD 014 listener)
 #
 # Keys are PKCS#8 PEM; certs are X.509 v3, 10 years, signed with ECDSA-SHA256.
 set -euo pipefail
@@ -62,7 +64,8 @@ EOF
 cat >"$tmp/client.ext" <<'EOF'
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
-extendedKeyUsage=clientAuth
+extendedKeyUsage=clientAuth,serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid
 EOF

@@ -127,6 +127,26 @@ pub(crate) fn own_key(
     Ok((id, key.public_key))
 }
 
+/// The node's ML-KEM-1024 transport key, which other nodes encapsulate to
+/// (the KMS cluster's KEK envelopes, hybrid QKD keys): found or made by
+/// [`own_key`] (id in `STATE_DIR/kms/cluster-transport`) and reserved.
+pub(crate) fn transport_key(vault: &Vault, dir: &Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let file = dir.join("kms").join("cluster-transport");
+    if let Some(parent) = file.parent() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let (id, _) =
+        own_key(vault, &file, Algorithm::MlKem1024, "qkeyd cluster transport", "transport key")?;
+    vault.reserve(&id);
+    Ok(id)
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -135,6 +135,14 @@ pub(crate) enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A `[qkd.serve]` or `[qkd.peer.NAME]` table that cannot work.
+    #[error("[{table}]: {problem}")]
+    QkdTable {
+        /// The table, e.g. `qkd.peer.b`.
+        table: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// `Ok` if `ok`, else `key` is out of range.

@@ -16,6 +16,7 @@ mod attest;
 mod cluster;
 mod error;
 mod qkd;
+mod qkd_serve;
 mod raw;
 mod renamed;
 mod socket;
@@ -27,6 +28,7 @@ pub(crate) use attest::AttestSettings;
 pub(crate) use cluster::{ClusterSettings, valid_node_name};
 pub(crate) use error::ConfigError;
 pub(crate) use qkd::KmeSettings;
+pub(crate) use qkd_serve::{Combiner, PeerSettings, ServeSettings};
 pub(crate) use socket::{SocketSpec, SocketSpecError};
 pub(crate) use tls::{
     Access, ClientRule, Groups, Identity, PendingTls, Right, Rights, TlsSettings,
@@ -65,6 +67,10 @@ pub(crate) struct Config {
     pub(crate) attest: Option<AttestSettings>,
     /// The QKD links' KMEs (`[qkd.kme.NAME]`), by name.
     pub(crate) kmes: Vec<KmeSettings>,
+    /// The GS QKD 014 server (`[qkd.serve]`), if any.
+    pub(crate) qkd_serve: Option<ServeSettings>,
+    /// The qkeyd nodes at the other ends of QKD links (`[qkd.peer.NAME]`).
+    pub(crate) qkd_peers: Vec<PeerSettings>,
     /// Options that weaken security.
     pub(crate) danger: Danger,
 }
@@ -300,6 +306,9 @@ pub(crate) struct Danger {
     pub(crate) allow_sim_sources: bool,
     /// Serve the REST API without TLS on an address beyond loopback.
     pub(crate) plaintext_beyond_loopback: bool,
+    /// Deliver QKD keys without ML-KEM (`[qkd.serve]`): a key is then only
+    /// as safe as the QKD link and its KME.
+    pub(crate) qkd_without_ml_kem: bool,
 }
 
 impl Config {

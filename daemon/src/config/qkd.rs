@@ -38,6 +38,21 @@ pub(crate) struct KmeSettings {
 pub(super) struct RawQkd {
     #[serde(default)]
     kme: BTreeMap<String, RawKme>,
+    #[serde(default)]
+    serve: Option<super::qkd_serve::RawServe>,
+    #[serde(default)]
+    peer: BTreeMap<String, super::qkd_serve::RawPeer>,
+}
+
+/// The checked `[qkd]` tables.
+#[derive(Clone, Debug, Default)]
+pub(super) struct QkdSettings {
+    /// The KMEs, by name.
+    pub(crate) kmes: Vec<KmeSettings>,
+    /// The GS QKD 014 server for local SAEs, if any.
+    pub(crate) serve: Option<super::qkd_serve::ServeSettings>,
+    /// The qkeyd nodes at the other ends of the links.
+    pub(crate) peers: Vec<super::qkd_serve::PeerSettings>,
 }
 
 #[derive(Deserialize)]
@@ -79,9 +94,29 @@ pub(crate) fn valid_sae_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
+/// Whether `url` is `https://HOST[:PORT]` and nothing more.
+pub(super) fn https_base(url: &str) -> bool {
+    let host = url.get(..8).filter(|s| s.eq_ignore_ascii_case("https://")).map(|_| &url[8..]);
+    host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@']))
+}
+
 impl RawQkd {
-    pub(super) fn check(self) -> Result<Vec<KmeSettings>, ConfigError> {
-        self.kme.into_iter().map(|(name, raw)| raw.check(name)).collect()
+    pub(super) fn check(self) -> Result<QkdSettings, ConfigError> {
+        let kmes: Vec<KmeSettings> =
+            self.kme.into_iter().map(|(name, raw)| raw.check(name)).collect::<Result<_, _>>()?;
+        let peers = self
+            .peer
+            .into_iter()
+            .map(|(name, raw)| raw.check(name, &kmes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let serve = self.serve.map(|s| s.check(&peers)).transpose()?;
+        if serve.is_none() && !peers.is_empty() {
+            return Err(ConfigError::Inconsistent(
+                "[qkd.peer.NAME] needs [qkd.serve]: peers fetch ciphertexts from its listener, \
+                 and its certificate is this node's client certificate at theirs",
+            ));
+        }
+        Ok(QkdSettings { kmes, serve, peers })
     }
 }
 
@@ -92,8 +127,7 @@ impl RawKme {
             return Err(bad("the name: use 1-64 characters of [A-Za-z0-9._-]".into()));
         }
         let url = self.url.trim_end_matches('/').to_owned();
-        let host = url.get(..8).filter(|s| s.eq_ignore_ascii_case("https://")).map(|_| &url[8..]);
-        if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', '@'])) {
+        if !https_base(&url) {
             return Err(bad(format!(
                 "url {:?} must be https://HOST[:PORT] (GS QKD 014 requires mutual TLS; the API \
                  paths are added)",

@@ -358,6 +358,8 @@ struct RawDanger {
     allow_sim_sources: bool,
     #[serde(default)]
     plaintext_beyond_loopback: bool,
+    #[serde(default)]
+    qkd_without_ml_kem: bool,
 }
 
 #[derive(Deserialize)]
@@ -511,12 +513,33 @@ impl RawConfig {
                  of its evidence, signed by its identity key",
             ));
         }
-        let kmes = self.qkd.check()?;
+        let qkd = self.qkd.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
             plaintext_beyond_loopback: self.danger.plaintext_beyond_loopback,
+            qkd_without_ml_kem: self.danger.qkd_without_ml_kem,
         };
+        if let Some(serve) = &qkd.serve {
+            if qkd.peers.is_empty() {
+                return Err(ConfigError::Inconsistent(
+                    "[qkd.serve] needs a [qkd.peer.NAME] for the node at the other end of each \
+                     link: it serves the SAEs there, and holds the ML-KEM half of their keys",
+                ));
+            }
+            if attest.is_none() && !danger.qkd_without_ml_kem {
+                return Err(ConfigError::Inconsistent(
+                    "[qkd.serve] needs [attest]: peers trust this node's transport key on the \
+                     strength of its evidence (without it, only [danger] qkd_without_ml_kem = \
+                     true, which delivers keys without ML-KEM)",
+                ));
+            }
+            if serve.listen == listen {
+                return Err(ConfigError::Inconsistent(
+                    "[qkd.serve] listen must differ from the REST API's listen",
+                ));
+            }
+        }
         Ok(Config {
             listen,
             pool: PoolConfig {
@@ -538,7 +561,9 @@ impl RawConfig {
             tls_pending: tls.pending,
             access: tls.access,
             attest,
-            kmes,
+            kmes: qkd.kmes,
+            qkd_serve: qkd.serve,
+            qkd_peers: qkd.peers,
             danger,
         })
     }

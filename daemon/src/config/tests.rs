@@ -278,3 +278,69 @@ fn a_kme_table_needs_mutual_tls_and_valid_sae_ids() {
         assert!(e.contains(needle), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn a_qkd_server_needs_its_peers_attestation_and_sizes_its_combiner_can_make() {
+    let base = "[[source]]\nname=\"o\"\nkind=\"os\"\n";
+    let kme = "[qkd.kme.east]\nurl=\"https://kme-1.example:8443\"\nca_file=\"/ca.pem\"\n\
+               cert_file=\"/n.pem\"\nkey_file=\"/n.key\"\nsae_id=\"node-1\"\npeers=[\"node-2\"]\n";
+    let serve = "[qkd.serve]\nlisten=\"0.0.0.0:8444\"\ncert_file=\"/n.pem\"\nkey_file=\"/n.key\"\n\
+                 client_ca=\"/ca.pem\"\nsaes=[\"gw-1\"]\n";
+    let peer = "[qkd.peer.two]\nurl=\"https://node-2:8444\"\nca_file=\"/ca.pem\"\n\
+                identity=\"cn:node-2\"\npolicy=\"/p.toml\"\nkme=\"east\"\nkme_sae_id=\"node-2\"\n\
+                saes=[\"gw-2\"]\nnode_fingerprint=\"sha3-256:\
+                00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n";
+    let full = format!("{base}[attest]\n{kme}{serve}{peer}");
+    let c = Config::from_toml(&full).unwrap();
+    let s = c.qkd_serve.as_ref().unwrap();
+    assert_eq!((s.key_size, s.min_key_size, s.max_key_size), (256, 64, 8192));
+    assert_eq!((s.max_key_per_request, s.hold), (128, Duration::from_secs(300)));
+    assert_eq!(s.combiner, Combiner::Hkdf);
+    let p = &c.qkd_peers[0];
+    assert_eq!((p.name.as_str(), p.kme.as_str(), p.kme_sae_id.as_str()), ("two", "east", "node-2"));
+    assert_eq!(
+        p.node_fingerprint.as_deref(),
+        Some("sha3-256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+    );
+    let qubip = full.replace("saes=[\"gw-1\"]\n", "saes=[\"gw-1\"]\ncombiner=\"qubip-xor\"\n");
+    assert!(Config::from_toml(&qubip).unwrap_err().to_string().contains("256-bit keys only"));
+    let qubip = qubip.replace(
+        "combiner=\"qubip-xor\"\n",
+        "combiner=\"qubip-xor\"\nkey_size=256\nmin_key_size=256\nmax_key_size=256\n",
+    );
+    assert_eq!(Config::from_toml(&qubip).unwrap().qkd_serve.unwrap().combiner, Combiner::QubipXor);
+    let cases = [
+        (full.replace("[attest]\n", ""), "needs [attest]"),
+        (format!("{base}[attest]\n{kme}{serve}"), "needs a [qkd.peer.NAME]"),
+        (format!("{base}[attest]\n{kme}{peer}"), "[qkd.peer.NAME] needs [qkd.serve]"),
+        (full.replace("kme=\"east\"", "kme=\"west\""), "kme \"west\" names no [qkd.kme.NAME]"),
+        (
+            full.replace("kme_sae_id=\"node-2\"", "kme_sae_id=\"node-9\""),
+            "not among [qkd.kme.east] peers",
+        ),
+        (
+            full.replace("saes=[\"gw-2\"]", "saes=[\"gw-1\"]"),
+            "both local (saes) and [qkd.peer.two]'s",
+        ),
+        (full.replace("identity=\"cn:node-2\"", "identity=\"node-2\""), "identity \"node-2\""),
+        (full.replace("https://node-2:8444", "http://node-2:8444"), "must be https://HOST[:PORT]"),
+        (full.replace("0.0.0.0:8444", "8444"), "listen \"8444\""),
+        (
+            full.replace("saes=[\"gw-1\"]\n", "saes=[\"gw-1\"]\ncombiner=\"xor\"\n"),
+            "combiner \"xor\"",
+        ),
+        (full.replace("saes=[\"gw-1\"]\n", "saes=[\"gw-1\"]\nkey_size=100\n"), "multiples of 8"),
+        (
+            full.replace("saes=[\"gw-1\"]\n", "saes=[\"gw-1\"]\nmax_key_per_request=0\n"),
+            "max_key_per_request",
+        ),
+        (full.replace("00112233", "zz112233"), "node_fingerprint"),
+        (full.replace("saes=[\"gw-1\"]", "saes=[]"), "saes is empty"),
+    ];
+    for (text, needle) in cases {
+        let e = Chain(&Config::from_toml(&text).unwrap_err()).to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    let danger = full.replace("[attest]\n", "") + "[danger]\nqkd_without_ml_kem=true\n";
+    assert!(Config::from_toml(&danger).unwrap().danger.qkd_without_ml_kem);
+}

@@ -108,3 +108,25 @@ pub(crate) struct ErrorAnswer {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) details: Vec<Value>,
 }
+
+/// One entry of a `dec_keys` request.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub(crate) struct KeyIdEntry {
+    /// The key id.
+    #[serde(rename = "key_ID")]
+    pub(crate) key_id: String,
+    /// Vendor extension.
+    #[serde(rename = "key_ID_extension", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_id_extension: Option<Value>,
+}
+
+/// The body of a `POST …/dec_keys`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub(crate) struct KeyIds {
+    /// The keys wanted.
+    #[serde(rename = "key_IDs")]
+    pub(crate) key_ids: Vec<KeyIdEntry>,
+    /// Vendor extension.
+    #[serde(rename = "key_IDs_extension", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_ids_extension: Option<Value>,
+}

@@ -9,7 +9,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 use zeroize::Zeroizing;
 
-use super::api::{ErrorAnswer, KeyContainer, KeyRequest, Status};
+use super::api::{ErrorAnswer, KeyContainer, KeyIdEntry, KeyIds, KeyRequest, Status};
 use crate::{
     config::KmeSettings,
     tls::client::{self, ClientTlsError, Options},
@@ -128,6 +128,33 @@ impl Kme {
             Some(request),
             &format!("enc_keys for {slave}"),
         )
+    }
+
+    /// `POST /api/v1/keys/{master}/dec_keys`: the keys `master` took with
+    /// `enc_keys` for this SAE.
+    pub(crate) fn dec_keys(
+        &self,
+        master: &str,
+        key_ids: &[&str],
+    ) -> Result<KeyContainer, KmeError> {
+        let body = KeyIds {
+            key_ids: key_ids
+                .iter()
+                .map(|id| KeyIdEntry { key_id: (*id).to_owned(), key_id_extension: None })
+                .collect(),
+            key_ids_extension: None,
+        };
+        self.call(
+            "POST",
+            &format!("{master}/dec_keys"),
+            Some(&body),
+            &format!("dec_keys from {master}"),
+        )
+    }
+
+    /// The KME's name in the config.
+    pub(crate) fn name(&self) -> &str {
+        &self.settings.name
     }
 
     fn call<B: Serialize, T: DeserializeOwned>(

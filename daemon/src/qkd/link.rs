@@ -52,18 +52,23 @@ impl Refusal {
 
 /// A bounded memory of items seen: the oldest is forgotten first.
 #[derive(Debug)]
-struct Recent<T: std::hash::Hash + Eq + Clone> {
+pub(crate) struct Recent<T: std::hash::Hash + Eq + Clone> {
     set: HashSet<T>,
     order: VecDeque<T>,
 }
 
 impl<T: std::hash::Hash + Eq + Clone> Recent<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { set: HashSet::new(), order: VecDeque::new() }
     }
 
+    /// Whether `item` is remembered.
+    pub(crate) fn contains(&self, item: &T) -> bool {
+        self.set.contains(item)
+    }
+
     /// Remember `item`; false if it was already remembered.
-    fn insert(&mut self, item: T) -> bool {
+    pub(crate) fn insert(&mut self, item: T) -> bool {
         if !self.set.insert(item.clone()) {
             return false;
         }
@@ -137,6 +142,11 @@ impl LinkHealth {
     /// The trust score, 0..=1.
     pub(crate) fn trust(&self) -> f64 {
         self.drift.trust()
+    }
+
+    /// Whether the link is in its start-up test (no key usable yet).
+    pub(crate) fn in_startup(&self) -> bool {
+        matches!(self.monitor.state(), MonitorState::Startup { .. })
     }
 
     /// Whether the link is out of use (distrusted or permanently failed).

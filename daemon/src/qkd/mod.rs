@@ -1,12 +1,19 @@
 //! QKD links: Key Management Entities reached through ETSI GS QKD 014
-//! (`[qkd.kme.NAME]`). `api` holds 014's messages, `client` one KME's
-//! client over mutual TLS, `link` the health of a link's key stream, and
-//! `probe` the `qkeyd qkd probe` command.
+//! (`[qkd.kme.NAME]`), and the 014 server this node runs for its local SAEs
+//! (`[qkd.serve]`). `api` holds 014's messages, `client` one KME's client
+//! over mutual TLS, `link` the health of a link's key stream, `probe` the
+//! `qkeyd qkd probe` command; `hybrid` how a delivered key is made from a
+//! QKD key and an ML-KEM secret, `peer` the node at a link's other end,
+//! `node` the server's work and `server` its HTTP routes.
 
 pub(crate) mod api;
 pub(crate) mod client;
+pub(crate) mod hybrid;
 pub(crate) mod link;
+pub(crate) mod node;
+pub(crate) mod peer;
 pub(crate) mod probe;
+pub(crate) mod server;
 
 /// How a `qkeyd qkd` command ended.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

@@ -56,3 +56,5 @@ mod attest_golden;
 mod gateway;
 // The QKD 014 KME simulator (two KMEs, one key stream, mTLS, fault modes): its self-test.
 mod qkd_kme;
+// Two qkeyd nodes serving GS QKD 014 hybrid keys to their SAEs over a simulated link.
+mod qkd_hybrid;

@@ -12,7 +12,7 @@ use std::{
 use qkeyd_e2e::qkeyd_bin;
 use serde_json::Value;
 
-fn qkd_dir() -> PathBuf {
+pub(super) fn qkd_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("qkd")
 }
 
@@ -33,18 +33,23 @@ fn the_kme_simulator_answers_as_gs_qkd_014_says() {
 }
 
 /// A running KME pair and the certificates of its SAEs.
-struct KmeSim {
+pub(super) struct KmeSim {
     child: Child,
-    certs: tempfile::TempDir,
-    kme_a: u16,
-    kme_b: u16,
-    control: u16,
+    pub(super) certs: tempfile::TempDir,
+    pub(super) kme_a: u16,
+    pub(super) kme_b: u16,
+    pub(super) control: u16,
 }
 
 impl KmeSim {
     fn start() -> Self {
+        Self::start_for(&["sae-a", "sae-b", "sae-other"])
+    }
+
+    /// A KME pair with certificates for `saes`.
+    pub(super) fn start_for(saes: &[&str]) -> Self {
         let certs = tempfile::tempdir().unwrap();
-        make_certs(certs.path(), &["sae-a", "sae-b", "sae-other"]);
+        make_certs(certs.path(), saes);
         let mut child = Command::new("python3")
             .arg(qkd_dir().join("kme_sim.py"))
             .arg("--certs")
@@ -62,7 +67,7 @@ impl KmeSim {
         Self { kme_a: port("kme_a"), kme_b: port("kme_b"), control: port("control"), child, certs }
     }
 
-    fn fault(&self, body: &str) {
+    pub(super) fn fault(&self, body: &str) {
         let url = format!("http://127.0.0.1:{}/fault", self.control);
         let resp = ureq::post(&url).header("content-type", "application/json").send(body);
         assert!(resp.is_ok(), "POST {url} {body}: {resp:?}");
@@ -89,7 +94,7 @@ impl KmeSim {
         )
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(super) fn ca(&self) -> PathBuf {
         self.certs.path().join("ca.pem")
     }
 }

@@ -41,9 +41,6 @@ use crate::{attest::Attestor, config::ClusterSettings, metrics::ClusterMetrics, 
 
 pub(crate) use records::ENVELOPE_CONTEXT;
 
-/// The vault label of the transport key.
-const TRANSPORT_LABEL: &str = "qkeyd cluster transport";
-
 /// A node whose evidence passed this node's policy.
 #[derive(Clone, Debug)]
 struct Member {
@@ -157,14 +154,7 @@ impl Cluster {
             settings.key_file.as_deref(),
         )?;
         let etcd = Etcd::new(settings.endpoints.clone(), tls, settings.timeout)?;
-        let (transport_id, _) = crate::attest::own_key(
-            &vault,
-            &dir.join("kms").join("cluster-transport"),
-            crate::vault::Algorithm::MlKem1024,
-            TRANSPORT_LABEL,
-            "cluster transport key",
-        )?;
-        vault.reserve(&transport_id);
+        let transport_id = crate::attest::transport_key(&vault, dir)?;
         tracing::info!(
             node = %settings.node,
             endpoints = ?settings.endpoints,

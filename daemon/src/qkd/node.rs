@@ -1,0 +1,731 @@
+//! The GS QKD 014 server's work, behind its HTTP layer (`server.rs`): keys
+//! for local SAEs, made hybrid from a QKD key and an ML-KEM-1024 secret.
+//!
+//! `enc_keys` at this node (the master's side): QKD keys from the link's
+//! KME, each checked by the link's health; an encapsulation to the peer
+//! node's attested transport key; the delivered key from both
+//! ([`hybrid::combine`]); the ciphertext held for the peer. `dec_keys` at
+//! the peer (the slave's side): the held records fetched from this node,
+//! the same QKD keys from its KME, decapsulation with its own transport
+//! key, the same key. Blocking throughout: the server calls in on the
+//! blocking pool.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Instant,
+};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::{
+    api::{Key, KeyContainer, KeyRequest, Status},
+    client::{Kme, KmeError},
+    hybrid::{self, Context, QKD_KEY_LEN},
+    link::{LinkHealth, Recent},
+    peer::{Held, HeldAnswer, Peer, PeerError},
+};
+use crate::{
+    attest::Attestor,
+    config::{Combiner, KmeSettings, PeerSettings, ServeSettings},
+    incident::{Chain, Incident},
+    metrics::QkdMetrics,
+    pool::Pool,
+    vault::{OpenKey, Vault},
+};
+
+/// Records held for peers, at most (each waits at most `hold_secs`).
+const MAX_HELD: usize = 1 << 20;
+
+/// An answer that is not keys: HTTP status, 014 `message` and `details`.
+#[derive(Debug)]
+pub(crate) struct ServeError {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// For people.
+    pub(crate) message: String,
+    /// Free-form, never secret.
+    pub(crate) details: Vec<Value>,
+}
+
+impl ServeError {
+    pub(crate) fn new(status: u16, message: impl Into<String>, details: Vec<Value>) -> Self {
+        Self { status, message: message.into(), details }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>, details: Vec<Value>) -> Self {
+        Self::new(400, message, details)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, message, Vec::new())
+    }
+
+    fn unavailable(message: impl Into<String>, details: Vec<Value>) -> Self {
+        Self::new(503, message, details)
+    }
+
+    pub(crate) fn internal(incident: Incident) -> Self {
+        Self::new(500, "internal error", vec![json!({ "incident": incident.to_string() })])
+    }
+}
+
+/// A QKD key that passed its link's health: its id at the KMEs and its bytes.
+type QkdKey = (String, Zeroizing<[u8; QKD_KEY_LEN]>);
+
+/// Records held for the peer by key id (with when they were issued), and
+/// the ids in issue order, for expiry.
+type Holding = (HashMap<String, (Held, Instant)>, VecDeque<(Instant, String)>);
+
+/// One QKD link: its KME and the health of its key stream.
+struct Link {
+    kme: Kme,
+    health: Mutex<LinkHealth>,
+}
+
+/// Where a node stands with its KMEs and peers.
+pub(crate) struct QkdNode {
+    settings: ServeSettings,
+    without_ml_kem: bool,
+    links: BTreeMap<String, Link>,
+    peers: Vec<Peer>,
+    pool: Arc<Pool>,
+    vault: Arc<Vault>,
+    attestor: Option<Arc<Attestor>>,
+    transport_id: Option<String>,
+    transport_key: Mutex<Option<Arc<OpenKey>>>,
+    /// Records issued here, waiting for the peer; in issue order for expiry.
+    held: Mutex<Holding>,
+    /// Records fetched from a peer and not yet delivered here.
+    received: Mutex<HashMap<String, Held>>,
+    /// Key ids delivered here to a slave SAE.
+    released: Mutex<Recent<String>>,
+    metrics: QkdMetrics,
+}
+
+impl std::fmt::Debug for QkdNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QkdNode").field("listen", &self.settings.listen).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the node is made of.
+pub(crate) struct Parts {
+    pub(crate) settings: ServeSettings,
+    pub(crate) without_ml_kem: bool,
+    pub(crate) kmes: Vec<KmeSettings>,
+    pub(crate) peers: Vec<PeerSettings>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) attestor: Option<Arc<Attestor>>,
+    pub(crate) transport_id: Option<String>,
+    pub(crate) metrics: QkdMetrics,
+}
+
+impl QkdNode {
+    /// Check the KMEs' and peers' TLS files and make the links.
+    pub(crate) fn new(p: Parts) -> anyhow::Result<Self> {
+        let mut links = BTreeMap::new();
+        for k in p.kmes.iter().filter(|k| p.peers.iter().any(|peer| peer.kme == k.name)) {
+            let health = LinkHealth::new(k.claimed_h, k.min_trust)
+                .map_err(|e| anyhow::anyhow!("[qkd.kme.{}] claimed_h: {e}", k.name))?;
+            let link = Link { kme: Kme::new(k)?, health: Mutex::new(health) };
+            p.metrics.link_trust.with_label_values(&[&k.name]).set(1.0);
+            p.metrics.link_out_of_use.with_label_values(&[&k.name]).set(0);
+            links.insert(k.name.clone(), link);
+        }
+        let peers =
+            p.peers.iter().map(|s| Peer::new(s, &p.settings)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            settings: p.settings,
+            without_ml_kem: p.without_ml_kem,
+            links,
+            peers,
+            pool: p.pool,
+            vault: p.vault,
+            attestor: p.attestor,
+            transport_id: p.transport_id,
+            transport_key: Mutex::new(None),
+            held: Mutex::new((HashMap::new(), VecDeque::new())),
+            received: Mutex::new(HashMap::new()),
+            released: Mutex::new(Recent::new()),
+            metrics: p.metrics,
+        })
+    }
+
+    /// The settings.
+    pub(crate) fn settings(&self) -> &ServeSettings {
+        &self.settings
+    }
+
+    /// The metrics.
+    pub(crate) fn metrics(&self) -> &QkdMetrics {
+        &self.metrics
+    }
+
+    /// The peer whose SAEs include `sae`.
+    fn peer_of(&self, sae: &str, role: &str) -> Result<&Peer, ServeError> {
+        self.peers.iter().find(|p| p.settings().saes.iter().any(|s| s == sae)).ok_or_else(|| {
+            ServeError::bad_request(
+                format!("{role} {sae} is not an SAE of a peer node"),
+                vec![json!({ "parameter": role })],
+            )
+        })
+    }
+
+    fn link_of(&self, peer: &Peer) -> &Link {
+        // The config checked that every peer's kme is a [qkd.kme.NAME], and
+        // `new` made a link for each such KME.
+        &self.links[&peer.settings().kme]
+    }
+
+    /// The peer a client certificate's rule name stands for.
+    pub(crate) fn peer_named_by(&self, client: &str) -> Option<&str> {
+        self.peers
+            .iter()
+            .find(|p| p.settings().identity.to_string() == client)
+            .map(|p| p.settings().name.as_str())
+    }
+
+    /// `GET …/{slave}/status` for `caller`.
+    pub(crate) fn status(&self, caller: &str, slave: &str) -> Result<Status, ServeError> {
+        let peer = self.peer_of(slave, "slave_SAE_ID")?;
+        let link = self.link_of(peer);
+        let kme = link
+            .kme
+            .status(&peer.settings().kme_sae_id)
+            .map_err(|e| self.kme_error(&link.kme, &e))?;
+        let s = &self.settings;
+        // One QKD key per delivered key, whatever its size.
+        let stored = kme.stored_key_count.saturating_mul(u64::from(kme.key_size)) / 256;
+        Ok(Status {
+            source_kme_id: kme.source_kme_id,
+            target_kme_id: kme.target_kme_id,
+            master_sae_id: caller.to_owned(),
+            slave_sae_id: slave.to_owned(),
+            key_size: s.key_size,
+            stored_key_count: stored,
+            max_key_count: kme.max_key_count.saturating_mul(u64::from(kme.key_size)) / 256,
+            max_key_per_request: s.max_key_per_request,
+            max_key_size: s.max_key_size,
+            min_key_size: s.min_key_size,
+            max_sae_id_count: 0,
+            status_extension: Some(json!({
+                "qkeyd_combiner": self.combiner_name(),
+                "qkeyd_link_trust": lock(&link.health).trust(),
+            })),
+        })
+    }
+
+    fn combiner_name(&self) -> &'static str {
+        if self.without_ml_kem { "qkd-only-hkdf-sha256" } else { self.settings.combiner.as_str() }
+    }
+
+    /// `enc_keys` of `caller` for `slave`.
+    pub(crate) fn enc_keys(
+        &self,
+        caller: &str,
+        slave: &str,
+        req: &KeyRequest,
+    ) -> Result<KeyContainer, ServeError> {
+        let s = &self.settings;
+        let peer = self.peer_of(slave, "slave_SAE_ID")?;
+        let number = req.number.unwrap_or(1);
+        if number == 0 || number > s.max_key_per_request {
+            return Err(ServeError::bad_request(
+                format!("number must be 1 to max_key_per_request ({})", s.max_key_per_request),
+                vec![
+                    json!({ "parameter": "number", "max_key_per_request": s.max_key_per_request }),
+                ],
+            ));
+        }
+        let size = req.size.unwrap_or(s.key_size);
+        if !size.is_multiple_of(8) || size < s.min_key_size || size > s.max_key_size {
+            return Err(ServeError::bad_request(
+                format!(
+                    "size must be a multiple of 8 from min_key_size {} to max_key_size {}",
+                    s.min_key_size, s.max_key_size
+                ),
+                vec![json!({ "parameter": "size" })],
+            ));
+        }
+        if !req.additional_slave_sae_ids.is_empty() {
+            return Err(ServeError::bad_request(
+                "additional_slave_SAE_IDs are not supported (max_SAE_ID_count is 0)",
+                vec![json!({ "parameter": "additional_slave_SAE_IDs" })],
+            ));
+        }
+        if let Some(ext) = req.extension_mandatory.as_ref().filter(|v| !is_empty(v)) {
+            let names: Vec<Value> = match ext {
+                Value::Array(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            return Err(ServeError::bad_request(
+                "not supported extension_mandatory",
+                vec![json!({ "extension_mandatory_unsupported": names })],
+            ));
+        }
+        let link = self.link_of(peer);
+        let transport = if self.without_ml_kem {
+            None
+        } else {
+            let mut nonce = [0u8; 32];
+            self.fill(&mut nonce)?;
+            Some(peer.transport_key(&nonce).map_err(|e| self.peer_error(&e))?)
+        };
+        let qkd = self.draw(link, &peer.settings().kme_sae_id, number)?;
+        let mut random = Zeroizing::new(vec![0u8; qkd.len() * 48]);
+        self.fill(&mut random)?;
+        let mut keys = Vec::with_capacity(qkd.len());
+        let mut records = Vec::with_capacity(qkd.len());
+        for ((qkd_id, qkd_key), r) in qkd.iter().zip(random.chunks_exact(48)) {
+            let key_id = hybrid::uuid(r[32..].try_into().expect("16 bytes"));
+            let (ciphertext, secret) = match &transport {
+                Some(pk) => {
+                    let m: &[u8; 32] = r[..32].try_into().expect("32 bytes");
+                    let (ct, ss) = qkeyd_pqc::encapsulate(qkeyd_pqc::Algorithm::MlKem1024, pk, m)
+                        .map_err(|e| {
+                        ServeError::internal(Incident::log("encapsulating to a peer", &e))
+                    })?;
+                    (ct, Some(ss))
+                }
+                None => (Vec::new(), None),
+            };
+            let ctx = Context {
+                key_id: &key_id,
+                master: caller,
+                slave,
+                size_bits: size,
+                ciphertext: &ciphertext,
+            };
+            let key = self.combine(secret.as_deref(), qkd_key, &ctx)?;
+            keys.push(delivered(key_id.clone(), &key));
+            records.push(Held {
+                key_id,
+                qkd_key_id: qkd_id.clone(),
+                master: caller.to_owned(),
+                slave: slave.to_owned(),
+                size,
+                combiner: self.combiner_name().to_owned(),
+                ciphertext,
+            });
+        }
+        self.hold(records);
+        self.metrics.delivered.with_label_values(&["enc"]).inc_by(keys.len() as u64);
+        Ok(KeyContainer { keys, key_container_extension: None })
+    }
+
+    /// `dec_keys` of `caller` for keys `master` took.
+    pub(crate) fn dec_keys(
+        &self,
+        caller: &str,
+        master: &str,
+        key_ids: &[String],
+    ) -> Result<KeyContainer, ServeError> {
+        let peer = self.peer_of(master, "master_SAE_ID")?;
+        let max = self.settings.max_key_per_request as usize;
+        if key_ids.is_empty() || key_ids.len() > max {
+            return Err(ServeError::bad_request(
+                format!("key_IDs must name 1 to max_key_per_request ({max}) keys"),
+                vec![json!({ "parameter": "key_IDs", "max_key_per_request": max })],
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for id in key_ids {
+            if !seen.insert(id) {
+                return Err(ServeError::bad_request(
+                    "duplicate key_ID in request",
+                    vec![json!({ "key_ID": id })],
+                ));
+            }
+            if lock(&self.released).contains(id) {
+                return Err(ServeError::bad_request(
+                    "key_ID already delivered",
+                    vec![json!({ "key_ID": id })],
+                ));
+            }
+        }
+        let records = self.records(peer, key_ids)?;
+        for r in &records {
+            if r.slave != caller || r.master != master {
+                return Err(ServeError::unauthorized(format!(
+                    "key_ID {} was not issued to this SAE pair",
+                    r.key_id
+                )));
+            }
+            if r.combiner != self.combiner_name() {
+                return Err(ServeError::unavailable(
+                    "the peer node made this key with another combiner",
+                    vec![
+                        json!({ "key_ID": r.key_id, "peer_combiner": r.combiner, "combiner": self.combiner_name() }),
+                    ],
+                ));
+            }
+        }
+        let link = self.link_of(peer);
+        let qkd_ids: Vec<&str> = records.iter().map(|r| r.qkd_key_id.as_str()).collect();
+        let qkd = self.fetch(link, &peer.settings().kme_sae_id, &qkd_ids)?;
+        let mut keys = Vec::with_capacity(records.len());
+        for (r, (_, qkd_key)) in records.iter().zip(&qkd) {
+            let secret =
+                if self.without_ml_kem { None } else { Some(self.decapsulate(&r.ciphertext)?) };
+            let ctx = Context {
+                key_id: &r.key_id,
+                master,
+                slave: caller,
+                size_bits: r.size,
+                ciphertext: &r.ciphertext,
+            };
+            let key = self.combine(secret.as_deref(), qkd_key, &ctx)?;
+            keys.push(delivered(r.key_id.clone(), &key));
+        }
+        let mut received = lock(&self.received);
+        let mut released = lock(&self.released);
+        for r in &records {
+            received.remove(&r.key_id);
+            released.insert(r.key_id.clone());
+        }
+        self.metrics.delivered.with_label_values(&["dec"]).inc_by(keys.len() as u64);
+        Ok(KeyContainer { keys, key_container_extension: None })
+    }
+
+    /// The records of `key_ids`: those fetched before, the rest from `peer`.
+    fn records(&self, peer: &Peer, key_ids: &[String]) -> Result<Vec<Held>, ServeError> {
+        let wanted: Vec<String> = {
+            let received = lock(&self.received);
+            key_ids.iter().filter(|id| !received.contains_key(*id)).cloned().collect()
+        };
+        if !wanted.is_empty() {
+            let answer = peer.fetch_held(&wanted).map_err(|e| self.peer_error(&e))?;
+            let mut received = lock(&self.received);
+            for h in answer.held {
+                if wanted.contains(&h.key_id) {
+                    received.insert(h.key_id.clone(), h);
+                }
+            }
+            if let Some(id) = answer.missing.first() {
+                return Err(ServeError::bad_request(
+                    "unknown key_ID (never issued, expired, or delivered already)",
+                    vec![json!({ "key_ID": id })],
+                ));
+            }
+        }
+        let received = lock(&self.received);
+        key_ids
+            .iter()
+            .map(|id| {
+                received.get(id).cloned().ok_or_else(|| {
+                    ServeError::bad_request("unknown key_ID", vec![json!({ "key_ID": id })])
+                })
+            })
+            .collect()
+    }
+
+    /// New QKD keys for `slave_at_kme` from `link`, each checked.
+    fn draw(
+        &self,
+        link: &Link,
+        slave_at_kme: &str,
+        number: u32,
+    ) -> Result<Vec<QkdKey>, ServeError> {
+        self.warm_up(link, slave_at_kme)?;
+        let req = KeyRequest {
+            number: Some(number),
+            size: Some(QKD_KEY_LEN as u32 * 8),
+            additional_slave_sae_ids: Vec::new(),
+            extension_mandatory: None,
+            extension_optional: None,
+        };
+        let got =
+            link.kme.enc_keys(slave_at_kme, &req).map_err(|e| self.kme_error(&link.kme, &e))?;
+        if got.keys.len() != number as usize {
+            return Err(
+                self.bad_kme(&link.kme, format!("{} keys for {number} asked", got.keys.len()))
+            );
+        }
+        self.checked(link, &got.keys)
+    }
+
+    /// The QKD keys `key_ids` that `master_at_kme` took, each checked.
+    fn fetch(
+        &self,
+        link: &Link,
+        master_at_kme: &str,
+        key_ids: &[&str],
+    ) -> Result<Vec<QkdKey>, ServeError> {
+        self.warm_up(link, master_at_kme)?;
+        let got =
+            link.kme.dec_keys(master_at_kme, key_ids).map_err(|e| self.kme_error(&link.kme, &e))?;
+        let same = got.keys.len() == key_ids.len()
+            && got.keys.iter().zip(key_ids).all(|(k, id)| k.key_id == *id);
+        if !same {
+            return Err(self.bad_kme(&link.kme, "keys other than the key_IDs asked for".into()));
+        }
+        self.checked(link, &got.keys)
+    }
+
+    /// A link in its start-up test is given the keys the test needs first
+    /// (drawn towards `other`, scored, and never used), so that an SAE's
+    /// request is not refused for the start-up alone.
+    fn warm_up(&self, link: &Link, other: &str) -> Result<(), ServeError> {
+        for _ in 0..4 {
+            if !lock(&link.health).in_startup() {
+                return Ok(());
+            }
+            let per = (qkeyd_health::STARTUP_SAMPLES / QKD_KEY_LEN) as u32;
+            let max = link.kme.status(other).map(|s| s.max_key_per_request.max(1)).unwrap_or(per);
+            let req = KeyRequest {
+                number: Some(per.min(max)),
+                size: Some(QKD_KEY_LEN as u32 * 8),
+                additional_slave_sae_ids: Vec::new(),
+                extension_mandatory: None,
+                extension_optional: None,
+            };
+            let got = link.kme.enc_keys(other, &req).map_err(|e| self.kme_error(&link.kme, &e))?;
+            // Refusals while warming up are counted and logged by `checked`.
+            let _ = self.checked(link, &got.keys);
+        }
+        Ok(())
+    }
+
+    /// Run every key through the link's health; all usable or a 503.
+    fn checked(&self, link: &Link, keys: &[Key]) -> Result<Vec<QkdKey>, ServeError> {
+        let name = link.kme.name();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut refusals = Vec::new();
+        let mut health = lock(&link.health);
+        for k in keys {
+            let bytes =
+                Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(&k.key).map_err(
+                    |_| self.bad_kme(&link.kme, format!("key {} is not base64", k.key_id)),
+                )?);
+            let Ok(fixed) = <[u8; QKD_KEY_LEN]>::try_from(&bytes[..]) else {
+                return Err(self.bad_kme(
+                    &link.kme,
+                    format!("key {} is {} bytes, not {QKD_KEY_LEN}", k.key_id, bytes.len()),
+                ));
+            };
+            match health.check(&k.key_id, &fixed) {
+                Ok(()) => {
+                    self.metrics.link_keys.with_label_values(&[name, "usable"]).inc();
+                    out.push((k.key_id.clone(), Zeroizing::new(fixed)));
+                }
+                Err(r) => {
+                    self.metrics.link_keys.with_label_values(&[name, r.as_str()]).inc();
+                    refusals.push(json!({ "key_ID": k.key_id, "refusal": r.as_str() }));
+                }
+            }
+        }
+        let (trust, out_of_use) = (health.trust(), health.out_of_use());
+        drop(health);
+        self.metrics.link_trust.with_label_values(&[name]).set(trust);
+        self.metrics.link_out_of_use.with_label_values(&[name]).set(i64::from(out_of_use));
+        if refusals.is_empty() {
+            return Ok(out);
+        }
+        tracing::warn!(
+            kme = name,
+            refused = refusals.len(),
+            trust,
+            out_of_use,
+            "QKD link refused keys"
+        );
+        let message = if out_of_use {
+            format!("the QKD link of KME {name} is out of use (trust {trust:.3})")
+        } else {
+            format!("the QKD link of KME {name} refused keys")
+        };
+        let mut details = vec![json!({ "kme": name, "trust": trust, "out_of_use": out_of_use })];
+        details.extend(refusals);
+        Err(ServeError::unavailable(message, details))
+    }
+
+    fn combine(
+        &self,
+        secret: Option<&[u8; 32]>,
+        qkd: &[u8; QKD_KEY_LEN],
+        ctx: &Context<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, ServeError> {
+        let combiner = if self.without_ml_kem { Combiner::Hkdf } else { self.settings.combiner };
+        hybrid::combine(combiner, secret, qkd, ctx).map_err(|e| {
+            ServeError::bad_request(e.to_string(), vec![json!({ "parameter": "size" })])
+        })
+    }
+
+    /// Decapsulate with this node's transport key.
+    fn decapsulate(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, ServeError> {
+        let Some(id) = &self.transport_id else {
+            return Err(ServeError::unavailable(
+                "this node has no transport key (it needs [attest])",
+                Vec::new(),
+            ));
+        };
+        if ct.len() != qkeyd_pqc::Algorithm::MlKem1024.output_len() {
+            return Err(ServeError::unavailable(
+                "the peer node sent no ML-KEM-1024 ciphertext for this key",
+                vec![json!({ "ciphertext_bytes": ct.len() })],
+            ));
+        }
+        let cached = lock(&self.transport_key).clone();
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = Arc::new(self.vault.open_reserved(id).map_err(|e| {
+                    ServeError::internal(Incident::log("opening the transport key", &e))
+                })?);
+                *lock(&self.transport_key) = Some(k.clone());
+                k
+            }
+        };
+        self.vault.decapsulate_open(&key, ct).map_err(|e| {
+            lock(&self.transport_key).take();
+            ServeError::internal(Incident::log("decapsulating with the transport key", &e))
+        })
+    }
+
+    /// Keep `records` for the peer; forget expired ones.
+    fn hold(&self, records: Vec<Held>) {
+        let mut held = lock(&self.held);
+        let (map, order) = &mut *held;
+        let now = Instant::now();
+        while let Some((at, id)) = order.front() {
+            if now.duration_since(*at) < self.settings.hold && map.len() < MAX_HELD {
+                break;
+            }
+            map.remove(id);
+            order.pop_front();
+        }
+        for r in records {
+            order.push_back((now, r.key_id.clone()));
+            map.insert(r.key_id.clone(), (r, now));
+        }
+    }
+
+    /// The peer API: hand `peer` the records of `key_ids` for its SAEs (each
+    /// once).
+    pub(crate) fn take_held(&self, peer: &str, key_ids: &[String]) -> HeldAnswer {
+        let saes: &[String] = self
+            .peers
+            .iter()
+            .find(|p| p.settings().name == peer)
+            .map_or(&[], |p| &p.settings().saes[..]);
+        let mut held = lock(&self.held);
+        let now = Instant::now();
+        let mut answer = HeldAnswer { held: Vec::new(), missing: Vec::new() };
+        for id in key_ids {
+            // A record for another node's SAE stays for that node.
+            let usable = held.0.get(id).map(|(r, at)| {
+                (saes.contains(&r.slave), now.duration_since(*at) < self.settings.hold)
+            });
+            match usable {
+                Some((true, true)) => {
+                    if let Some((r, _)) = held.0.remove(id) {
+                        answer.held.push(r);
+                    }
+                }
+                Some((true, false)) => {
+                    held.0.remove(id);
+                    answer.missing.push(id.clone());
+                }
+                _ => answer.missing.push(id.clone()),
+            }
+        }
+        answer
+    }
+
+    /// The peer API: evidence about this node's transport key for `nonce`.
+    pub(crate) fn evidence(&self, nonce: &[u8]) -> Result<Vec<u8>, ServeError> {
+        let (Some(a), Some(id)) = (&self.attestor, &self.transport_id) else {
+            return Err(ServeError::new(404, "this node delivers keys without ML-KEM", Vec::new()));
+        };
+        let ev = a.evidence(id, None, nonce).map_err(|e| {
+            ServeError::bad_request(
+                format!("no evidence: {}", Chain(&e)),
+                vec![json!({ "parameter": "nonce" })],
+            )
+        })?;
+        serde_json::to_vec(&ev)
+            .map_err(|e| ServeError::internal(Incident::log("encoding evidence", &e)))
+    }
+
+    fn fill(&self, out: &mut [u8]) -> Result<(), ServeError> {
+        self.pool.fill(out).map(|_| ()).map_err(|e| {
+            ServeError::unavailable(
+                "no healthy entropy to make keys with",
+                vec![json!({ "reason": Chain(&e).to_string() })],
+            )
+        })
+    }
+
+    fn kme_error(&self, kme: &Kme, e: &KmeError) -> ServeError {
+        let kind = match e {
+            KmeError::Unreachable { .. } | KmeError::Files { .. } | KmeError::BadUrl { .. } => {
+                "unreachable"
+            }
+            KmeError::Refused { .. } => "refused",
+            KmeError::BadAnswer { .. } => "bad_answer",
+        };
+        self.metrics.kme_errors.with_label_values(&[kme.name(), kind]).inc();
+        tracing::warn!(kme = kme.name(), error = %Chain(e), "KME call failed");
+        let message = match e {
+            KmeError::Refused { .. } => format!("KME {} refused the request", kme.name()),
+            KmeError::BadAnswer { .. } => {
+                format!("KME {} answered with something else than keys", kme.name())
+            }
+            _ => format!("KME {} is unreachable", kme.name()),
+        };
+        let mut detail = json!({ "kme": kme.name(), "reason": Chain(e).to_string() });
+        if let KmeError::Refused { status, .. } = e {
+            detail["kme_status"] = json!(status);
+        }
+        ServeError::unavailable(message, vec![detail])
+    }
+
+    fn bad_kme(&self, kme: &Kme, why: String) -> ServeError {
+        self.metrics.kme_errors.with_label_values(&[kme.name(), "bad_answer"]).inc();
+        ServeError::unavailable(
+            format!("KME {} answered with something else than keys", kme.name()),
+            vec![json!({ "kme": kme.name(), "reason": why })],
+        )
+    }
+
+    fn peer_error(&self, e: &PeerError) -> ServeError {
+        tracing::warn!(error = %Chain(e), "QKD peer node failed");
+        let message = match e {
+            PeerError::Untrusted { peer, .. } => {
+                format!("peer node {peer}'s transport key is not trusted")
+            }
+            PeerError::Unreachable { peer, .. } | PeerError::Files { peer, .. } => {
+                format!("peer node {peer} is unreachable")
+            }
+            PeerError::Answer { peer, .. } => format!("peer node {peer} refused the request"),
+        };
+        ServeError::unavailable(message, vec![json!({ "reason": Chain(e).to_string() })])
+    }
+}
+
+/// A delivered key as 014 writes it.
+fn delivered(key_id: String, key: &[u8]) -> Key {
+    Key {
+        key_id,
+        key_id_extension: None,
+        key: base64::engine::general_purpose::STANDARD.encode(key),
+        key_extension: None,
+    }
+}
+
+/// An absent extension: null, `{}` or `[]`.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}

@@ -1,0 +1,263 @@
+//! The qkeyd node at the other end of a QKD link, as this node reaches it:
+//! its transport key (taken only from fresh evidence that passes the
+//! `[qkd.peer.NAME] policy`) and the ciphertexts of keys its SAEs asked for.
+//! Blocking (ureq over rustls: the hybrid group first, this node's
+//! `[qkd.serve]` certificate as the client certificate).
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{PeerSettings, ServeSettings},
+    tls::client::{self, ClientTlsError, Options},
+};
+
+/// The ML-KEM-1024 encapsulation key's length.
+const TRANSPORT_KEY_LEN: usize = 1568;
+
+/// A verified transport key is used for at most this long, and at most half
+/// the policy's `max_age_secs`, before fresh evidence is asked for.
+const TRANSPORT_KEY_TTL: Duration = Duration::from_secs(300);
+
+/// What a node holds for its peer about one delivered key: everything the
+/// peer needs, with its own transport key, to make the same key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Held {
+    /// The delivered key's id.
+    #[serde(rename = "key_ID")]
+    pub(crate) key_id: String,
+    /// The QKD key's id at the KMEs.
+    #[serde(rename = "qkd_key_ID")]
+    pub(crate) qkd_key_id: String,
+    /// The SAE that asked for it.
+    #[serde(rename = "master_SAE_ID")]
+    pub(crate) master: String,
+    /// The SAE it is for.
+    #[serde(rename = "slave_SAE_ID")]
+    pub(crate) slave: String,
+    /// Bits.
+    pub(crate) size: u32,
+    /// The combiner's name.
+    pub(crate) combiner: String,
+    /// The ML-KEM-1024 ciphertext to the peer's transport key (empty
+    /// without ML-KEM).
+    #[serde(with = "qkeyd_attest::evidence::b64")]
+    pub(crate) ciphertext: Vec<u8>,
+}
+
+/// The body of a held-record fetch, and its answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeldRequest {
+    /// Delivered key ids.
+    #[serde(rename = "key_IDs")]
+    pub(crate) key_ids: Vec<String>,
+}
+
+/// The answer to a held-record fetch: the records found, and the ids not
+/// held (never issued, expired, or already fetched).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeldAnswer {
+    /// The records.
+    pub(crate) held: Vec<Held>,
+    /// The ids not held.
+    pub(crate) missing: Vec<String>,
+}
+
+/// Why a peer could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    /// Its TLS files cannot be used.
+    #[error("peer {peer}: {source}")]
+    Files {
+        /// The peer's name.
+        peer: String,
+        /// Which file and why.
+        #[source]
+        source: ClientTlsError,
+    },
+    /// No answer.
+    #[error("peer {peer} is unreachable at {url}{hint}")]
+    Unreachable {
+        /// The peer's name.
+        peer: String,
+        /// Its URL.
+        url: String,
+        /// What a TLS failure most likely means.
+        hint: &'static str,
+        /// The transport's error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// It answered with an error, or with something else than asked.
+    #[error("peer {peer} answered {what}: {why}")]
+    Answer {
+        /// The peer's name.
+        peer: String,
+        /// The call.
+        what: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// Its evidence does not pass the policy.
+    #[error("peer {peer}'s transport key is not trusted: {why}")]
+    Untrusted {
+        /// The peer's name.
+        peer: String,
+        /// The failed check.
+        why: String,
+    },
+}
+
+/// One peer node.
+pub(crate) struct Peer {
+    settings: PeerSettings,
+    agent: ureq::Agent,
+    /// The verified transport key and when it was verified.
+    transport: Mutex<Option<(Vec<u8>, Instant, Duration)>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("name", &self.settings.name).finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// A client of the peer; the TLS files are read and checked now.
+    pub(crate) fn new(settings: &PeerSettings, serve: &ServeSettings) -> Result<Self, PeerError> {
+        let opts = Options {
+            ca_file: Some(&settings.ca_file),
+            client_cert: Some(&serve.cert_file),
+            client_key: Some(&serve.key_file),
+        };
+        let tls = client::tls_config(&settings.url, &opts)
+            .map_err(|source| PeerError::Files { peer: settings.name.clone(), source })?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(settings.timeout))
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(Self { settings: settings.clone(), agent, transport: Mutex::new(None) })
+    }
+
+    /// Its settings.
+    pub(crate) fn settings(&self) -> &PeerSettings {
+        &self.settings
+    }
+
+    /// Its transport key: the cached one while fresh, else from new
+    /// evidence answering `nonce` that passes the policy.
+    pub(crate) fn transport_key(&self, nonce: &[u8; 32]) -> Result<Vec<u8>, PeerError> {
+        if let Some((key, at, ttl)) = &*self.lock()
+            && at.elapsed() < *ttl
+        {
+            return Ok(key.clone());
+        }
+        let untrusted =
+            |why: String| PeerError::Untrusted { peer: self.settings.name.clone(), why };
+        let policy = qkeyd_attest::Policy::load(&self.settings.policy).map_err(|e| {
+            untrusted(format!("its policy {}: {e}", self.settings.policy.display()))
+        })?;
+        let pinned = self.settings.node_fingerprint.as_deref();
+        let ak_trusted = policy.require_tpm && !policy.trusted_ak_names.is_empty();
+        if pinned.is_none() && !ak_trusted {
+            return Err(untrusted(
+                "its policy does not require a TPM quote from a trusted AK, so set \
+                 node_fingerprint to the peer's identity"
+                    .into(),
+            ));
+        }
+        let url =
+            format!("{}/qkeyd/v1/peer/transport?nonce={}", self.settings.url, hex::encode(nonce));
+        let body = self.get_or_post("GET", &url, None, "its transport key's evidence")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let verified = qkeyd_attest::verify(
+            &body,
+            nonce,
+            &policy,
+            &mut qkeyd_attest::VerifierState::default(),
+            now,
+        )
+        .map_err(|f| untrusted(f.to_string()))?;
+        if let Some(f) = pinned
+            && !f.eq_ignore_ascii_case(&verified.node)
+        {
+            return Err(untrusted(format!(
+                "its evidence is signed by node {}, not node_fingerprint {f}",
+                verified.node
+            )));
+        }
+        let key = &verified.statement.key;
+        if key.alg != qkeyd_pqc::Algorithm::MlKem1024.name()
+            || key.public_key.len() != TRANSPORT_KEY_LEN
+        {
+            return Err(untrusted(format!(
+                "the attested key is {}, not an ML-KEM-1024 transport key",
+                key.alg
+            )));
+        }
+        let ttl = TRANSPORT_KEY_TTL.min(Duration::from_secs(policy.max_age_secs / 2));
+        *self.lock() = Some((key.public_key.clone(), Instant::now(), ttl));
+        tracing::info!(peer = %self.settings.name, node = %verified.node, "QKD peer's transport key verified");
+        Ok(key.public_key.clone())
+    }
+
+    /// Fetch the held records of `key_ids` (each leaves the peer once).
+    pub(crate) fn fetch_held(&self, key_ids: &[String]) -> Result<HeldAnswer, PeerError> {
+        let url = format!("{}/qkeyd/v1/peer/held", self.settings.url);
+        let body = serde_json::to_vec(&HeldRequest { key_ids: key_ids.to_vec() })
+            .expect("strings serialize");
+        let text = self.get_or_post("POST", &url, Some(body), "the ciphertexts")?;
+        serde_json::from_slice(&text).map_err(|e| PeerError::Answer {
+            peer: self.settings.name.clone(),
+            what: "the ciphertexts",
+            why: format!("not a held-record answer: {e}"),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, Instant, Duration)>> {
+        self.transport.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get_or_post(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<Vec<u8>>,
+        what: &'static str,
+    ) -> Result<Vec<u8>, PeerError> {
+        let s = &self.settings;
+        let answer = |why: String| PeerError::Answer { peer: s.name.clone(), what, why };
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(body.unwrap_or_default()).map_err(|e| answer(e.to_string()))?;
+        let unreachable = |source: ureq::Error| PeerError::Unreachable {
+            peer: s.name.clone(),
+            url: s.url.clone(),
+            hint: client::hint(&source, &s.url),
+            source: Box::new(source),
+        };
+        let mut resp = self.agent.run(req).map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body_mut().read_to_vec().map_err(unreachable)?;
+        if status != 200 {
+            let message = serde_json::from_slice::<super::api::ErrorAnswer>(&bytes)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| "(no message)".into());
+            return Err(answer(format!("HTTP {status}: {message}")));
+        }
+        Ok(bytes)
+    }
+}
