@@ -61,6 +61,16 @@ if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("python
     python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages python-pkcs11==0.10.1
 fi
 
+# Two GS QKD 014 clients written by others, run against qkeyd's QKD server:
+# etsi-qkd-014-client (qkd014-client) and qkdsec's conformance probe.
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("etsi-qkd-014-client") != "0.9.0" or m.version("qkdsec") != "0.3.0")' >/dev/null 2>&1; then
+  say "installing etsi-qkd-014-client and qkdsec"
+  python3 -m pip install --quiet --disable-pip-version-check etsi-qkd-014-client==0.9.0 "qkdsec[cli]==0.3.0" ||
+    python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages etsi-qkd-014-client==0.9.0 "qkdsec[cli]==0.3.0"
+fi
+# pip --user puts their commands here.
+export PATH="$PATH:$HOME/.local/bin"
+
 if ((lint)); then
   for comp in rustfmt clippy; do
     if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -592,3 +592,95 @@ fn without_ml_kem_only_where_danger_says_so() {
     assert!(message(&e).contains("another combiner"), "{e}");
     assert_eq!(e["details"][0]["peer_combiner"], "qkd-only-hkdf-sha256", "{e}");
 }
+
+/// Run a third-party client; its exit code and whole output.
+fn client(program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (pip install etsi-qkd-014-client qkdsec[cli]): {e}"));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("$ {program} {}\n{text}", args.join(" "));
+    (out.status.code(), text)
+}
+
+#[test]
+fn third_party_gs_qkd_014_clients_get_hybrid_keys() {
+    let p = Pair::start("");
+    let certs = p.sim.certs.path();
+    let (ca, a_host, b_host) =
+        (p.sim.ca(), format!("127.0.0.1:{}", p.a.port), format!("127.0.0.1:{}", p.b.port));
+    let pem = |n: &str| certs.join(format!("{n}.pem")).display().to_string();
+    let key = |n: &str| certs.join(format!("{n}.key")).display().to_string();
+    let ca = ca.display().to_string();
+    let (sae_a, sae_a_key, sae_b, sae_b_key) =
+        (pem("sae-a"), key("sae-a"), pem("sae-b"), key("sae-b"));
+    let a_args = ["-H", &a_host, "-c", &sae_a, "-k", &sae_a_key, "-r", &ca];
+    let b_args = ["-H", &b_host, "-c", &sae_b, "-k", &sae_b_key, "-r", &ca];
+
+    // PyPI's etsi-qkd-014-client: status and a key at A, the same key at B.
+    let (code, text) = client("qkd014-client", &[&a_args[..], &["get_status", "sae-b"]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("sae-a") && text.contains("sae-b") && text.contains("KME_A"), "{text}");
+    let (code, text) = client("qkd014-client", &[&a_args[..], &["get_key", "sae-b"]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Response code : 200"), "{text}");
+    let (key_id, key) = (field(&text, "Key id"), field(&text, "Key"));
+    assert_eq!(B64.decode(&key).unwrap().len(), 32, "{text}");
+    let (code, text) =
+        client("qkd014-client", &[&b_args[..], &["get_key_with_id", &key_id, "sae-a"]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!((field(&text, "Key id"), field(&text, "Key")), (key_id, key), "the same key at B");
+
+    // qkdsec's GS QKD 014 conformance probe, against A with sae-a's
+    // certificate. Every probe passes but two, where qkdsec and GS QKD 014
+    // v1.1.1 disagree: `dec_keys_roundtrip` asks the same KME, with the
+    // master's own certificate, for the key it just took, naming the slave
+    // where 014 §5.4 puts the master SAE id (`…/{master_SAE_ID}/dec_keys`);
+    // a key is for its slave SAE, so that is refused (400, unknown key_ID:
+    // no such key was issued by sae-b). And `error_contract_404` expects 404
+    // for an unknown key_ID, where 014 answers dec_keys with 200, 400, 401
+    // or 503 only.
+    let url = format!("https://{a_host}");
+    let args =
+        ["doctor", &url, "-s", "sae-b", "--cert", &sae_a, "--key", &sae_a_key, "--ca-cert", &ca];
+    let (_, text) = client("qkdsec", &args);
+    assert!(text.contains("8 pass"), "{text}");
+    let (code, text) = client("qkdsec", &[&args[..], &["-f", "json"]].concat());
+    assert_eq!(code, Some(1), "qkdsec's verdict is non-conformant for the two probes: {text}");
+    let report: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    let mut other: Vec<(String, String)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "pass")
+        .map(|r| (r["name"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
+        .collect();
+    other.sort();
+    assert_eq!(
+        other,
+        [
+            ("dec_keys_roundtrip".to_owned(), "fail".to_owned()),
+            ("error_contract_404".to_owned(), "warn".to_owned())
+        ],
+        "{report}"
+    );
+    let round = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "dec_keys_roundtrip")
+        .unwrap();
+    assert!(round["summary"].as_str().unwrap().contains("HTTP 400: unknown key_ID"), "{round}");
+    assert_eq!(report["counts"]["pass"], 8, "{report}");
+}
+
+/// The value of a `NAME : VALUE` line of qkd014-client's output.
+fn field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| {
+            l.split_once(" : ").filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
