@@ -25,6 +25,7 @@ pub mod bench;
 pub mod kill9;
 pub mod kms;
 pub mod pki;
+pub mod qkd;
 
 /// The KMS v2 API as generated from the daemon's `.proto` (client side).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -3,18 +3,15 @@
 //! mode), then `qkeyd qkd status` against it, healthy and faulty.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use qkeyd_e2e::qkeyd_bin;
+use qkeyd_e2e::{
+    qkd::{KmeSim, make_certs, qkd_dir},
+    qkeyd_bin,
+};
 use serde_json::Value;
-
-pub(super) fn qkd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("qkd")
-}
 
 #[test]
 fn the_kme_simulator_answers_as_gs_qkd_014_says() {
@@ -30,90 +27,6 @@ fn the_kme_simulator_answers_as_gs_qkd_014_says() {
     let ran = report.lines().find_map(|l| l.strip_prefix("Ran ")).unwrap_or_default();
     let count: usize = ran.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(count >= 20, "the self-test ran {count} tests:\n{report}");
-}
-
-/// A running KME pair and the certificates of its SAEs.
-pub(super) struct KmeSim {
-    child: Child,
-    pub(super) certs: tempfile::TempDir,
-    pub(super) kme_a: u16,
-    pub(super) kme_b: u16,
-    pub(super) control: u16,
-}
-
-impl KmeSim {
-    fn start() -> Self {
-        Self::start_for(&["sae-a", "sae-b", "sae-other"])
-    }
-
-    /// A KME pair with certificates for `saes`.
-    pub(super) fn start_for(saes: &[&str]) -> Self {
-        let certs = tempfile::tempdir().unwrap();
-        make_certs(certs.path(), saes);
-        let mut child = Command::new("python3")
-            .arg(qkd_dir().join("kme_sim.py"))
-            .arg("--certs")
-            .arg(certs.path())
-            .args(["--seed", "7"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kme_sim.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ports: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("kme_sim.py's first line {line:?}: {e}"));
-        let port = |k: &str| u16::try_from(ports[k].as_u64().unwrap()).unwrap();
-        Self { kme_a: port("kme_a"), kme_b: port("kme_b"), control: port("control"), child, certs }
-    }
-
-    pub(super) fn fault(&self, body: &str) {
-        let url = format!("http://127.0.0.1:{}/fault", self.control);
-        let resp = ureq::post(&url).header("content-type", "application/json").send(body);
-        assert!(resp.is_ok(), "POST {url} {body}: {resp:?}");
-    }
-
-    /// A `[qkd.kme.NAME]` table for `sae` at `port`, certificates from `certs`.
-    fn table(
-        &self,
-        name: &str,
-        port: u16,
-        sae: &str,
-        cert_of: &str,
-        peers: &str,
-        ca: &Path,
-    ) -> String {
-        let c = self.certs.path();
-        format!(
-            "[qkd.kme.{name}]\nurl = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"\n\
-             cert_file = \"{}\"\nkey_file = \"{}\"\nsae_id = \"{sae}\"\npeers = [{peers}]\n\
-             timeout_secs = 1\n",
-            ca.display(),
-            c.join(format!("{cert_of}.pem")).display(),
-            c.join(format!("{cert_of}.key")).display(),
-        )
-    }
-
-    pub(super) fn ca(&self) -> PathBuf {
-        self.certs.path().join("ca.pem")
-    }
-}
-
-impl Drop for KmeSim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn make_certs(dir: &Path, saes: &[&str]) {
-    let out = Command::new("bash")
-        .arg(qkd_dir().join("make_certs.sh"))
-        .arg(dir)
-        .args(saes)
-        .output()
-        .expect("run make_certs.sh");
-    assert!(out.status.success(), "make_certs.sh: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `qkeyd qkd status` on a config of `tables` (and the OS source), with `args`.
