@@ -128,6 +128,22 @@ fn main() {
             );
         }
     }
+    // Where qkeyd's time goes: each node's own time per answered request.
+    for (node, endpoint) in [(&p.a, "enc_keys"), (&p.b, "dec_keys")] {
+        let m = node.daemon.metrics();
+        let series = |s: &str| {
+            qkeyd_e2e::metric(
+                &m,
+                &format!("qkeyd_qkd_request_duration_seconds_{s}{{endpoint=\"{endpoint}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        println!(
+            "{endpoint}: {:.2} ms per request on average inside qkeyd ({} requests)",
+            series("sum") / series("count") * 1e3,
+            series("count")
+        );
+    }
     let m = p.a.daemon.metrics();
     let usable =
         qkeyd_e2e::metric(&m, "qkeyd_qkd_link_keys_total{kme=\"link\",outcome=\"usable\"}");

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! so that a key is bound to its id, both SAEs, its size and the exact
-//! ciphertext. An attacker must know both secrets to learn it.
+//! ciphertext. An attacker must know both secrets to learn it. The keys of
+//! one `enc_keys` request share one encapsulation (and so one ML-KEM
+//! secret); each has a QKD key of its own.
 //!
 //! `qubip-compat` combiners, for interop with pilots that combine the two
 //! secrets directly (256-bit keys only): `qubip-xor` is secret ⊕ QKD key;

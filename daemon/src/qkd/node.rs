@@ -25,7 +25,7 @@ use super::{
     client::{Kme, KmeError},
     hybrid::{self, Context, QKD_KEY_LEN},
     link::{LinkHealth, Recent},
-    peer::{Held, HeldAnswer, Peer, PeerError},
+    peer::{HeldAnswer, Peer, PeerError, Record},
 };
 use crate::{
     attest::Attestor,
@@ -75,9 +75,12 @@ impl ServeError {
 /// A QKD key that passed its link's health: its id at the KMEs and its bytes.
 type QkdKey = (String, Zeroizing<[u8; QKD_KEY_LEN]>);
 
+/// An ML-KEM shared secret.
+type Secret = Zeroizing<[u8; 32]>;
+
 /// Records held for the peer by key id (with when they were issued), and
 /// the ids in issue order, for expiry.
-type Holding = (HashMap<String, (Held, Instant)>, VecDeque<(Instant, String)>);
+type Holding = (HashMap<String, (Record, Instant)>, VecDeque<(Instant, String)>);
 
 /// One QKD link: its KME and the health of its key stream.
 struct Link {
@@ -99,7 +102,7 @@ pub(crate) struct QkdNode {
     /// Records issued here, waiting for the peer; in issue order for expiry.
     held: Mutex<Holding>,
     /// Records fetched from a peer and not yet delivered here.
-    received: Mutex<HashMap<String, Held>>,
+    received: Mutex<HashMap<String, Record>>,
     /// Key ids delivered here to a slave SAE.
     released: Mutex<Recent<String>>,
     metrics: QkdMetrics,
@@ -280,23 +283,27 @@ impl QkdNode {
             Some(peer.transport_key(&nonce).map_err(|e| self.peer_error(&e))?)
         };
         let qkd = self.draw(link, &peer.settings().kme_sae_id, number)?;
-        let mut random = Zeroizing::new(vec![0u8; qkd.len() * 48]);
+        // One encapsulation for the request: every key of it binds the same
+        // ciphertext, and each has its own QKD key.
+        let mut random = Zeroizing::new(vec![0u8; 32 + qkd.len() * 16]);
         self.fill(&mut random)?;
-        let mut keys = Vec::with_capacity(qkd.len());
-        let mut records = Vec::with_capacity(qkd.len());
-        for ((qkd_id, qkd_key), r) in qkd.iter().zip(random.chunks_exact(48)) {
-            let key_id = hybrid::uuid(r[32..].try_into().expect("16 bytes"));
-            let (ciphertext, secret) = match &transport {
-                Some(pk) => {
-                    let m: &[u8; 32] = r[..32].try_into().expect("32 bytes");
-                    let (ct, ss) = qkeyd_pqc::encapsulate(qkeyd_pqc::Algorithm::MlKem1024, pk, m)
-                        .map_err(|e| {
+        let (m, ids) = random.split_at(32);
+        let (ciphertext, secret) = match &transport {
+            Some(pk) => {
+                let m: &[u8; 32] = m.try_into().expect("32 bytes");
+                let (ct, ss) = qkeyd_pqc::encapsulate(qkeyd_pqc::Algorithm::MlKem1024, pk, m)
+                    .map_err(|e| {
                         ServeError::internal(Incident::log("encapsulating to a peer", &e))
                     })?;
-                    (ct, Some(ss))
-                }
-                None => (Vec::new(), None),
-            };
+                (ct, Some(ss))
+            }
+            None => (Vec::new(), None),
+        };
+        let ciphertext = Arc::new(ciphertext);
+        let mut keys = Vec::with_capacity(qkd.len());
+        let mut records = Vec::with_capacity(qkd.len());
+        for ((qkd_id, qkd_key), r) in qkd.iter().zip(ids.chunks_exact(16)) {
+            let key_id = hybrid::uuid(r.try_into().expect("16 bytes"));
             let ctx = Context {
                 key_id: &key_id,
                 master: caller,
@@ -306,14 +313,14 @@ impl QkdNode {
             };
             let key = self.combine(secret.as_deref(), qkd_key, &ctx)?;
             keys.push(delivered(key_id.clone(), &key));
-            records.push(Held {
+            records.push(Record {
                 key_id,
                 qkd_key_id: qkd_id.clone(),
                 master: caller.to_owned(),
                 slave: slave.to_owned(),
                 size,
                 combiner: self.combiner_name().to_owned(),
-                ciphertext,
+                ciphertext: ciphertext.clone(),
             });
         }
         self.hold(records);
@@ -372,9 +379,18 @@ impl QkdNode {
         let qkd_ids: Vec<&str> = records.iter().map(|r| r.qkd_key_id.as_str()).collect();
         let qkd = self.fetch(link, &peer.settings().kme_sae_id, &qkd_ids)?;
         let mut keys = Vec::with_capacity(records.len());
+        // Each distinct ciphertext is decapsulated once.
+        let mut secrets: Vec<(Arc<Vec<u8>>, Secret)> = Vec::new();
         for (r, (_, qkd_key)) in records.iter().zip(&qkd) {
-            let secret =
-                if self.without_ml_kem { None } else { Some(self.decapsulate(&r.ciphertext)?) };
+            let secret = if self.without_ml_kem {
+                None
+            } else if let Some((_, s)) = secrets.iter().find(|(c, _)| c == &r.ciphertext) {
+                Some(s.clone())
+            } else {
+                let s = self.decapsulate(&r.ciphertext)?;
+                secrets.push((r.ciphertext.clone(), s.clone()));
+                Some(s)
+            };
             let ctx = Context {
                 key_id: &r.key_id,
                 master,
@@ -396,20 +412,20 @@ impl QkdNode {
     }
 
     /// The records of `key_ids`: those fetched before, the rest from `peer`.
-    fn records(&self, peer: &Peer, key_ids: &[String]) -> Result<Vec<Held>, ServeError> {
+    fn records(&self, peer: &Peer, key_ids: &[String]) -> Result<Vec<Record>, ServeError> {
         let wanted: Vec<String> = {
             let received = lock(&self.received);
             key_ids.iter().filter(|id| !received.contains_key(*id)).cloned().collect()
         };
         if !wanted.is_empty() {
-            let answer = peer.fetch_held(&wanted).map_err(|e| self.peer_error(&e))?;
+            let (held, missing) = peer.fetch_held(&wanted).map_err(|e| self.peer_error(&e))?;
             let mut received = lock(&self.received);
-            for h in answer.held {
+            for h in held {
                 if wanted.contains(&h.key_id) {
                     received.insert(h.key_id.clone(), h);
                 }
             }
-            if let Some(id) = answer.missing.first() {
+            if let Some(id) = missing.first() {
                 return Err(ServeError::bad_request(
                     "unknown key_ID (never issued, expired, or delivered already)",
                     vec![json!({ "key_ID": id })],
@@ -590,7 +606,7 @@ impl QkdNode {
     }
 
     /// Keep `records` for the peer; forget expired ones.
-    fn hold(&self, records: Vec<Held>) {
+    fn hold(&self, records: Vec<Record>) {
         let mut held = lock(&self.held);
         let (map, order) = &mut *held;
         let now = Instant::now();
@@ -617,7 +633,8 @@ impl QkdNode {
             .map_or(&[], |p| &p.settings().saes[..]);
         let mut held = lock(&self.held);
         let now = Instant::now();
-        let mut answer = HeldAnswer { held: Vec::new(), missing: Vec::new() };
+        let mut answer = HeldAnswer::default();
+        let mut shared = Vec::new();
         for id in key_ids {
             // A record for another node's SAE stays for that node.
             let usable = held.0.get(id).map(|(r, at)| {
@@ -626,7 +643,7 @@ impl QkdNode {
             match usable {
                 Some((true, true)) => {
                     if let Some((r, _)) = held.0.remove(id) {
-                        answer.held.push(r);
+                        answer.push(r, &mut shared);
                     }
                 }
                 Some((true, false)) => {

@@ -5,7 +5,7 @@
 //! `[qkd.serve]` certificate as the client certificate).
 
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -24,21 +24,17 @@ const TRANSPORT_KEY_LEN: usize = 1568;
 const TRANSPORT_KEY_TTL: Duration = Duration::from_secs(300);
 
 /// What a node holds for its peer about one delivered key: everything the
-/// peer needs, with its own transport key, to make the same key.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Held {
+/// peer needs, with its own transport key, to make the same key. The keys
+/// of one `enc_keys` share one ML-KEM ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
     /// The delivered key's id.
-    #[serde(rename = "key_ID")]
     pub(crate) key_id: String,
     /// The QKD key's id at the KMEs.
-    #[serde(rename = "qkd_key_ID")]
     pub(crate) qkd_key_id: String,
     /// The SAE that asked for it.
-    #[serde(rename = "master_SAE_ID")]
     pub(crate) master: String,
     /// The SAE it is for.
-    #[serde(rename = "slave_SAE_ID")]
     pub(crate) slave: String,
     /// Bits.
     pub(crate) size: u32,
@@ -46,11 +42,28 @@ pub(crate) struct Held {
     pub(crate) combiner: String,
     /// The ML-KEM-1024 ciphertext to the peer's transport key (empty
     /// without ML-KEM).
-    #[serde(with = "qkeyd_attest::evidence::b64")]
-    pub(crate) ciphertext: Vec<u8>,
+    pub(crate) ciphertext: Arc<Vec<u8>>,
 }
 
-/// The body of a held-record fetch, and its answer.
+/// A [`Record`] on the wire: its ciphertext is an index into the answer's
+/// `ciphertexts`, so a ciphertext shared by many keys crosses once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Held {
+    #[serde(rename = "key_ID")]
+    key_id: String,
+    #[serde(rename = "qkd_key_ID")]
+    qkd_key_id: String,
+    #[serde(rename = "master_SAE_ID")]
+    master: String,
+    #[serde(rename = "slave_SAE_ID")]
+    slave: String,
+    size: u32,
+    combiner: String,
+    ciphertext: usize,
+}
+
+/// The body of a held-record fetch.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeldRequest {
@@ -59,15 +72,64 @@ pub(crate) struct HeldRequest {
     pub(crate) key_ids: Vec<String>,
 }
 
-/// The answer to a held-record fetch: the records found, and the ids not
-/// held (never issued, expired, or already fetched).
-#[derive(Debug, Serialize, Deserialize)]
+/// The answer to a held-record fetch: the records found, their
+/// ciphertexts, and the ids not held (never issued, expired, or fetched
+/// already).
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeldAnswer {
-    /// The records.
-    pub(crate) held: Vec<Held>,
+    held: Vec<Held>,
+    ciphertexts: Vec<Ciphertext>,
     /// The ids not held.
     pub(crate) missing: Vec<String>,
+}
+
+/// One ciphertext, base64 on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Ciphertext(#[serde(with = "qkeyd_attest::evidence::b64")] Vec<u8>);
+
+impl HeldAnswer {
+    /// Add `r`, its ciphertext once however many records share it.
+    pub(crate) fn push(&mut self, r: Record, shared: &mut Vec<Arc<Vec<u8>>>) {
+        let index = match shared.iter().position(|c| Arc::ptr_eq(c, &r.ciphertext)) {
+            Some(i) => i,
+            None => {
+                shared.push(r.ciphertext.clone());
+                self.ciphertexts.push(Ciphertext(r.ciphertext.to_vec()));
+                shared.len() - 1
+            }
+        };
+        self.held.push(Held {
+            key_id: r.key_id,
+            qkd_key_id: r.qkd_key_id,
+            master: r.master,
+            slave: r.slave,
+            size: r.size,
+            combiner: r.combiner,
+            ciphertext: index,
+        });
+    }
+
+    /// The records, each with its ciphertext; `None` if an index is out of
+    /// range.
+    pub(crate) fn records(self) -> Option<Vec<Record>> {
+        let cts: Vec<Arc<Vec<u8>>> = self.ciphertexts.into_iter().map(|c| Arc::new(c.0)).collect();
+        self.held
+            .into_iter()
+            .map(|h| {
+                Some(Record {
+                    ciphertext: cts.get(h.ciphertext)?.clone(),
+                    key_id: h.key_id,
+                    qkd_key_id: h.qkd_key_id,
+                    master: h.master,
+                    slave: h.slave,
+                    size: h.size,
+                    combiner: h.combiner,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Why a peer could not be used.
@@ -212,17 +274,26 @@ impl Peer {
         Ok(key.public_key.clone())
     }
 
-    /// Fetch the held records of `key_ids` (each leaves the peer once).
-    pub(crate) fn fetch_held(&self, key_ids: &[String]) -> Result<HeldAnswer, PeerError> {
+    /// Fetch the held records of `key_ids` (each leaves the peer once): the
+    /// records found, and the ids the peer does not hold.
+    pub(crate) fn fetch_held(
+        &self,
+        key_ids: &[String],
+    ) -> Result<(Vec<Record>, Vec<String>), PeerError> {
         let url = format!("{}/qkeyd/v1/peer/held", self.settings.url);
         let body = serde_json::to_vec(&HeldRequest { key_ids: key_ids.to_vec() })
             .expect("strings serialize");
         let text = self.get_or_post("POST", &url, Some(body), "the ciphertexts")?;
-        serde_json::from_slice(&text).map_err(|e| PeerError::Answer {
+        let bad = |why: String| PeerError::Answer {
             peer: self.settings.name.clone(),
             what: "the ciphertexts",
-            why: format!("not a held-record answer: {e}"),
-        })
+            why,
+        };
+        let mut answer: HeldAnswer = serde_json::from_slice(&text)
+            .map_err(|e| bad(format!("not a held-record answer: {e}")))?;
+        let missing = std::mem::take(&mut answer.missing);
+        let records = answer.records().ok_or_else(|| bad("a record names no ciphertext".into()))?;
+        Ok((records, missing))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Vec<u8>, Instant, Duration)>> {

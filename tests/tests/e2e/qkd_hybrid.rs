@@ -52,7 +52,8 @@ fn take_held(p: &Pair, key_id: &str) -> (Vec<u8>, Vec<u8>) {
     assert_eq!(s, 200, "{held}");
     let rec = &held["held"][0];
     assert_eq!(rec["key_ID"].as_str(), Some(key_id), "{held}");
-    let ct = B64.decode(rec["ciphertext"].as_str().unwrap()).unwrap();
+    let index = usize::try_from(rec["ciphertext"].as_u64().unwrap()).unwrap();
+    let ct = B64.decode(held["ciphertexts"][index].as_str().unwrap()).unwrap();
     let qkd_id = rec["qkd_key_ID"].as_str().unwrap();
     let url = format!("http://127.0.0.1:{}/key/{qkd_id}", p.sim.control);
     let qkd_rec: Value =
@@ -344,26 +345,39 @@ fn qkd_faults_give_their_documented_answers() {
 }
 
 #[test]
-fn a_biased_link_loses_trust_and_goes_out_of_use_before_its_health_tests_fire() {
-    let p = Pair::start("");
-    let (s, c) = p.enc(json!({ "number": 4 }));
-    assert_eq!(s, 200, "{c}");
-    p.sim.fault(r#"{"mode": "bias", "p": 0.57}"#);
-    let started = Instant::now();
-    let (s, e) = enc_until(&p, 400, |s, _| s == 503);
-    assert_eq!(s, 503, "{e}");
-    assert!(message(&e).contains("out of use"), "{e}");
-    let m = p.a.daemon.metrics();
-    let trust = metric(&m, "qkeyd_qkd_link_trust{kme=\"link\"}").unwrap();
-    assert!(trust < 0.89, "trust {trust}");
-    assert_eq!(metric(&m, "qkeyd_qkd_link_out_of_use{kme=\"link\"}"), Some(1.0), "{m}");
-    let rct = metric(&m, "qkeyd_qkd_link_keys_total{kme=\"link\",outcome=\"rct\"}").unwrap_or(0.0);
-    let apt = metric(&m, "qkeyd_qkd_link_keys_total{kme=\"link\",outcome=\"apt\"}").unwrap_or(0.0);
-    assert_eq!((rct, apt), (0.0, 0.0), "RCT/APT fired before the trust score: {m}");
-    eprintln!("biased link out of use after {:?}, trust {trust}", started.elapsed());
-    // Still out of use: no key leaves while distrusted.
-    let (s, e) = p.enc(json!({ "number": 1 }));
-    assert_eq!(s, 503, "{e}");
+fn a_biased_or_drifting_link_loses_trust_and_goes_out_of_use_before_its_health_tests_fire() {
+    // Bits that are 1 with probability 0.57; bits whose bias grows by 10^-4
+    // per key from none.
+    for fault in [
+        r#"{"mode": "bias", "p": 0.57}"#,
+        r#"{"mode": "drift", "start": 0.5, "step": 0.0001, "max": 0.75}"#,
+    ] {
+        let p = Pair::start("");
+        let (s, c) = p.enc(json!({ "number": 4 }));
+        assert_eq!(s, 200, "{c}");
+        p.sim.fault(fault);
+        let started = Instant::now();
+        let (s, e) = enc_until(&p, 400, |s, _| s == 503);
+        assert_eq!(s, 503, "{fault}: {e}");
+        assert!(message(&e).contains("out of use"), "{fault}: {e}");
+        let m = p.a.daemon.metrics();
+        let trust = metric(&m, "qkeyd_qkd_link_trust{kme=\"link\"}").unwrap();
+        assert!(trust < 0.89, "{fault}: trust {trust}");
+        assert_eq!(metric(&m, "qkeyd_qkd_link_out_of_use{kme=\"link\"}"), Some(1.0), "{m}");
+        let count = |o: &str| {
+            metric(&m, &format!("qkeyd_qkd_link_keys_total{{kme=\"link\",outcome=\"{o}\"}}"))
+                .unwrap_or(0.0)
+        };
+        assert_eq!((count("rct"), count("apt")), (0.0, 0.0), "{fault}: RCT/APT fired first: {m}");
+        eprintln!(
+            "{fault}: out of use after {:?} and {} usable keys, trust {trust}",
+            started.elapsed(),
+            count("usable")
+        );
+        // Still out of use: no key leaves while distrusted.
+        let (s, e) = p.enc(json!({ "number": 1 }));
+        assert_eq!(s, 503, "{fault}: {e}");
+    }
 }
 
 #[test]
