@@ -413,3 +413,70 @@ pub fn kms_kek_file(data: &[u8]) {
         }
     }
 }
+
+/// (f) GS QKD 014 messages from outside: the first byte picks the parser,
+/// the rest is its input. 0-1: a KME's answer (status, then keys) with
+/// HTTP status 200 or 400 from the second byte; 2-3: a body of `enc_keys`
+/// or `dec_keys` at the QKD server; 4: its query string; 5: a peer node's
+/// held-record answer.
+///
+/// Panics if an error names anything of the input but a JSON position (a
+/// KME's answer may hold keys), or a held-record answer yields a record
+/// without its ciphertext.
+pub fn qkd_messages(data: &[u8]) {
+    use crate::qkd::{
+        api::{KeyContainer, KeyIds, KeyRequest, Status},
+        client::answer,
+        peer::HeldAnswer,
+        server::{body, query},
+    };
+    let Some((&which, rest)) = data.split_first() else { return };
+    let quotes = |message: String| {
+        // A 014 `message` of an error answer is the KME's words, shown;
+        // the body's other bytes never are.
+        for window in rest.windows(12) {
+            if let Ok(w) = std::str::from_utf8(window)
+                && w.chars().all(|c| c.is_ascii_alphanumeric())
+                && message.contains(w)
+            {
+                return Some(w.to_owned());
+            }
+        }
+        None
+    };
+    match which % 6 {
+        k @ (0 | 1) => {
+            let Some((&code, text)) = rest.split_first() else { return };
+            let status = if code % 2 == 0 { 200 } else { 400 };
+            let Ok(text) = std::str::from_utf8(text) else { return };
+            let e = if k == 0 {
+                answer::<Status>("k", "status", status, text).err()
+            } else {
+                answer::<KeyContainer>("k", "enc_keys", status, text).err()
+            };
+            if let Some(e @ crate::qkd::client::KmeError::BadAnswer { .. }) = e {
+                let m = Chain(&e).to_string();
+                assert!(quotes(m.clone()).is_none(), "a KME error quotes its answer: {m}");
+            }
+        }
+        2 => {
+            let _ = body::<KeyRequest>(rest, "a GS QKD 014 key request");
+        }
+        3 => {
+            let _ = body::<KeyIds>(rest, "a GS QKD 014 key ID list");
+        }
+        4 => {
+            if let Ok(q) = std::str::from_utf8(rest) {
+                let _ = query(Some(q), &["number", "size", "key_ID"]);
+            }
+        }
+        _ => {
+            if let Ok(a) = serde_json::from_slice::<HeldAnswer>(rest)
+                && let Some(records) = a.records()
+            {
+                // Every record came back with a ciphertext of the answer.
+                assert!(records.iter().all(|r| r.ciphertext.len() < rest.len()));
+            }
+        }
+    }
+}

@@ -198,7 +198,7 @@ impl Kme {
 
 /// A KME's answer `text` with HTTP `status` to call `what`: the message
 /// of a 2xx, else the 014 error.
-fn answer<T: DeserializeOwned>(
+pub(crate) fn answer<T: DeserializeOwned>(
     kme: &str,
     what: &str,
     status: u16,

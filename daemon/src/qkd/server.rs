@@ -137,7 +137,7 @@ fn refused(node: &QkdNode, endpoint: &'static str, e: ServeError) -> Response {
 }
 
 /// A JSON body, or 014's 400.
-fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ServeError> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ServeError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ServeError::bad_request(
             format!("the request body is not {what}"),
@@ -148,7 +148,10 @@ fn body<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ServeError> 
 }
 
 /// The query's parameters, decoded; a parameter twice or unknown is a 400.
-fn query(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, ServeError> {
+pub(crate) fn query(
+    raw: Option<&str>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ServeError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         if !known.contains(&k.as_ref()) {
