@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::api::{ErrorAnswer, KeyContainer, KeyIdEntry, KeyIds, KeyRequest, Status};
 use crate::{
     config::KmeSettings,
-    tls::client::{self, ClientTlsError, Options},
+    tls::client::{self, ClientTlsError},
 };
 
 /// Why a KME call failed.
@@ -95,19 +95,14 @@ impl std::fmt::Debug for Kme {
 impl Kme {
     /// A client of the KME of `settings`; its TLS files are read and checked now.
     pub(crate) fn new(settings: &KmeSettings) -> Result<Self, KmeError> {
-        let opts = Options {
-            ca_file: Some(&settings.ca_file),
-            client_cert: Some(&settings.cert_file),
-            client_key: Some(&settings.key_file),
-        };
-        let tls = client::tls_config(&settings.url, &opts)
-            .map_err(|source| KmeError::Files { kme: settings.name.clone(), source })?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.timeout))
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = client::mutual_tls_agent(
+            &settings.url,
+            &settings.ca_file,
+            &settings.cert_file,
+            &settings.key_file,
+            settings.timeout,
+        )
+        .map_err(|source| KmeError::Files { kme: settings.name.clone(), source })?;
         Ok(Self { settings: settings.clone(), agent })
     }
 

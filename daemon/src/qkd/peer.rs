@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{PeerSettings, ServeSettings},
-    tls::client::{self, ClientTlsError, Options},
+    tls::client::{self, ClientTlsError},
 };
 
 /// The ML-KEM-1024 encapsulation key's length.
@@ -194,19 +194,14 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// A client of the peer; the TLS files are read and checked now.
     pub(crate) fn new(settings: &PeerSettings, serve: &ServeSettings) -> Result<Self, PeerError> {
-        let opts = Options {
-            ca_file: Some(&settings.ca_file),
-            client_cert: Some(&serve.cert_file),
-            client_key: Some(&serve.key_file),
-        };
-        let tls = client::tls_config(&settings.url, &opts)
-            .map_err(|source| PeerError::Files { peer: settings.name.clone(), source })?;
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(settings.timeout))
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = client::mutual_tls_agent(
+            &settings.url,
+            &settings.ca_file,
+            &serve.cert_file,
+            &serve.key_file,
+            settings.timeout,
+        )
+        .map_err(|source| PeerError::Files { peer: settings.name.clone(), source })?;
         Ok(Self { settings: settings.clone(), agent, transport: Mutex::new(None) })
     }
 

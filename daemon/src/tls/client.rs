@@ -143,6 +143,25 @@ pub(crate) fn agent(url: &str, opts: &Options<'_>) -> Result<ureq::Agent, Client
     Ok(builder.tls_config(tls_config(url, opts)?).build().into())
 }
 
+/// An agent for a service that requires mutual TLS (a KME, a peer node):
+/// `ca` as the only roots, `cert` and `key` as the client certificate, each
+/// request within `timeout`, HTTP statuses as responses.
+pub(crate) fn mutual_tls_agent(
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    timeout: Duration,
+) -> Result<ureq::Agent, ClientTlsError> {
+    let opts = Options { ca_file: Some(ca), client_cert: Some(cert), client_key: Some(key) };
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .tls_config(tls_config(url, &opts)?)
+        .build()
+        .into())
+}
+
 /// What a TLS failure `err` at `url` most likely means, as ` (…)` to follow
 /// "cannot reach qkeyd at URL"; empty for any other error.
 pub(crate) fn hint(err: &ureq::Error, url: &str) -> &'static str {
