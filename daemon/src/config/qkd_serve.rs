@@ -189,6 +189,33 @@ impl RawServe {
                 p.name
             )));
         }
+        // Records go to the peer that serves their SAE, recognised by its
+        // certificate: no SAE under two peers, no two peers (or a peer and
+        // a local SAE) with one certificate identity.
+        for (i, p) in peers.iter().enumerate() {
+            for q in &peers[i + 1..] {
+                if p.saes.iter().any(|s| q.saes.contains(s)) {
+                    return Err(bad(format!(
+                        "[qkd.peer.{}] and [qkd.peer.{}] list the same SAE: each SAE is served \
+                         by one node",
+                        p.name, q.name
+                    )));
+                }
+                if p.identity.to_string() == q.identity.to_string() {
+                    return Err(bad(format!(
+                        "[qkd.peer.{}] and [qkd.peer.{}] have the same identity",
+                        p.name, q.name
+                    )));
+                }
+            }
+            if let Some(s) = self.saes.iter().find(|s| p.identity.to_string() == format!("cn:{s}"))
+            {
+                return Err(bad(format!(
+                    "[qkd.peer.{}] identity is the certificate of local SAE {s}",
+                    p.name
+                )));
+            }
+        }
         let combiner = Combiner::parse(&self.combiner).ok_or_else(|| {
             bad(format!(
                 "combiner {:?}: use hkdf-sha256, or for interop qubip-xor, qubip-hmac-sha256, \

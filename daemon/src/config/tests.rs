@@ -336,6 +336,21 @@ fn a_qkd_server_needs_its_peers_attestation_and_sizes_its_combiner_can_make() {
         ),
         (full.replace("00112233", "zz112233"), "node_fingerprint"),
         (full.replace("saes=[\"gw-1\"]", "saes=[]"), "saes is empty"),
+        (
+            full.replace("identity=\"cn:node-2\"", "identity=\"cn:gw-1\""),
+            "certificate of local SAE gw-1",
+        ),
+        (
+            format!(
+                "{full}{}",
+                peer.replace("peer.two", "peer.three").replace("cn:node-2", "cn:node-3")
+            ),
+            "list the same SAE",
+        ),
+        (
+            format!("{full}{}", peer.replace("peer.two", "peer.three").replace("gw-2", "gw-3")),
+            "have the same identity",
+        ),
     ];
     for (text, needle) in cases {
         let e = Chain(&Config::from_toml(&text).unwrap_err()).to_string();

@@ -91,6 +91,9 @@ pub(crate) fn combine(
     ctx: &Context<'_>,
 ) -> Result<Zeroizing<Vec<u8>>, CombineError> {
     let len = usize::try_from(ctx.size_bits / 8).unwrap_or(usize::MAX);
+    if len > 255 * 32 {
+        return Err(CombineError::TooLong(ctx.size_bits));
+    }
     let (Some(secret), false) = (secret, combiner.any_size()) else {
         let mut ikm = Zeroizing::new(Vec::with_capacity(64));
         if let Some(s) = secret {
@@ -100,7 +103,7 @@ pub(crate) fn combine(
         let mut out = Zeroizing::new(vec![0u8; len]);
         hkdf::Hkdf::<Sha256>::new(None, &ikm)
             .expand(&ctx.info(), &mut out)
-            .map_err(|_| CombineError::TooLong(ctx.size_bits))?;
+            .expect("the length was checked against HKDF-SHA256's limit");
         return Ok(out);
     };
     if ctx.size_bits != 256 {
@@ -121,6 +124,25 @@ pub(crate) fn combine(
         // `Hkdf` took the branch above.
         Combiner::QubipXorHmac | Combiner::Hkdf => hmac(&xor[..], ctx.key_id.as_bytes()),
     })
+}
+
+/// The label of a key confirmation.
+pub(crate) const CONFIRM_LABEL: &[u8] = b"qkeyd-qkd-confirm/1";
+
+/// The key confirmation the issuing node sends with a ciphertext:
+/// HMAC-SHA256(key = the ML-KEM secret, "qkeyd-qkd-confirm/1" ‖
+/// SHA-256(ciphertext)), first 16 bytes. The receiving node recomputes it
+/// from the secret it decapsulated: ML-KEM's implicit rejection turns a
+/// ciphertext for another key (a stale or replaced transport key, a
+/// changed ciphertext) into a different secret, never an error, and a
+/// mismatch here is what keeps that from becoming two different keys.
+pub(crate) fn confirmation(secret: &[u8; 32], ciphertext: &[u8]) -> [u8; 16] {
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(CONFIRM_LABEL);
+    m.update(&Sha256::digest(ciphertext));
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&m.finalize().into_bytes()[..16]);
+    out
 }
 
 /// A random (version 4) UUID from 16 random bytes.

@@ -11,13 +11,14 @@
 //! blocking pool.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::{
@@ -36,8 +37,10 @@ use crate::{
     vault::{OpenKey, Vault},
 };
 
-/// Records held for peers, at most (each waits at most `hold_secs`).
-const MAX_HELD: usize = 1 << 20;
+/// Records held for peers, at most (each waits `hold_secs`): with one
+/// ciphertext per record, about 110 MB. When full, `enc_keys` is refused
+/// (503) rather than a waiting record dropped.
+const MAX_HELD: usize = 1 << 16;
 
 /// An answer that is not keys: HTTP status, 014 `message` and `details`.
 #[derive(Debug)]
@@ -82,6 +85,45 @@ type Secret = Zeroizing<[u8; 32]>;
 /// the ids in issue order, for expiry.
 type Holding = (HashMap<String, (Record, Instant)>, VecDeque<(Instant, String)>);
 
+/// Key ids delivered here, and those being delivered.
+struct Delivery {
+    released: Recent<String>,
+    claimed: HashSet<String>,
+}
+
+/// Key ids one `dec_keys` is delivering: released when it succeeds
+/// ([`Claim::deliver`]), given back when it fails (dropped).
+struct Claim<'a> {
+    node: &'a QkdNode,
+    ids: Vec<String>,
+}
+
+impl Claim<'_> {
+    /// The keys were delivered: never again.
+    fn deliver(self) {
+        let mut d = lock(&self.node.delivery);
+        for id in &self.ids {
+            d.released.insert(id.clone());
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut d = lock(&self.node.delivery);
+        for id in &self.ids {
+            d.claimed.remove(id);
+        }
+    }
+}
+
+/// One encapsulation to a peer's transport key.
+struct Kem {
+    ciphertext: Arc<Vec<u8>>,
+    secret: Option<Secret>,
+    confirm: Option<[u8; 16]>,
+}
+
 /// One QKD link: its KME and the health of its key stream.
 struct Link {
     kme: Kme,
@@ -101,10 +143,9 @@ pub(crate) struct QkdNode {
     transport_key: Mutex<Option<Arc<OpenKey>>>,
     /// Records issued here, waiting for the peer; in issue order for expiry.
     held: Mutex<Holding>,
-    /// Records fetched from a peer and not yet delivered here.
-    received: Mutex<HashMap<String, Record>>,
-    /// Key ids delivered here to a slave SAE.
-    released: Mutex<Recent<String>>,
+    /// Key ids delivered here to a slave SAE, and those a `dec_keys` is
+    /// working on.
+    delivery: Mutex<Delivery>,
     metrics: QkdMetrics,
 }
 
@@ -156,8 +197,7 @@ impl QkdNode {
             transport_id: p.transport_id,
             transport_key: Mutex::new(None),
             held: Mutex::new((HashMap::new(), VecDeque::new())),
-            received: Mutex::new(HashMap::new()),
-            released: Mutex::new(Recent::new()),
+            delivery: Mutex::new(Delivery { released: Recent::new(), claimed: HashSet::new() }),
             metrics: p.metrics,
         })
     }
@@ -282,36 +322,37 @@ impl QkdNode {
             self.fill(&mut nonce)?;
             Some(peer.transport_key(&nonce).map_err(|e| self.peer_error(&e))?)
         };
-        let qkd = self.draw(link, &peer.settings().kme_sae_id, number)?;
         // One encapsulation for the request: every key of it binds the same
-        // ciphertext, and each has its own QKD key.
-        let mut random = Zeroizing::new(vec![0u8; 32 + qkd.len() * 16]);
+        // ciphertext, and each has its own QKD key. The qubip-compat
+        // combiners use the secret as it is (XOR would give away the
+        // secret, and every key of the request, with one key and the QKD
+        // keys), so they get one encapsulation per key.
+        let encapsulations =
+            if transport.is_some() && !self.settings.combiner.any_size() { number } else { 1 };
+        // Everything that can fail here fails before the KME gives up keys.
+        let mut random =
+            Zeroizing::new(vec![0u8; 32 * encapsulations as usize + 16 * number as usize]);
         self.fill(&mut random)?;
-        let (m, ids) = random.split_at(32);
-        let (ciphertext, secret) = match &transport {
-            Some(pk) => {
-                let m: &[u8; 32] = m.try_into().expect("32 bytes");
-                let (ct, ss) = qkeyd_pqc::encapsulate(qkeyd_pqc::Algorithm::MlKem1024, pk, m)
-                    .map_err(|e| {
-                        ServeError::internal(Incident::log("encapsulating to a peer", &e))
-                    })?;
-                (ct, Some(ss))
-            }
-            None => (Vec::new(), None),
-        };
-        let ciphertext = Arc::new(ciphertext);
+        self.room(number as usize)?;
+        let (ms, ids) = random.split_at(32 * encapsulations as usize);
+        let kems = ms
+            .chunks_exact(32)
+            .map(|m| self.encapsulate(transport.as_deref(), m.try_into().expect("32 bytes")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let qkd = self.draw(link, &peer.settings().kme_sae_id, number)?;
         let mut keys = Vec::with_capacity(qkd.len());
         let mut records = Vec::with_capacity(qkd.len());
-        for ((qkd_id, qkd_key), r) in qkd.iter().zip(ids.chunks_exact(16)) {
+        for (i, ((qkd_id, qkd_key), r)) in qkd.iter().zip(ids.chunks_exact(16)).enumerate() {
+            let kem = &kems[i % kems.len()];
             let key_id = hybrid::uuid(r.try_into().expect("16 bytes"));
             let ctx = Context {
                 key_id: &key_id,
                 master: caller,
                 slave,
                 size_bits: size,
-                ciphertext: &ciphertext,
+                ciphertext: &kem.ciphertext,
             };
-            let key = self.combine(secret.as_deref(), qkd_key, &ctx)?;
+            let key = self.combine(kem.secret.as_deref(), qkd_key, &ctx)?;
             keys.push(delivered(key_id.clone(), &key));
             records.push(Record {
                 key_id,
@@ -320,7 +361,8 @@ impl QkdNode {
                 slave: slave.to_owned(),
                 size,
                 combiner: self.combiner_name().to_owned(),
-                ciphertext: ciphertext.clone(),
+                ciphertext: kem.ciphertext.clone(),
+                confirm: kem.confirm,
             });
         }
         self.hold(records);
@@ -344,21 +386,17 @@ impl QkdNode {
             ));
         }
         let mut seen = std::collections::HashSet::new();
-        for id in key_ids {
-            if !seen.insert(id) {
-                return Err(ServeError::bad_request(
-                    "duplicate key_ID in request",
-                    vec![json!({ "key_ID": id })],
-                ));
-            }
-            if lock(&self.released).contains(id) {
-                return Err(ServeError::bad_request(
-                    "key_ID already delivered",
-                    vec![json!({ "key_ID": id })],
-                ));
-            }
+        if let Some(id) = key_ids.iter().find(|id| !seen.insert(*id)) {
+            return Err(ServeError::bad_request(
+                "duplicate key_ID in request",
+                vec![json!({ "key_ID": id })],
+            ));
         }
+        // The ids are this request's until it ends: a second request for
+        // one of them is refused, not raced.
+        let claim = self.claim(key_ids)?;
         let records = self.records(peer, key_ids)?;
+        let s = &self.settings;
         for r in &records {
             if r.slave != caller || r.master != master {
                 return Err(ServeError::unauthorized(format!(
@@ -374,23 +412,40 @@ impl QkdNode {
                     ],
                 ));
             }
+            if !r.size.is_multiple_of(8) || r.size < s.min_key_size || r.size > s.max_key_size {
+                return Err(ServeError::unavailable(
+                    "the peer node issued this key with a size outside this node's limits",
+                    vec![json!({ "key_ID": r.key_id, "size": r.size })],
+                ));
+            }
+        }
+        // Decapsulate (each distinct ciphertext once) and check the key
+        // confirmations before the KME gives up its keys.
+        let mut secrets: Vec<(Arc<Vec<u8>>, Secret)> = Vec::new();
+        if !self.without_ml_kem {
+            for r in &records {
+                if secrets.iter().any(|(c, _)| c == &r.ciphertext) {
+                    continue;
+                }
+                let secret = self.decapsulate(&r.ciphertext)?;
+                let mine = hybrid::confirmation(&secret, &r.ciphertext);
+                if !r.confirm.is_some_and(|c| bool::from(c.ct_eq(&mine))) {
+                    return Err(ServeError::unavailable(
+                        "the peer node's ciphertext does not open to the same secret here \
+                         (encapsulated to another transport key of this node, or changed); \
+                         no key is delivered",
+                        vec![json!({ "key_ID": r.key_id })],
+                    ));
+                }
+                secrets.push((r.ciphertext.clone(), secret));
+            }
         }
         let link = self.link_of(peer);
         let qkd_ids: Vec<&str> = records.iter().map(|r| r.qkd_key_id.as_str()).collect();
         let qkd = self.fetch(link, &peer.settings().kme_sae_id, &qkd_ids)?;
         let mut keys = Vec::with_capacity(records.len());
-        // Each distinct ciphertext is decapsulated once.
-        let mut secrets: Vec<(Arc<Vec<u8>>, Secret)> = Vec::new();
         for (r, (_, qkd_key)) in records.iter().zip(&qkd) {
-            let secret = if self.without_ml_kem {
-                None
-            } else if let Some((_, s)) = secrets.iter().find(|(c, _)| c == &r.ciphertext) {
-                Some(s.clone())
-            } else {
-                let s = self.decapsulate(&r.ciphertext)?;
-                secrets.push((r.ciphertext.clone(), s.clone()));
-                Some(s)
-            };
+            let secret = secrets.iter().find(|(c, _)| c == &r.ciphertext).map(|(_, s)| s);
             let ctx = Context {
                 key_id: &r.key_id,
                 master,
@@ -398,49 +453,68 @@ impl QkdNode {
                 size_bits: r.size,
                 ciphertext: &r.ciphertext,
             };
-            let key = self.combine(secret.as_deref(), qkd_key, &ctx)?;
+            let key = self.combine(secret.map(|s| &**s), qkd_key, &ctx)?;
             keys.push(delivered(r.key_id.clone(), &key));
         }
-        let mut received = lock(&self.received);
-        let mut released = lock(&self.released);
-        for r in &records {
-            received.remove(&r.key_id);
-            released.insert(r.key_id.clone());
-        }
+        claim.deliver();
         self.metrics.delivered.with_label_values(&["dec"]).inc_by(keys.len() as u64);
         Ok(KeyContainer { keys, key_container_extension: None })
     }
 
-    /// The records of `key_ids`: those fetched before, the rest from `peer`.
+    /// The records of `key_ids`, in that order, from `peer` (which keeps
+    /// them until they expire, so a failed `dec_keys` can be asked again).
     fn records(&self, peer: &Peer, key_ids: &[String]) -> Result<Vec<Record>, ServeError> {
-        let wanted: Vec<String> = {
-            let received = lock(&self.received);
-            key_ids.iter().filter(|id| !received.contains_key(*id)).cloned().collect()
-        };
-        if !wanted.is_empty() {
-            let (held, missing) = peer.fetch_held(&wanted).map_err(|e| self.peer_error(&e))?;
-            let mut received = lock(&self.received);
-            for h in held {
-                if wanted.contains(&h.key_id) {
-                    received.insert(h.key_id.clone(), h);
-                }
-            }
-            if let Some(id) = missing.first() {
-                return Err(ServeError::bad_request(
-                    "unknown key_ID (never issued, expired, or delivered already)",
-                    vec![json!({ "key_ID": id })],
-                ));
-            }
+        let (held, missing) = peer.fetch_held(key_ids).map_err(|e| self.peer_error(&e))?;
+        if let Some(id) = missing.first() {
+            return Err(ServeError::bad_request(
+                "unknown key_ID (never issued to this node's SAEs, or expired)",
+                vec![json!({ "key_ID": id })],
+            ));
         }
-        let received = lock(&self.received);
+        let mut by_id: HashMap<String, Record> =
+            held.into_iter().map(|r| (r.key_id.clone(), r)).collect();
         key_ids
             .iter()
             .map(|id| {
-                received.get(id).cloned().ok_or_else(|| {
-                    ServeError::bad_request("unknown key_ID", vec![json!({ "key_ID": id })])
+                by_id.remove(id).ok_or_else(|| {
+                    ServeError::unavailable(
+                        format!(
+                            "peer node {} answered without the record of a key_ID",
+                            peer.settings().name
+                        ),
+                        vec![json!({ "key_ID": id })],
+                    )
                 })
             })
             .collect()
+    }
+
+    /// Claim `key_ids` for one `dec_keys`: 400 if one was delivered here
+    /// already or another request is delivering it.
+    fn claim(&self, key_ids: &[String]) -> Result<Claim<'_>, ServeError> {
+        let mut d = lock(&self.delivery);
+        if let Some(id) =
+            key_ids.iter().find(|id| d.released.contains(*id) || d.claimed.contains(*id))
+        {
+            return Err(ServeError::bad_request(
+                "key_ID already delivered (or being delivered)",
+                vec![json!({ "key_ID": id })],
+            ));
+        }
+        d.claimed.extend(key_ids.iter().cloned());
+        Ok(Claim { node: self, ids: key_ids.to_vec() })
+    }
+
+    /// An ML-KEM-1024 encapsulation to `transport` with randomness `m` (none
+    /// without a transport key), and its key confirmation.
+    fn encapsulate(&self, transport: Option<&[u8]>, m: &[u8; 32]) -> Result<Kem, ServeError> {
+        let Some(pk) = transport else {
+            return Ok(Kem { ciphertext: Arc::new(Vec::new()), secret: None, confirm: None });
+        };
+        let (ct, ss) = qkeyd_pqc::encapsulate(qkeyd_pqc::Algorithm::MlKem1024, pk, m)
+            .map_err(|e| ServeError::internal(Incident::log("encapsulating to a peer", &e)))?;
+        let confirm = hybrid::confirmation(&ss, &ct);
+        Ok(Kem { ciphertext: Arc::new(ct), secret: Some(ss), confirm: Some(confirm) })
     }
 
     fn combine(
@@ -486,50 +560,58 @@ impl QkdNode {
         })
     }
 
-    /// Keep `records` for the peer; forget expired ones.
-    fn hold(&self, records: Vec<Record>) {
+    /// Forget expired records; 503 unless `n` more fit.
+    fn room(&self, n: usize) -> Result<(), ServeError> {
         let mut held = lock(&self.held);
         let (map, order) = &mut *held;
         let now = Instant::now();
         while let Some((at, id)) = order.front() {
-            if now.duration_since(*at) < self.settings.hold && map.len() < MAX_HELD {
+            if now.duration_since(*at) < self.settings.hold {
                 break;
             }
             map.remove(id);
             order.pop_front();
         }
+        if map.len() + n > MAX_HELD {
+            return Err(ServeError::unavailable(
+                format!("{} keys are waiting for peer nodes to fetch them", map.len()),
+                vec![json!({ "hold_secs": self.settings.hold.as_secs(), "max_held": MAX_HELD })],
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keep `records` for the peer, `hold_secs` from now.
+    fn hold(&self, records: Vec<Record>) {
+        let mut held = lock(&self.held);
+        let (map, order) = &mut *held;
+        let now = Instant::now();
         for r in records {
             order.push_back((now, r.key_id.clone()));
             map.insert(r.key_id.clone(), (r, now));
         }
     }
 
-    /// The peer API: hand `peer` the records of `key_ids` for its SAEs (each
-    /// once).
+    /// The peer API: hand `peer` the records of `key_ids` that are for its
+    /// SAEs and not expired. They stay until they expire, so that a
+    /// `dec_keys` that failed at the peer can be asked again; the peer
+    /// delivers each key once.
     pub(crate) fn take_held(&self, peer: &str, key_ids: &[String]) -> HeldAnswer {
         let saes: &[String] = self
             .peers
             .iter()
             .find(|p| p.settings().name == peer)
             .map_or(&[], |p| &p.settings().saes[..]);
-        let mut held = lock(&self.held);
+        let held = lock(&self.held);
         let now = Instant::now();
         let mut answer = HeldAnswer::default();
         let mut shared = Vec::new();
         for id in key_ids {
-            // A record for another node's SAE stays for that node.
-            let usable = held.0.get(id).map(|(r, at)| {
-                (saes.contains(&r.slave), now.duration_since(*at) < self.settings.hold)
-            });
-            match usable {
-                Some((true, true)) => {
-                    if let Some((r, _)) = held.0.remove(id) {
-                        answer.push(r, &mut shared);
-                    }
-                }
-                Some((true, false)) => {
-                    held.0.remove(id);
-                    answer.missing.push(id.clone());
+            match held.0.get(id) {
+                Some((r, at))
+                    if saes.contains(&r.slave) && now.duration_since(*at) < self.settings.hold =>
+                {
+                    answer.push(r.clone(), &mut shared);
                 }
                 _ => answer.missing.push(id.clone()),
             }

@@ -43,6 +43,10 @@ pub(crate) struct Record {
     /// The ML-KEM-1024 ciphertext to the peer's transport key (empty
     /// without ML-KEM).
     pub(crate) ciphertext: Arc<Vec<u8>>,
+    /// The key confirmation of the ML-KEM secret
+    /// ([`hybrid::confirmation`](super::hybrid::confirmation)); `None`
+    /// without ML-KEM.
+    pub(crate) confirm: Option<[u8; 16]>,
 }
 
 /// A [`Record`] on the wire: its ciphertext is an index into the answer's
@@ -61,6 +65,8 @@ pub(crate) struct Held {
     size: u32,
     combiner: String,
     ciphertext: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    confirm: String,
 }
 
 /// The body of a held-record fetch.
@@ -108,18 +114,24 @@ impl HeldAnswer {
             size: r.size,
             combiner: r.combiner,
             ciphertext: index,
+            confirm: r.confirm.map(hex::encode).unwrap_or_default(),
         });
     }
 
     /// The records, each with its ciphertext; `None` if an index is out of
-    /// range.
+    /// range or a confirmation is not 16 bytes of hex.
     pub(crate) fn records(self) -> Option<Vec<Record>> {
         let cts: Vec<Arc<Vec<u8>>> = self.ciphertexts.into_iter().map(|c| Arc::new(c.0)).collect();
         self.held
             .into_iter()
             .map(|h| {
+                let confirm = match h.confirm.as_str() {
+                    "" => None,
+                    c => Some(<[u8; 16]>::try_from(hex::decode(c).ok()?).ok()?),
+                };
                 Some(Record {
                     ciphertext: cts.get(h.ciphertext)?.clone(),
+                    confirm,
                     key_id: h.key_id,
                     qkd_key_id: h.qkd_key_id,
                     master: h.master,

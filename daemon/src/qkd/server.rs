@@ -160,6 +160,12 @@ pub(crate) fn query(
                 vec![json!({ "parameter": k })],
             ));
         }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(ServeError::bad_request(
+                format!("query parameter {k} given twice"),
+                vec![json!({ "parameter": k })],
+            ));
+        }
         out.push((k.into_owned(), v.into_owned()));
     }
     Ok(out)

@@ -107,3 +107,14 @@ fn uuids_are_version_4() {
     assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
     assert_eq!(uuid([0; 16]), "00000000-0000-4000-8000-000000000000");
 }
+
+#[test]
+fn the_key_confirmation_matches_an_independent_computation() {
+    let (s, _) = parts();
+    // Python: hmac.new(secret, b"qkeyd-qkd-confirm/1" + sha256(ct), sha256)[:16]
+    assert_eq!(hex::encode(confirmation(&s, &[0xaa; 1568])), "d63b87f6ca4457db41da5c096a308667");
+    let mut other = s;
+    other[0] ^= 1;
+    assert_ne!(confirmation(&other, &[0xaa; 1568]), confirmation(&s, &[0xaa; 1568]));
+    assert_ne!(confirmation(&s, &[0xab; 1568]), confirmation(&s, &[0xaa; 1568]));
+}
