@@ -304,6 +304,23 @@ fn message(v: &Value) -> &str {
 #[test]
 fn qkd_faults_give_their_documented_answers() {
     let p = Pair::start("");
+    // B's evidence does not pass A's policy (a soft sealer where it wants an
+    // HSM): 503 naming the peer, and no QKD key is drawn for it. A reads the
+    // policy again at its next try.
+    let policy = p.a.state.parent().unwrap().join("peer-policy.toml");
+    let good = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, good.replace("sealers = [\"soft\"]", "sealers = [\"hsm\"]")).unwrap();
+    let (s, e) = p.enc(json!({ "number": 4 }));
+    assert_eq!(s, 503, "{e}");
+    assert!(message(&e).contains("peer node b's transport key is not trusted"), "{e}");
+    assert!(e.to_string().contains("sealer"), "the failed check is named: {e}");
+    let m = p.a.daemon.metrics();
+    assert_eq!(
+        metric(&m, "qkeyd_qkd_link_keys_total{kme=\"link\",outcome=\"usable\"}"),
+        None,
+        "{m}"
+    );
+    std::fs::write(&policy, good).unwrap();
     let (s, c) = p.enc(json!({ "number": 4 }));
     assert_eq!(s, 200, "{c}");
 
