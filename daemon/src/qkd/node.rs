@@ -13,7 +13,6 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
 };
 
 use base64::Engine as _;
@@ -21,12 +20,13 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
+use self::held::{Delivery, Holding};
 use super::{
     api::{Key, KeyContainer, KeyRequest, Status},
     client::Kme,
     hybrid::{self, Context, QKD_KEY_LEN},
     link::{LinkHealth, Recent},
-    peer::{HeldAnswer, Peer, Record},
+    peer::{Peer, Record},
 };
 use crate::{
     attest::Attestor,
@@ -36,11 +36,6 @@ use crate::{
     pool::Pool,
     vault::{OpenKey, Vault},
 };
-
-/// Records held for peers, at most (each waits `hold_secs`): with one
-/// ciphertext per record, about 110 MB. When full, `enc_keys` is refused
-/// (503) rather than a waiting record dropped.
-const MAX_HELD: usize = 1 << 16;
 
 /// An answer that is not keys: HTTP status, 014 `message` and `details`.
 #[derive(Debug)]
@@ -80,42 +75,6 @@ type QkdKey = (String, Zeroizing<[u8; QKD_KEY_LEN]>);
 
 /// An ML-KEM shared secret.
 type Secret = Zeroizing<[u8; 32]>;
-
-/// Records held for the peer by key id (with when they were issued), and
-/// the ids in issue order, for expiry.
-type Holding = (HashMap<String, (Record, Instant)>, VecDeque<(Instant, String)>);
-
-/// Key ids delivered here, and those being delivered.
-struct Delivery {
-    released: Recent<String>,
-    claimed: HashSet<String>,
-}
-
-/// Key ids one `dec_keys` is delivering: released when it succeeds
-/// ([`Claim::deliver`]), given back when it fails (dropped).
-struct Claim<'a> {
-    node: &'a QkdNode,
-    ids: Vec<String>,
-}
-
-impl Claim<'_> {
-    /// The keys were delivered: never again.
-    fn deliver(self) {
-        let mut d = lock(&self.node.delivery);
-        for id in &self.ids {
-            d.released.insert(id.clone());
-        }
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut d = lock(&self.node.delivery);
-        for id in &self.ids {
-            d.claimed.remove(id);
-        }
-    }
-}
 
 /// One encapsulation to a peer's transport key.
 struct Kem {
@@ -489,22 +448,6 @@ impl QkdNode {
             .collect()
     }
 
-    /// Claim `key_ids` for one `dec_keys`: 400 if one was delivered here
-    /// already or another request is delivering it.
-    fn claim(&self, key_ids: &[String]) -> Result<Claim<'_>, ServeError> {
-        let mut d = lock(&self.delivery);
-        if let Some(id) =
-            key_ids.iter().find(|id| d.released.contains(*id) || d.claimed.contains(*id))
-        {
-            return Err(ServeError::bad_request(
-                "key_ID already delivered (or being delivered)",
-                vec![json!({ "key_ID": id })],
-            ));
-        }
-        d.claimed.extend(key_ids.iter().cloned());
-        Ok(Claim { node: self, ids: key_ids.to_vec() })
-    }
-
     /// An ML-KEM-1024 encapsulation to `transport` with randomness `m` (none
     /// without a transport key), and its key confirmation.
     fn encapsulate(&self, transport: Option<&[u8]>, m: &[u8; 32]) -> Result<Kem, ServeError> {
@@ -560,65 +503,6 @@ impl QkdNode {
         })
     }
 
-    /// Forget expired records; 503 unless `n` more fit.
-    fn room(&self, n: usize) -> Result<(), ServeError> {
-        let mut held = lock(&self.held);
-        let (map, order) = &mut *held;
-        let now = Instant::now();
-        while let Some((at, id)) = order.front() {
-            if now.duration_since(*at) < self.settings.hold {
-                break;
-            }
-            map.remove(id);
-            order.pop_front();
-        }
-        if map.len() + n > MAX_HELD {
-            return Err(ServeError::unavailable(
-                format!("{} keys are waiting for peer nodes to fetch them", map.len()),
-                vec![json!({ "hold_secs": self.settings.hold.as_secs(), "max_held": MAX_HELD })],
-            ));
-        }
-        Ok(())
-    }
-
-    /// Keep `records` for the peer, `hold_secs` from now.
-    fn hold(&self, records: Vec<Record>) {
-        let mut held = lock(&self.held);
-        let (map, order) = &mut *held;
-        let now = Instant::now();
-        for r in records {
-            order.push_back((now, r.key_id.clone()));
-            map.insert(r.key_id.clone(), (r, now));
-        }
-    }
-
-    /// The peer API: hand `peer` the records of `key_ids` that are for its
-    /// SAEs and not expired. They stay until they expire, so that a
-    /// `dec_keys` that failed at the peer can be asked again; the peer
-    /// delivers each key once.
-    pub(crate) fn take_held(&self, peer: &str, key_ids: &[String]) -> HeldAnswer {
-        let saes: &[String] = self
-            .peers
-            .iter()
-            .find(|p| p.settings().name == peer)
-            .map_or(&[], |p| &p.settings().saes[..]);
-        let held = lock(&self.held);
-        let now = Instant::now();
-        let mut answer = HeldAnswer::default();
-        let mut shared = Vec::new();
-        for id in key_ids {
-            match held.0.get(id) {
-                Some((r, at))
-                    if saes.contains(&r.slave) && now.duration_since(*at) < self.settings.hold =>
-                {
-                    answer.push(r.clone(), &mut shared);
-                }
-                _ => answer.missing.push(id.clone()),
-            }
-        }
-        answer
-    }
-
     /// The peer API: evidence about this node's transport key for `nonce`.
     pub(crate) fn evidence(&self, nonce: &[u8]) -> Result<Vec<u8>, ServeError> {
         let (Some(a), Some(id)) = (&self.attestor, &self.transport_id) else {
@@ -664,4 +548,5 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+mod held;
 mod links;
