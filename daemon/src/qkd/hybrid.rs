@@ -77,6 +77,12 @@ pub(crate) enum CombineError {
         /// The combiner's name.
         combiner: &'static str,
     },
+    /// A qubip-compat combiner has nothing to combine without ML-KEM.
+    #[error("{combiner} needs an ML-KEM secret")]
+    NoSecret {
+        /// The combiner's name.
+        combiner: &'static str,
+    },
     /// More than HKDF-SHA256 can make (255 × 32 bytes).
     #[error("a key of {0} bits is beyond HKDF-SHA256's output")]
     TooLong(u32),
@@ -94,17 +100,21 @@ pub(crate) fn combine(
     if len > 255 * 32 {
         return Err(CombineError::TooLong(ctx.size_bits));
     }
-    let (Some(secret), false) = (secret, combiner.any_size()) else {
-        let mut ikm = Zeroizing::new(Vec::with_capacity(64));
-        if let Some(s) = secret {
-            ikm.extend_from_slice(s);
+    let secret = match (combiner, secret) {
+        (Combiner::Hkdf, secret) => {
+            let mut ikm = Zeroizing::new(Vec::with_capacity(64));
+            if let Some(s) = secret {
+                ikm.extend_from_slice(s);
+            }
+            ikm.extend_from_slice(qkd);
+            let mut out = Zeroizing::new(vec![0u8; len]);
+            hkdf::Hkdf::<Sha256>::new(None, &ikm)
+                .expand(&ctx.info(), &mut out)
+                .expect("the length was checked against HKDF-SHA256's limit");
+            return Ok(out);
         }
-        ikm.extend_from_slice(qkd);
-        let mut out = Zeroizing::new(vec![0u8; len]);
-        hkdf::Hkdf::<Sha256>::new(None, &ikm)
-            .expand(&ctx.info(), &mut out)
-            .expect("the length was checked against HKDF-SHA256's limit");
-        return Ok(out);
+        (_, Some(secret)) => secret,
+        (c, None) => return Err(CombineError::NoSecret { combiner: c.as_str() }),
     };
     if ctx.size_bits != 256 {
         return Err(CombineError::Size { combiner: combiner.as_str() });
@@ -121,7 +131,7 @@ pub(crate) fn combine(
     Ok(match combiner {
         Combiner::QubipXor => Zeroizing::new(xor.to_vec()),
         Combiner::QubipHmac => hmac(qkd, secret),
-        // `Hkdf` took the branch above.
+        // `Hkdf` returned above.
         Combiner::QubipXorHmac | Combiner::Hkdf => hmac(&xor[..], ctx.key_id.as_bytes()),
     })
 }

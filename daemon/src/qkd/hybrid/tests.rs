@@ -96,6 +96,10 @@ fn size_limits_are_refused() {
         CombineError::Size { combiner: "qubip-xor" }
     );
     assert_eq!(
+        combine(Combiner::QubipXorHmac, None, &q, &ctx(256, &[])).unwrap_err(),
+        CombineError::NoSecret { combiner: "qubip-xor-hmac-sha256" }
+    );
+    assert_eq!(
         combine(Combiner::Hkdf, Some(&s), &q, &ctx(255 * 256 + 8, &[])).unwrap_err(),
         CombineError::TooLong(255 * 256 + 8)
     );
