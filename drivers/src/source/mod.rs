@@ -2,7 +2,10 @@
 
 pub mod chardev;
 pub mod os;
+pub mod pkcs11;
 pub mod sim;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 
 use crate::Error;
 
@@ -11,7 +14,7 @@ use crate::Error;
 pub struct SourceInfo {
     /// The operator's name for the source (unique in a config).
     pub name: String,
-    /// Backend kind: `os`, `chardev` or `sim`.
+    /// Backend kind: `os`, `chardev`, `tpm`, `pkcs11` or `sim`.
     pub kind: &'static str,
     /// Where the samples come from (device path, `getrandom`, `simulated`).
     pub identity: String,

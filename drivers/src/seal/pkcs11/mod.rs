@@ -45,6 +45,8 @@ mod inline;
 mod keys;
 mod session;
 
+pub(crate) use session::initialize;
+
 const TAG_BITS: u64 = 128;
 /// The IV of every encryption: each key encrypts exactly one message.
 const IV: [u8; 12] = *b"qkeyd-seal-1";

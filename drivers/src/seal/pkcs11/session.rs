@@ -14,6 +14,20 @@ use cryptoki::{
 use super::{Pkcs11Config, Pkcs11Sealer, inline::InlineSession, lock, map_err};
 use crate::Error;
 
+/// `C_Initialize`, one caller at a time in this process; already initialised
+/// (by the other user of the module) is fine. The HSM sealer and a `pkcs11`
+/// entropy source on the same module load it from two threads, and a module
+/// need not survive two `C_Initialize` calls at once: SoftHSM2's second one
+/// resets the first's sessions and login.
+pub(crate) fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// How long a reconnect waits for a caller inside the inline session.
 pub(super) const INLINE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -64,12 +78,14 @@ impl Pkcs11Sealer {
         // A library that cannot initialise cannot reach its token (SoftHSM2
         // answers CKR_GENERAL_ERROR while its token store is gone): the
         // backend is unavailable, a state a later connect may end.
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(|e| {
-            match map_err(e) {
+        // Already initialised: a `pkcs11` entropy source on the same module
+        // holds the library too. The library then stays as it is.
+        if let Err(e) = initialize(&ctx) {
+            return Err(match map_err(e) {
                 Error::Backend(m) => Error::SealerUnavailable(m),
                 other => other,
-            }
-        })?;
+            });
+        }
         let mut found = None;
         for slot in ctx.get_slots_with_token().map_err(map_err)? {
             let info = ctx.get_token_info(slot).map_err(map_err)?;
