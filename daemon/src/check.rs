@@ -133,6 +133,10 @@ fn print_config(c: &Config) {
         let kind = match &s.kind {
             SourceKind::Os => "os".to_owned(),
             SourceKind::CharDev { path } => format!("chardev {}", path.display()),
+            SourceKind::Tpm { tcti } => format!("tpm {tcti}"),
+            SourceKind::Pkcs11 { module, token_label, .. } => {
+                format!("pkcs11 {token_label:?} via {}", module.display())
+            }
             SourceKind::Sim { schedule, .. } => {
                 format!("sim ({} scheduled faults)", schedule.len())
             }

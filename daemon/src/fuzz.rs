@@ -270,6 +270,7 @@ pub fn rest_api(data: &[u8]) {
         generate_permits: Arc::new(Semaphore::new(4)),
         keys: Some(KeysState { vault: Arc::new(vault), token: TokenDigest::of(TOKEN) }),
         kms: Some(Arc::new(kms)),
+        tls_on: false,
     };
     let (status, body) = s.rt.block_on(async {
         let resp = router(state).oneshot(req).await.expect("the router is infallible");
@@ -316,7 +317,7 @@ fn http_request(data: &[u8]) -> Option<Request<Body>> {
 pub fn kms_decrypt(data: &[u8]) {
     let Ok(req) = DecryptRequest::decode(data) else { return };
     let s = &*SHARED;
-    let svc = Service::new(s.kms.clone());
+    let svc = Service::new(s.kms.clone(), s.metrics.kms.clone());
     let ciphertext = req.ciphertext.clone();
     match s.rt.block_on(svc.decrypt(tonic::Request::new(req))) {
         Ok(resp) => {

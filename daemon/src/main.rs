@@ -23,6 +23,7 @@ mod keys_cli;
 mod kms;
 mod metrics;
 mod module_server;
+mod notify;
 mod pool;
 mod qkd;
 mod refusals;

@@ -11,7 +11,12 @@ use qkeyd_drivers::{
         soft::SoftSealer,
         worker::SealerWorker,
     },
-    source::{chardev::CharDevSource, os::OsSource, sim::SimSource},
+    source::{
+        chardev::CharDevSource,
+        os::OsSource,
+        pkcs11::{Pkcs11Source, Pkcs11SourceConfig},
+        sim::SimSource,
+    },
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 
@@ -21,12 +26,13 @@ use crate::{
         keys::{KeysState, TokenDigest},
     },
     config::{
-        Config, KeysConfig, KmsSettings, ModuleSettings, Scoring, SealerConfig, SocketSpec,
-        SourceConfig, SourceKind,
+        Config, KeysConfig, KmsSettings, ModuleSettings, PinSource, Scoring, SealerConfig,
+        SocketSpec, SourceConfig, SourceKind,
     },
     kms,
     metrics::Metrics,
     module_server,
+    notify::Notifier,
     pool::{self, Pool, SourceStatus},
     refusals::Refusals,
     sources, unix_socket,
@@ -67,8 +73,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let (dir, sealer) = open_sealer(&config.keys)?;
     let token_serial = sealer.call(|s| Ok(s.token_serial())).ok().flatten();
     let keys = open_vault(&config.keys, &dir, sealer.clone(), &pool)?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    metrics.keys.watch_sealer(sealer.clone());
     let kms = match &config.kms.socket {
-        Some(socket) => Some(start_kms(&config.kms, socket, &dir, sealer, &pool)?),
+        Some(socket) => {
+            Some(start_kms(&config.kms, socket, &dir, sealer, &pool, metrics.kms.clone())?)
+        }
         None => None,
     };
     let attest = match &config.attest {
@@ -82,7 +92,6 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         )?)),
         None => None,
     };
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let vault = keys.vault.clone();
     let cluster = match (&config.kms.cluster, &kms, &attest) {
         (Some(settings), Some(k), Some(a)) => {
@@ -117,6 +126,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         access: config.access.clone(),
         attest,
         cluster,
+        tls_on: config.tls.is_some(),
     };
     let tls = match &config.tls {
         Some(settings) => {
@@ -178,8 +188,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     let module = module.map(|(server, listener, socket)| {
         (tokio::spawn(server.serve(listener, stop_rx.clone())), socket)
     });
+    let pool = state.pool.clone();
     let http = tokio::spawn(api::server::serve(listener, api::router(state), tls, stop_rx));
+    let notifier = Notifier::start(pool)?;
     shutdown().await;
+    if let Some(n) = &notifier {
+        n.stopping();
+    }
     let _ = stop_tx.send(true);
     reload.abort();
     http.await.context("HTTP server")?;
@@ -296,6 +311,7 @@ fn start_kms(
     dir: &std::path::Path,
     sealer: SealerWorker,
     pool: &Arc<Pool>,
+    metrics: crate::metrics::KmsMetrics,
 ) -> anyhow::Result<KmsRunning> {
     // Calls in progress at once (on the blocking pool or queued at the
     // sealer); the rest wait for a place.
@@ -324,7 +340,7 @@ fn start_kms(
         );
     }
     tracing::info!(endpoint = %socket.endpoint(), uids = ?allowed_uids, "KMS v2 plugin listening");
-    let service = kms::grpc::Service::new(k.clone());
+    let service = kms::grpc::Service::new(k.clone(), metrics);
     Ok(KmsRunning { kms: k, service, listener, socket: socket.clone(), allowed_uids })
 }
 
@@ -459,6 +475,27 @@ pub(crate) fn start_pool(config: &Config) -> anyhow::Result<Arc<Pool>> {
     for ((source, params, scoring), handle) in built.into_iter().zip(handles) {
         sources::spawn(source, params, scoring, handle).context("starting a source thread")?;
     }
+    if let Some(feed) = config.pool.kernel_feed {
+        tracing::info!(
+            credit_fraction = feed.credit_fraction,
+            interval_secs = feed.interval.as_secs_f64(),
+            "feeding the kernel's entropy pool (RNDADDENTROPY)"
+        );
+        let sink: pool::KernelSink = Box::new(|bytes, bits| {
+            linux_crng_ioctl::ioctl::add_randomness_to_kernel(bytes, bits)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+        });
+        let feeder = pool.clone();
+        std::thread::Builder::new()
+            .name("qkeyd-kernel-feed".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(feed.interval);
+                    let _ = feeder.feed_kernel(&sink);
+                }
+            })
+            .context("starting the kernel feed thread")?;
+    }
     Ok(pool)
 }
 
@@ -470,11 +507,33 @@ pub(crate) fn build_source(s: &SourceConfig) -> anyhow::Result<Box<dyn EntropySo
         SourceKind::CharDev { path } => {
             Box::new(CharDevSource::new(&s.name, path, p.bits_per_sample, p.claimed_h))
         }
+        SourceKind::Tpm { tcti } => tpm_source(&s.name, tcti, p.claimed_h)?,
+        SourceKind::Pkcs11 { module, token_label, pin } => {
+            let pin = pin.as_ref().map(PinSource::read).transpose()?;
+            let config = Pkcs11SourceConfig {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin,
+            };
+            Box::new(Pkcs11Source::new(&s.name, config, p.claimed_h))
+        }
         SourceKind::Sim { seed, schedule } => Box::new(
             SimSource::new(&s.name, *seed, p.bits_per_sample, p.claimed_h, schedule.clone())
                 .with_context(|| format!("source {:?}", s.name))?,
         ),
     })
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_source(name: &str, tcti: &str, claimed_h: f64) -> anyhow::Result<Box<dyn EntropySource>> {
+    let source = qkeyd_drivers::source::tpm::TpmSource::new(name, tcti, claimed_h)
+        .with_context(|| format!("source {name:?}"))?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_source(name: &str, _: &str, _: f64) -> anyhow::Result<Box<dyn EntropySource>> {
+    anyhow::bail!("source {name:?}: kind = \"tpm\" needs qkeyd built with the tpm feature")
 }
 
 /// Check the TLS certificate and key files every `interval`, and at once on

@@ -31,7 +31,8 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/attest/identity", get(identity))
         .route("/v1/keys/{id}/attest", post(attest))
         .route("/v1/gateway/keys", post(gateway_key))
-        .route_layer(middleware::from_fn_with_state(state, super::access::authorize))
+        .route_layer(middleware::from_fn_with_state(state.clone(), super::access::authorize))
+        .route_layer(middleware::from_fn_with_state(state, super::keys::count_operation))
 }
 
 fn attestor(state: &AppState) -> Result<Arc<Attestor>, ApiError> {

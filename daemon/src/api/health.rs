@@ -55,7 +55,30 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// What the KMS plugin and the vault show operators.
+pub(super) struct Services {
+    /// The KMS plugin's KEKs and last Status check, if it is on.
+    pub(super) kms: Option<crate::kms::KmsInfo>,
+}
+
+/// Read the KMS plugin's state and the vault's key counts, and bring their
+/// metrics up to date. The vault's census may read its files (after a
+/// change): on a blocking thread.
+pub(super) async fn catch_up_services(state: &AppState) -> Services {
+    let kms = state.kms.as_ref().map(|k| k.info());
+    let vault = state.keys.as_ref().map(|k| k.vault.clone());
+    let keys = match vault {
+        Some(vault) => {
+            tokio::task::spawn_blocking(move || vault.census().ok()).await.ok().flatten()
+        }
+        None => None,
+    };
+    state.metrics.catch_up_services(kms.as_ref(), keys.as_deref());
+    Services { kms }
+}
+
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    catch_up_services(&state).await;
     let text = state
         .metrics
         .render(&state.pool.snapshot())

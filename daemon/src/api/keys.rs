@@ -37,7 +37,25 @@ pub(super) fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/keys/{id}/encapsulate", post(encapsulate))
         .route("/v1/keys/{id}/decapsulate", post(decapsulate))
         .route("/v1/keys/{id}/derive", post(derive))
-        .route_layer(middleware::from_fn_with_state(state, super::access::authorize))
+        .route_layer(middleware::from_fn_with_state(state.clone(), super::access::authorize))
+        .route_layer(middleware::from_fn_with_state(state, count_operation))
+}
+
+/// Count every answer of a key route (refusals included) in
+/// `qkeyd_key_operations_total`, by operation and outcome.
+pub(super) async fn count_operation(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str());
+    let operation = route.and_then(|r| crate::metrics::key_operation(req.method(), r));
+    let response = next.run(req).await;
+    if let Some(op) = operation {
+        let outcome = crate::metrics::outcome(response.status());
+        state.metrics.keys.operations.with_label_values(&[op, outcome]).inc();
+    }
+    response
 }
 
 /// The SHA3-256 digest of the API token.

@@ -15,6 +15,7 @@ pub(crate) mod keys;
 mod kms;
 mod random;
 pub(crate) mod server;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) attest: Option<Arc<crate::attest::Attestor>>,
     /// The KMS plugin's KEKs shared through etcd, if `[kms.cluster]` is on.
     pub(crate) cluster: Option<Arc<crate::kms::cluster::Cluster>>,
+    /// Whether the REST API serves TLS (for the status page).
+    pub(crate) tls_on: bool,
 }
 
 /// Largest request body; a bigger one is answered 413.
@@ -65,6 +68,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(status::routes())
         .merge(keys::routes(state.clone()))
         .merge(kms::routes(state.clone()))
         .merge(attest::routes(state.clone()))

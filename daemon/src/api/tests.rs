@@ -38,6 +38,7 @@ fn world() -> World {
         generate_permits: Arc::new(Semaphore::new(4)),
         keys: Some(KeysState { vault: Arc::new(vault), token: TokenDigest::of(TOKEN) }),
         kms: Some(Arc::new(kms)),
+        tls_on: false,
     };
     World { _dir: dir, state }
 }
@@ -98,6 +99,63 @@ async fn health_and_metrics_answer() {
     let (s, v) = call(&w, "GET", "/metrics", false, None).await;
     assert_eq!(s, 200);
     assert!(v.as_str().unwrap().contains("qkeyd_"), "{v}");
+}
+
+#[tokio::test]
+async fn the_status_page_and_its_data_need_no_token_and_show_no_secret() {
+    let w = world();
+    for uri in ["/", "/ui/status.js", "/ui/status.css", "/ui/icon.svg"] {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let resp = router(w.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{uri}");
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        // Nothing but this origin for script and style: no inline, no eval.
+        for directive in ["default-src 'none';", "script-src 'self';", "style-src 'self';"] {
+            assert!(csp.contains(directive), "{directive} in {csp}");
+        }
+    }
+    let (s, key) = call(&w, "POST", "/v1/keys", true, Some(json!({ "alg": "ml-kem-768" }))).await;
+    assert_eq!(s, 201, "{key}");
+    let (s, _) = call(&w, "GET", "/v1/keys/no-such-key", true, None).await;
+    assert_eq!(s, 404);
+    let kms = w.state.kms.clone().unwrap();
+    let key_id = kms.status().await.unwrap();
+    let (s, v) = call(&w, "GET", "/v1/status", false, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["pool"]["sources"].is_array() && v["history"].is_object(), "{v}");
+    assert_eq!(v["kms"]["write_key_id_hash"], crate::metrics::key_id_hash(&key_id));
+    assert_eq!(v["kms"]["last_check"]["ok"], true, "{v}");
+    let text = v.to_string();
+    for secret in [key_id.as_str(), TOKEN, key["id"].as_str().unwrap()] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let metric = |name: &str, labels: Value| {
+        v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name && m["labels"] == labels)
+            .map(|m| m["value"].clone())
+    };
+    assert_eq!(
+        metric("qkeyd_keys", json!({ "algorithm": "ml-kem-768", "sealer": "soft" })),
+        Some(json!(1.0))
+    );
+    assert_eq!(
+        metric(
+            "qkeyd_key_operations_total",
+            json!({ "operation": "show", "outcome": "client_error" })
+        ),
+        Some(json!(1.0))
+    );
+    let (_, m) = call(&w, "GET", "/metrics", false, None).await;
+    let m = m.as_str().unwrap();
+    let info = format!(
+        "qkeyd_kms_key_id_info{{key_id_hash=\"{}\"}} 1",
+        crate::metrics::key_id_hash(&key_id)
+    );
+    assert!(m.contains(&info), "{m}");
+    assert!(m.contains("qkeyd_kms_status_healthy 1"), "{m}");
 }
 
 #[tokio::test]

@@ -15,10 +15,12 @@ use qkeyd_health::HealthParams;
 mod attest;
 mod cluster;
 mod error;
+mod kernel;
 mod qkd;
 mod qkd_serve;
 mod raw;
 mod renamed;
+mod services;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -27,6 +29,7 @@ mod tls;
 pub(crate) use attest::AttestSettings;
 pub(crate) use cluster::{ClusterSettings, valid_node_name};
 pub(crate) use error::ConfigError;
+pub(crate) use kernel::KernelFeed;
 pub(crate) use qkd::KmeSettings;
 pub(crate) use qkd_serve::{Combiner, PeerSettings, ServeSettings};
 pub(crate) use socket::{SocketSpec, SocketSpecError};
@@ -242,6 +245,9 @@ pub(crate) struct Scoring {
     pub(crate) min_trust: f64,
     /// Periodic full §6.3 assessments; `None` when disabled.
     pub(crate) full: Option<FullAssessment>,
+    /// Samples a second read and scored while the pool takes no seed, so that
+    /// drift and trust stay current on an idle node; 0: read only for seeds.
+    pub(crate) monitor_rate: u32,
 }
 
 /// Periodic full SP 800-90B §6.3 assessments of a live source.
@@ -265,6 +271,20 @@ pub(crate) enum SourceKind {
         /// Device path.
         path: PathBuf,
     },
+    /// A TPM 2.0's `TPM2_GetRandom`.
+    Tpm {
+        /// TCTI, e.g. `device:/dev/tpmrm0`.
+        tcti: String,
+    },
+    /// An HSM's `C_GenerateRandom`, through its PKCS#11 module.
+    Pkcs11 {
+        /// The module.
+        module: PathBuf,
+        /// The token's label.
+        token_label: String,
+        /// The user PIN, if the token wants a login first.
+        pin: Option<PinSource>,
+    },
     /// The simulated QRNG.
     Sim {
         /// PRNG seed (random if not configured).
@@ -285,6 +305,8 @@ pub(crate) struct PoolConfig {
     pub(crate) seed_timeout: Duration,
     /// Behaviour with no healthy source.
     pub(crate) mode: EntropyMode,
+    /// Crediting the kernel's entropy pool (`[kernel]`), if on.
+    pub(crate) kernel_feed: Option<KernelFeed>,
 }
 
 /// What the pool does when no source is healthy.

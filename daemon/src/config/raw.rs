@@ -7,10 +7,15 @@ use qkeyd_health::HealthParams;
 use serde::Deserialize;
 
 use super::{
-    Config, ConfigError, DEFAULT_KMS_SOCKET_MODE, DEFAULT_LISTEN, DEFAULT_MODULE_SOCKET_MODE,
-    Danger, EntropyMode, FullAssessment, KeysConfig, KmsSettings, ModuleSettings, PinSource,
-    PoolConfig, Scoring, SealerConfig, SocketSpec, SourceConfig, SourceKind, error::range,
+    Config, ConfigError, DEFAULT_LISTEN, Danger, EntropyMode, FullAssessment, KeysConfig,
+    PinSource, PoolConfig, Scoring, SealerConfig, SourceConfig, SourceKind,
+    error::range,
+    services::{RawKms, RawModule},
 };
+
+/// Highest `[health] monitor_rate`: far above any device, low enough that a
+/// typo cannot turn a source thread into a busy loop over `getrandom(2)`.
+const MAX_MONITOR_RATE: u32 = 1 << 24;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,173 +41,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     qkd: super::qkd::RawQkd,
     #[serde(default)]
+    kernel: super::kernel::RawKernel,
+    #[serde(default)]
     danger: RawDanger,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawKms {
-    socket: Option<String>,
-    socket_mode: String,
-    allowed_uids: Vec<u32>,
-    status_cache_ms: u64,
-    kek_cache_ms: u64,
-    inline_token_session: bool,
-    cluster: Option<super::cluster::RawCluster>,
-}
-
-impl Default for RawKms {
-    fn default() -> Self {
-        Self {
-            socket: None,
-            socket_mode: format!("{DEFAULT_KMS_SOCKET_MODE:o}"),
-            allowed_uids: Vec::new(),
-            status_cache_ms: 1000,
-            kek_cache_ms: 2000,
-            inline_token_session: true,
-            cluster: None,
-        }
-    }
-}
-
-impl RawKms {
-    fn check(self) -> Result<KmsSettings, ConfigError> {
-        let mode = socket_mode("kms.socket_mode", &self.socket_mode)?;
-        range(
-            self.status_cache_ms <= 60_000,
-            "kms.status_cache_ms",
-            "at most 60000 (kube-apiserver polls Status every minute)",
-            self.status_cache_ms,
-        )?;
-        range(
-            self.kek_cache_ms <= 3_600_000,
-            "kms.kek_cache_ms",
-            "at most 3600000",
-            self.kek_cache_ms,
-        )?;
-        let socket = socket("kms.socket", self.socket, mode)?;
-        let cluster = self.cluster.map(super::cluster::RawCluster::check).transpose()?;
-        if cluster.is_some() && socket.is_none() {
-            return Err(ConfigError::Inconsistent(
-                "[kms.cluster] shares the KMS plugin's KEKs: set kms.socket too",
-            ));
-        }
-        Ok(KmsSettings {
-            socket,
-            mode,
-            allowed_uids: self.allowed_uids,
-            status_cache: Duration::from_millis(self.status_cache_ms),
-            kek_cache: Duration::from_millis(self.kek_cache_ms),
-            inline_token_session: self.inline_token_session,
-            cluster,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawModule {
-    socket: Option<String>,
-    socket_mode: String,
-    allowed_uids: Vec<u32>,
-    allowed_gids: Vec<u32>,
-    pin_file: Option<PathBuf>,
-    pin_env: Option<String>,
-    key_cache_ms: u64,
-    max_connections: usize,
-    max_connections_per_uid: Option<usize>,
-    idle_timeout_secs: u64,
-}
-
-impl Default for RawModule {
-    fn default() -> Self {
-        Self {
-            socket: None,
-            socket_mode: format!("{DEFAULT_MODULE_SOCKET_MODE:o}"),
-            allowed_uids: Vec::new(),
-            allowed_gids: Vec::new(),
-            pin_file: None,
-            pin_env: None,
-            key_cache_ms: 2000,
-            max_connections: 256,
-            max_connections_per_uid: None,
-            idle_timeout_secs: 300,
-        }
-    }
-}
-
-/// Parse an octal socket mode the owner can use.
-fn socket_mode(key: &'static str, mode: &str) -> Result<u32, ConfigError> {
-    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777 && m & 0o600 == 0o600)
-        .ok_or_else(|| ConfigError::SocketMode { key, value: mode.to_owned() })
-}
-
-/// Parse an optional socket option.
-fn socket(
-    key: &'static str,
-    s: Option<String>,
-    mode: u32,
-) -> Result<Option<SocketSpec>, ConfigError> {
-    s.map(|s| SocketSpec::parse(&s, mode))
-        .transpose()
-        .map_err(|source| ConfigError::Socket { key, source })
-}
-
-impl RawModule {
-    fn check(self) -> Result<ModuleSettings, ConfigError> {
-        let mode = socket_mode("module.socket_mode", &self.socket_mode)?;
-        range(
-            self.key_cache_ms <= 3_600_000,
-            "module.key_cache_ms",
-            "at most 3600000",
-            self.key_cache_ms,
-        )?;
-        range(
-            (1..=4096).contains(&self.max_connections),
-            "module.max_connections",
-            "1..=4096",
-            self.max_connections,
-        )?;
-        // One uid's share: a quarter of all connections by default, so a
-        // flood from one uid leaves room for the others.
-        let per_uid = self.max_connections_per_uid.unwrap_or((self.max_connections / 4).max(1));
-        range(
-            (1..=self.max_connections).contains(&per_uid),
-            "module.max_connections_per_uid",
-            "1..=max_connections",
-            per_uid,
-        )?;
-        range(
-            (1..=86_400).contains(&self.idle_timeout_secs),
-            "module.idle_timeout_secs",
-            "1..=86400",
-            self.idle_timeout_secs,
-        )?;
-        let pin = match (self.pin_file, self.pin_env) {
-            (Some(f), None) => Some(PinSource::File(f)),
-            (None, Some(v)) => Some(PinSource::Env(v)),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError::Inconsistent(
-                    "[module] takes at most one of pin_file and pin_env",
-                ));
-            }
-        };
-        let socket = socket("module.socket", self.socket, mode)?;
-        Ok(ModuleSettings {
-            socket,
-            mode,
-            allowed_uids: self.allowed_uids,
-            allowed_gids: self.allowed_gids,
-            pin,
-            key_cache: Duration::from_millis(self.key_cache_ms),
-            max_connections: self.max_connections,
-            max_connections_per_uid: per_uid,
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-        })
-    }
 }
 
 #[derive(Deserialize)]
@@ -332,6 +173,7 @@ struct RawHealth {
     assessment_samples: usize,
     assessment_interval_secs: f64,
     assessment_margin_bits: f64,
+    monitor_rate: u32,
 }
 
 impl Default for RawHealth {
@@ -345,6 +187,7 @@ impl Default for RawHealth {
             assessment_samples: 1_000_000,
             assessment_interval_secs: 3600.0,
             assessment_margin_bits: 2.0,
+            monitor_rate: 4096,
         }
     }
 }
@@ -375,6 +218,23 @@ enum RawSource {
         path: PathBuf,
         #[serde(default = "eight_bits")]
         bits_per_sample: u32,
+        claimed_h: f64,
+    },
+    Tpm {
+        name: String,
+        tcti: String,
+        #[serde(default = "eight")]
+        claimed_h: f64,
+    },
+    Pkcs11 {
+        name: String,
+        module: PathBuf,
+        token_label: String,
+        #[serde(default)]
+        pin_file: Option<PathBuf>,
+        #[serde(default)]
+        pin_env: Option<String>,
+        #[serde(default = "eight")]
         claimed_h: f64,
     },
     Sim {
@@ -450,8 +310,15 @@ impl RawConfig {
             "in (0, 8]",
             h.assessment_margin_bits,
         )?;
+        range(
+            h.monitor_rate <= MAX_MONITOR_RATE,
+            "health.monitor_rate",
+            "0 (off) ..= 16777216 samples per second",
+            h.monitor_rate,
+        )?;
         let scoring = Scoring {
             min_trust: h.min_trust,
+            monitor_rate: h.monitor_rate,
             full: (h.assessment_samples > 0).then(|| FullAssessment {
                 samples: h.assessment_samples,
                 interval: Duration::from_secs_f64(h.assessment_interval_secs),
@@ -468,6 +335,22 @@ impl RawConfig {
                 RawSource::Os { name, claimed_h } => (name, SourceKind::Os, 8, claimed_h),
                 RawSource::Chardev { name, path, bits_per_sample, claimed_h } => {
                     (name, SourceKind::CharDev { path }, bits_per_sample, claimed_h)
+                }
+                RawSource::Tpm { name, tcti, claimed_h } => {
+                    (name, SourceKind::Tpm { tcti }, 8, claimed_h)
+                }
+                RawSource::Pkcs11 { name, module, token_label, pin_file, pin_env, claimed_h } => {
+                    let pin = match (pin_file, pin_env) {
+                        (None, None) => None,
+                        (Some(f), None) => Some(PinSource::File(f)),
+                        (None, Some(v)) => Some(PinSource::Env(v)),
+                        (Some(_), Some(_)) => {
+                            return Err(ConfigError::Inconsistent(
+                                "a pkcs11 source takes at most one of pin_file and pin_env",
+                            ));
+                        }
+                    };
+                    (name, SourceKind::Pkcs11 { module, token_label, pin }, 8, claimed_h)
                 }
                 RawSource::Sim { name, seed, bits_per_sample, claimed_h, schedule } => {
                     if !self.danger.allow_sim_sources {
@@ -514,6 +397,7 @@ impl RawConfig {
             ));
         }
         let qkd = self.qkd.check()?;
+        let kernel = self.kernel.check()?;
         let danger = Danger {
             os_fallback: self.danger.os_fallback,
             allow_sim_sources: self.danger.allow_sim_sources,
@@ -551,6 +435,7 @@ impl RawConfig {
                 } else {
                     EntropyMode::FailClosed
                 },
+                kernel_feed: kernel,
             },
             max_request_bytes: p.max_request_bytes,
             keys,

@@ -44,7 +44,7 @@ fn example_config_is_as_safe_as_the_embedded_default() {
         uncommented.push('\n');
     }
     let all = Config::from_toml(&uncommented).unwrap();
-    assert_eq!(all.sources.len(), 3);
+    assert_eq!(all.sources.len(), 5);
     assert!(all.danger.os_fallback && all.danger.allow_sim_sources);
     assert!(all.kms.socket.is_some() && all.module.socket.is_some());
 }
@@ -116,12 +116,18 @@ fn bad_configs_say_what_is_wrong() {
         ("[[source]]\nname=\"o\"\nkind=\"os\"\n[[source]]\nname=\"o\"\nkind=\"os\"", "used twice"),
         ("[[source]]\nname=\"o o\"\nkind=\"os\"", "1-64 characters"),
         ("[[source]]\nname=\"c\"\nkind=\"chardev\"\npath=\"/x\"\nclaimed_h=9.0", "min-entropy"),
-        ("[[source]]\nname=\"o\"\nkind=\"tpm\"", "unknown variant"),
+        ("[[source]]\nname=\"o\"\nkind=\"qrng\"", "unknown variant"),
+        ("[[source]]\nname=\"t\"\nkind=\"tpm\"", "missing field `tcti`"),
+        (
+            "[[source]]\nname=\"h\"\nkind=\"pkcs11\"\nmodule=\"/m.so\"\ntoken_label=\"t\"\npin_file=\"/p\"\npin_env=\"P\"",
+            "at most one of pin_file and pin_env",
+        ),
         ("[[source]]\nname=\"o\"\nkind=\"os\"\nbogus=1", "unknown field"),
         ("[pool]\nreseed_interval_requests=0\n[[source]]\nname=\"o\"\nkind=\"os\"", "2^48"),
         ("[health]\npermanent_alpha_log2=-10.0\n[[source]]\nname=\"o\"\nkind=\"os\"", "permanent"),
         ("[[source]]\nname=\"s\"\nkind=\"sim\"", "allow_sim_sources"),
         ("[pool]\nseed_timeout_ms=99999999999\n[[source]]\nname=\"o\"\nkind=\"os\"", "1..=60000"),
+        ("[health]\nmonitor_rate=99999999\n[[source]]\nname=\"o\"\nkind=\"os\"", "monitor_rate"),
         ("[pool]\nreseed_interval_secs=1e300\n[[source]]\nname=\"o\"\nkind=\"os\"", "86400"),
     ];
     for (text, needle) in cases {

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{Kind, Kms, KmsError};
 use crate::{
     incident::{Chain, Incident},
+    metrics::KmsMetrics,
     refusals::Refusals,
 };
 
@@ -68,6 +69,7 @@ pub(crate) fn incoming(
 #[derive(Clone)]
 pub(crate) struct Service {
     kms: Arc<Kms>,
+    metrics: KmsMetrics,
 }
 
 impl std::fmt::Debug for Service {
@@ -77,9 +79,21 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service over `kms`.
-    pub(crate) fn new(kms: Arc<Kms>) -> Self {
-        Self { kms }
+    /// A service over `kms`, counting its calls in `metrics`.
+    pub(crate) fn new(kms: Arc<Kms>, metrics: KmsMetrics) -> Self {
+        Self { kms, metrics }
+    }
+
+    /// Count `answer` as a call to `method` that began at `started`.
+    fn counted<T>(
+        &self,
+        method: &'static str,
+        started: std::time::Instant,
+        answer: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = answer.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, code, started.elapsed());
+        answer.map(Response::new)
     }
 
     /// The tonic server for this service.
@@ -129,35 +143,43 @@ impl KeyManagementService for Service {
         &self,
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let key_id = in_time(self.kms.status()).await?;
-        Ok(Response::new(StatusResponse { version: VERSION.into(), healthz: "ok".into(), key_id }))
+        let started = std::time::Instant::now();
+        let answer = in_time(self.kms.status()).await.map(|key_id| StatusResponse {
+            version: VERSION.into(),
+            healthz: "ok".into(),
+            key_id,
+        });
+        self.counted("Status", started, answer)
     }
 
     async fn encrypt(
         &self,
         req: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
+        let started = std::time::Instant::now();
         let req = req.into_inner();
         tracing::debug!(uid = uid(&req.uid), bytes = req.plaintext.len(), "KMS Encrypt");
         let plaintext = zeroize::Zeroizing::new(req.plaintext);
-        let out = in_time(self.kms.encrypt(plaintext)).await?;
-        Ok(Response::new(EncryptResponse {
+        let answer = in_time(self.kms.encrypt(plaintext)).await.map(|out| EncryptResponse {
             ciphertext: out.ciphertext,
             key_id: out.key_id,
             annotations: out.annotations.into_iter().collect(),
-        }))
+        });
+        self.counted("Encrypt", started, answer)
     }
 
     async fn decrypt(
         &self,
         req: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
+        let started = std::time::Instant::now();
         let req = req.into_inner();
         tracing::debug!(uid = uid(&req.uid), key_id = %uid(&req.key_id), "KMS Decrypt");
         let annotations: BTreeMap<String, Vec<u8>> = req.annotations.into_iter().collect();
-        let plaintext =
-            in_time(self.kms.decrypt(&req.key_id, &req.ciphertext, &annotations)).await?;
-        // The reply buffer is the caller's: it leaves as the response body.
-        Ok(Response::new(DecryptResponse { plaintext: plaintext.to_vec() }))
+        let answer = in_time(self.kms.decrypt(&req.key_id, &req.ciphertext, &annotations))
+            .await
+            // The reply buffer is the caller's: it leaves as the response body.
+            .map(|plaintext| DecryptResponse { plaintext: plaintext.to_vec() });
+        self.counted("Decrypt", started, answer)
     }
 }

@@ -49,6 +49,7 @@ use zeroize::Zeroizing;
 pub(crate) use error::{Kind, KmsError};
 use format::{IV_LEN, aad, annotations, assemble, check_ciphertext, check_key_id, check_plaintext};
 use kek::{Cached, Route};
+pub(crate) use status::CheckOutcome;
 use status::StatusCache;
 pub(crate) use store::Retired;
 use store::{KekFile, KekLocation, KekRecord, Store};
@@ -98,6 +99,8 @@ pub(crate) struct KmsInfo {
     pub(crate) inline_on_copy: u64,
     /// Status's real checks of the backend since start.
     pub(crate) status_checks: u64,
+    /// How the last of them went.
+    pub(crate) last_check: Option<CheckOutcome>,
 }
 
 /// The plugin.
@@ -305,6 +308,7 @@ impl Kms {
             queued_ops: self.queued_ops.load(Ordering::Relaxed),
             inline_on_copy: self.sealer.inline().map_or(0, |k| k.copy_ops()),
             status_checks: self.status.checks(),
+            last_check: self.status.outcome(),
         }
     }
 }

@@ -36,6 +36,19 @@ pub(super) struct StatusCache {
     checks: AtomicU64,
     /// How long an answer is reused.
     ttl: Duration,
+    /// The last real check's outcome, for operators.
+    outcome: Mutex<Option<CheckOutcome>>,
+}
+
+/// How the last real Status check went: no key id, no error text.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub(crate) struct CheckOutcome {
+    /// Whether the round trip through the backend passed.
+    pub(crate) ok: bool,
+    /// When it ended, Unix seconds.
+    pub(crate) at_unix: u64,
+    /// How long it took, seconds.
+    pub(crate) seconds: f64,
 }
 
 impl StatusCache {
@@ -45,6 +58,7 @@ impl StatusCache {
             checking: tokio::sync::Mutex::new(()),
             checks: AtomicU64::new(0),
             ttl,
+            outcome: Mutex::new(None),
         }
     }
 
@@ -61,6 +75,11 @@ impl StatusCache {
     /// Real checks since start.
     pub(super) fn checks(&self) -> u64 {
         self.checks.load(Ordering::Relaxed)
+    }
+
+    /// The last real check's outcome.
+    pub(super) fn outcome(&self) -> Option<CheckOutcome> {
+        *lock(&self.outcome)
     }
 
     /// Forget the answer (the write key changed).
@@ -83,7 +102,15 @@ impl Kms {
             return r;
         }
         self.status.checks.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let r = self.probe().await;
+        *lock(&self.status.outcome) = Some(CheckOutcome {
+            ok: r.is_ok(),
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            seconds: started.elapsed().as_secs_f64(),
+        });
         // A rotation while the probe ran has made its key id stale: answer
         // with it this once, but do not keep it.
         let current = lock(&self.file).write.clone();

@@ -58,6 +58,8 @@ pub(crate) struct Server {
     allowed_gids: Vec<u32>,
     refusals: Refusals,
     closed: IntCounterVec,
+    /// Open connections, for `qkeyd_module_clients`.
+    clients: prometheus::IntGauge,
 }
 
 /// Connections being served: in all, and per peer uid.
@@ -77,6 +79,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut slots = self.server.lock_slots();
         slots.total -= 1;
+        self.server.clients.set(i64::try_from(slots.total).unwrap_or(i64::MAX));
         if let Some(n) = slots.by_uid.get_mut(&self.uid) {
             *n -= 1;
             if *n == 0 {
@@ -121,6 +124,7 @@ impl Server {
             allowed_gids: settings.allowed_gids.clone(),
             refusals: Refusals::new("module", metrics.connections_refused.clone()),
             closed: metrics.module_closed.clone(),
+            clients: metrics.keys.module_clients.clone(),
         }
     }
 
@@ -147,6 +151,7 @@ impl Server {
         }
         *mine += 1;
         slots.total += 1;
+        self.clients.set(i64::try_from(slots.total).unwrap_or(i64::MAX));
         Ok(Slot { server: self.clone(), uid })
     }
 

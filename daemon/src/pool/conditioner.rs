@@ -40,6 +40,9 @@ pub(crate) struct Provenance {
     pub(crate) epoch: u64,
     /// First and last sample (indices in the source's stream) hashed in.
     pub(crate) samples: RangeInclusive<u64>,
+    /// How many samples were hashed in (samples set aside between the first
+    /// and the last are not).
+    pub(crate) count: u64,
     /// Claimed min-entropy of the input, bits.
     pub(crate) input_entropy_bits: f64,
 }
@@ -115,6 +118,7 @@ impl Conditioner {
                         source: self.source,
                         epoch,
                         samples: first..=last,
+                        count: per_block,
                         input_entropy_bits: per_block as f64 * self.claimed_h,
                     },
                 });

@@ -13,18 +13,25 @@
 //! This module does no I/O of its own: the fallback is a function it is given.
 
 mod conditioner;
+mod handle;
+mod kernel;
 mod status;
 
 use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, sync_channel},
     },
     time::{Duration, Instant},
 };
 
 pub(crate) use conditioner::{Conditioner, SeedBlock};
+use handle::Demand;
+pub(crate) use handle::{Offer, SourceHandle};
+#[cfg(test)]
+use kernel::Fed;
+pub(crate) use kernel::{KernelFeedSnapshot, KernelSink};
 use qkeyd_drbg::{CtrDrbg, DrbgError, MAX_REQUEST, SEED_LEN};
 pub(crate) use status::{AssessmentSnapshot, SourceSnapshot, SourceState, SourceStatus};
 use zeroize::Zeroizing;
@@ -118,6 +125,8 @@ pub(crate) struct SeedRecord {
     pub(crate) first_sample: Option<u64>,
     /// Last sample.
     pub(crate) last_sample: Option<u64>,
+    /// Samples hashed in (`None` for the OS fallback).
+    pub(crate) samples_hashed: Option<u64>,
     /// Min-entropy credited to the samples hashed in (`None` for the OS fallback).
     pub(crate) input_entropy_bits: Option<f64>,
     /// Seconds since the pool started.
@@ -152,6 +161,8 @@ pub(crate) struct PoolSnapshot {
     pub(crate) sources: Vec<SourceSnapshot>,
     /// DRBG state.
     pub(crate) drbg: DrbgSnapshot,
+    /// Kernel feeding, if on.
+    pub(crate) kernel_feed: Option<KernelFeedSnapshot>,
 }
 
 struct DrbgSlot {
@@ -175,31 +186,15 @@ struct SeedStats {
     seeds_used: Vec<u64>,
 }
 
-/// What a source thread holds: its status and the way into the pool.
-#[derive(Clone)]
-pub(crate) struct SourceHandle {
-    /// The source's index in the pool.
-    pub(crate) index: usize,
-    /// Its shared status.
-    pub(crate) status: Arc<SourceStatus>,
-    tx: SyncSender<SeedBlock>,
-}
-
-impl SourceHandle {
-    /// Hand a seed block to the pool, waiting while the channel is full.
-    /// Returns false once the pool is gone.
-    pub(crate) fn send(&self, block: SeedBlock) -> bool {
-        self.tx.send(block).is_ok()
-    }
-}
-
 /// The pool.
 pub(crate) struct Pool {
     config: PoolConfig,
     sources: Vec<Arc<SourceStatus>>,
     rx: Mutex<Receiver<SeedBlock>>,
+    demand: Arc<Demand>,
     drbg: Mutex<DrbgSlot>,
     stats: Mutex<SeedStats>,
+    kernel: Mutex<KernelFeedSnapshot>,
     fallback: Fallback,
     started: Instant,
     #[cfg(test)]
@@ -214,20 +209,28 @@ impl Pool {
         fallback: Fallback,
     ) -> (Arc<Self>, Vec<SourceHandle>) {
         let (tx, rx) = sync_channel(CHANNEL_BLOCKS);
+        let demand = Arc::new(Demand::default());
         let handles: Vec<SourceHandle> = sources
             .iter()
             .enumerate()
-            .map(|(index, status)| SourceHandle { index, status: status.clone(), tx: tx.clone() })
+            .map(|(index, status)| SourceHandle {
+                index,
+                status: status.clone(),
+                tx: tx.clone(),
+                demand: demand.clone(),
+            })
             .collect();
         let pool = Arc::new(Self {
             config,
             sources,
             rx: Mutex::new(rx),
+            demand,
             drbg: Mutex::new(DrbgSlot { drbg: None, seeded_by: None, last_seed: None }),
             stats: Mutex::new(SeedStats {
                 seeds_used: vec![0; handles.len()],
                 ..SeedStats::default()
             }),
+            kernel: Mutex::default(),
             fallback,
             started: Instant::now(),
             #[cfg(test)]
@@ -429,6 +432,7 @@ impl Pool {
             source: "os-fallback".into(),
             first_sample: None,
             last_sample: None,
+            samples_hashed: None,
             input_entropy_bits: None,
             at_secs: self.started.elapsed().as_secs_f64(),
         };
@@ -445,9 +449,14 @@ impl Pool {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         let rx = lock(&self.rx);
         loop {
+            self.demand.bump();
             let left = deadline.saturating_duration_since(Instant::now());
             let block = match rx.recv_timeout(left.min(POLL)) {
-                Ok(b) => b,
+                Ok(b) => {
+                    // Room in the queue now: a source waiting to offer may go on.
+                    self.demand.bump();
+                    b
+                }
                 Err(RecvTimeoutError::Timeout) if !left.is_zero() => {
                     // The last healthy source may have failed while we waited.
                     if !self.sources.iter().any(|s| s.state() == SourceState::Healthy) {
@@ -470,6 +479,7 @@ impl Pool {
                 source: status.info().name.clone(),
                 first_sample: Some(*p.samples.start()),
                 last_sample: Some(*p.samples.end()),
+                samples_hashed: Some(p.count),
                 input_entropy_bits: Some(p.input_entropy_bits),
                 at_secs: self.started.elapsed().as_secs_f64(),
             };
@@ -492,6 +502,11 @@ impl Pool {
         }
     }
 
+    /// Each source's recent drift windows, by name, for the status page.
+    pub(crate) fn trust_history(&self) -> Vec<(String, Vec<status::TrustPoint>)> {
+        self.sources.iter().map(|s| (s.info().name.clone(), s.history())).collect()
+    }
+
     /// State for /v1/health and metrics.
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
         let stats = lock(&self.stats);
@@ -512,6 +527,7 @@ impl Pool {
                 seeded_by: stats.seeded_by,
                 seed_log: stats.log.iter().cloned().collect(),
             },
+            kernel_feed: self.kernel_feed(),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Per-source status shared between a source's thread and the pool.
 
-use std::sync::Mutex;
+use std::{
+    collections::VecDeque,
+    sync::Mutex,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use qkeyd_drivers::SourceInfo;
 use qkeyd_health::{Cutoffs, Failure, FailureKind, Severity, TestCounts};
@@ -26,6 +30,23 @@ pub(crate) enum SourceState {
     /// assessment passes.
     Distrusted,
 }
+
+/// One drift window's scores, for the status page's chart.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub(crate) struct TrustPoint {
+    /// When the window closed, Unix seconds.
+    pub(crate) unix: f64,
+    /// Samples read by then.
+    pub(crate) sample: u64,
+    /// Drift score, 0..1.
+    pub(crate) drift: f64,
+    /// Trust score, 0..1.
+    pub(crate) trust: f64,
+}
+
+/// Drift windows kept per source: at the default monitor rate (a window of
+/// 8,192 samples every 2 s) about ten minutes.
+pub(crate) const HISTORY_KEPT: usize = 300;
 
 /// A failure as /v1/health shows it.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -116,6 +137,13 @@ pub(crate) struct SourceSnapshot {
     pub(crate) disconnects: u64,
     /// Seed blocks the DRBG took from this source.
     pub(crate) seeds_used: u64,
+    /// Samples a second read and scored while the pool takes no seed (0: the
+    /// source is read only for seeds).
+    pub(crate) monitor_rate: u32,
+    /// Trust below this takes the source out (`[health] min_trust`).
+    pub(crate) min_trust: f64,
+    /// Seconds since samples were last read from the device.
+    pub(crate) sample_age_secs: Option<f64>,
     /// Drift score 0..1 (0 = as claimed).
     pub(crate) drift_score: f64,
     /// Trust score 0..1 (1 = fully trusted).
@@ -147,6 +175,9 @@ struct Inner {
     /// epoch are discarded.
     epoch: u64,
     counts: TestCounts,
+    monitor_rate: u32,
+    min_trust: f64,
+    last_read: Option<Instant>,
     disconnects: u64,
     drift: f64,
     trust: f64,
@@ -159,6 +190,7 @@ struct Inner {
     last_failure: Option<Failure>,
     first_failures: Vec<Failure>,
     last_error: Option<String>,
+    history: VecDeque<TrustPoint>,
 }
 
 /// Failures kept in `first_failures`.
@@ -184,6 +216,9 @@ impl SourceStatus {
                 state: SourceState::Startup,
                 epoch: 0,
                 counts: TestCounts::default(),
+                monitor_rate: 0,
+                min_trust: 0.0,
+                last_read: None,
                 disconnects: 0,
                 drift: 0.0,
                 trust: 1.0,
@@ -196,6 +231,7 @@ impl SourceStatus {
                 last_failure: None,
                 first_failures: Vec::new(),
                 last_error: None,
+                history: VecDeque::new(),
             }),
         }
     }
@@ -221,6 +257,19 @@ impl SourceStatus {
         inner.state == SourceState::Healthy && inner.epoch == epoch
     }
 
+    /// Record how the source is scored: the rate at which it is sampled
+    /// while idle, and the trust below which it is taken out.
+    pub(crate) fn set_scoring(&self, rate: u32, min_trust: f64) {
+        let mut inner = lock(&self.inner);
+        inner.monitor_rate = rate;
+        inner.min_trust = min_trust;
+    }
+
+    /// Record that samples were just read from the device.
+    pub(crate) fn sampled(&self) {
+        lock(&self.inner).last_read = Some(Instant::now());
+    }
+
     /// Record progress: new counts (cumulative) and state.
     pub(crate) fn update(&self, state: SourceState, counts: TestCounts) {
         let mut inner = lock(&self.inner);
@@ -234,7 +283,23 @@ impl SourceStatus {
         inner.drift = drift;
         inner.trust = trust;
         inner.window_h = window_h;
+        // Called every round; the chart gets a point per closed window.
+        let closed = windows != inner.drift_windows;
         inner.drift_windows = windows;
+        if !closed {
+            return;
+        }
+        if inner.history.len() == HISTORY_KEPT {
+            inner.history.pop_front();
+        }
+        let sample = inner.counts.samples;
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        inner.history.push_back(TrustPoint { unix, sample, drift, trust });
+    }
+
+    /// The last [`HISTORY_KEPT`] drift windows' scores, oldest first.
+    pub(crate) fn history(&self) -> Vec<TrustPoint> {
+        lock(&self.inner).history.iter().copied().collect()
     }
 
     /// Record a finished full assessment.
@@ -301,6 +366,9 @@ impl SourceStatus {
             disconnects: inner.disconnects,
             // Filled in by the pool, which counts seeds beside its seed log.
             seeds_used: 0,
+            monitor_rate: inner.monitor_rate,
+            min_trust: inner.min_trust,
+            sample_age_secs: inner.last_read.map(|t| t.elapsed().as_secs_f64()),
             drift_score: inner.drift,
             trust_score: inner.trust,
             window_h_estimate: inner.window_h,

@@ -15,7 +15,7 @@ use sha3::{Digest, Sha3_384};
 use super::*;
 use crate::{config::Scoring, sources};
 
-const NO_FULL: Scoring = Scoring { min_trust: 0.89, full: None };
+const NO_FULL: Scoring = Scoring { min_trust: 0.89, full: None, monitor_rate: 0 };
 
 /// What the pool fed its DRBG, recorded in test builds only.
 #[derive(Clone, Debug)]
@@ -30,6 +30,7 @@ fn config(mode: EntropyMode, reseed_interval_requests: u64) -> PoolConfig {
         reseed_interval: Duration::from_secs(3600),
         seed_timeout: Duration::from_secs(5),
         mode,
+        kernel_feed: None,
     }
 }
 
@@ -46,9 +47,19 @@ fn status_for(src: &dyn EntropySource, params: HealthParams) -> Arc<SourceStatus
 /// is recomputed here from nothing but the seed blocks it took, each block is
 /// recomputed from the simulator's own (fault-free) stream over the sample
 /// range it claims, and every range ends before the fault began. So no output
-/// byte depends on a sample at or after the failure.
+/// byte depends on a sample at or after the failure. Both when the source is
+/// read only for seeds and when it is also sampled at the monitor rate.
 #[test]
 fn output_derives_only_from_samples_before_the_failure() {
+    output_derives_only_from_samples_before_the_failure_at(0);
+}
+
+#[test]
+fn output_derives_only_from_samples_before_the_failure_when_monitored() {
+    output_derives_only_from_samples_before_the_failure_at(4096);
+}
+
+fn output_derives_only_from_samples_before_the_failure_at(monitor_rate: u32) {
     const STUCK_AT: u64 = 30_000;
     let mut reference = vec![0u8; STUCK_AT as usize];
     let mut twin = SimSource::new("twin", 42, 8, 8.0, vec![]).unwrap();
@@ -63,7 +74,8 @@ fn output_derives_only_from_samples_before_the_failure() {
     let status = status_for(&sim, params);
     let (pool, handles) =
         Pool::new(config(EntropyMode::FailClosed, 1), vec![status.clone()], no_fallback());
-    sources::spawn(Box::new(sim), params, NO_FULL, handles[0].clone()).unwrap();
+    let scoring = Scoring { monitor_rate, ..NO_FULL };
+    sources::spawn(Box::new(sim), params, scoring, handles[0].clone()).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut outputs = Vec::new();
@@ -285,4 +297,108 @@ fn traced_draws_name_their_seed_and_refuse_below_the_bar() {
     assert_eq!(out, [0u8; 32], "nothing was generated");
     let p = open.fill_fresh_traced(&mut out, None).unwrap();
     assert_eq!((p.serving, p.seed_source.as_str()), (Serving::OsFallback, "os-fallback"));
+}
+
+/// A source's offer into a full queue waits for room until its deadline: it
+/// goes in when the pool takes a block meanwhile, and is dropped otherwise.
+#[test]
+fn an_offer_waits_for_room_until_its_deadline() {
+    let sim = SimSource::new("s", 1, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    status.update(SourceState::Healthy, qkeyd_health::TestCounts::default());
+    let (pool, handles) =
+        Pool::new(config(EntropyMode::FailClosed, 1), vec![status], no_fallback());
+    let handle = &handles[0];
+    let block = |i: u64| SeedBlock {
+        bytes: Zeroizing::new([0x11; SEED_LEN]),
+        provenance: conditioner::Provenance {
+            source: 0,
+            epoch: 0,
+            samples: i..=i,
+            count: 56,
+            input_entropy_bits: 448.0,
+        },
+    };
+    let soon = || Instant::now() + Duration::from_millis(50);
+    for i in 0..CHANNEL_BLOCKS as u64 {
+        assert_eq!(handle.offer(block(i), soon()), Offer::Taken);
+    }
+    let t = Instant::now();
+    assert_eq!(handle.offer(block(100), soon()), Offer::Full);
+    assert!(t.elapsed() >= Duration::from_millis(45), "{:?}", t.elapsed());
+
+    let before = handle.demand();
+    let taker = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            pool.take_block().map(|(_, record, _)| record.first_sample)
+        })
+    };
+    let t = Instant::now();
+    let offer = handle.offer(block(200), Instant::now() + Duration::from_secs(10));
+    assert_eq!(offer, Offer::Taken);
+    assert!(t.elapsed() < Duration::from_secs(5), "woken by the take: {:?}", t.elapsed());
+    assert_eq!(taker.join().unwrap().unwrap(), Some(0), "the oldest block went first");
+    assert!(handle.demand() > before, "taking moves the demand counter");
+}
+
+/// Kernel feeding credits the configured fraction of the block's assessed
+/// entropy, only once its source has been measured, and never while the pool
+/// cannot serve from its sources.
+#[test]
+fn kernel_feeding_credits_assessed_entropy_and_stops_when_unhealthy() {
+    let sim = SimSource::new("sim", 7, 8, 8.0, vec![]).unwrap();
+    let params = HealthParams::new(8, 8.0);
+    let status = status_for(&sim, params);
+    let feed =
+        crate::config::KernelFeed { credit_fraction: 0.25, interval: Duration::from_secs(1) };
+    let (pool, handles) = Pool::new(
+        PoolConfig { kernel_feed: Some(feed), ..config(EntropyMode::FailClosed, 1) },
+        vec![status.clone()],
+        no_fallback(),
+    );
+    /// What the kernel was given: bytes and credit.
+    type Given = Arc<Mutex<Vec<(Vec<u8>, u32)>>>;
+    let fed: Given = Arc::default();
+    let record = fed.clone();
+    let sink: KernelSink = Box::new(move |bytes, bits| {
+        lock(&record).push((bytes.to_vec(), bits));
+        Ok(())
+    });
+    // Before the source is up: unhealthy, nothing written.
+    assert_eq!(pool.feed_kernel(&sink), Fed::Unhealthy);
+    let scoring = Scoring { monitor_rate: 1 << 20, ..NO_FULL };
+    sources::spawn(Box::new(sim), params, scoring, handles[0].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let credit = loop {
+        assert!(Instant::now() < deadline, "never fed: {:?}", pool.kernel_feed());
+        match pool.feed_kernel(&sink) {
+            Fed::Credited(bits) => break bits,
+            Fed::Unhealthy | Fed::Unassessed => std::thread::sleep(Duration::from_millis(20)),
+            Fed::Refused => panic!("the recorder refuses nothing"),
+        }
+    };
+    let snap = pool.kernel_feed().unwrap();
+    let last = snap.log.back().cloned().unwrap();
+    let h = status.snapshot().window_h_estimate.unwrap();
+    assert!(h < 8.0, "the MCV estimate, not the claim: {h}");
+    assert_eq!(last.samples, 56);
+    assert_eq!(credit, kernel::credit_bits(0.25, 56, last.assessed_h));
+    assert_eq!(credit, (0.25 * 56.0 * last.assessed_h).floor() as u32, "{last:?}");
+    assert_eq!(lock(&fed).len(), 1);
+    assert_eq!(lock(&fed)[0].0.len(), SEED_LEN);
+    assert_eq!(lock(&fed)[0].1, credit);
+    assert_eq!((snap.feeds, snap.bytes, snap.credited_bits), (1, 48, u64::from(credit)));
+
+    // The source fails: no more feeds.
+    status.fail(qkeyd_health::Failure {
+        kind: qkeyd_health::FailureKind::Rct,
+        severity: Severity::Permanent,
+        sample: 0,
+    });
+    assert_eq!(pool.feed_kernel(&sink), Fed::Unhealthy);
+    assert_eq!(lock(&fed).len(), 1, "nothing fed while fail-closed");
+    assert!(pool.kernel_feed().unwrap().skipped_unhealthy >= 2);
 }

@@ -1,23 +1,37 @@
 //! One thread per entropy source: read → health-test → condition → pool.
 //!
 //! Each source's device handle lives on its own OS thread, which blocks on the
-//! device and, through the bounded seed channel, on the pool: a source is read
-//! only as fast as seed blocks are taken.
+//! device and then on the pool. With `[health] monitor_rate` set (the
+//! default), the thread reads a quarter-second of samples at that rate per
+//! round and offers its seed blocks, waiting for room in the pool's queue
+//! until the round's time is up; what still does not fit is dropped. So a pool
+//! that takes seeds gets them as fast as the device allows, and on a node that
+//! draws nothing every source is still read and scored at the monitor rate:
+//! drift and trust stay current. A source with nothing to offer (start-up,
+//! quarantine, distrust, samples set aside for a full assessment) keeps the
+//! monitor rate too, unless the pool is asking for seeds. With a rate of 0 a
+//! source is read only as fast as its seed blocks are taken.
 
 mod full;
 
-use std::{io, thread, time::Duration};
+use std::{
+    io, thread,
+    time::{Duration, Instant},
+};
 
 use qkeyd_drivers::EntropySource;
 use qkeyd_health::{HealthMonitor, HealthParams, MonitorState, Severity, drift::DriftDetector};
 
 use crate::{
     config::Scoring,
-    pool::{AssessmentSnapshot, Conditioner, SeedBlock, SourceHandle, SourceState},
+    pool::{AssessmentSnapshot, Conditioner, Offer, SeedBlock, SourceHandle, SourceState},
 };
 
 /// Samples read per device call.
 const READ_CHUNK: usize = 4096;
+/// Reads a second at the monitor rate: small enough that a pool wanting seeds
+/// again is noticed within a quarter of a second.
+const MONITOR_READS_PER_SEC: u32 = 4;
 /// First and last pause after a failure or disconnect.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -57,9 +71,20 @@ fn run(
     let mut total: u64 = 0;
     let mut backoff = BACKOFF_MIN;
     let mut quarantined = false;
+    let rate = scoring.monitor_rate;
+    handle.status.set_scoring(rate, scoring.min_trust);
+    let chunk = match rate {
+        0 => READ_CHUNK,
+        r => (r / MONITOR_READS_PER_SEC).clamp(64, READ_CHUNK as u32) as usize,
+    };
+    let mut demand = handle.demand();
     loop {
-        let n = match source.read(&mut buf) {
-            Ok(n) => n,
+        let round = Instant::now();
+        let n = match source.read(&mut buf[..chunk]) {
+            Ok(n) => {
+                handle.status.sampled();
+                n
+            }
             Err(e) => {
                 if handle.status.state() != SourceState::Unavailable {
                     tracing::warn!(source = %name, error = %e, "entropy source unavailable");
@@ -206,11 +231,34 @@ fn run(
             drift.last().map(|w| w.h_estimate),
             drift.windows(),
         );
+        // A round's samples take n/rate seconds at the monitor rate: offers
+        // wait for room until then, and what does not fit is surplus.
+        let due = match rate {
+            0 => round,
+            r => round + Duration::from_secs_f64(n as f64 / f64::from(r)),
+        };
+        let made = !blocks.is_empty();
+        let mut all_taken = true;
         for block in blocks.drain(..) {
-            if !handle.send(block) {
-                return;
+            if !all_taken {
+                continue;
+            }
+            let offer = if rate == 0 {
+                if handle.send(block) { Offer::Taken } else { Offer::Gone }
+            } else {
+                handle.offer(block, due)
+            };
+            match offer {
+                Offer::Taken => {}
+                Offer::Full => all_taken = false,
+                Offer::Gone => return,
             }
         }
+        let asked = handle.demand();
+        // Read on at once while the pool takes all this source makes, or asks
+        // while it makes nothing; otherwise keep to the monitor rate.
+        let hurry = if made { all_taken } else { asked != demand };
+        demand = asked;
         if state == SourceState::Failed {
             tracing::error!(source = %name, "entropy source failed permanently; restart to re-enable");
             return;
@@ -220,6 +268,9 @@ fn run(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         } else if state == SourceState::Healthy {
             backoff = BACKOFF_MIN;
+        }
+        if !hurry {
+            thread::sleep(due.saturating_duration_since(Instant::now()));
         }
     }
 }

@@ -218,6 +218,8 @@ pub(crate) struct Vault {
     /// Keys only their owner inside the daemon may sign with, rotate or
     /// destroy (the node identity key): every other caller gets `Reserved`.
     reserved: std::sync::RwLock<Vec<String>>,
+    /// [`Vault::census`]'s last answer, dropped by every change.
+    census: Mutex<Option<Vec<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -248,6 +250,7 @@ impl Vault {
             pool,
             audit,
             write: Mutex::new(()),
+            census: Mutex::new(None),
             destroyed: Default::default(),
             reserved: Default::default(),
         };
@@ -260,8 +263,11 @@ impl Vault {
         self.sealer.kind()
     }
 
+    /// The write lock, held by every change; the census is dropped under it.
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let w = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *self.census.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        w
     }
 
     fn random<const N: usize>(&self) -> Result<Zeroizing<[u8; N]>, VaultError> {
@@ -449,6 +455,26 @@ impl Vault {
     /// Every key, public parts only.
     pub(crate) fn list(&self) -> Result<Vec<KeyInfo>, VaultError> {
         self.each_key(|id| self.info(id))
+    }
+
+    /// Every key's (algorithm, sealer of its current version), for the
+    /// metrics and the status page. Read from the store once and again only
+    /// after a change, so scrapes and polls read no key file.
+    pub(crate) fn census(&self) -> Result<Vec<(String, String)>, VaultError> {
+        let cached = |v: &Mutex<Option<Vec<(String, String)>>>| {
+            v.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        };
+        if let Some(c) = cached(&self.census) {
+            return Ok(c);
+        }
+        // Counted under the write lock, so no change lands between the count
+        // and keeping it.
+        let _w = self.lock();
+        let keys = self.each_key(|id| {
+            self.record(id, None).map(|r| (r.alg.to_string(), r.sealed.backend.clone()))
+        })?;
+        *self.census.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keys.clone());
+        Ok(keys)
     }
 
     /// Every key's current version: one file read per key.

@@ -70,6 +70,22 @@ fn a_kem_key_encapsulates_decapsulates_and_derives() {
 }
 
 #[test]
+fn the_census_follows_every_change() {
+    let (_dir, v) = vault();
+    assert_eq!(v.census().unwrap(), vec![]);
+    let a = v.create(Algorithm::MlDsa44, "a").unwrap();
+    v.create(Algorithm::MlKem768, "b").unwrap();
+    let mut c = v.census().unwrap();
+    c.sort();
+    let pair = |alg: &str| (alg.to_owned(), "soft".to_owned());
+    assert_eq!(c, vec![pair("ml-dsa-44"), pair("ml-kem-768")]);
+    v.rotate(&a.id).unwrap();
+    assert_eq!(v.census().unwrap().len(), 2, "a rotation is no new key");
+    v.destroy(&a.id).unwrap();
+    assert_eq!(v.census().unwrap(), vec![pair("ml-kem-768")]);
+}
+
+#[test]
 fn bad_input_is_refused_and_nothing_is_made() {
     let (_dir, v) = vault();
     assert!(matches!(

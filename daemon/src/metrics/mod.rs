@@ -6,6 +6,10 @@ use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod operator;
+
+pub(crate) use operator::{KeyMetrics, KmsMetrics, key_id_hash, key_operation, outcome};
+
 use crate::pool::{PoolSnapshot, Serving, SourceState};
 
 /// All of qkeyd's metrics.
@@ -30,6 +34,10 @@ pub(crate) struct Metrics {
     pub(crate) cluster: ClusterMetrics,
     /// QKD links and the GS QKD 014 server.
     pub(crate) qkd: QkdMetrics,
+    /// The KMS plugin's calls and write key.
+    pub(crate) kms: KmsMetrics,
+    /// The vault's keys, their operations, the sealer and module clients.
+    pub(crate) keys: KeyMetrics,
     samples: IntCounterVec,
     usable: IntCounterVec,
     failures: IntCounterVec,
@@ -44,6 +52,10 @@ pub(crate) struct Metrics {
     assessed_h: prometheus::GaugeVec,
     reseed_counter: IntGauge,
     seed_age: Gauge,
+    sample_age: prometheus::GaugeVec,
+    kernel_bytes: IntCounter,
+    kernel_credited: IntCounter,
+    kernel_skipped: IntCounterVec,
 }
 
 /// The shared KEKs' metrics (`[kms.cluster]`).
@@ -93,6 +105,23 @@ pub(crate) struct TlsMetrics {
     pub(crate) reloads: IntCounterVec,
     /// The served certificate's notAfter.
     pub(crate) expiry: IntGauge,
+}
+
+/// One sample of a metric, as [`Metrics::samples`] gives it.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    /// The series' name.
+    pub(crate) name: String,
+    /// Its labels, by name.
+    pub(crate) labels: Vec<(String, String)>,
+    /// Its value.
+    pub(crate) value: f64,
+}
+
+impl Sample {
+    fn new(name: &str, labels: Vec<(String, String)>, value: f64) -> Self {
+        Self { name: name.to_owned(), labels, value }
+    }
 }
 
 const STATES: [(SourceState, &str); 6] = [
@@ -305,6 +334,8 @@ impl Metrics {
                 h
             },
         };
+        let kms = KmsMetrics::new(&registry)?;
+        let keys = KeyMetrics::new(&registry)?;
         let seeds = IntCounter::new("qkeyd_drbg_seeds_total", "DRBG instantiations and reseeds.")?;
         registry.register(Box::new(seeds.clone()))?;
         let reseed_counter =
@@ -313,6 +344,30 @@ impl Metrics {
         let seed_age =
             Gauge::new("qkeyd_drbg_seed_age_seconds", "Seconds since the last (re)seed.")?;
         registry.register(Box::new(seed_age.clone()))?;
+        let sample_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "qkeyd_source_sample_age_seconds",
+                "Seconds since samples were last read from the source.",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(sample_age.clone()))?;
+        let kernel_bytes = IntCounter::new(
+            "qkeyd_kernel_feed_bytes_total",
+            "Bytes written to the kernel's entropy pool (RNDADDENTROPY).",
+        )?;
+        registry.register(Box::new(kernel_bytes.clone()))?;
+        let kernel_credited = IntCounter::new(
+            "qkeyd_kernel_feed_credited_bits_total",
+            "Entropy bits credited to the kernel: the configured fraction of assessed entropy.",
+        )?;
+        registry.register(Box::new(kernel_credited.clone()))?;
+        let kernel_skipped = counter(
+            "qkeyd_kernel_feeds_skipped_total",
+            "Kernel feeds not made: unhealthy (the pool cannot serve from its sources), \
+             unassessed (the source is not measured yet), refused (by the kernel).",
+            &["reason"],
+        )?;
         Ok(Self {
             registry,
             render: std::sync::Mutex::new(()),
@@ -324,6 +379,8 @@ impl Metrics {
             tls,
             cluster,
             qkd,
+            kms,
+            keys,
             samples,
             usable,
             failures,
@@ -338,7 +395,66 @@ impl Metrics {
             assessed_h,
             reseed_counter,
             seed_age,
+            sample_age,
+            kernel_bytes,
+            kernel_credited,
+            kernel_skipped,
         })
+    }
+
+    /// Bring the KMS write key, its Status and the vault's key counts up to
+    /// date (before [`Metrics::render`]).
+    pub(crate) fn catch_up_services(
+        &self,
+        kms: Option<&crate::kms::KmsInfo>,
+        keys: Option<&[(String, String)]>,
+    ) {
+        if let Some(k) = kms {
+            self.kms.catch_up(k.write_key_id.as_deref(), k.last_check.map(|c| c.ok));
+        }
+        if let Some(keys) = keys {
+            self.keys.catch_up(keys);
+        }
+    }
+
+    /// Every sample of the families named in `names` (a histogram as its
+    /// `_count` and `_sum`): for the status page, which shows some counters
+    /// without parsing text.
+    pub(crate) fn samples(&self, names: &[&str]) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for family in self.registry.gather() {
+            if !names.contains(&family.name()) {
+                continue;
+            }
+            use prometheus::proto::MetricType;
+            let kind = family.get_field_type();
+            for m in family.get_metric() {
+                let labels: Vec<(String, String)> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                    .collect();
+                let name = family.name();
+                match kind {
+                    MetricType::COUNTER => {
+                        out.push(Sample::new(name, labels, m.get_counter().get_value()));
+                    }
+                    MetricType::GAUGE => {
+                        out.push(Sample::new(name, labels, m.get_gauge().get_value()));
+                    }
+                    MetricType::HISTOGRAM => {
+                        let h = m.get_histogram();
+                        // Counts are far below 2^53: exact as f64.
+                        #[allow(clippy::cast_precision_loss)]
+                        let count = h.get_sample_count() as f64;
+                        out.push(Sample::new(&format!("{name}_count"), labels.clone(), count));
+                        out.push(Sample::new(&format!("{name}_sum"), labels, h.get_sample_sum()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     /// Bring pool figures up to date and render the text exposition format.
@@ -356,6 +472,9 @@ impl Metrics {
             catch_up(&self.disconnects.with_label_values(&[name]), s.disconnects);
             self.trust.with_label_values(&[name]).set(s.trust_score);
             self.drift.with_label_values(&[name]).set(s.drift_score);
+            if let Some(age) = s.sample_age_secs {
+                self.sample_age.with_label_values(&[name]).set(age);
+            }
             let failed = s.full_assessments_failed;
             catch_up(&self.assessments.with_label_values(&[name, "fail"]), failed);
             catch_up(
@@ -380,6 +499,17 @@ impl Metrics {
         catch_up(&self.seeds, snap.drbg.seeds);
         self.reseed_counter.set(i64::try_from(snap.drbg.reseed_counter).unwrap_or(i64::MAX));
         self.seed_age.set(snap.drbg.seed_age_secs.unwrap_or(0.0));
+        if let Some(k) = &snap.kernel_feed {
+            catch_up(&self.kernel_bytes, k.bytes);
+            catch_up(&self.kernel_credited, k.credited_bits);
+            for (reason, n) in [
+                ("unhealthy", k.skipped_unhealthy),
+                ("unassessed", k.skipped_unassessed),
+                ("refused", k.errors),
+            ] {
+                catch_up(&self.kernel_skipped.with_label_values(&[reason]), n);
+            }
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
