@@ -27,6 +27,11 @@ declare -A packages=(
   [pkg-config]=pkg-config
   [openssl]=openssl
   [ip]=iproute2
+  [systemd-analyze]=systemd
+  [strace]=strace
+  [chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for cmd in "${!packages[@]}"; do

@@ -16,30 +16,10 @@ use crate::kms::Client;
 /// The ghz release the benchmarks run.
 const GHZ: &str = "github.com/bojand/ghz/cmd/ghz@v0.121.0";
 
-/// ghz (github.com/bojand/ghz), installed from the Go module proxy into the
-/// tests' tool cache (`QKEYD_K8S_BIN`, else `~/.cache/qkeyd-e2e/tools`) on
-/// first use.
+/// ghz (github.com/bojand/ghz), installed from the Go module proxy on first
+/// use (see [`crate::go_tool`]).
 pub fn ghz_bin() -> PathBuf {
-    let dir = std::env::var_os("QKEYD_K8S_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME or XDG_CACHE_HOME")).join(".cache")
-        });
-        cache.join("qkeyd-e2e/tools")
-    });
-    let bin = dir.join("ghz");
-    if !bin.exists() {
-        std::fs::create_dir_all(&dir).expect("the tool cache");
-        let ok = Command::new("go")
-            .args(["install", "-trimpath", GHZ])
-            .env("GOBIN", &dir)
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-buildvcs=false")
-            .status()
-            .expect("go (to install ghz)")
-            .success();
-        assert!(ok, "go install {GHZ}");
-    }
-    bin
+    crate::go_tool("ghz", GHZ)
 }
 
 /// The daemon's KMS v2 `.proto`, which ghz reads.

@@ -195,7 +195,14 @@ impl Daemon {
     ) -> Self {
         let path = dir.path().join("qkeyd.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = command_in(opts.netns, qkeyd_bin());
+        let mut cmd = match opts.wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = command_in(opts.netns, program);
+                c.args(args).arg(qkeyd_bin());
+                c
+            }
+            None => command_in(opts.netns, qkeyd_bin()),
+        };
         cmd.arg("serve").arg("--config").arg(&path).args(opts.args);
         cmd.envs(opts.env.iter().copied());
         let mut d = Self::spawn_on(cmd, dir, state, opts.listen);
@@ -510,6 +517,9 @@ pub struct Options<'a> {
     /// in. Its `127.0.0.1` is then the namespace's own: have it listen on an
     /// address the harness reaches.
     pub netns: Option<&'a str>,
+    /// A command that runs the daemon (its arguments first, then the daemon's
+    /// path and arguments), e.g. `setpriv` with capabilities taken away.
+    pub wrap: &'a [&'a str],
 }
 
 /// A command running `program`, in the network namespace `netns` if given.
@@ -632,6 +642,44 @@ pub fn gochecker() -> &'static Path {
         assert!(status.success(), "go build of tests/attest/gochecker failed");
         out
     })
+}
+
+/// A command-line tool built from the Go module proxy: `go install
+/// MODULE/cmd/NAME@VERSION` (`module`) into the tests' tool cache
+/// (`QKEYD_K8S_BIN`, else `~/.cache/qkeyd-e2e/tools`) on first use; `name` is
+/// the binary `go install` writes. A binary already there is used as it is.
+pub fn go_tool(name: &str, module: &str) -> PathBuf {
+    // Two tests asking at once must not run two `go install`s into one file.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let dir = std::env::var_os("QKEYD_K8S_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME or XDG_CACHE_HOME")).join(".cache")
+        });
+        cache.join("qkeyd-e2e/tools")
+    });
+    let bin = dir.join(name);
+    let _installing = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !bin.exists() {
+        std::fs::create_dir_all(&dir).expect("the tool cache");
+        let ok = Command::new("go")
+            .args(["install", "-trimpath", module])
+            .env("GOBIN", &dir)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-buildvcs=false")
+            .status()
+            .unwrap_or_else(|e| panic!("go (to install {name}): {e}"))
+            .success();
+        assert!(ok, "go install {module}");
+    }
+    bin
+}
+
+/// The Helm release the chart's test runs.
+const HELM: &str = "helm.sh/helm/v4/cmd/helm@v4.3.2";
+
+/// helm (helm.sh/helm/v4), for the chart in `deploy/helm/qkeyd` (see [`go_tool`]).
+pub fn helm_bin() -> PathBuf {
+    go_tool("helm", HELM)
 }
 
 /// Run the probe with `args` (and `env`), return its exit success and its

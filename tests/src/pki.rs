@@ -88,6 +88,7 @@ impl Ca {
             Validity::Current => (now() - DAY, now() + 365 * DAY),
             Validity::Expired => (now() - 30 * DAY, now() - DAY),
             Validity::NotYetValid => (now() + DAY, now() + 30 * DAY),
+            Validity::EndsIn(days) => (now() - DAY, now() + u32::from(days) * DAY),
         };
         set_validity(&mut params, from, to);
         let key = KeyPair::generate().expect("leaf key");
@@ -130,6 +131,8 @@ pub enum Validity {
     Expired,
     /// Starts tomorrow.
     NotYetValid,
+    /// From yesterday until this many days from now.
+    EndsIn(u16),
 }
 
 /// The extended key usage of a leaf.

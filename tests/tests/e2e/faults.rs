@@ -133,7 +133,8 @@ fn biased_source_trips_apt_within_one_window() {
     assert_eq!(src["rct_failures"], 0);
 }
 
-fn dead_source_config(fallback: bool) -> String {
+/// A source stuck from its first sample, with or without `[danger] os_fallback`.
+pub(crate) fn dead_source(fallback: bool) -> String {
     format!(
         r#"
         [[source]]
@@ -153,7 +154,7 @@ fn dead_source_config(fallback: bool) -> String {
 
 #[test]
 fn fail_closed_answers_503_when_every_source_failed() {
-    let d = Daemon::start(&dead_source_config(false));
+    let d = Daemon::start(&dead_source(false));
     d.wait_health("the source to fail", WAIT, |h| state(h, "dead") == "failed");
     let r = d.get("/v1/random?bytes=32");
     assert_eq!(r.status, 503);
@@ -176,7 +177,7 @@ fn fail_closed_answers_503_when_every_source_failed() {
 
 #[test]
 fn fallback_mode_serves_from_the_os_and_says_so() {
-    let d = Daemon::start(&dead_source_config(true));
+    let d = Daemon::start(&dead_source(true));
     assert!(d.log().contains("DANGER"), "the dangerous option is announced");
     d.wait_health("the source to fail", WAIT, |h| state(h, "dead") == "failed");
     let r = d.get("/v1/random?bytes=32&format=hex");
@@ -281,7 +282,8 @@ fn slow_drift_loses_trust_before_health_tests_fire() {
     });
     let src = &h["pool"]["sources"][0];
     assert!(src["trust_score"].as_f64().unwrap() >= 0.95, "{src}");
-    assert!(src["samples"].as_u64().unwrap() >= 90000 + 8 * 8192 + 65536, "{src}");
+    // The assessment's samples are recorded while the clean windows run.
+    assert!(src["samples"].as_u64().unwrap() >= 90000 + 8 * 8192, "{src}");
     let full = &src["last_full_assessment"];
     eprintln!("recovery assessment: {full}");
     assert_eq!(full["fresh"], true, "{src}");

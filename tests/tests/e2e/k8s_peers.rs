@@ -284,7 +284,7 @@ impl Etcd {
 }
 
 /// One kube-apiserver with the deploy/ EncryptionConfiguration pointed at a
-/// qkeyd KMS socket.
+/// qkeyd KMS socket (or, from [`Apiserver::start_plain`], with no encryption).
 pub(crate) struct Apiserver {
     proc: Option<Proc>,
     bin: PathBuf,
@@ -294,6 +294,8 @@ pub(crate) struct Apiserver {
     port: u16,
     etcd_url: String,
     etcd_tls: Option<TlsFiles>,
+    /// Whether `dir/encryption.yaml` is its --encryption-provider-config.
+    encrypted: bool,
 }
 
 impl Apiserver {
@@ -332,6 +334,20 @@ impl Apiserver {
         assert!(config.contains("unix:///var/run/qkeyd/kms.sock"));
         let config = config.replace("/var/run/qkeyd/kms.sock", socket.to_str().unwrap());
         std::fs::write(dir.join("encryption.yaml"), config).unwrap();
+        Self::launch(bin, common, dir, name, etcd, etcd_client, true)
+    }
+
+    /// Run the apiserver process; with `encrypted`, Secrets go through
+    /// `dir/encryption.yaml`.
+    fn launch(
+        bin: &Path,
+        common: &Path,
+        dir: &Path,
+        name: &str,
+        etcd: &Etcd,
+        etcd_client: Option<&TlsFiles>,
+        encrypted: bool,
+    ) -> Self {
         let mut a = Self {
             proc: None,
             bin: bin.to_owned(),
@@ -341,8 +357,25 @@ impl Apiserver {
             port: free_port(),
             etcd_url: etcd.url(),
             etcd_tls: etcd_client.cloned(),
+            encrypted,
         };
         a.spawn_process();
+        a
+    }
+
+    /// Start an apiserver named `name` (its certificates and log in `dir`) on
+    /// plain `etcd` with no encryption at rest, hence no KMS plugin to wait
+    /// for, and wait until it is ready: for tests that need only the API.
+    pub(crate) fn start_plain(
+        bin: &Path,
+        common: &Path,
+        dir: &Path,
+        name: &str,
+        etcd: &Etcd,
+    ) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let a = Self::launch(bin, common, dir, name, etcd, None, false);
+        a.wait_ready();
         a
     }
 
@@ -373,8 +406,13 @@ impl Apiserver {
             .arg(format!("--service-account-key-file={}", c.join("sa.key").display()))
             .arg(format!("--service-account-signing-key-file={}", c.join("sa.key").display()))
             .arg(format!("--token-auth-file={}", c.join("tokens.csv").display()))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!("--encryption-provider-config={}", d.join("encryption.yaml").display()));
+            .arg("--authorization-mode=RBAC");
+        if self.encrypted {
+            cmd.arg(format!(
+                "--encryption-provider-config={}",
+                d.join("encryption.yaml").display()
+            ));
+        }
         if let Some(t) = &self.etcd_tls {
             cmd.arg(format!("--etcd-cafile={}", t.ca.display()))
                 .arg(format!("--etcd-certfile={}", t.cert.display()))

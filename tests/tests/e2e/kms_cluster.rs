@@ -209,6 +209,7 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     // member and one changed after it was signed: each is refused and
     // logged when n2 comes back, and deleted, and a member wraps the KEK
     // again.
+    let before_envelopes = c.node("n2").d().metrics();
     for (what, tamper, reason) in [
         ("a non-member's", tamper_sender as fn(&mut Value), "which is not a member"),
         ("a tampered", tamper_wrapped as fn(&mut Value), "signature does not verify"),
@@ -237,6 +238,8 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
             let series = format!("qkeyd_kms_cluster_envelopes_total{{outcome=\"{outcome}\"}}");
             assert!(metric(&m, &series).is_some_and(|v| v >= 1.0), "{series} on n2:\n{m}");
         }
+        let fired = super::scrapes::alerts_firing_on(&[&before_envelopes, &m]);
+        assert!(fired.contains("QkeydKmsClusterEnvelopeRefused"), "{what}: {fired:?}");
     }
 
     // n4's TPM had PCR 7 extended before its daemon started: its AK is in
@@ -263,6 +266,8 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
     let m = c.node("n1").d().metrics();
     let refused = metric(&m, "qkeyd_kms_cluster_nodes{state=\"refused\"}");
     assert!(refused.is_some_and(|v| v >= 1.0), "n1 counts n4 refused: {refused:?}");
+    let fired = super::scrapes::alerts_firing_on(&[&m]);
+    assert!(fired.contains("QkeydKmsClusterNodeRefused"), "{fired:?}");
     assert!(e["holds"].as_array().is_none_or(Vec::is_empty), "a refused node holds keys: {e}");
     let keys = c.etcd.list(PREFIX);
     for (k, _) in &keys {
@@ -364,6 +369,7 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
 
     // etcd gone: every node keeps serving from its own sealed KEKs; a
     // rotation is refused with a clear reason and leaves nothing behind.
+    let before_outage = c.node("n1").d().metrics();
     c.etcd.stop();
     for (m, key) in [("n1", &k3), ("n2", &k3), ("n3", &n3_key)] {
         let n = c.node(m);
@@ -403,6 +409,9 @@ fn cluster_keks_survive_races_node_faults_and_an_etcd_outage() {
             ))
         }
     });
+    let outage = c.node("n1").d().metrics();
+    let fired = super::scrapes::alerts_firing_on(&[&before_outage, &outage]);
+    assert!(fired.contains("QkeydKmsClusterEtcdDown"), "{fired:?}");
 
     // etcd back on the same data: a rotation goes through and reaches every
     // live member.

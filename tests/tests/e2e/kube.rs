@@ -13,6 +13,7 @@ use qkeyd_e2e::{HSM_PIN, SoftHsm};
 use super::{
     k8s_peers::{Apiserver, Etcd, binaries, contains},
     kms::{Client, start},
+    scrapes::alerts_firing_on,
 };
 
 /// One etcd (plain HTTP on loopback) and one kube-apiserver.
@@ -66,6 +67,15 @@ impl Cluster {
     }
 }
 
+/// qkeyd's scrape and kube-apiserver's KMS families, as one Prometheus
+/// would have them side by side.
+fn both_scrapes(qkeyd: &qkeyd_e2e::Daemon, cluster: &Cluster) -> String {
+    let theirs = cluster.kubectl(&["get", "--raw", "/metrics"]);
+    let kms: Vec<&str> =
+        theirs.lines().filter(|l| l.contains("apiserver_envelope_encryption_")).collect();
+    format!("{}\n{}\n", qkeyd.metrics(), kms.join("\n"))
+}
+
 #[test]
 fn kube_apiserver_stores_secrets_encrypted_by_qkeyd_and_follows_rotation() {
     let bin = binaries();
@@ -103,6 +113,28 @@ fn kube_apiserver_stores_secrets_encrypted_by_qkeyd_and_follows_rotation() {
         assert_eq!(cluster.secret(&format!("s{i}")), v.as_bytes());
     }
 
+    // The dashboard's join: kube-apiserver labels its KMS metrics with the
+    // key id's hash, and qkeyd exports its write key hashed the same way.
+    let ours = qkeyd.metrics();
+    let hash = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("qkeyd_kms_key_id_info{key_id_hash=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no qkeyd_kms_key_id_info:\n{ours}"))
+        .to_owned();
+    let theirs = cluster.kubectl(&["get", "--raw", "/metrics"]);
+    let label = format!("key_id_hash=\"{hash}\"");
+    for family in [
+        "apiserver_envelope_encryption_key_id_hash_total{",
+        "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds{",
+    ] {
+        assert!(
+            theirs.lines().any(|l| l.starts_with(family) && l.contains(&label)),
+            "{family}{label}}} in kube-apiserver's metrics:\n{}",
+            theirs.lines().filter(|l| l.contains("key_id_hash")).collect::<Vec<_>>().join("\n")
+        );
+    }
+
     // A restarted apiserver decrypts what it stored (Decrypt of the DEK seeds).
     cluster.restart_apiserver();
     for (i, v) in values.iter().enumerate() {
@@ -114,6 +146,10 @@ fn kube_apiserver_stores_secrets_encrypted_by_qkeyd_and_follows_rotation() {
     let (s, v) = qkeyd.keys("POST", "/v1/kms/rotate", None);
     assert_eq!(s, 201, "{v}");
     let key2 = v["key_id"].as_str().unwrap().to_owned();
+    // Until the apiserver's next Status poll, qkeyd's write key is one no
+    // apiserver has seen: held so for 15 minutes, the alert about it fires.
+    let fired = alerts_firing_on(&[&both_scrapes(&qkeyd, &cluster)]);
+    assert!(fired.contains("QkeydKmsWriteKeyNotInUse"), "{fired:?}");
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut n = 0;
     let newest = loop {
@@ -134,6 +170,8 @@ fn kube_apiserver_stores_secrets_encrypted_by_qkeyd_and_follows_rotation() {
         std::thread::sleep(Duration::from_secs(5));
     };
     assert_eq!(cluster.secret(&newest), b"rotated");
+    let fired = alerts_firing_on(&[&both_scrapes(&qkeyd, &cluster)]);
+    assert!(!fired.contains("QkeydKmsWriteKeyNotInUse"), "{fired:?}");
     for (i, v) in values.iter().enumerate() {
         assert_eq!(cluster.secret(&format!("s{i}")), v.as_bytes(), "old s{i} under key 1");
         assert!(contains(&cluster.etcd_value(&format!("s{i}")), key1.as_bytes()));

@@ -18,6 +18,9 @@ mod keys;
 mod kms;
 // kube-apiserver and etcd built from the Go module proxy, with qkeyd as their KMS plugin.
 mod kube;
+// The Helm chart in deploy/helm: lint, render, a real kube-apiserver's server dry-run,
+// and its files against deploy/'s (EncryptionConfiguration, Prometheus rules).
+mod helm;
 // The etcd and kube-apiserver processes `kube` and `kms_cluster` run qkeyd beside
 // (etcd's client TLS serves `kms_cluster` only, which needs the tpm feature).
 #[cfg_attr(not(feature = "tpm"), allow(dead_code))]
@@ -58,3 +61,20 @@ mod gateway;
 mod qkd_kme;
 // Two qkeyd nodes serving GS QKD 014 hybrid keys to their SAEs over a simulated link.
 mod qkd_hybrid;
+// Live scoring: an idle daemon keeps sampling and scoring its sources.
+mod live;
+// systemd: READY only after the first healthy seed, STATUS and WATCHDOG; the unit verifies.
+mod systemd;
+// [kernel] feed: RNDADDENTROPY credits seen through strace (root only).
+mod kernel_feed;
+// TPM2_GetRandom (swtpm) and C_GenerateRandom (SoftHSM2) as entropy sources.
+mod hw_sources;
+// deploy/prometheus and deploy/grafana through promtool: the alert rules and their unit
+// tests, every dashboard query; real daemons' scrapes fire the alerts of their state.
+mod rules;
+// Real /metrics scrapes through the alert rules (promtool): which alerts fire.
+mod scrapes;
+// Daemons put into the states the alerts are about, and the alerts that fire.
+mod alert_states;
+// The status page in Debian's Chromium (playwright-core): screenshots, keyboard, drift.
+mod status_page;

@@ -326,10 +326,13 @@ fn qkd_faults_give_their_documented_answers() {
 
     // Stall: the KME does not answer within timeout_secs: 503, KME
     // unreachable; served again once it answers.
+    let before = p.a.daemon.metrics();
     p.sim.fault(r#"{"mode": "stall", "seconds": 60, "then": "serve"}"#);
     let (s, e) = p.enc(json!({ "number": 1 }));
     assert_eq!(s, 503, "{e}");
     assert!(message(&e).contains("unreachable"), "{e}");
+    let fired = super::scrapes::alerts_firing_on(&[&before, &p.a.daemon.metrics()]);
+    assert!(fired.contains("QkeydQkdKmeErrors"), "{fired:?}");
     p.sim.fault(r#"{"mode": "none"}"#);
     let (s, c) = enc_until(&p, 5, |s, _| s == 200);
     assert_eq!(s, 200, "{c}");
@@ -390,6 +393,10 @@ fn a_biased_or_drifting_link_loses_trust_and_goes_out_of_use_before_its_health_t
         let trust = metric(&m, "qkeyd_qkd_link_trust{kme=\"link\"}").unwrap();
         assert!(trust < 0.89, "{fault}: trust {trust}");
         assert_eq!(metric(&m, "qkeyd_qkd_link_out_of_use{kme=\"link\"}"), Some(1.0), "{m}");
+        let fired = super::scrapes::alerts_firing_on(&[&m]);
+        for alert in ["QkeydQkdLinkOutOfUse", "QkeydQkdLinkTrustLow"] {
+            assert!(fired.contains(alert), "{fault}: {alert} not in {fired:?}");
+        }
         let count = |o: &str| {
             metric(&m, &format!("qkeyd_qkd_link_keys_total{{kme=\"link\",outcome=\"{o}\"}}"))
                 .unwrap_or(0.0)

@@ -5,6 +5,7 @@
 //! listen addresses plain HTTP may use.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::{Read, Write},
     net::TcpStream,
@@ -231,6 +232,7 @@ fn pq_only_mode_refuses_classical_clients_and_keeps_serving() {
     let (ok, r) = t.dial(&[], &[]);
     assert!(ok, "{r}");
     assert_eq!(r["curve_id"], X25519MLKEM768);
+    let before = t.d.metrics();
 
     let (ok, r) = t.dial(&["-path", "/v1/health"], &[("GODEBUG", "tlsmlkem=0")]);
     assert!(!ok, "a classical Go client is served: {r}");
@@ -240,6 +242,9 @@ fn pq_only_mode_refuses_classical_clients_and_keeps_serving() {
 
     wait_refused(&t.d, "no_shared_group", 2.0);
     refusal_line(&t.d, "no_shared_group");
+    // Most handshakes since the first scrape failed: the alert says so.
+    let fired = super::scrapes::alerts_firing_on(&[&before, &t.d.metrics()]);
+    assert!(fired.contains("QkeydTlsHandshakesFailing"), "{fired:?}");
 
     // The hybrid client is still served, and only over the hybrid group.
     let r = t.get("/v1/health", &[], &[]);
@@ -503,6 +508,7 @@ fn a_bad_certificate_file_is_refused_and_a_good_one_is_picked_up() {
     let t = Tls::start("reload_interval_secs = 1");
     let old = t.server.sha256();
     assert_eq!(t.served_sha256(), old);
+    let before = t.d.metrics();
 
     fs::write(&t.cert, "not a certificate\n").unwrap();
     let line = t.d.wait_log("the refusal", WAIT, |l| l.contains("TLS certificate refused"));
@@ -510,6 +516,8 @@ fn a_bad_certificate_file_is_refused_and_a_good_one_is_picked_up() {
     assert!(!line.contains("PRIVATE KEY"), "{line}");
     t.d.wait_metric("qkeyd_tls_certificate_reloads_total{outcome=\"refused\"}", WAIT, |v| v >= 1.0);
     assert_eq!(t.served_sha256(), old, "the previous certificate stays");
+    let fired = super::scrapes::alerts_firing_on(&[&before, &t.d.metrics()]);
+    assert!(fired.contains("QkeydTlsCertificateReloadRefused"), "{fired:?}");
 
     let new = t.ca.server();
     replace_certificate(&t, &new);
@@ -520,6 +528,32 @@ fn a_bad_certificate_file_is_refused_and_a_good_one_is_picked_up() {
         l.contains("TLS certificate loaded") && l.contains(&sha)
     });
     t.assert_served(None);
+}
+
+/// A certificate that ends in 10 days, then one that ends in 2: the
+/// daemon's notAfter gauge fires the warning, then the critical alert.
+#[test]
+fn a_certificate_near_its_end_fires_the_expiry_alerts() {
+    let t = Tls::start("reload_interval_secs = 1");
+    let fired = super::scrapes::alerts_firing_on(&[&t.d.metrics()]);
+    assert!(fired.is_empty(), "a year-long certificate: {fired:?}");
+    for (days, alert) in
+        [(10, "QkeydTlsCertificateExpiringSoon"), (2, "QkeydTlsCertificateExpiryCritical")]
+    {
+        let leaf = t.ca.issue(&Leaf {
+            cn: "qkeyd test server".into(),
+            sans: vec!["dns:localhost".into(), "ip:127.0.0.1".into()],
+            usage: Usage::Server,
+            validity: Validity::EndsIn(days),
+        });
+        replace_certificate(&t, &leaf);
+        let sha = leaf.sha256();
+        t.d.wait_log("the new certificate", WAIT, |l| {
+            l.contains("TLS certificate loaded") && l.contains(&sha)
+        });
+        let fired = super::scrapes::alerts_firing_on(&[&t.d.metrics()]);
+        assert_eq!(fired, BTreeSet::from([alert.to_owned()]), "{days} days left");
+    }
 }
 
 #[test]
