@@ -47,7 +47,7 @@ fn problems(c: &Config) -> Vec<String> {
         SealerConfig::Soft { key_file: None } => {}
         SealerConfig::Hsm { module, pin, .. } => {
             readable(&mut out, "keys.hsm.module", module);
-            pin_source(&mut out, "keys.hsm", pin);
+            pin_source(&mut out, "keys.hsm", "", pin);
         }
         SealerConfig::Tpm { tcti, .. } => {
             if let Some(dev) = tcti.strip_prefix("device:") {
@@ -74,10 +74,13 @@ fn problems(c: &Config) -> Vec<String> {
             out.push(format!("{key}: the directory of {} does not exist", path.display()));
         }
     }
-    if c.module.socket.is_some()
-        && let Some(pin) = &c.module.pin
-    {
-        pin_source(&mut out, "module", pin);
+    if c.module.socket.is_some() {
+        if let Some(pin) = &c.module.pin {
+            pin_source(&mut out, "module", "", pin);
+        }
+        if let Some(pin) = &c.module.so_pin {
+            pin_source(&mut out, "module", "so_", pin);
+        }
     }
     if let Some(t) = &c.tls {
         readable(&mut out, "tls.cert", &t.cert);
@@ -98,11 +101,12 @@ fn readable(out: &mut Vec<String>, key: &str, path: &Path) {
     }
 }
 
-fn pin_source(out: &mut Vec<String>, section: &str, pin: &PinSource) {
+/// Check a PIN's source, named `{section}.{prefix}pin_file` or `…pin_env`.
+fn pin_source(out: &mut Vec<String>, section: &str, prefix: &str, pin: &PinSource) {
     match pin {
-        PinSource::File(f) => readable(out, &format!("{section}.pin_file"), f),
+        PinSource::File(f) => readable(out, &format!("{section}.{prefix}pin_file"), f),
         PinSource::Env(v) if std::env::var_os(v).is_none() => {
-            out.push(format!("{section}.pin_env: {v} is not set in this environment"));
+            out.push(format!("{section}.{prefix}pin_env: {v} is not set in this environment"));
         }
         PinSource::Env(_) => {}
     }
@@ -196,6 +200,12 @@ fn print_config(c: &Config) {
                 Some(PinSource::Env(v)) => format!("${v}"),
                 None => "STATE_DIR/module-pin".to_owned(),
             };
+            let so_pin = match &m.so_pin {
+                Some(PinSource::File(f)) => format!("file {}", f.display()),
+                Some(PinSource::Env(v)) => format!("${v}"),
+                None => "STATE_DIR/module-so-pin".to_owned(),
+            };
+            let pin = format!("{pin}, SO PIN {so_pin}");
             println!(
                 "module: {} (mode {:o}; uids root, qkeyd's{}; gids {:?}; PIN {pin}; {} connections, {} per uid; idle {} s)",
                 s.endpoint(),

@@ -256,7 +256,8 @@ pub fn rest_api(data: &[u8]) {
     copy_tree(&s.base.path().join("keys"), &dir.path().join("keys"));
     copy_tree(&s.base.path().join("kms"), &dir.path().join("kms"));
     let _ = fs::remove_file(dir.path().join("kms/lock"));
-    let vault = Vault::open(dir.path(), s.sealer.clone(), s.pool.clone()).expect("vault opens");
+    let vault =
+        Arc::new(Vault::open(dir.path(), s.sealer.clone(), s.pool.clone()).expect("vault opens"));
     let settings = testing::kms_settings(Duration::from_secs(1));
     let kms =
         Kms::open(dir.path(), s.sealer.clone(), s.pool.clone(), &settings, 8).expect("KMS opens");
@@ -268,7 +269,13 @@ pub fn rest_api(data: &[u8]) {
         metrics: s.metrics.clone(),
         max_request_bytes: MAX_RANDOM,
         generate_permits: Arc::new(Semaphore::new(4)),
-        keys: Some(KeysState { vault: Arc::new(vault), token: TokenDigest::of(TOKEN) }),
+        keys: Some(KeysState {
+            objects: Arc::new(
+                crate::objects::TokenObjects::open(dir.path(), vault.clone()).unwrap(),
+            ),
+            vault,
+            token: TokenDigest::of(TOKEN),
+        }),
         kms: Some(Arc::new(kms)),
         tls_on: false,
     };

@@ -221,8 +221,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
 /// The PKCS#11 module's server, its bound socket, and where that is.
 type ModuleRunning = (Arc<module_server::Server>, tokio::net::UnixListener, SocketSpec);
 
-/// Resolve the token PIN (generating `STATE_DIR/module-pin` if none is
-/// configured) and bind the socket served to the PKCS#11 module.
+/// Resolve the token's PINs (generating `STATE_DIR/module-pin` and
+/// `module-so-pin` where none is configured), open the token objects, and
+/// bind the socket served to the PKCS#11 module.
 fn start_module_server(
     settings: &ModuleSettings,
     socket: &SocketSpec,
@@ -232,15 +233,12 @@ fn start_module_server(
     metrics: &Metrics,
 ) -> anyhow::Result<ModuleRunning> {
     use sha3::Digest as _;
-    let pin = match &settings.pin {
-        Some(source) => source.read().context("the PKCS#11 token PIN")?,
-        None => secret_file(&dir.join("module-pin"), 12).context("the PKCS#11 token PIN")?,
-    };
-    anyhow::ensure!(
-        (4..=qkeyd_p11_proto::MAX_PIN).contains(&pin.len()),
-        "the PKCS#11 token PIN must be 4..={} bytes",
-        qkeyd_p11_proto::MAX_PIN
-    );
+    let user = token_pin(settings.pin.as_ref(), &dir.join("module-pin"), "the PKCS#11 token PIN")?;
+    let so = token_pin(
+        settings.so_pin.as_ref(),
+        &dir.join("module-so-pin"),
+        "the PKCS#11 security officer PIN",
+    )?;
     let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     let digest = sha3::Sha3_256::digest(canonical.as_os_str().as_encoded_bytes());
     let serial = hex::encode(&digest[..8]);
@@ -259,13 +257,44 @@ fn start_module_server(
     let server = module_server::Server::new(
         keys.vault.clone(),
         pool.clone(),
-        pin,
+        keys.objects.clone(),
+        [user, so],
         serial,
         settings,
         uids,
         metrics,
     );
     Ok((Arc::new(server), listener, socket.clone()))
+}
+
+/// A PIN from its configured source, or from `generated` (made on first
+/// start), checked for length; `what` names it in errors.
+fn token_pin(
+    source: Option<&crate::config::PinSource>,
+    generated: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<module_server::TokenPin> {
+    use crate::config::PinSource;
+    use module_server::PinStore;
+    let (value, store) = match source {
+        Some(s) => {
+            let store = match s {
+                PinSource::File(f) => PinStore::File(f.clone()),
+                PinSource::Env(v) => PinStore::Env(v.clone()),
+            };
+            (s.read().with_context(|| what.to_owned())?, store)
+        }
+        None => (
+            secret_file(generated, 12).with_context(|| what.to_owned())?,
+            PinStore::File(generated.to_owned()),
+        ),
+    };
+    anyhow::ensure!(
+        (4..=qkeyd_p11_proto::MAX_PIN).contains(&value.len()),
+        "{what} must be 4..={} bytes",
+        qkeyd_p11_proto::MAX_PIN
+    );
+    Ok(module_server::TokenPin { value, store })
 }
 
 /// Read a secret from `path`, or create it (0600) with `len` random bytes, hex.
@@ -287,7 +316,7 @@ fn secret_file(path: &std::path::Path, len: usize) -> anyhow::Result<zeroize::Ze
             f.write_all(format!("{}\n", &*t).as_bytes())
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(file = %path.display(), "generated the PKCS#11 token PIN");
+            tracing::info!(file = %path.display(), "generated a PKCS#11 PIN");
             Ok(t)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -444,7 +473,11 @@ pub(crate) fn open_vault(
         token_path.display()
     );
     tracing::info!(token_file = %token_path.display(), state_dir = %dir.display(), sealer = vault.sealer_kind(), "key vault ready; key routes need the bearer token in token_file");
-    Ok(KeysState { vault: Arc::new(vault), token: TokenDigest::of(&token) })
+    let vault = Arc::new(vault);
+    let objects = crate::objects::TokenObjects::open(dir, vault.clone()).with_context(|| {
+        format!("opening the token objects in {}", dir.join("objects").display())
+    })?;
+    Ok(KeysState { vault, objects: Arc::new(objects), token: TokenDigest::of(&token) })
 }
 
 /// Build the sources and the pool, and start one thread per source.

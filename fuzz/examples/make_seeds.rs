@@ -30,7 +30,7 @@ fn requests() -> Vec<(&'static str, Request)> {
     vec![
         ("hello", Request::Hello { version: qkeyd_p11_proto::VERSION }),
         ("seed", Request::Seed { len: 48 }),
-        ("login", Request::Login { pin: Secret::new(b"123456".to_vec()) }),
+        ("login", Request::Login { so: false, pin: Secret::new(b"123456".to_vec()) }),
         ("logout", Request::Logout),
         ("list", Request::List),
         (

@@ -7,8 +7,9 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::{
-    Algorithm, ErrorCode, KeyEntry, MAX_CONTEXT, MAX_ERROR_MESSAGE, MAX_FRAME, MAX_KEY_REF,
-    MAX_LABEL, MAX_MESSAGE, MAX_PIN, MAX_SEED, Request, Response, Secret,
+    Algorithm, Attribute, ErrorCode, KeyEntry, KeySource, MAX_ATTRIBUTES, MAX_CONTEXT,
+    MAX_ERROR_MESSAGE, MAX_FRAME, MAX_KEY_REF, MAX_LABEL, MAX_MESSAGE, MAX_OBJECT, MAX_OBJECT_ID,
+    MAX_PIN, MAX_SECRET, MAX_SEED, PinCount, Prf, Request, Response, Secret, StoredObject,
 };
 
 /// The longest ML-KEM ciphertext or ML-DSA signature (ML-DSA-87's).
@@ -23,8 +24,27 @@ const MAX_NAME: usize = 256;
 const fn field(n: usize) -> usize {
     4 + n
 }
+/// The longest attribute list of a stored object.
+const MAX_ATTRIBUTE_LIST: usize = 4 + MAX_ATTRIBUTES * (8 + 4) + MAX_OBJECT;
 /// The longest [`KeyEntry`].
 const MAX_KEY_ENTRY: usize = field(MAX_KEY_REF) + 1 + field(MAX_LABEL) + 1 + field(MAX_PUBLIC_KEY);
+
+/// The wire code of an HKDF hash.
+fn prf_code(p: Prf) -> u8 {
+    match p {
+        Prf::Sha256 => 1,
+        Prf::Sha384 => 2,
+        Prf::Sha512 => 3,
+    }
+}
+
+/// The longest key source: a held key's reference, or a value.
+const MAX_SOURCE: usize =
+    1 + field(if MAX_KEY_REF > MAX_SECRET { MAX_KEY_REF } else { MAX_SECRET });
+/// The longest HKDF salt or info.
+const MAX_SALT: usize = 1024;
+/// The longest AES-GCM input or output: a message and its tag.
+const MAX_GCM: usize = MAX_MESSAGE + 16;
 
 /// The wire code of a parameter set.
 fn alg_code(a: Algorithm) -> u8 {
@@ -51,7 +71,7 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 impl ErrorCode {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 13] = [
         Self::BadRequest,
         Self::NotFound,
         Self::NotLoggedIn,
@@ -60,6 +80,11 @@ impl ErrorCode {
         Self::Unavailable,
         Self::KeyMismatch,
         Self::Internal,
+        Self::PinLength,
+        Self::PinFixed,
+        Self::NotSoLoggedIn,
+        Self::TooLarge,
+        Self::AuthFailed,
     ];
 
     fn code(self) -> u8 {
@@ -72,6 +97,11 @@ impl ErrorCode {
             Self::Unavailable => 6,
             Self::KeyMismatch => 7,
             Self::Internal => 8,
+            Self::PinLength => 9,
+            Self::PinFixed => 10,
+            Self::NotSoLoggedIn => 11,
+            Self::TooLarge => 12,
+            Self::AuthFailed => 13,
         }
     }
 }
@@ -103,8 +133,27 @@ impl Enc {
     fn str(self, v: &str) -> Self {
         self.bytes(v.as_bytes())
     }
+    fn u64(self, v: u64) -> Self {
+        self.u32((v >> 32) as u32).u32(v as u32)
+    }
     fn key(self, k: &KeyEntry) -> Self {
         self.str(&k.key).u8(alg_code(k.alg)).str(&k.label).bool(k.token).bytes(&k.public_key)
+    }
+    fn attrs(self, attrs: &[Attribute]) -> Self {
+        let n = u32::try_from(attrs.len()).unwrap_or(u32::MAX);
+        attrs.iter().fold(self.u32(n), |e, (t, v)| e.u64(*t).bytes(v))
+    }
+    fn object(self, o: &StoredObject) -> Self {
+        self.str(&o.id).bool(o.private).attrs(&o.attrs)
+    }
+    fn source(self, k: &KeySource) -> Self {
+        match k {
+            KeySource::Held(key) => self.u8(0).str(key),
+            KeySource::Value(v) => self.u8(1).bytes(v.expose()),
+        }
+    }
+    fn pin_count(self, c: &PinCount) -> Self {
+        self.u32(c.failures).u32(c.tries).bool(c.locked)
     }
     fn done(self) -> Zeroizing<Vec<u8>> {
         self.0
@@ -156,6 +205,48 @@ impl<'a> Dec<'a> {
             .find(|a| alg_code(*a) == code)
             .ok_or(DecodeError("unknown parameter set"))
     }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from(self.u32()?) << 32 | u64::from(self.u32()?))
+    }
+    fn attrs(&mut self) -> Result<Vec<Attribute>, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > MAX_ATTRIBUTES {
+            return Err(DecodeError("too many attributes"));
+        }
+        let mut attrs = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for _ in 0..n {
+            let t = self.u64()?;
+            let v = self.vec()?;
+            total += v.len();
+            if total > MAX_OBJECT {
+                return Err(DecodeError("object too large"));
+            }
+            attrs.push((t, v));
+        }
+        Ok(attrs)
+    }
+    fn object(&mut self) -> Result<StoredObject, DecodeError> {
+        Ok(StoredObject { id: self.string()?, private: self.bool()?, attrs: self.attrs()? })
+    }
+    fn source(&mut self) -> Result<KeySource, DecodeError> {
+        match self.u8()? {
+            0 => Ok(KeySource::Held(self.string()?)),
+            1 => Ok(KeySource::Value(self.secret()?)),
+            _ => Err(DecodeError("unknown key source")),
+        }
+    }
+    fn prf(&mut self) -> Result<Prf, DecodeError> {
+        match self.u8()? {
+            1 => Ok(Prf::Sha256),
+            2 => Ok(Prf::Sha384),
+            3 => Ok(Prf::Sha512),
+            _ => Err(DecodeError("unknown HKDF hash")),
+        }
+    }
+    fn pin_count(&mut self) -> Result<PinCount, DecodeError> {
+        Ok(PinCount { failures: self.u32()?, tries: self.u32()?, locked: self.bool()? })
+    }
     fn key(&mut self) -> Result<KeyEntry, DecodeError> {
         Ok(KeyEntry {
             key: self.string()?,
@@ -176,8 +267,8 @@ impl Request {
     pub fn max_len(tag: u8) -> Option<usize> {
         Some(match tag {
             1 | 2 => 1 + 4,
-            3 => 1 + field(MAX_PIN),
-            4 | 5 => 1,
+            3 => 1 + 1 + field(MAX_PIN),
+            4 | 5 | 14 | 15 => 1,
             6 => 1 + 1 + 1 + field(MAX_LABEL),
             7 => 1 + field(MAX_KEY_REF) + field(MAX_MESSAGE) + field(MAX_CONTEXT) + 1,
             8 => {
@@ -185,6 +276,23 @@ impl Request {
             }
             9 | 11 => 1 + field(MAX_KEY_REF),
             10 => 1 + field(MAX_KEY_REF) + field(MAX_OUTPUT),
+            12 => 1 + field(MAX_PIN),
+            13 => 1 + field(MAX_PIN) + field(MAX_PIN),
+            16 => 1 + field(MAX_OBJECT_ID) + 1 + MAX_ATTRIBUTE_LIST,
+            17 => 1 + field(MAX_OBJECT_ID),
+            18 => 1 + 4,
+            19 => 1 + field(MAX_KEY_REF) + field(MAX_OUTPUT),
+            20 => 1 + field(MAX_KEY_REF),
+            21 => 1 + 1 + field(MAX_PUBLIC_KEY) + 1,
+            22 => {
+                1 + 1
+                    + field(MAX_PUBLIC_KEY)
+                    + field(MAX_MESSAGE)
+                    + field(MAX_CONTEXT)
+                    + field(MAX_OUTPUT)
+            }
+            23 => 1 + MAX_SOURCE + 1 + 1 + 1 + field(MAX_SALT) + field(MAX_SALT) + 4 + 1,
+            24 => 1 + MAX_SOURCE + 1 + field(16) + field(MAX_MESSAGE) + field(MAX_GCM),
             _ => return None,
         })
     }
@@ -194,7 +302,7 @@ impl Request {
         match self {
             Self::Hello { version } => Enc::new(1).u32(*version),
             Self::Seed { len } => Enc::new(2).u32(*len),
-            Self::Login { pin } => Enc::new(3).bytes(pin.expose()),
+            Self::Login { so, pin } => Enc::new(3).bool(*so).bytes(pin.expose()),
             Self::Logout => Enc::new(4),
             Self::List => Enc::new(5),
             Self::Generate { alg, token, label } => {
@@ -209,6 +317,35 @@ impl Request {
             Self::Encapsulate { key } => Enc::new(9).str(key),
             Self::Decapsulate { key, ct } => Enc::new(10).str(key).bytes(ct),
             Self::Destroy { key } => Enc::new(11).str(key),
+            Self::InitPin { pin } => Enc::new(12).bytes(pin.expose()),
+            Self::SetPin { old, new } => Enc::new(13).bytes(old.expose()).bytes(new.expose()),
+            Self::PinState => Enc::new(14),
+            Self::ListObjects => Enc::new(15),
+            Self::PutObject { id, private, attrs } => {
+                Enc::new(16).str(id).bool(*private).attrs(attrs)
+            }
+            Self::DestroyObject { id } => Enc::new(17).str(id),
+            Self::GenerateSecret { len } => Enc::new(18).u32(*len),
+            Self::DecapsulateKept { key, ct } => Enc::new(19).str(key).bytes(ct),
+            Self::EncapsulateKept { key } => Enc::new(20).str(key),
+            Self::EncapsulateTo { alg, public_key, keep } => {
+                Enc::new(21).u8(alg_code(*alg)).bytes(public_key).bool(*keep)
+            }
+            Self::VerifyWith { alg, public_key, msg, ctx, sig } => {
+                Enc::new(22).u8(alg_code(*alg)).bytes(public_key).bytes(msg).bytes(ctx).bytes(sig)
+            }
+            Self::Derive { base, prf, extract, expand, salt, info, len, keep } => Enc::new(23)
+                .source(base)
+                .u8(prf_code(*prf))
+                .bool(*extract)
+                .bool(*expand)
+                .bytes(salt)
+                .bytes(info)
+                .u32(*len)
+                .bool(*keep),
+            Self::AesGcm { key, encrypt, iv, aad, data } => {
+                Enc::new(24).source(key).bool(*encrypt).bytes(iv).bytes(aad).bytes(data)
+            }
         }
         .done()
     }
@@ -219,7 +356,7 @@ impl Request {
         let r = match d.u8()? {
             1 => Self::Hello { version: d.u32()? },
             2 => Self::Seed { len: d.u32()? },
-            3 => Self::Login { pin: d.secret()? },
+            3 => Self::Login { so: d.bool()?, pin: d.secret()? },
             4 => Self::Logout,
             5 => Self::List,
             6 => Self::Generate { alg: d.alg()?, token: d.bool()?, label: d.string()? },
@@ -233,6 +370,40 @@ impl Request {
             9 => Self::Encapsulate { key: d.string()? },
             10 => Self::Decapsulate { key: d.string()?, ct: d.vec()? },
             11 => Self::Destroy { key: d.string()? },
+            12 => Self::InitPin { pin: d.secret()? },
+            13 => Self::SetPin { old: d.secret()?, new: d.secret()? },
+            14 => Self::PinState,
+            15 => Self::ListObjects,
+            16 => Self::PutObject { id: d.string()?, private: d.bool()?, attrs: d.attrs()? },
+            17 => Self::DestroyObject { id: d.string()? },
+            18 => Self::GenerateSecret { len: d.u32()? },
+            19 => Self::DecapsulateKept { key: d.string()?, ct: d.vec()? },
+            20 => Self::EncapsulateKept { key: d.string()? },
+            21 => Self::EncapsulateTo { alg: d.alg()?, public_key: d.vec()?, keep: d.bool()? },
+            22 => Self::VerifyWith {
+                alg: d.alg()?,
+                public_key: d.vec()?,
+                msg: d.vec()?,
+                ctx: d.vec()?,
+                sig: d.vec()?,
+            },
+            23 => Self::Derive {
+                base: d.source()?,
+                prf: d.prf()?,
+                extract: d.bool()?,
+                expand: d.bool()?,
+                salt: d.vec()?,
+                info: d.vec()?,
+                len: d.u32()?,
+                keep: d.bool()?,
+            },
+            24 => Self::AesGcm {
+                key: d.source()?,
+                encrypt: d.bool()?,
+                iv: d.vec()?,
+                aad: d.vec()?,
+                data: d.vec()?,
+            },
             _ => return Err(DecodeError("unknown request")),
         };
         d.end(r)
@@ -255,6 +426,12 @@ impl Response {
             8 => 1 + field(MAX_OUTPUT) + field(MAX_SHARED_SECRET),
             9 => 1 + field(MAX_SHARED_SECRET),
             10 => 1 + 1 + field(MAX_ERROR_MESSAGE),
+            11 => 1 + 2 * (4 + 4 + 1),
+            12 => MAX_FRAME,
+            13 => 1 + field(MAX_OBJECT_ID),
+            14 => 1 + field(MAX_KEY_REF) + 4,
+            15 => 1 + field(MAX_OUTPUT) + field(MAX_KEY_REF),
+            16 => 1 + field(MAX_GCM),
             _ => return None,
         })
     }
@@ -277,6 +454,15 @@ impl Response {
             Self::Encapsulated { ct, secret } => Enc::new(8).bytes(ct).bytes(secret.expose()),
             Self::SharedSecret(s) => Enc::new(9).bytes(s.expose()),
             Self::Error { code, message } => Enc::new(10).u8(code.code()).str(message),
+            Self::PinState { user, so } => Enc::new(11).pin_count(user).pin_count(so),
+            Self::Objects(objects) => {
+                let n = u32::try_from(objects.len()).unwrap_or(u32::MAX);
+                objects.iter().fold(Enc::new(12).u32(n), Enc::object)
+            }
+            Self::ObjectId(id) => Enc::new(13).str(id),
+            Self::Secret { key, len } => Enc::new(14).str(key).u32(*len),
+            Self::EncapsulatedKept { ct, key } => Enc::new(15).bytes(ct).str(key),
+            Self::Output(o) => Enc::new(16).bytes(o),
         }
         .done()
     }
@@ -310,6 +496,20 @@ impl Response {
                     .unwrap_or(ErrorCode::Internal);
                 Self::Error { code, message: d.string()? }
             }
+            11 => Self::PinState { user: d.pin_count()?, so: d.pin_count()? },
+            12 => {
+                let n = d.u32()? as usize;
+                // Each object takes at least 9 bytes: bound the allocation by the frame.
+                let mut objects = Vec::with_capacity(n.min(p.len() / 9));
+                for _ in 0..n {
+                    objects.push(d.object()?);
+                }
+                Self::Objects(objects)
+            }
+            13 => Self::ObjectId(d.string()?),
+            14 => Self::Secret { key: d.string()?, len: d.u32()? },
+            15 => Self::EncapsulatedKept { ct: d.vec()?, key: d.string()? },
+            16 => Self::Output(d.vec()?),
             _ => return Err(DecodeError("unknown response")),
         };
         d.end(r)
@@ -327,7 +527,53 @@ mod tests {
         vec![
             Request::Hello { version: VERSION },
             Request::Seed { len: 48 },
-            Request::Login { pin: Secret::new(b"1234".to_vec()) },
+            Request::Login { so: false, pin: Secret::new(b"1234".to_vec()) },
+            Request::Login { so: true, pin: Secret::new(b"so-pin".to_vec()) },
+            Request::InitPin { pin: Secret::new(b"5678".to_vec()) },
+            Request::SetPin {
+                old: Secret::new(b"5678".to_vec()),
+                new: Secret::new(b"9012".to_vec()),
+            },
+            Request::PinState,
+            Request::ListObjects,
+            Request::PutObject {
+                id: String::new(),
+                private: true,
+                attrs: vec![(0, vec![0; 8]), (0x8000_0000_0000_0001, vec![])],
+            },
+            Request::DestroyObject { id: "o/00ff".into() },
+            Request::GenerateSecret { len: 32 },
+            Request::DecapsulateKept { key: "ab/1".into(), ct: vec![5; 1088] },
+            Request::EncapsulateKept { key: "s/3".into() },
+            Request::EncapsulateTo {
+                alg: Algorithm::MlKem1024,
+                public_key: vec![1; 1568],
+                keep: true,
+            },
+            Request::VerifyWith {
+                alg: Algorithm::MlDsa44,
+                public_key: vec![2; 1312],
+                msg: b"m".to_vec(),
+                ctx: vec![],
+                sig: vec![3; 2420],
+            },
+            Request::Derive {
+                base: KeySource::Held("k/4".into()),
+                prf: Prf::Sha384,
+                extract: true,
+                expand: false,
+                salt: vec![1; 5],
+                info: vec![],
+                len: 48,
+                keep: true,
+            },
+            Request::AesGcm {
+                key: KeySource::Value(Secret::new(vec![9; 16])),
+                encrypt: false,
+                iv: vec![0; 12],
+                aad: b"aad".to_vec(),
+                data: vec![4; 40],
+            },
             Request::Logout,
             Request::List,
             Request::Generate { alg: Algorithm::MlDsa65, token: true, label: "sig".into() },
@@ -364,6 +610,25 @@ mod tests {
             Response::Encapsulated { ct: vec![1; 768], secret: Secret::new(vec![2; 32]) },
             Response::SharedSecret(Secret::new(vec![7; 32])),
             Response::Error { code: ErrorCode::PinIncorrect, message: "wrong PIN".into() },
+            Response::Error { code: ErrorCode::TooLarge, message: "too many objects".into() },
+            Response::PinState {
+                user: PinCount { failures: 4, tries: 5, locked: false },
+                so: PinCount { failures: 0, tries: 5, locked: true },
+            },
+            Response::Objects(vec![
+                StoredObject {
+                    id: "o/1".into(),
+                    private: false,
+                    attrs: vec![(3, b"cert".to_vec())],
+                },
+                StoredObject { id: "o/2".into(), private: true, attrs: vec![] },
+            ]),
+            Response::Objects(vec![]),
+            Response::ObjectId("o/3".into()),
+            Response::Secret { key: "k/7".into(), len: 32 },
+            Response::EncapsulatedKept { ct: vec![6; 1088], key: "k/8".into() },
+            Response::Output(vec![7; 48]),
+            Response::Error { code: ErrorCode::AuthFailed, message: "tag".into() },
         ]
     }
 
@@ -407,10 +672,11 @@ mod tests {
             assert!(p.len() <= Response::max_len(p[0]).unwrap(), "{r:?}");
         }
         assert_eq!(Request::max_len(0), None);
-        assert_eq!(Request::max_len(12), None);
-        assert_eq!(Response::max_len(11), None);
-        // Every request needs kilobytes, except the message a Sign or Verify carries.
-        for tag in [1, 2, 3, 4, 5, 6, 9, 10, 11] {
+        assert_eq!(Request::max_len(25), None);
+        assert_eq!(Response::max_len(17), None);
+        // Every request needs kilobytes, except the message a Sign or Verify
+        // carries and a stored object.
+        for tag in [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20, 21, 23] {
             assert!(Request::max_len(tag).unwrap() < 8 << 10, "tag {tag}");
         }
     }
@@ -435,6 +701,13 @@ mod tests {
             Some(io::ErrorKind::InvalidData)
         );
         assert_eq!(Request::decode(&[42]), Err(DecodeError("unknown request")));
+        // A PutObject claiming 2^32-1 attributes.
+        assert_eq!(
+            Request::decode(&[16, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            Err(DecodeError("too many attributes"))
+        );
+        // An Objects response claiming 2^32-1 objects in a 6-byte frame.
+        assert!(Response::decode(&[12, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
         assert_eq!(
             Request::decode(&[6, 9, 0, 0, 0, 0, 0]),
             Err(DecodeError("unknown parameter set"))

@@ -162,11 +162,14 @@ mod tests {
 
     #[test]
     fn every_request_fits_its_limit_at_the_largest_sizes() {
-        use crate::{Algorithm, MAX_CONTEXT, MAX_KEY_REF, MAX_LABEL, MAX_MESSAGE, MAX_PIN};
+        use crate::{
+            Algorithm, MAX_ATTRIBUTES, MAX_CONTEXT, MAX_KEY_REF, MAX_LABEL, MAX_MESSAGE,
+            MAX_OBJECT, MAX_OBJECT_ID, MAX_PIN,
+        };
         let key = "k".repeat(MAX_KEY_REF);
         let big_sig = Algorithm::ALL.into_iter().map(Algorithm::output_len).max().unwrap();
         let requests = [
-            Request::Login { pin: Secret::new(vec![b'1'; MAX_PIN]) },
+            Request::Login { so: false, pin: Secret::new(vec![b'1'; MAX_PIN]) },
             Request::Generate {
                 alg: Algorithm::MlDsa87,
                 token: true,
@@ -186,6 +189,17 @@ mod tests {
             },
             Request::Decapsulate { key: key.clone(), ct: vec![0; big_sig] },
             Request::Destroy { key },
+            Request::SetPin {
+                old: Secret::new(vec![b'1'; MAX_PIN]),
+                new: Secret::new(vec![b'2'; MAX_PIN]),
+            },
+            Request::PutObject {
+                id: "o".repeat(MAX_OBJECT_ID),
+                private: true,
+                attrs: (0..MAX_ATTRIBUTES as u64)
+                    .map(|t| (u64::MAX - t, vec![7; MAX_OBJECT / MAX_ATTRIBUTES]))
+                    .collect(),
+            },
         ];
         for req in requests {
             let mut wire = Vec::new();

@@ -19,7 +19,9 @@ pub use qkeyd_pqc::Algorithm;
 pub use self::{
     codec::DecodeError,
     frame::{Limits, read_message, read_message_after, write_frame},
-    message::{ErrorCode, KeyEntry, Request, Response},
+    message::{
+        Attribute, ErrorCode, KeyEntry, KeySource, PinCount, Prf, Request, Response, StoredObject,
+    },
     secret::Secret,
 };
 
@@ -29,7 +31,7 @@ mod message;
 mod secret;
 
 /// Protocol version; `Hello` carries it and a mismatch is refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest frame either side accepts: a response listing many keys is the
 /// big one. Each message has its own, much smaller limit ([`Limits`]).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -47,3 +49,11 @@ pub const MAX_SEED: u32 = 4096;
 pub const MAX_PIN: usize = 256;
 /// Longest label.
 pub const MAX_LABEL: usize = 128;
+/// Most attributes one stored object has.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Largest stored object: the sum of its attribute values.
+pub const MAX_OBJECT: usize = 64 << 10;
+/// Longest secret key the daemon holds or derives.
+pub const MAX_SECRET: usize = 64;
+/// Longest stored object id.
+pub const MAX_OBJECT_ID: usize = 64;

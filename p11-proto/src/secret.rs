@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug() {
-        let s = format!("{:?}", Request::Login { pin: Secret::new(b"hunter2".to_vec()) });
+        let s =
+            format!("{:?}", Request::Login { so: false, pin: Secret::new(b"hunter2".to_vec()) });
         assert!(!s.contains("hunter2") && s.contains("7 bytes"), "{s}");
         let s = format!("{:?}", Response::SharedSecret(Secret::new(vec![0xAB; 32])));
         assert!(!s.contains("171") && s.contains("32 bytes"), "{s}");

@@ -34,22 +34,23 @@ pub(crate) struct Daemon {
     stream: Option<UnixStream>,
     /// The process that opened `stream`.
     pid: u32,
-    /// The PIN of the current login, to log a new connection in again.
-    pin: Option<Secret>,
+    /// The current login (as the SO?, with this PIN), to log a new
+    /// connection in again.
+    login: Option<(bool, Secret)>,
     /// The token serial the daemon gave.
     serial: String,
 }
 
 impl Daemon {
     pub(crate) const fn new() -> Self {
-        Self { stream: None, pid: 0, pin: None, serial: String::new() }
+        Self { stream: None, pid: 0, login: None, serial: String::new() }
     }
 
     /// Forget the connection and the login. In a forked child the socket is
     /// the parent's too: it is only closed here, never written to.
     pub(crate) fn reset(&mut self) {
         self.stream = None;
-        self.pin = None;
+        self.login = None;
     }
 
     /// The serial of the token (empty until connected).
@@ -57,15 +58,22 @@ impl Daemon {
         &self.serial
     }
 
-    /// Remember (or forget) the PIN the application logged in with.
-    pub(crate) fn set_pin(&mut self, pin: Option<Secret>) {
-        self.pin = pin;
+    /// Remember (or forget) the role and PIN the application logged in with.
+    pub(crate) fn set_login(&mut self, login: Option<(bool, Secret)>) {
+        self.login = login;
+    }
+
+    /// The logged-in role's PIN changed (C_SetPIN).
+    pub(crate) fn change_pin(&mut self, pin: Secret) {
+        if let Some((_, old)) = &mut self.login {
+            *old = pin;
+        }
     }
 
     /// Whether the connection is up: the daemon never speaks first, so
     /// anything readable (data or end of stream) means it is gone.
     pub(crate) fn alive(&mut self) -> bool {
-        if self.pid != std::process::id() {
+        if self.pid != crate::pid::current() {
             return false;
         }
         let Some(s) = &self.stream else { return false };
@@ -77,7 +85,7 @@ impl Daemon {
 
     /// Connect if not connected (or if the old connection is dead).
     pub(crate) fn connect(&mut self) -> Result<(), Rv> {
-        if self.pid != std::process::id() {
+        if self.pid != crate::pid::current() {
             self.reset();
         }
         if self.stream.is_some() && self.alive() {
@@ -90,7 +98,7 @@ impl Daemon {
             CKR_TOKEN_NOT_PRESENT
         })?;
         self.stream = Some(stream);
-        self.pid = std::process::id();
+        self.pid = crate::pid::current();
         EPOCH.fetch_add(1, Ordering::AcqRel);
         match self.exchange(&Request::Hello { version: proto::VERSION }) {
             Ok(Response::Hello { serial, .. }) => self.serial = serial,
@@ -104,12 +112,12 @@ impl Daemon {
                 return Err(CKR_DEVICE_ERROR);
             }
         }
-        if let Some(pin) = self.pin.as_ref().map(Secret::duplicate) {
+        if let Some((so, pin)) = self.login.as_ref().map(|(so, p)| (*so, p.duplicate())) {
             // The application is logged in: so is the new connection.
-            match self.exchange(&Request::Login { pin }) {
+            match self.exchange(&Request::Login { so, pin }) {
                 Ok(Response::Done) => {}
                 _ => {
-                    self.pin = None;
+                    self.login = None;
                     self.stream = None;
                     return Err(CKR_DEVICE_ERROR);
                 }
@@ -159,6 +167,11 @@ impl Daemon {
                     ErrorCode::Unavailable => CKR_DEVICE_ERROR,
                     ErrorCode::KeyMismatch => CKR_KEY_TYPE_INCONSISTENT,
                     ErrorCode::Internal => CKR_GENERAL_ERROR,
+                    ErrorCode::PinLength => CKR_PIN_LEN_RANGE,
+                    ErrorCode::PinFixed => CKR_TOKEN_WRITE_PROTECTED,
+                    ErrorCode::NotSoLoggedIn => CKR_USER_NOT_LOGGED_IN,
+                    ErrorCode::TooLarge => CKR_DEVICE_MEMORY,
+                    ErrorCode::AuthFailed => CKR_ENCRYPTED_DATA_INVALID,
                 })
             }
             r => Ok(r),

@@ -20,7 +20,9 @@ mod client;
 mod ffi;
 mod object;
 mod peer;
+mod pid;
 mod rng;
+mod stored;
 mod token;
 
 /// The hook of the template fuzz target in `fuzz/` (only with `--cfg fuzzing`).

@@ -1,13 +1,17 @@
 //! Objects as the application sees them, and the templates that make them.
 //!
-//! Three kinds: ML-KEM/ML-DSA public and private keys (each tied to a key in
-//! the daemon) and the secret keys C_EncapsulateKey/C_DecapsulateKey make
-//! (their 32-byte value held here, zeroized on drop). A private key has no
+//! Four kinds: ML-KEM/ML-DSA public and private keys (each tied to a key in
+//! the daemon), the secret keys C_EncapsulateKey/C_DecapsulateKey make
+//! (their 32-byte value held here, zeroized on drop), and the objects the
+//! application makes itself, which are their attributes only (`stored.rs`:
+//! data objects, certificates, imported public keys). A private key has no
 //! value on this side at all: its CKA_VALUE and CKA_SEED read as sensitive.
 
 use cryptoki_sys::*;
 use qkeyd_p11_proto::Algorithm;
 use zeroize::Zeroizing;
+
+use crate::stored::{self, Attrs};
 
 /// A CK_RV error.
 pub(crate) type Rv = CK_RV;
@@ -21,6 +25,8 @@ pub(crate) enum Class {
     Public,
     Private,
     Secret,
+    Data,
+    Certificate,
 }
 
 impl Class {
@@ -29,6 +35,8 @@ impl Class {
             Self::Public => CKO_PUBLIC_KEY,
             Self::Private => CKO_PRIVATE_KEY,
             Self::Secret => CKO_SECRET_KEY,
+            Self::Data => CKO_DATA,
+            Self::Certificate => CKO_CERTIFICATE,
         }
     }
 }
@@ -75,6 +83,26 @@ pub(crate) struct Object {
     pub(crate) caps: Caps,
     /// Session objects: the session that made it (closing it destroys them).
     pub(crate) owner: Option<CK_SESSION_HANDLE>,
+    /// An object the application made: every attribute (empty otherwise).
+    pub(crate) attrs: Attrs,
+    /// A token object the application made: the daemon's id for it.
+    pub(crate) store: Option<String>,
+    /// A secret key the daemon holds for this connection (`k/N`), made on
+    /// the connection of that epoch; its value is never on this side.
+    pub(crate) held: Option<(String, u64)>,
+    /// A secret key's history.
+    pub(crate) origin: Origin,
+}
+
+/// How a secret key came to be: what CKA_LOCAL, CKA_KEY_GEN_MECHANISM,
+/// CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE say, and its length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) local: bool,
+    pub(crate) mechanism: Option<CK_MECHANISM_TYPE>,
+    pub(crate) always_sensitive: bool,
+    pub(crate) never_extractable: bool,
+    pub(crate) len: usize,
 }
 
 impl std::fmt::Debug for Object {
@@ -148,16 +176,74 @@ impl Object {
             link: Some(link),
             caps,
             owner: None,
+            attrs: Attrs::new(),
+            store: None,
+            held: None,
+            origin: Origin::default(),
         }
+    }
+
+    /// An object the application made from `attrs` (checked by `stored.rs`):
+    /// a session object of `owner`, or a token object the daemon keeps as `store`.
+    pub(crate) fn stored(
+        class: Class,
+        attrs: Attrs,
+        owner: Option<CK_SESSION_HANDLE>,
+        store: Option<String>,
+    ) -> Self {
+        let get = |t| attrs.get(&t).cloned().unwrap_or_default();
+        Self {
+            class,
+            key_type: attrs.get(&CKA_KEY_TYPE).and_then(|v| as_ulong(v).ok()).unwrap_or(0),
+            token: stored::flag(&attrs, CKA_TOKEN),
+            private: stored::flag(&attrs, CKA_PRIVATE),
+            label: get(CKA_LABEL),
+            id: get(CKA_ID),
+            link: None,
+            value: Zeroizing::new(get(CKA_VALUE)),
+            caps: Caps {
+                verify: stored::flag(&attrs, CKA_VERIFY),
+                encapsulate: stored::flag(&attrs, CKA_ENCAPSULATE),
+                ..Caps::default()
+            },
+            owner,
+            attrs,
+            store,
+            held: None,
+            origin: Origin::default(),
+        }
+    }
+
+    /// The daemon's key behind this object: a key pair's or a held secret's.
+    pub(crate) fn daemon_key(&self) -> Option<&str> {
+        match (&self.link, &self.held) {
+            (Some(l), _) => Some(&l.key),
+            (None, Some((k, _))) => Some(k),
+            (None, None) => None,
+        }
+    }
+
+    /// Made by the application: its attributes are all it is.
+    pub(crate) fn is_stored(&self) -> bool {
+        !self.attrs.is_empty()
     }
 
     /// The parameter set, for ML-KEM and ML-DSA keys.
     pub(crate) fn alg(&self) -> Option<Algorithm> {
-        self.link.as_ref().map(|l| l.alg)
+        match &self.link {
+            Some(l) => Some(l.alg),
+            None => stored::public_alg(&self.attrs),
+        }
     }
 
     /// Read attribute `t`.
     pub(crate) fn read(&self, t: CK_ATTRIBUTE_TYPE) -> Read {
+        if self.is_stored() {
+            return self
+                .attrs
+                .get(&t)
+                .map_or(Read::Invalid, |v| Read::Value(Zeroizing::new(v.clone())));
+        }
         let v = |b: Vec<u8>| Read::Value(Zeroizing::new(b));
         let b = |x: bool| Read::Value(Zeroizing::new(vec![CK_BBOOL::from(x)]));
         let c = &self.caps;
@@ -166,15 +252,19 @@ impl Object {
             CKA_CLASS => v(ulong(class.code())),
             CKA_TOKEN => b(self.token),
             CKA_PRIVATE => b(self.private),
-            CKA_MODIFIABLE | CKA_COPYABLE => b(false),
+            // A secret key's label, id, uses and latches may change; a
+            // daemon key's attributes are the daemon's.
+            CKA_MODIFIABLE => b(class == Class::Secret),
+            CKA_COPYABLE => b(false),
             CKA_DESTROYABLE => b(true),
             CKA_LABEL => v(self.label.clone()),
             CKA_KEY_TYPE => v(ulong(self.key_type)),
             CKA_ID => v(self.id.clone()),
             CKA_START_DATE | CKA_END_DATE => v(Vec::new()),
-            CKA_LOCAL => b(class != Class::Secret),
+            CKA_LOCAL if class == Class::Secret => b(self.origin.local),
+            CKA_LOCAL => b(true),
             CKA_KEY_GEN_MECHANISM => v(ulong(match (class, self.key_type) {
-                (Class::Secret, _) => CK_UNAVAILABLE_INFORMATION,
+                (Class::Secret, _) => self.origin.mechanism.unwrap_or(CK_UNAVAILABLE_INFORMATION),
                 (_, CKK_ML_KEM) => CKM_ML_KEM_KEY_PAIR_GEN,
                 _ => CKM_ML_DSA_KEY_PAIR_GEN,
             })),
@@ -200,15 +290,15 @@ impl Object {
             CKA_VALUE | CKA_SEED if class == Class::Private => Read::Sensitive,
             CKA_SENSITIVE if class != Class::Public => b(c.sensitive),
             CKA_EXTRACTABLE if class != Class::Public => b(c.extractable),
-            // A private key never left the daemon; a shared secret came out of
-            // the daemon to this process, like an unwrapped key.
+            // A private key never left the daemon; a secret key's history says.
             CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE if class == Class::Private => b(true),
-            CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE if class == Class::Secret => b(false),
+            CKA_ALWAYS_SENSITIVE if class == Class::Secret => b(self.origin.always_sensitive),
+            CKA_NEVER_EXTRACTABLE if class == Class::Secret => b(self.origin.never_extractable),
             CKA_ALWAYS_AUTHENTICATE | CKA_WRAP_WITH_TRUSTED if class == Class::Private => b(false),
             CKA_WRAP_WITH_TRUSTED if class == Class::Secret => b(false),
-            CKA_VALUE_LEN if class == Class::Secret => v(ulong(self.value.len() as CK_ULONG)),
+            CKA_VALUE_LEN if class == Class::Secret => v(ulong(self.origin.len as CK_ULONG)),
             CKA_VALUE if class == Class::Secret => {
-                if c.sensitive || !c.extractable {
+                if c.sensitive || !c.extractable || self.held.is_some() {
                     Read::Sensitive
                 } else {
                     v(self.value.to_vec())
@@ -216,6 +306,48 @@ impl Object {
             }
             _ => Read::Invalid,
         }
+    }
+
+    /// C_SetAttributeValue on a secret key held here: the label, the id, the
+    /// uses, and the latches (CKA_SENSITIVE only to true, CKA_EXTRACTABLE
+    /// only to false). Returns the changed object's fields; nothing changes
+    /// unless every attribute may.
+    pub(crate) fn set_secret(&self, template: &[Attr]) -> Result<(Vec<u8>, Vec<u8>, Caps), Rv> {
+        if self.class != Class::Secret {
+            return Err(CKR_ACTION_PROHIBITED);
+        }
+        let (mut label, mut id, mut c) = (self.label.clone(), self.id.clone(), self.caps);
+        for (t, v) in template {
+            match *t {
+                CKA_LABEL => label = v.clone(),
+                CKA_ID => id = v.clone(),
+                CKA_ENCRYPT => c.encrypt = as_bool(v)?,
+                CKA_DECRYPT => c.decrypt = as_bool(v)?,
+                CKA_SIGN => c.sign = as_bool(v)?,
+                CKA_VERIFY => c.verify = as_bool(v)?,
+                CKA_WRAP => c.wrap = as_bool(v)?,
+                CKA_UNWRAP => c.unwrap = as_bool(v)?,
+                CKA_DERIVE => c.derive = as_bool(v)?,
+                CKA_SENSITIVE => {
+                    if !as_bool(v)? && c.sensitive {
+                        return Err(CKR_ATTRIBUTE_READ_ONLY);
+                    }
+                    c.sensitive = as_bool(v)?;
+                }
+                CKA_EXTRACTABLE => {
+                    if as_bool(v)? && !c.extractable {
+                        return Err(CKR_ATTRIBUTE_READ_ONLY);
+                    }
+                    c.extractable = as_bool(v)?;
+                }
+                CKA_START_DATE | CKA_END_DATE if v.is_empty() => {}
+                _ if matches!(self.read(*t), Read::Invalid) => {
+                    return Err(CKR_ATTRIBUTE_TYPE_INVALID);
+                }
+                _ => return Err(CKR_ATTRIBUTE_READ_ONLY),
+            }
+        }
+        Ok((label, id, c))
     }
 
     /// Whether every attribute of `template` has exactly this value here.
@@ -336,45 +468,47 @@ pub(crate) fn key_pair_half(template: &[Attr], class: Class, kem: bool) -> Resul
     Ok(s)
 }
 
-/// What a C_EncapsulateKey/C_DecapsulateKey template asks of the new secret key.
+/// What a template asks of a new secret key (C_EncapsulateKey,
+/// C_DecapsulateKey, C_GenerateKey, C_DeriveKey, C_CreateObject).
 #[derive(Debug)]
 pub(crate) struct SecretSpec {
-    pub(crate) key_type: CK_KEY_TYPE,
+    /// CKA_KEY_TYPE, if given.
+    pub(crate) key_type: Option<CK_KEY_TYPE>,
     pub(crate) private: bool,
     pub(crate) label: Vec<u8>,
     pub(crate) id: Vec<u8>,
     pub(crate) caps: Caps,
+    /// CKA_VALUE_LEN, if given.
+    pub(crate) len: Option<usize>,
+    /// CKA_VALUE (C_CreateObject only).
+    pub(crate) value: Option<Zeroizing<Vec<u8>>>,
 }
 
 /// The ML-KEM shared secret's length: its CKA_VALUE_LEN.
 pub(crate) const SHARED_SECRET_LEN: usize = 32;
 
-/// Check a secret-key template. The key is a session object of type
-/// CKK_GENERIC_SECRET (the default) or CKK_AES; its value is the 32-byte
-/// shared secret, so CKA_VALUE_LEN may only say 32.
-pub(crate) fn secret_key(template: &[Attr]) -> Result<SecretSpec, Rv> {
+/// Check a secret-key template. Secret keys are session objects; CKA_VALUE
+/// may be given only to C_CreateObject (`create`).
+pub(crate) fn secret_key(template: &[Attr], create: bool) -> Result<SecretSpec, Rv> {
     let mut s = SecretSpec {
-        key_type: CKK_GENERIC_SECRET,
+        key_type: None,
         private: true,
         label: Vec::new(),
         id: Vec::new(),
         caps: Caps { extractable: true, ..Caps::default() },
+        len: None,
+        value: None,
     };
     for (t, v) in template {
         match *t {
             CKA_CLASS if as_ulong(v)? != CKO_SECRET_KEY => return Err(CKR_TEMPLATE_INCONSISTENT),
             CKA_CLASS => {}
-            CKA_KEY_TYPE => {
-                s.key_type = as_ulong(v)?;
-                if s.key_type != CKK_GENERIC_SECRET && s.key_type != CKK_AES {
-                    return Err(CKR_TEMPLATE_INCONSISTENT);
-                }
-            }
-            CKA_VALUE_LEN if as_ulong(v)? != SHARED_SECRET_LEN as CK_ULONG => {
-                return Err(CKR_ATTRIBUTE_VALUE_INVALID);
-            }
-            CKA_VALUE_LEN => {}
-            // Secret keys live in this process only: no token objects.
+            CKA_KEY_TYPE => s.key_type = Some(as_ulong(v)?),
+            CKA_VALUE_LEN if create => return Err(CKR_ATTRIBUTE_READ_ONLY),
+            CKA_VALUE_LEN => s.len = Some(as_ulong(v)? as usize),
+            CKA_VALUE if create => s.value = Some(Zeroizing::new(v.clone())),
+            // Secret keys live in this process or the daemon's memory only:
+            // no token objects.
             CKA_TOKEN if as_bool(v)? => return Err(CKR_ATTRIBUTE_VALUE_INVALID),
             CKA_TOKEN => {}
             CKA_PRIVATE => s.private = as_bool(v)?,
@@ -389,8 +523,12 @@ pub(crate) fn secret_key(template: &[Attr]) -> Result<SecretSpec, Rv> {
             CKA_WRAP => s.caps.wrap = as_bool(v)?,
             CKA_UNWRAP => s.caps.unwrap = as_bool(v)?,
             CKA_DERIVE => s.caps.derive = as_bool(v)?,
-            CKA_MODIFIABLE
-            | CKA_COPYABLE
+            CKA_MODIFIABLE => {
+                if !as_bool(v)? {
+                    return Err(CKR_TEMPLATE_INCONSISTENT);
+                }
+            }
+            CKA_COPYABLE
             | CKA_TRUSTED
             | CKA_WRAP_WITH_TRUSTED
             | CKA_ENCAPSULATE
@@ -421,12 +559,35 @@ pub(crate) fn secret_key(template: &[Attr]) -> Result<SecretSpec, Rv> {
     Ok(s)
 }
 
+/// The lengths a key of `key_type` may have: AES 16, 24 or 32 bytes; a
+/// generic secret or an HKDF key 1..=MAX_SECRET.
+pub(crate) fn length_fits(key_type: CK_KEY_TYPE, len: usize) -> bool {
+    match key_type {
+        CKK_AES => matches!(len, 16 | 24 | 32),
+        CKK_GENERIC_SECRET | CKK_HKDF => (1..=qkeyd_p11_proto::MAX_SECRET).contains(&len),
+        _ => false,
+    }
+}
+
 impl SecretSpec {
-    /// The secret-key object holding `value`, made by session `owner`.
-    pub(crate) fn object(self, value: Zeroizing<Vec<u8>>, owner: CK_SESSION_HANDLE) -> Object {
+    /// Whether the new key must stay in the daemon: sensitive or unextractable.
+    pub(crate) fn keep(&self) -> bool {
+        self.caps.sensitive || !self.caps.extractable
+    }
+
+    /// The secret-key object of type `key_type` made by session `owner`:
+    /// its `value` here, or the daemon's key `held`.
+    pub(crate) fn object(
+        self,
+        key_type: CK_KEY_TYPE,
+        value: Zeroizing<Vec<u8>>,
+        held: Option<(String, u64)>,
+        origin: Origin,
+        owner: CK_SESSION_HANDLE,
+    ) -> Object {
         Object {
             class: Class::Secret,
-            key_type: self.key_type,
+            key_type,
             token: false,
             private: self.private,
             label: self.label,
@@ -435,6 +596,10 @@ impl SecretSpec {
             value,
             caps: self.caps,
             owner: Some(owner),
+            attrs: Attrs::new(),
+            store: None,
+            held,
+            origin,
         }
     }
 }
@@ -533,32 +698,82 @@ mod tests {
         assert!(key_pair_half(&py, Class::Private, false).is_ok());
     }
 
+    /// A session secret key of `template` holding `value` here.
+    fn secret(template: &[Attr], value: &[u8]) -> Object {
+        let origin = Origin { len: value.len(), ..Origin::default() };
+        let t = secret_key(template, false).unwrap();
+        let kt = t.key_type.unwrap_or(CKK_GENERIC_SECRET);
+        t.object(kt, Zeroizing::new(value.to_vec()), None, origin, 1)
+    }
+
     #[test]
     fn secret_templates_are_checked() {
-        let s = secret_key(&[
-            (CKA_KEY_TYPE, ulong(CKK_AES)),
-            (CKA_VALUE_LEN, ulong(32)),
-            (CKA_SENSITIVE, vec![0]),
-        ])
+        let s = secret_key(
+            &[(CKA_KEY_TYPE, ulong(CKK_AES)), (CKA_VALUE_LEN, ulong(32)), (CKA_SENSITIVE, vec![0])],
+            false,
+        )
         .unwrap();
-        assert_eq!(s.key_type, CKK_AES);
+        assert_eq!((s.key_type, s.len, s.keep()), (Some(CKK_AES), Some(32), false));
+        assert!(length_fits(CKK_AES, 24) && !length_fits(CKK_AES, 20));
+        assert!(length_fits(CKK_GENERIC_SECRET, 64) && !length_fits(CKK_GENERIC_SECRET, 65));
+        assert!(!length_fits(CKK_ML_KEM, 32));
         assert_eq!(
-            secret_key(&[(CKA_VALUE_LEN, ulong(16))]).unwrap_err(),
+            secret_key(&[(CKA_TOKEN, vec![1])], false).unwrap_err(),
             CKR_ATTRIBUTE_VALUE_INVALID
         );
-        assert_eq!(secret_key(&[(CKA_TOKEN, vec![1])]).unwrap_err(), CKR_ATTRIBUTE_VALUE_INVALID);
         assert_eq!(
-            secret_key(&[(CKA_KEY_TYPE, ulong(CKK_ML_KEM))]).unwrap_err(),
-            CKR_TEMPLATE_INCONSISTENT
+            secret_key(&[(CKA_VALUE, vec![1])], false).unwrap_err(),
+            CKR_ATTRIBUTE_READ_ONLY
         );
-        let o =
-            secret_key(&[(CKA_SENSITIVE, vec![1])]).unwrap().object(Zeroizing::new(vec![9; 32]), 1);
+        assert_eq!(
+            secret_key(&[(CKA_VALUE_LEN, ulong(16))], true).unwrap_err(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        assert!(secret_key(&[(CKA_VALUE, vec![1; 16])], true).unwrap().value.is_some());
+        assert!(secret_key(&[(CKA_EXTRACTABLE, vec![0])], false).unwrap().keep());
+        let o = secret(&[(CKA_SENSITIVE, vec![1])], &[9; 32]);
         assert_eq!(o.read(CKA_VALUE), Read::Sensitive);
         assert_eq!(o.read(CKA_VALUE_LEN), Read::Value(Zeroizing::new(ulong(32))));
-        let o = secret_key(&[]).unwrap().object(Zeroizing::new(vec![9; 32]), 1);
+        let o = secret(&[], &[9; 32]);
         assert_eq!(o.read(CKA_VALUE), Read::Value(Zeroizing::new(vec![9; 32])));
         assert!(o.matches(&[(CKA_CLASS, ulong(CKO_SECRET_KEY))]));
         assert!(!o.matches(&[(CKA_CLASS, ulong(CKO_PUBLIC_KEY))]));
         assert!(!o.matches(&[(0x8000_1234, vec![])]));
+        // A key the daemon holds never reads here, whatever its attributes say.
+        let origin = Origin { len: 32, always_sensitive: true, ..Origin::default() };
+        let held = secret_key(&[(CKA_SENSITIVE, vec![0])], false).unwrap().object(
+            CKK_AES,
+            Zeroizing::new(Vec::new()),
+            Some(("k/1".into(), 1)),
+            origin,
+            1,
+        );
+        assert_eq!(held.read(CKA_VALUE), Read::Sensitive);
+        assert_eq!(held.read(CKA_ALWAYS_SENSITIVE), Read::Value(Zeroizing::new(vec![1])));
+    }
+
+    #[test]
+    fn secret_keys_latch_sensitive_on_and_extractable_off() {
+        let o = secret(&[], &[9; 32]);
+        assert_eq!(o.read(CKA_MODIFIABLE), Read::Value(Zeroizing::new(vec![1])));
+        let (label, _, c) =
+            o.set_secret(&[(CKA_SENSITIVE, vec![1]), (CKA_LABEL, b"k".to_vec())]).unwrap();
+        assert!(c.sensitive && label == b"k");
+        let latched = secret(&[(CKA_SENSITIVE, vec![1]), (CKA_EXTRACTABLE, vec![0])], &[9; 32]);
+        assert_eq!(
+            latched.set_secret(&[(CKA_SENSITIVE, vec![0])]).unwrap_err(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        assert_eq!(
+            latched.set_secret(&[(CKA_EXTRACTABLE, vec![1])]).unwrap_err(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        assert_eq!(
+            latched.set_secret(&[(CKA_CLASS, ulong(CKO_DATA))]).unwrap_err(),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+        assert_eq!(latched.set_secret(&[(999, vec![])]).unwrap_err(), CKR_ATTRIBUTE_TYPE_INVALID);
+        let key = Object::key(Class::Private, link(Algorithm::MlDsa44), false, b"", b"", &[]);
+        assert_eq!(key.set_secret(&[(CKA_LABEL, vec![])]).unwrap_err(), CKR_ACTION_PROHIBITED);
     }
 }

@@ -47,7 +47,7 @@ impl Rng {
     /// Fill `out`. Fails (and forgets the state) if the daemon cannot give a
     /// seed when one is due: never bytes from a seed the daemon did not vouch for.
     pub(crate) fn fill(&mut self, out: &mut [u8], daemon: &Mutex<Daemon>) -> Result<(), Rv> {
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         if self.pid != pid {
             // A forked child: it must never repeat its parent's stream.
             self.reset();

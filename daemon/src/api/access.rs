@@ -37,14 +37,13 @@ pub(super) fn required(method: &Method, route: &str) -> Option<Right> {
     {
         return Some(Right::Gateway);
     }
-    if !route.starts_with("/v1/keys") {
+    if !route.starts_with("/v1/keys") && !route.starts_with("/v1/objects") {
         return None;
     }
     Some(match (method, route) {
         (&Method::GET | &Method::HEAD, _) => Right::KeysRead,
-        (&Method::POST, "/v1/keys" | "/v1/keys/{id}/rotate") | (&Method::DELETE, _) => {
-            Right::KeysAdmin
-        }
+        (&Method::POST, "/v1/keys" | "/v1/keys/{id}/rotate" | "/v1/keys/{id}/certificate")
+        | (&Method::DELETE, _) => Right::KeysAdmin,
         _ => Right::KeysUse,
     })
 }

@@ -85,6 +85,8 @@ impl std::fmt::Debug for TokenDigest {
 pub(crate) struct KeysState {
     /// The vault.
     pub(crate) vault: Arc<Vault>,
+    /// The token objects (certificates, data objects, public keys).
+    pub(crate) objects: Arc<crate::objects::TokenObjects>,
     /// Digest of the bearer token.
     pub(crate) token: TokenDigest,
 }

@@ -8,6 +8,7 @@
 
 mod access;
 mod attest;
+mod certificates;
 mod enroll;
 mod error;
 mod health;
@@ -70,6 +71,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(status::routes())
         .merge(keys::routes(state.clone()))
+        .merge(certificates::routes(state.clone()))
         .merge(kms::routes(state.clone()))
         .merge(attest::routes(state.clone()))
         .merge(enroll::routes(state.clone()))

@@ -25,7 +25,7 @@ struct World {
 fn world() -> World {
     let (dir, sealer) = testing::soft_sealer();
     let pool = testing::pool();
-    let vault = Vault::open(dir.path(), sealer.clone(), pool.clone()).unwrap();
+    let vault = Arc::new(Vault::open(dir.path(), sealer.clone(), pool.clone()).unwrap());
     let settings = testing::kms_settings(std::time::Duration::from_secs(1));
     let kms = Kms::open(dir.path(), sealer, pool.clone(), &settings, 8).unwrap();
     let state = AppState {
@@ -36,7 +36,13 @@ fn world() -> World {
         metrics: Arc::new(Metrics::new().unwrap()),
         max_request_bytes: 1 << 20,
         generate_permits: Arc::new(Semaphore::new(4)),
-        keys: Some(KeysState { vault: Arc::new(vault), token: TokenDigest::of(TOKEN) }),
+        keys: Some(KeysState {
+            objects: Arc::new(
+                crate::objects::TokenObjects::open(dir.path(), vault.clone()).unwrap(),
+            ),
+            vault,
+            token: TokenDigest::of(TOKEN),
+        }),
         kms: Some(Arc::new(kms)),
         tls_on: false,
     };

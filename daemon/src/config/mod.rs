@@ -126,6 +126,9 @@ pub(crate) struct ModuleSettings {
     pub(crate) allowed_gids: Vec<u32>,
     /// The token PIN; `None`: `STATE_DIR/module-pin`, generated on first start.
     pub(crate) pin: Option<PinSource>,
+    /// The security officer's PIN; `None`: `STATE_DIR/module-so-pin`, generated
+    /// on first start.
+    pub(crate) so_pin: Option<PinSource>,
     /// How long a connection keeps a vault key unsealed after its last use.
     pub(crate) key_cache: Duration,
     /// Most connections served at once.

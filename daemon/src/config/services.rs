@@ -80,6 +80,8 @@ pub(super) struct RawModule {
     allowed_gids: Vec<u32>,
     pin_file: Option<PathBuf>,
     pin_env: Option<String>,
+    so_pin_file: Option<PathBuf>,
+    so_pin_env: Option<String>,
     key_cache_ms: u64,
     max_connections: usize,
     max_connections_per_uid: Option<usize>,
@@ -95,6 +97,8 @@ impl Default for RawModule {
             allowed_gids: Vec::new(),
             pin_file: None,
             pin_env: None,
+            so_pin_file: None,
+            so_pin_env: None,
             key_cache_ms: 2000,
             max_connections: 256,
             max_connections_per_uid: None,
@@ -162,6 +166,16 @@ impl RawModule {
                 ));
             }
         };
+        let so_pin = match (self.so_pin_file, self.so_pin_env) {
+            (Some(f), None) => Some(PinSource::File(f)),
+            (None, Some(v)) => Some(PinSource::Env(v)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Inconsistent(
+                    "[module] takes at most one of so_pin_file and so_pin_env",
+                ));
+            }
+        };
         let socket = socket("module.socket", self.socket, mode)?;
         Ok(ModuleSettings {
             socket,
@@ -169,6 +183,7 @@ impl RawModule {
             allowed_uids: self.allowed_uids,
             allowed_gids: self.allowed_gids,
             pin,
+            so_pin,
             key_cache: Duration::from_millis(self.key_cache_ms),
             max_connections: self.max_connections,
             max_connections_per_uid: per_uid,

@@ -215,6 +215,9 @@ pub(crate) fn key_operation(method: &axum::http::Method, route: &str) -> Option<
         (&Method::POST, "/v1/keys/{id}/decapsulate") => "decapsulate",
         (&Method::POST, "/v1/keys/{id}/derive") => "derive",
         (&Method::POST, "/v1/keys/{id}/attest") => "attest",
+        (&Method::POST, "/v1/keys/{id}/certificate") => "certificate",
+        (&Method::GET, "/v1/objects") => "list_objects",
+        (&Method::DELETE, "/v1/objects/{id}") => "destroy_object",
         _ => return None,
     })
 }

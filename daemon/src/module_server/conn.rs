@@ -12,7 +12,7 @@ use std::{
 
 use qkeyd_p11_proto::{Limits, Request, Response, read_message_after, write_frame};
 
-use super::{ModuleError, Server};
+use super::{ModuleError, Server, pin::Role};
 use crate::vault::{ExpandedKey, OpenKey};
 
 /// How long a new connection may take to send its first request's first byte.
@@ -24,8 +24,10 @@ pub(super) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection's own state.
 #[derive(Default)]
 pub(super) struct Conn {
-    pub(super) logged_in: bool,
+    pub(super) role: Option<Role>,
     pub(super) session: HashMap<String, SessionKey>,
+    /// Secret keys held for this connection (`k/N`).
+    pub(super) secrets: HashMap<String, zeroize::Zeroizing<Vec<u8>>>,
     pub(super) open: HashMap<(String, u32), (Arc<OpenKey>, Instant)>,
 }
 
@@ -93,7 +95,7 @@ impl Server {
         loop {
             // Wake for whichever comes first: the idle limit (none while the
             // connection holds session keys) or the next cached key to let go.
-            let idle = conn.session.is_empty().then_some(idle_until);
+            let idle = (conn.session.is_empty() && conn.secrets.is_empty()).then_some(idle_until);
             let prune = conn.open.values().map(|(_, used)| *used + self.key_cache).min();
             let wake = idle.into_iter().chain(prune).min();
             let mut first = [0u8; 1];
@@ -156,17 +158,17 @@ impl Server {
             Request::Generate { .. }
                 | Request::Sign { .. }
                 | Request::Decapsulate { .. }
-                | Request::Destroy { .. }
-        );
-        if private && !conn.logged_in {
+                | Request::DecapsulateKept { .. }
+        ) || matches!(&req, Request::Destroy { key } if !key.starts_with("k/"));
+        if private && conn.role != Some(Role::User) {
             return ModuleError::NotLoggedIn.into_response();
         }
         let r = match req {
             Request::Hello { version } => self.hello(version),
             Request::Seed { len } => self.seed(len),
-            Request::Login { pin } => self.login(conn, &pin),
+            Request::Login { so, pin } => self.login(conn, so, &pin),
             Request::Logout => {
-                conn.logged_in = false;
+                conn.role = None;
                 conn.open.clear();
                 Ok(Response::Done)
             }
@@ -179,6 +181,27 @@ impl Server {
             Request::Encapsulate { key } => self.encapsulate(conn, &key),
             Request::Decapsulate { key, ct } => self.decapsulate(conn, &key, &ct),
             Request::Destroy { key } => self.destroy(conn, &key),
+            Request::InitPin { pin } => self.init_pin(conn, &pin),
+            Request::SetPin { old, new } => self.set_pin(conn, &old, &new),
+            Request::PinState => self.pin_state(),
+            Request::ListObjects => self.list_objects(conn),
+            Request::PutObject { id, private, attrs } => self.put_object(conn, &id, private, attrs),
+            Request::DestroyObject { id } => self.destroy_object(conn, &id),
+            Request::GenerateSecret { len } => self.generate_secret(conn, len),
+            Request::DecapsulateKept { key, ct } => self.decapsulate_kept(conn, &key, &ct),
+            Request::EncapsulateKept { key } => self.encapsulate_kept(conn, &key),
+            Request::EncapsulateTo { alg, public_key, keep } => {
+                self.encapsulate_to(conn, alg, &public_key, keep)
+            }
+            Request::VerifyWith { alg, public_key, msg, ctx, sig } => {
+                self.verify_with(alg, &public_key, &msg, &ctx, &sig)
+            }
+            Request::Derive { base, prf, extract, expand, salt, info, len, keep } => {
+                self.derive(conn, &base, prf, (extract, expand), &salt, &info, len, keep)
+            }
+            Request::AesGcm { key, encrypt, iv, aad, data } => {
+                self.aes_gcm(conn, &key, encrypt, &iv, &aad, &data)
+            }
         };
         r.unwrap_or_else(ModuleError::into_response)
     }

@@ -4,6 +4,7 @@ use qkeyd_p11_proto::{self as proto, ErrorCode, Response};
 
 use crate::{
     incident::{Chain, Incident},
+    objects::ObjectError,
     pool::PoolError,
     vault::{self, VaultError},
 };
@@ -21,6 +22,30 @@ pub(super) enum ModuleError {
     /// The PIN is wrong.
     #[error("wrong PIN")]
     PinIncorrect,
+    /// A new PIN outside the lengths a PIN may have, or not UTF-8.
+    #[error("a PIN is 4..={max} bytes of UTF-8", max = proto::MAX_PIN)]
+    PinLength,
+    /// The PIN is kept where qkeyd cannot change it.
+    #[error("the PIN comes from {0}, which qkeyd cannot change: change it there")]
+    PinFixed(String),
+    /// An SO function without the security officer logged in.
+    #[error("log in as the security officer first")]
+    NotSoLoggedIn,
+    /// A secret key length outside what the daemon holds or derives.
+    #[error("a secret key is 1..={max} bytes, not {0}", max = proto::MAX_SECRET)]
+    SecretLength(usize),
+    /// HKDF parameters that do not fit.
+    #[error("HKDF: {0}")]
+    Hkdf(&'static str),
+    /// AES-GCM parameters that do not fit.
+    #[error("AES-GCM: {0}")]
+    Gcm(&'static str),
+    /// The ciphertext or its tag is not authentic.
+    #[error("AES-GCM: the ciphertext or its tag is not authentic")]
+    AuthFailed,
+    /// A token object could not be stored, found or destroyed.
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
     /// The module speaks another protocol version.
     #[error(
         "protocol version {0}; this qkeyd speaks {v}: use the module that came with it",
@@ -62,6 +87,16 @@ impl ModuleError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotLoggedIn => ErrorCode::NotLoggedIn,
+            Self::PinLength => ErrorCode::PinLength,
+            Self::PinFixed(_) => ErrorCode::PinFixed,
+            Self::NotSoLoggedIn => ErrorCode::NotSoLoggedIn,
+            Self::SecretLength(_) | Self::Hkdf(_) | Self::Gcm(_) => ErrorCode::BadRequest,
+            Self::AuthFailed => ErrorCode::AuthFailed,
+            Self::Objects(e) => match e {
+                ObjectError::TooMany(_) | ObjectError::TooLarge(_) => ErrorCode::TooLarge,
+                ObjectError::NotFound(_) => ErrorCode::NotFound,
+                ObjectError::Store(..) | ObjectError::Audit(_) => ErrorCode::Internal,
+            },
             Self::PinLocked(_) => ErrorCode::PinLocked,
             Self::PinIncorrect => ErrorCode::PinIncorrect,
             Self::Version(_)

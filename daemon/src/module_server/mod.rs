@@ -9,8 +9,10 @@
 
 mod conn;
 mod error;
+mod objects;
 mod ops;
 mod pin;
+mod secrets;
 
 use std::{
     collections::HashMap,
@@ -20,14 +22,15 @@ use std::{
 
 use prometheus::IntCounterVec;
 use qkeyd_p11_proto::Response;
-use zeroize::Zeroizing;
 
 use conn::{Conn, SessionKey};
 use error::ModuleError;
-use pin::PinGuard;
+use pin::Pins;
+pub(crate) use pin::{PinStore, TokenPin};
 
 use crate::{
-    config::ModuleSettings, metrics::Metrics, pool::Pool, refusals::Refusals, vault::Vault,
+    config::ModuleSettings, metrics::Metrics, objects::TokenObjects, pool::Pool,
+    refusals::Refusals, vault::Vault,
 };
 
 /// Session keys one connection may hold.
@@ -44,13 +47,13 @@ type Outcome = Result<Response, ModuleError>;
 pub(crate) struct Server {
     vault: Arc<Vault>,
     pool: Arc<Pool>,
-    pin: Zeroizing<Vec<u8>>,
+    objects: Arc<TokenObjects>,
+    pins: Mutex<Pins>,
     serial: String,
     key_cache: Duration,
     idle_timeout: Duration,
     first_request_timeout: Duration,
     frame_timeout: Duration,
-    guard: Mutex<PinGuard>,
     slots: Mutex<Slots>,
     max_connections: usize,
     max_per_uid: usize,
@@ -96,27 +99,30 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server over `vault` and `pool`, for the token PIN `pin`.
-    /// `serial` names this token (stable across restarts).
+    /// A server over `vault`, `pool` and the token `objects`, for the user
+    /// and security officer PINs `pins`. `serial` names this token (stable
+    /// across restarts).
     pub(crate) fn new(
         vault: Arc<Vault>,
         pool: Arc<Pool>,
-        pin: Zeroizing<String>,
+        objects: Arc<TokenObjects>,
+        pins: [TokenPin; 2],
         serial: String,
         settings: &ModuleSettings,
         allowed_uids: Vec<u32>,
         metrics: &Metrics,
     ) -> Self {
+        let [user, so] = pins;
         Self {
             vault,
             pool,
-            pin: Zeroizing::new(pin.as_bytes().to_vec()),
+            objects,
+            pins: Mutex::new(Pins::new(user, so)),
             serial,
             key_cache: settings.key_cache,
             idle_timeout: settings.idle_timeout,
             first_request_timeout: conn::FIRST_REQUEST_TIMEOUT,
             frame_timeout: conn::FRAME_TIMEOUT,
-            guard: Mutex::new(PinGuard::default()),
             slots: Mutex::new(Slots::default()),
             max_connections: settings.max_connections,
             max_per_uid: settings.max_connections_per_uid,

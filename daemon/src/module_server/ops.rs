@@ -120,6 +120,7 @@ impl Server {
                 let k = self.open(conn, id, v)?;
                 self.vault.sign_open(&k, msg, ctx, deterministic)?
             }
+            KeyRef::Secret => return Err(ModuleError::no_such_key(key)),
         };
         Ok(Response::Signature(sig))
     }
@@ -138,11 +139,17 @@ impl Server {
                 qkeyd_pqc::verify(k.key.alg(), &k.public_key, msg, ctx, sig)?
             }
             KeyRef::Vault(id, v) => self.vault.verify(id, Some(v), msg, ctx, sig)?.1,
+            KeyRef::Secret => return Err(ModuleError::no_such_key(key)),
         };
         Ok(Response::Verified(ok))
     }
 
-    pub(super) fn encapsulate(&self, conn: &Conn, key: &str) -> Outcome {
+    /// ML-KEM encapsulation to a key: (ciphertext, shared secret).
+    pub(super) fn encapsulated(
+        &self,
+        conn: &Conn,
+        key: &str,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), ModuleError> {
         let (ct, secret) = match parse_ref(key)? {
             KeyRef::Session => {
                 let k = conn.session_key(key)?;
@@ -152,25 +159,45 @@ impl Server {
                 let e = self.vault.encapsulate(id, Some(v))?;
                 (e.ciphertext, e.shared_secret)
             }
+            KeyRef::Secret => return Err(ModuleError::no_such_key(key)),
         };
-        Ok(Response::Encapsulated { ct, secret: Secret::new(secret.to_vec()) })
+        Ok((ct, Zeroizing::new(secret.to_vec())))
     }
 
-    pub(super) fn decapsulate(&self, conn: &mut Conn, key: &str, ct: &[u8]) -> Outcome {
+    pub(super) fn encapsulate(&self, conn: &Conn, key: &str) -> Outcome {
+        let (ct, secret) = self.encapsulated(conn, key)?;
+        Ok(Response::Encapsulated { ct, secret: Secret::from(secret) })
+    }
+
+    /// ML-KEM decapsulation with a key: the shared secret.
+    pub(super) fn decapsulated(
+        &self,
+        conn: &mut Conn,
+        key: &str,
+        ct: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ModuleError> {
         let secret = match parse_ref(key)? {
             KeyRef::Session => conn.session_key(key)?.key.decapsulate(ct)?,
             KeyRef::Vault(id, v) => {
                 let k = self.open(conn, id, v)?;
                 self.vault.decapsulate_open(&k, ct)?
             }
+            KeyRef::Secret => return Err(ModuleError::no_such_key(key)),
         };
-        Ok(Response::SharedSecret(Secret::new(secret.to_vec())))
+        Ok(Zeroizing::new(secret.to_vec()))
+    }
+
+    pub(super) fn decapsulate(&self, conn: &mut Conn, key: &str, ct: &[u8]) -> Outcome {
+        Ok(Response::SharedSecret(Secret::from(self.decapsulated(conn, key, ct)?)))
     }
 
     pub(super) fn destroy(&self, conn: &mut Conn, key: &str) -> Outcome {
         match parse_ref(key)? {
             KeyRef::Session => {
                 conn.session.remove(key).ok_or_else(|| ModuleError::no_such_key(key))?;
+            }
+            KeyRef::Secret => {
+                conn.secrets.remove(key).ok_or_else(|| ModuleError::no_such_key(key))?;
             }
             KeyRef::Vault(id, _) => {
                 self.vault.destroy(id)?;
@@ -183,13 +210,20 @@ impl Server {
 }
 
 enum KeyRef<'a> {
+    /// A session key pair (`s/N`).
     Session,
+    /// A secret key held for the connection (`k/N`).
+    Secret,
+    /// A vault key version.
     Vault(&'a str, u32),
 }
 
 fn parse_ref(key: &str) -> Result<KeyRef<'_>, ModuleError> {
     if key.starts_with("s/") {
         return Ok(KeyRef::Session);
+    }
+    if key.starts_with("k/") {
+        return Ok(KeyRef::Secret);
     }
     let (id, v) = key.split_once('/').ok_or_else(|| ModuleError::no_such_key(key))?;
     let v = v.parse().map_err(|_| ModuleError::no_such_key(key))?;
@@ -216,6 +250,7 @@ mod tests {
     #[test]
     fn key_references_parse_strictly() {
         assert!(matches!(parse_ref("s/3"), Ok(KeyRef::Session)));
+        assert!(matches!(parse_ref("k/3"), Ok(KeyRef::Secret)));
         assert!(matches!(parse_ref("00ff/2"), Ok(KeyRef::Vault("00ff", 2))));
         for bad in ["", "/1", "00ff", "00ff/x", "../etc/1", "zz/1", "00ff/-1"] {
             assert!(matches!(parse_ref(bad), Err(ModuleError::NoSuchKey(_))), "{bad:?}");

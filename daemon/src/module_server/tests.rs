@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use qkeyd_p11_proto::{self as proto, ErrorCode, KeyEntry, Request, Response, Secret};
 
-use super::{Conn, Server};
+use super::{Conn, PinStore, Server, TokenPin};
 use crate::{
     config::ModuleSettings,
+    objects::TokenObjects,
     testing,
     vault::{Algorithm, Vault},
 };
 
 const PIN: &str = "1234-unit";
+const SO_PIN: &str = "so-1234-unit";
 
 fn server() -> (tempfile::TempDir, Server) {
     let (dir, sealer) = testing::soft_sealer();
@@ -24,14 +26,21 @@ fn server() -> (tempfile::TempDir, Server) {
         allowed_uids: vec![],
         allowed_gids: vec![],
         pin: None,
+        so_pin: None,
         key_cache: std::time::Duration::from_secs(2),
         max_connections: 4,
         max_connections_per_uid: 2,
         idle_timeout: std::time::Duration::from_secs(300),
     };
-    let pin = zeroize::Zeroizing::new(PIN.to_owned());
+    let pin = |value: &str, file: &str| TokenPin {
+        value: zeroize::Zeroizing::new(value.to_owned()),
+        store: PinStore::File(dir.path().join(file)),
+    };
+    let pins = [pin(PIN, "module-pin"), pin(SO_PIN, "module-so-pin")];
+    let objects = Arc::new(TokenObjects::open(dir.path(), vault.clone()).unwrap());
     let metrics = crate::metrics::Metrics::new().unwrap();
-    (dir, Server::new(vault, pool, pin, "00ff".into(), &settings, vec![0], &metrics))
+    let s = Server::new(vault, pool, objects, pins, "00ff".into(), &settings, vec![0], &metrics);
+    (dir, s)
 }
 
 fn code(r: &Response) -> Option<ErrorCode> {
@@ -42,7 +51,7 @@ fn code(r: &Response) -> Option<ErrorCode> {
 }
 
 fn login(s: &Server, conn: &mut Conn, pin: &str) -> Response {
-    s.handle(conn, Request::Login { pin: Secret::new(pin.as_bytes().to_vec()) })
+    s.handle(conn, Request::Login { so: false, pin: Secret::new(pin.as_bytes().to_vec()) })
 }
 
 #[test]
@@ -75,6 +84,135 @@ fn private_operations_wait_for_the_right_pin() {
     assert!(matches!(s.handle(&mut conn, generate()), Response::Key(_)));
     assert!(matches!(s.handle(&mut conn, Request::Logout), Response::Done));
     assert_eq!(code(&s.handle(&mut conn, generate())), Some(ErrorCode::NotLoggedIn));
+}
+
+fn secret(s: &str) -> Secret {
+    Secret::new(s.as_bytes().to_vec())
+}
+
+fn pin_state(s: &Server, conn: &mut Conn) -> (proto::PinCount, proto::PinCount) {
+    match s.handle(conn, Request::PinState) {
+        Response::PinState { user, so } => (user, so),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_security_officer_sets_the_user_pin_and_each_role_changes_its_own() {
+    let (dir, s) = server();
+    let mut conn = Conn::default();
+    let generate =
+        || Request::Generate { alg: Algorithm::MlDsa44, token: false, label: "l".into() };
+    // The user PIN is not the SO's, and the SO is not the user.
+    assert_eq!(
+        code(&s.handle(&mut conn, Request::Login { so: true, pin: secret(PIN) })),
+        Some(ErrorCode::PinIncorrect)
+    );
+    let (user, so) = pin_state(&s, &mut conn);
+    assert_eq!((user.failures, so.failures, so.tries, so.locked), (0, 1, 5, false));
+    assert_eq!(
+        code(&s.handle(&mut conn, Request::InitPin { pin: secret("5678") })),
+        Some(ErrorCode::NotSoLoggedIn)
+    );
+    assert!(matches!(
+        s.handle(&mut conn, Request::Login { so: true, pin: secret(SO_PIN) }),
+        Response::Done
+    ));
+    assert_eq!(pin_state(&s, &mut conn).1.failures, 0);
+    assert_eq!(code(&s.handle(&mut conn, generate())), Some(ErrorCode::NotLoggedIn));
+    assert_eq!(
+        code(&s.handle(&mut conn, Request::InitPin { pin: secret("123") })),
+        Some(ErrorCode::PinLength)
+    );
+    assert!(matches!(
+        s.handle(&mut conn, Request::InitPin { pin: secret("new-user-pin") }),
+        Response::Done
+    ));
+    // The SO changes the SO PIN: the old one is checked and counted.
+    let set = |old: &str, new: &str| Request::SetPin { old: secret(old), new: secret(new) };
+    assert_eq!(code(&s.handle(&mut conn, set("nope", "so-2"))), Some(ErrorCode::PinIncorrect));
+    assert!(matches!(s.handle(&mut conn, set(SO_PIN, "so-pin-2")), Response::Done));
+    assert!(matches!(s.handle(&mut conn, Request::Logout), Response::Done));
+    // The old user PIN is gone; the new one works, and both files hold the new PINs.
+    assert_eq!(code(&login(&s, &mut conn, PIN)), Some(ErrorCode::PinIncorrect));
+    assert!(matches!(login(&s, &mut conn, "new-user-pin"), Response::Done));
+    assert!(matches!(s.handle(&mut conn, generate()), Response::Key(_)));
+    assert!(matches!(s.handle(&mut conn, set("new-user-pin", "user-3")), Response::Done));
+    let file = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    assert_eq!(
+        (file("module-pin"), file("module-so-pin")),
+        ("user-3\n".into(), "so-pin-2\n".into())
+    );
+}
+
+#[test]
+fn a_pin_from_the_environment_cannot_change_and_lockouts_show() {
+    let (_dir, s) = server();
+    {
+        let mut pins = s.pins.lock().unwrap();
+        *pins = super::pin::Pins::new(
+            TokenPin {
+                value: zeroize::Zeroizing::new(PIN.into()),
+                store: PinStore::Env("QKEYD_TEST_PIN".into()),
+            },
+            TokenPin {
+                value: zeroize::Zeroizing::new(SO_PIN.into()),
+                store: PinStore::Env("QKEYD_TEST_SO_PIN".into()),
+            },
+        );
+    }
+    let mut conn = Conn::default();
+    let r = s.handle(&mut conn, Request::SetPin { old: secret(PIN), new: secret("another") });
+    assert_eq!(code(&r), Some(ErrorCode::PinFixed));
+    assert!(format!("{r:?}").contains("$QKEYD_TEST_PIN"), "{r:?}");
+    for n in 1..=4 {
+        assert_eq!(code(&login(&s, &mut conn, "wrong")), Some(ErrorCode::PinIncorrect));
+        assert_eq!(pin_state(&s, &mut conn).0.failures, n);
+    }
+    assert_eq!(code(&login(&s, &mut conn, "wrong")), Some(ErrorCode::PinIncorrect));
+    let (user, so) = pin_state(&s, &mut conn);
+    assert!(user.locked && !so.locked, "{user:?} {so:?}");
+    assert_eq!(code(&login(&s, &mut conn, PIN)), Some(ErrorCode::PinLocked));
+}
+
+#[test]
+fn token_objects_need_a_login_and_private_ones_the_user() {
+    let (_dir, s) = server();
+    let mut conn = Conn::default();
+    let put = |private: bool| Request::PutObject {
+        id: String::new(),
+        private,
+        attrs: vec![(3, b"label".to_vec())],
+    };
+    assert_eq!(code(&s.handle(&mut conn, put(false))), Some(ErrorCode::NotLoggedIn));
+    assert!(matches!(
+        s.handle(&mut conn, Request::Login { so: true, pin: secret(SO_PIN) }),
+        Response::Done
+    ));
+    assert_eq!(code(&s.handle(&mut conn, put(true))), Some(ErrorCode::NotLoggedIn));
+    let Response::ObjectId(public) = s.handle(&mut conn, put(false)) else { panic!() };
+    assert!(matches!(s.handle(&mut conn, Request::Logout), Response::Done));
+    assert!(matches!(login(&s, &mut conn, PIN), Response::Done));
+    let Response::ObjectId(private) = s.handle(&mut conn, put(true)) else { panic!() };
+    let listed = |s: &Server, conn: &mut Conn| match s.handle(conn, Request::ListObjects) {
+        Response::Objects(o) => o.into_iter().map(|o| o.id).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed(&s, &mut conn).len(), 2);
+    assert!(matches!(s.handle(&mut conn, Request::Logout), Response::Done));
+    // Logged out: the private object is not listed, and cannot be destroyed.
+    assert_eq!(listed(&s, &mut conn), vec![public.clone()]);
+    assert_eq!(
+        code(&s.handle(&mut conn, Request::DestroyObject { id: public.clone() })),
+        Some(ErrorCode::NotLoggedIn)
+    );
+    assert!(matches!(login(&s, &mut conn, PIN), Response::Done));
+    assert!(matches!(s.handle(&mut conn, Request::DestroyObject { id: private }), Response::Done));
+    assert_eq!(
+        code(&s.handle(&mut conn, Request::DestroyObject { id: "o0000000000000000".into() })),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(listed(&s, &mut conn), vec![public]);
 }
 
 #[test]

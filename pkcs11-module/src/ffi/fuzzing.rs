@@ -170,7 +170,15 @@ pub fn templates(data: &[u8]) {
         }
     }
     let (Ok(public), Ok(private)) = copied else { return };
-    let _ = object::secret_key(&public);
+    let _ = object::secret_key(&public, false);
+    let _ = object::secret_key(&public, true);
+    // Objects the application makes, then changed and copied by the other template.
+    if let Ok((class, attrs)) = crate::stored::create(&public, false) {
+        let _ = crate::stored::set(class, &attrs, &private);
+        let _ = crate::stored::copy(class, &attrs, &private);
+        let o = Object::stored(class, attrs, Some(1), None);
+        let _ = o.matches(&private);
+    }
     for kem in [false, true] {
         let _ = object::key_pair_half(&public, Class::Public, kem);
         let _ = object::key_pair_half(&private, Class::Private, kem);
@@ -196,8 +204,10 @@ pub fn templates(data: &[u8]) {
             }
         }
     }
-    if let Ok(spec) = object::secret_key(&private) {
-        let o = spec.object(zeroize::Zeroizing::new(vec![9; object::SHARED_SECRET_LEN]), 1);
+    if let Ok(spec) = object::secret_key(&private, false) {
+        let origin = object::Origin { len: object::SHARED_SECRET_LEN, ..object::Origin::default() };
+        let value = zeroize::Zeroizing::new(vec![9; object::SHARED_SECRET_LEN]);
+        let o = spec.object(CKK_GENERIC_SECRET, value, None, origin, 1);
         let _ = o.matches(&public);
     }
 }

@@ -4,7 +4,7 @@
 
 use cryptoki_sys::*;
 
-use super::{guard, out};
+use super::{guard, guard_any, out};
 use crate::token;
 
 /// Space-pad `s` into a fixed field.
@@ -22,7 +22,7 @@ fn crate_version() -> CK_VERSION {
 }
 
 pub(super) unsafe extern "C" fn C_Initialize(p_init_args: *mut std::ffi::c_void) -> CK_RV {
-    guard(|| {
+    guard_any(|| {
         // SAFETY: PKCS#11 says pInitArgs is NULL or a CK_C_INITIALIZE_ARGS.
         if let Some(args) = unsafe { p_init_args.cast::<CK_C_INITIALIZE_ARGS>().as_ref() } {
             if !args.pReserved.is_null() {
@@ -43,8 +43,28 @@ pub(super) unsafe extern "C" fn C_Initialize(p_init_args: *mut std::ffi::c_void)
                 return Err(CKR_CANT_LOCK);
             }
         }
+        watch_forks();
         token::initialize()
     })
+}
+
+/// Install, once, the fork handler that keeps `pid::current` right in a
+/// fork's child (see `pid.rs`).
+fn watch_forks() {
+    extern "C" fn child() {
+        crate::pid::forked();
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: pthread_atfork only records the handlers. The child handler
+        // is a plain function that stays loaded as long as the process (a
+        // PKCS#11 module is not unloaded while its function lists are in use,
+        // and `child` touches only an atomic), and it calls getpid, which is
+        // async-signal-safe, as a fork handler must be.
+        if unsafe { libc::pthread_atfork(None, None, Some(child)) } == 0 {
+            crate::pid::watched();
+        }
+    });
 }
 
 pub(super) unsafe extern "C" fn C_Finalize(p_reserved: *mut std::ffi::c_void) -> CK_RV {
@@ -135,7 +155,11 @@ pub(super) unsafe extern "C" fn C_GetTokenInfo(
             manufacturerID: pad("qkeyd"),
             model: pad("qkeyd daemon"),
             serialNumber: pad(&t.serial),
-            flags: CKF_RNG | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED,
+            flags: CKF_RNG
+                | CKF_LOGIN_REQUIRED
+                | CKF_USER_PIN_INITIALIZED
+                | CKF_TOKEN_INITIALIZED
+                | t.pin_flags,
             ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
             ulSessionCount: t.sessions,
             ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,

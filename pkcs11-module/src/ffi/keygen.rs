@@ -1,8 +1,9 @@
-//! Key generation: C_GenerateKeyPair.
+//! Key generation and derivation: C_GenerateKeyPair, C_GenerateKey
+//! (CKM_AES_KEY_GEN) and C_DeriveKey (HKDF).
 
 use cryptoki_sys::*;
 
-use super::{guard, mechanism_in, template_in};
+use super::{guard, mechanism_in, out, template_in};
 use crate::token;
 
 pub(super) unsafe extern "C" fn C_GenerateKeyPair(
@@ -33,6 +34,47 @@ pub(super) unsafe extern "C" fn C_GenerateKeyPair(
             ph_pub.write(p);
             ph_priv.write(q);
         }
+        Ok(())
+    })
+}
+
+pub(super) unsafe extern "C" fn C_GenerateKey(
+    h: CK_SESSION_HANDLE,
+    p_mech: *mut CK_MECHANISM,
+    p_template: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    ph_key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        token::session_info(h)?;
+        // SAFETY: the caller passes NULL or a valid mechanism.
+        let m = unsafe { mechanism_in(p_mech) }?;
+        // SAFETY: the caller passes NULL or `count` readable attributes.
+        let t = unsafe { template_in(p_template, count) }?;
+        // SAFETY: the caller passes NULL or a writable handle.
+        let dst = unsafe { out(ph_key) }?;
+        *dst = token::generate_key(h, &m, &t)?;
+        Ok(())
+    })
+}
+
+pub(super) unsafe extern "C" fn C_DeriveKey(
+    h: CK_SESSION_HANDLE,
+    p_mech: *mut CK_MECHANISM,
+    base: CK_OBJECT_HANDLE,
+    p_template: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    ph_key: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        token::session_info(h)?;
+        // SAFETY: the caller passes NULL or a valid mechanism.
+        let m = unsafe { mechanism_in(p_mech) }?;
+        // SAFETY: the caller passes NULL or `count` readable attributes.
+        let t = unsafe { template_in(p_template, count) }?;
+        // SAFETY: the caller passes NULL or a writable handle.
+        let dst = unsafe { out(ph_key) }?;
+        *dst = token::derive_key(h, &m, base, &t)?;
         Ok(())
     })
 }

@@ -9,22 +9,27 @@ use std::ffi::c_void;
 use cryptoki_sys::*;
 
 use super::{
+    cipher::{
+        C_Decrypt, C_DecryptFinal, C_DecryptInit, C_DecryptUpdate, C_Encrypt, C_EncryptFinal,
+        C_EncryptInit, C_EncryptUpdate,
+    },
+    digest::{C_Digest, C_DigestFinal, C_DigestInit, C_DigestKey, C_DigestUpdate},
     general::{
         C_CancelFunction, C_Finalize, C_GetFunctionStatus, C_GetInfo, C_GetMechanismInfo,
         C_GetMechanismList, C_GetSlotInfo, C_GetSlotList, C_GetTokenInfo, C_Initialize,
     },
-    guard,
+    guard, guard_any,
     kem::{C_DecapsulateKey, C_EncapsulateKey},
-    keygen::C_GenerateKeyPair,
+    keygen::{C_DeriveKey, C_GenerateKey, C_GenerateKeyPair},
     objects::{
-        C_CopyObject, C_DestroyObject, C_FindObjects, C_FindObjectsFinal, C_FindObjectsInit,
-        C_GetAttributeValue, C_GetObjectSize, C_SetAttributeValue,
+        C_CopyObject, C_CreateObject, C_DestroyObject, C_FindObjects, C_FindObjectsFinal,
+        C_FindObjectsInit, C_GetAttributeValue, C_GetObjectSize, C_SetAttributeValue,
     },
     out,
     random::{C_GenerateRandom, C_SeedRandom},
     session::{
-        C_CloseAllSessions, C_CloseSession, C_GetSessionInfo, C_Login, C_Logout, C_OpenSession,
-        C_SessionCancel,
+        C_CloseAllSessions, C_CloseSession, C_GetSessionInfo, C_InitPIN, C_Login, C_Logout,
+        C_OpenSession, C_SessionCancel, C_SetPIN,
     },
     sign::{
         C_Sign, C_SignFinal, C_SignInit, C_SignUpdate, C_Verify, C_VerifyFinal, C_VerifyInit,
@@ -33,11 +38,12 @@ use super::{
     },
 };
 
-/// Functions this token does not have, each with its C signature.
+/// Functions this token does not have, each with its C signature. Like
+/// every other function, they answer CKR_CRYPTOKI_NOT_INITIALIZED first.
 macro_rules! not_supported {
     ($($name:ident($($t:ty),*);)*) => {$(
         extern "C" fn $name($(_: $t),*) -> CK_RV {
-            CKR_FUNCTION_NOT_SUPPORTED
+            guard(|| Err(CKR_FUNCTION_NOT_SUPPORTED))
         }
     )*};
 }
@@ -53,24 +59,8 @@ type ObjP = *mut CK_OBJECT_HANDLE;
 
 not_supported! {
     C_InitToken(CK_SLOT_ID, *mut CK_UTF8CHAR, Ul, *mut CK_UTF8CHAR);
-    C_InitPIN(Ses, *mut CK_UTF8CHAR, Ul);
-    C_SetPIN(Ses, *mut CK_UTF8CHAR, Ul, *mut CK_UTF8CHAR, Ul);
     C_GetOperationState(Ses, Bytes, UlP);
     C_SetOperationState(Ses, Bytes, Ul, Obj, Obj);
-    C_CreateObject(Ses, Attrs, Ul, ObjP);
-    C_EncryptInit(Ses, Mechp, Obj);
-    C_Encrypt(Ses, Bytes, Ul, Bytes, UlP);
-    C_EncryptUpdate(Ses, Bytes, Ul, Bytes, UlP);
-    C_EncryptFinal(Ses, Bytes, UlP);
-    C_DecryptInit(Ses, Mechp, Obj);
-    C_Decrypt(Ses, Bytes, Ul, Bytes, UlP);
-    C_DecryptUpdate(Ses, Bytes, Ul, Bytes, UlP);
-    C_DecryptFinal(Ses, Bytes, UlP);
-    C_DigestInit(Ses, Mechp);
-    C_Digest(Ses, Bytes, Ul, Bytes, UlP);
-    C_DigestUpdate(Ses, Bytes, Ul);
-    C_DigestKey(Ses, Obj);
-    C_DigestFinal(Ses, Bytes, UlP);
     C_SignRecoverInit(Ses, Mechp, Obj);
     C_SignRecover(Ses, Bytes, Ul, Bytes, UlP);
     C_VerifyRecoverInit(Ses, Mechp, Obj);
@@ -79,10 +69,8 @@ not_supported! {
     C_DecryptDigestUpdate(Ses, Bytes, Ul, Bytes, UlP);
     C_SignEncryptUpdate(Ses, Bytes, Ul, Bytes, UlP);
     C_DecryptVerifyUpdate(Ses, Bytes, Ul, Bytes, UlP);
-    C_GenerateKey(Ses, Mechp, Attrs, Ul, ObjP);
     C_WrapKey(Ses, Mechp, Obj, Obj, Bytes, UlP);
     C_UnwrapKey(Ses, Mechp, Obj, Bytes, Ul, Attrs, Ul, ObjP);
-    C_DeriveKey(Ses, Mechp, Obj, Attrs, Ul, ObjP);
     C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut c_void);
     C_LoginUser(Ses, CK_USER_TYPE, *mut CK_UTF8CHAR, Ul, *mut CK_UTF8CHAR, Ul);
     C_MessageEncryptInit(Ses, Mechp, Obj);
@@ -211,7 +199,7 @@ fn interface_version(i: usize) -> CK_VERSION {
 /// `pp_function_list` is NULL or valid for writing one pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn C_GetFunctionList(pp_function_list: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
-    guard(|| {
+    guard_any(|| {
         // SAFETY: the caller passes NULL or a writable pointer.
         let dst = unsafe { out(pp_function_list) }?;
         // The caller must not write through it (PKCS#11: the list is the library's).
@@ -230,7 +218,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(
     p_interfaces_list: *mut CK_INTERFACE,
     pul_count: *mut CK_ULONG,
 ) -> CK_RV {
-    guard(|| {
+    guard_any(|| {
         // SAFETY: the caller passes NULL or a writable CK_ULONG.
         let count = unsafe { out(pul_count) }?;
         let n = INTERFACES.0.len();
@@ -264,7 +252,7 @@ pub unsafe extern "C" fn C_GetInterface(
     pp_interface: *mut *mut CK_INTERFACE,
     flags: CK_FLAGS,
 ) -> CK_RV {
-    guard(|| {
+    guard_any(|| {
         // SAFETY: the caller passes NULL or a writable pointer.
         let dst = unsafe { out(pp_interface) }?;
         if !p_interface_name.is_null() {

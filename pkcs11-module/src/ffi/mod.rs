@@ -18,6 +18,8 @@
 // The C names of the PKCS#11 functions, so each reads as the spec names it.
 #![allow(non_snake_case)]
 
+mod cipher;
+mod digest;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod general;
@@ -41,8 +43,19 @@ use crate::{
     token::{Mech, Out, Param},
 };
 
-/// Run `f`, turning a panic into CKR_GENERAL_ERROR.
+/// Run `f` in an initialised module, turning a panic into CKR_GENERAL_ERROR:
+/// before C_Initialize (or in a fork's child) every function answers
+/// CKR_CRYPTOKI_NOT_INITIALIZED before it looks at its arguments.
 fn guard(f: impl FnOnce() -> Result<(), Rv>) -> CK_RV {
+    guard_any(|| {
+        crate::token::initialized()?;
+        f()
+    })
+}
+
+/// Run `f`, initialised or not (C_Initialize and the function-list entry
+/// points), turning a panic into CKR_GENERAL_ERROR.
+fn guard_any(f: impl FnOnce() -> Result<(), Rv>) -> CK_RV {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(rv)) => rv,
@@ -118,12 +131,14 @@ unsafe fn template_in(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr>, 
         .collect()
 }
 
-/// Copy a mechanism, reading a CK_SIGN_ADDITIONAL_CONTEXT parameter of CKM_ML_DSA.
+/// Copy a mechanism, reading a CK_SIGN_ADDITIONAL_CONTEXT parameter of
+/// CKM_ML_DSA, a CK_GCM_PARAMS of CKM_AES_GCM and a CK_HKDF_PARAMS of
+/// CKM_HKDF_DERIVE and CKM_HKDF_DATA.
 ///
 /// # Safety
 /// `p` is NULL or a valid CK_MECHANISM whose parameter is NULL or readable
-/// for `ulParameterLen` bytes (and whose context, for CKM_ML_DSA, is NULL or
-/// readable for `ulContextLen` bytes).
+/// for `ulParameterLen` bytes, and whose buffers (the ML-DSA context, the GCM
+/// IV and AAD, the HKDF salt and info) are NULL or readable for their lengths.
 unsafe fn mechanism_in(p: *const CK_MECHANISM) -> Result<Mech, Rv> {
     // SAFETY: by this function's contract, a non-NULL `p` is a valid mechanism.
     let m = unsafe { p.as_ref() }.ok_or(CKR_ARGUMENTS_BAD)?;
@@ -144,6 +159,53 @@ unsafe fn mechanism_in(p: *const CK_MECHANISM) -> Result<Mech, Rv> {
             .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?
             .to_vec();
         Param::SignContext { hedge: c.hedgeVariant, context }
+    } else if m.mechanism == CKM_AES_GCM
+        && m.ulParameterLen as usize == std::mem::size_of::<CK_GCM_PARAMS>()
+    {
+        // SAFETY: the parameter is non-NULL and exactly one CK_GCM_PARAMS long;
+        // read_unaligned makes no alignment claim.
+        let g = unsafe { ptr::read_unaligned(m.pParameter.cast::<CK_GCM_PARAMS>()) };
+        if g.ulIvLen > 256 || g.ulAADLen > crate::token::MAX_DATA as CK_ULONG {
+            return Err(CKR_MECHANISM_PARAM_INVALID);
+        }
+        // SAFETY: by this function's contract the IV and AAD are NULL or
+        // readable for their lengths (bounded above); bytes_in checks NULL.
+        let iv = unsafe { bytes_in(g.pIv, g.ulIvLen) }.map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+        // SAFETY: as above.
+        let aad =
+            unsafe { bytes_in(g.pAAD, g.ulAADLen) }.map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+        Param::Gcm { iv: iv.to_vec(), aad: aad.to_vec(), tag_bits: g.ulTagBits }
+    } else if matches!(m.mechanism, CKM_HKDF_DERIVE | CKM_HKDF_DATA)
+        && m.ulParameterLen as usize == std::mem::size_of::<CK_HKDF_PARAMS>()
+    {
+        // SAFETY: the parameter is non-NULL and exactly one CK_HKDF_PARAMS long;
+        // read_unaligned makes no alignment claim.
+        let k = unsafe { ptr::read_unaligned(m.pParameter.cast::<CK_HKDF_PARAMS>()) };
+        const MAX: CK_ULONG = 1024;
+        if k.ulSaltLen > MAX || k.ulInfoLen > MAX {
+            return Err(CKR_MECHANISM_PARAM_INVALID);
+        }
+        let salt = match k.ulSaltType {
+            CKF_HKDF_SALT_NULL => None,
+            // SAFETY: by this function's contract the salt is NULL or readable
+            // for ulSaltLen (≤ 1024) bytes; bytes_in checks NULL.
+            CKF_HKDF_SALT_DATA => Some(
+                unsafe { bytes_in(k.pSalt, k.ulSaltLen) }
+                    .map_err(|_| CKR_MECHANISM_PARAM_INVALID)?
+                    .to_vec(),
+            ),
+            _ => return Err(CKR_MECHANISM_PARAM_INVALID),
+        };
+        // SAFETY: as above, for the info.
+        let info =
+            unsafe { bytes_in(k.pInfo, k.ulInfoLen) }.map_err(|_| CKR_MECHANISM_PARAM_INVALID)?;
+        Param::Hkdf {
+            extract: k.bExtract != 0,
+            expand: k.bExpand != 0,
+            prf: k.prfHashMechanism,
+            salt,
+            info: info.to_vec(),
+        }
     } else {
         Param::Other
     };

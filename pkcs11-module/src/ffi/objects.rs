@@ -1,4 +1,4 @@
-//! Object management functions: C_DestroyObject, C_GetObjectSize,
+//! Object management functions: C_CreateObject, C_DestroyObject, C_GetObjectSize,
 //! C_GetAttributeValue, C_SetAttributeValue, C_CopyObject, and
 //! C_FindObjectsInit, C_FindObjects and C_FindObjectsFinal.
 
@@ -92,8 +92,8 @@ pub(super) unsafe extern "C" fn C_SetAttributeValue(
 ) -> CK_RV {
     guard(|| {
         // SAFETY: the caller passes NULL or `count` readable attributes.
-        unsafe { template_in(p_template, count) }?;
-        token::modify(h, o)
+        let t = unsafe { template_in(p_template, count) }?;
+        token::set_attributes(h, o, &t)
     })
 }
 
@@ -106,10 +106,28 @@ pub(super) unsafe extern "C" fn C_CopyObject(
 ) -> CK_RV {
     guard(|| {
         // SAFETY: the caller passes NULL or `count` readable attributes.
-        unsafe { template_in(p_template, count) }?;
+        let t = unsafe { template_in(p_template, count) }?;
         // SAFETY: the caller passes NULL or a writable handle.
-        unsafe { out(ph_new) }?;
-        token::modify(h, o)
+        let new = unsafe { out(ph_new) }?;
+        *new = token::copy_object(h, o, &t)?;
+        Ok(())
+    })
+}
+
+pub(super) unsafe extern "C" fn C_CreateObject(
+    h: CK_SESSION_HANDLE,
+    p_template: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    ph_object: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard(|| {
+        token::session_info(h)?;
+        // SAFETY: the caller passes NULL or `count` readable attributes.
+        let t = unsafe { template_in(p_template, count) }?;
+        // SAFETY: the caller passes NULL or a writable handle.
+        let new = unsafe { out(ph_object) }?;
+        *new = token::create_object(h, &t)?;
+        Ok(())
     })
 }
 

@@ -2,7 +2,7 @@
 
 use cryptoki_sys::*;
 
-use super::{bytes_in, bytes_out, guard};
+use super::{bytes_in, bytes_out, guard, guard_any};
 use crate::token;
 
 pub(super) unsafe extern "C" fn C_SeedRandom(
@@ -22,15 +22,21 @@ pub(super) unsafe extern "C" fn C_GenerateRandom(
     p_random: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> CK_RV {
-    guard(|| {
+    // The hot path: token::generate_random checks the initialisation and the
+    // session first, so `guard`'s own check would only repeat it.
+    guard_any(|| {
         // SAFETY: the caller passes NULL or a buffer writable for len bytes.
-        let buf = unsafe { bytes_out(p_random, len) }?;
+        let buf = unsafe { bytes_out(p_random, len) };
         match buf {
-            Some(b) => token::generate_random(h, b),
-            None if len == 0 => token::generate_random(h, &mut []),
-            None => {
+            Ok(Some(b)) => token::generate_random(h, b),
+            Ok(None) if len == 0 => token::generate_random(h, &mut []),
+            Ok(None) => {
                 token::session_info(h)?;
                 Err(CKR_ARGUMENTS_BAD)
+            }
+            Err(rv) => {
+                token::session_info(h)?;
+                Err(rv)
             }
         }
     })

@@ -1,5 +1,6 @@
 //! Session management functions: C_OpenSession, C_CloseSession,
-//! C_CloseAllSessions, C_GetSessionInfo, C_SessionCancel, C_Login, C_Logout.
+//! C_CloseAllSessions, C_GetSessionInfo, C_SessionCancel, C_Login, C_Logout,
+//! C_InitPIN and C_SetPIN.
 
 use cryptoki_sys::*;
 
@@ -71,4 +72,46 @@ pub(super) unsafe extern "C" fn C_Logout(h: CK_SESSION_HANDLE) -> CK_RV {
 
 pub(super) unsafe extern "C" fn C_SessionCancel(h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
     guard(|| token::session_cancel(h, flags))
+}
+
+/// A PIN argument of at most MAX_PIN bytes (longer: CKR_PIN_LEN_RANGE).
+///
+/// # Safety
+/// `p` is NULL or readable for `len` bytes.
+unsafe fn pin_in<'a>(p: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<&'a [u8], CK_RV> {
+    if len > qkeyd_p11_proto::MAX_PIN as CK_ULONG {
+        return Err(CKR_PIN_LEN_RANGE);
+    }
+    // SAFETY: by this function's contract, NULL or readable for len bytes.
+    unsafe { bytes_in(p, len) }
+}
+
+pub(super) unsafe extern "C" fn C_InitPIN(
+    h: CK_SESSION_HANDLE,
+    p_pin: *mut CK_UTF8CHAR,
+    pin_len: CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        token::session_info(h)?;
+        // SAFETY: the caller passes NULL or a PIN readable for pin_len bytes.
+        let pin = unsafe { pin_in(p_pin, pin_len) }?;
+        token::init_pin(h, pin)
+    })
+}
+
+pub(super) unsafe extern "C" fn C_SetPIN(
+    h: CK_SESSION_HANDLE,
+    p_old: *mut CK_UTF8CHAR,
+    old_len: CK_ULONG,
+    p_new: *mut CK_UTF8CHAR,
+    new_len: CK_ULONG,
+) -> CK_RV {
+    guard(|| {
+        token::session_info(h)?;
+        // SAFETY: the caller passes NULL or a PIN readable for old_len bytes.
+        let old = unsafe { pin_in(p_old, old_len) }.map_err(|_| CKR_PIN_INCORRECT)?;
+        // SAFETY: the caller passes NULL or a PIN readable for new_len bytes.
+        let new = unsafe { pin_in(p_new, new_len) }?;
+        token::set_pin(h, old, new)
+    })
 }

@@ -217,26 +217,37 @@ fn without_a_daemon_there_is_no_token_and_nothing_to_open() {
     assert_eq!(unsafe { (l.C_CloseSession.unwrap())(1) }, CKR_SESSION_HANDLE_INVALID);
     assert_eq!(
         // SAFETY: unsupported functions ignore their arguments.
-        unsafe { (l.C_EncryptInit.unwrap())(1, ptr::null_mut(), 0) },
+        unsafe { (l.C_SignRecoverInit.unwrap())(1, ptr::null_mut(), 0) },
         CKR_FUNCTION_NOT_SUPPORTED
     );
-    let mut mech = [0 as CK_MECHANISM_TYPE; 4];
+    let mut mech = [0 as CK_MECHANISM_TYPE; 14];
     let mut n: CK_ULONG = 1;
     assert_eq!(
-        // SAFETY: `mech` holds 4 ≥ n entries.
+        // SAFETY: `mech` holds 14 ≥ n entries.
         unsafe { (l.C_GetMechanismList.unwrap())(0, mech.as_mut_ptr(), &mut n) },
         CKR_BUFFER_TOO_SMALL
     );
-    assert_eq!(n, 4);
-    // SAFETY: `mech` holds 4 entries.
+    assert_eq!(n, 14);
+    // SAFETY: `mech` holds 14 entries.
     assert_eq!(unsafe { (l.C_GetMechanismList.unwrap())(0, mech.as_mut_ptr(), &mut n) }, CKR_OK);
-    assert_eq!(mech, [CKM_ML_KEM_KEY_PAIR_GEN, CKM_ML_KEM, CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_DSA]);
+    assert_eq!(
+        mech[..4],
+        [CKM_ML_KEM_KEY_PAIR_GEN, CKM_ML_KEM, CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_DSA]
+    );
+    assert_eq!(
+        mech[4..10],
+        [CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_SHA3_256, CKM_SHA3_384, CKM_SHA3_512]
+    );
+    assert_eq!(mech[10..], [CKM_AES_KEY_GEN, CKM_AES_GCM, CKM_HKDF_DERIVE, CKM_HKDF_DATA]);
     let mut mi = CK_MECHANISM_INFO { ulMinKeySize: 0, ulMaxKeySize: 0, flags: 0 };
     assert_eq!(
         // SAFETY: `mi` is writable.
-        unsafe { (l.C_GetMechanismInfo.unwrap())(0, CKM_SHA256, &mut mi) },
+        unsafe { (l.C_GetMechanismInfo.unwrap())(0, CKM_SHA_1, &mut mi) },
         CKR_MECHANISM_INVALID
     );
+    // SAFETY: `mi` is writable.
+    assert_eq!(unsafe { (l.C_GetMechanismInfo.unwrap())(0, CKM_SHA3_256, &mut mi) }, CKR_OK);
+    assert_eq!(mi.flags, CKF_DIGEST);
     // SAFETY: `mi` is writable.
     assert_eq!(unsafe { (l.C_GetMechanismInfo.unwrap())(0, CKM_ML_KEM, &mut mi) }, CKR_OK);
     assert_eq!(
@@ -247,7 +258,48 @@ fn without_a_daemon_there_is_no_token_and_nothing_to_open() {
 
 #[test]
 fn a_panic_becomes_a_general_error() {
-    assert_eq!(guard(|| panic!("boom")), CKR_GENERAL_ERROR);
-    assert_eq!(guard(|| Err(CKR_PIN_INCORRECT)), CKR_PIN_INCORRECT);
-    assert_eq!(guard(|| Ok(())), CKR_OK);
+    assert_eq!(guard_any(|| panic!("boom")), CKR_GENERAL_ERROR);
+    assert_eq!(guard_any(|| Err(CKR_PIN_INCORRECT)), CKR_PIN_INCORRECT);
+    assert_eq!(guard_any(|| Ok(())), CKR_OK);
+}
+
+#[test]
+fn before_initialize_every_function_says_so_first() {
+    let _t = turn();
+    let l = list32();
+    let mut h: CK_SESSION_HANDLE = 0;
+    let mut n: CK_ULONG = 0;
+    // SAFETY: each call gets NULL or writable pointers, and none is read
+    // before the initialisation check.
+    let rvs = unsafe {
+        [
+            (l.C_EncryptInit.unwrap())(1, ptr::null_mut(), 0),
+            (l.C_InitToken.unwrap())(0, ptr::null_mut(), 0, ptr::null_mut()),
+            (l.C_WaitForSlotEvent.unwrap())(0, ptr::null_mut(), ptr::null_mut()),
+            (l.C_CreateObject.unwrap())(1, ptr::null_mut(), 1, ptr::null_mut()),
+            (l.C_InitPIN.unwrap())(1, ptr::null_mut(), 4),
+            (l.C_SetPIN.unwrap())(1, ptr::null_mut(), 4, ptr::null_mut(), 4),
+            (l.C_DigestInit.unwrap())(1, ptr::null_mut()),
+            (l.C_Digest.unwrap())(1, ptr::null_mut(), 4, ptr::null_mut(), ptr::null_mut()),
+            (l.C_GetAttributeValue.unwrap())(1, 1, ptr::null_mut(), 1),
+            (l.C_GenerateRandom.unwrap())(1, ptr::null_mut(), 16),
+            (l.C_Login.unwrap())(1, CKU_USER, ptr::null_mut(), 1000),
+            (l.C_OpenSession.unwrap())(0, CKF_SERIAL_SESSION, ptr::null_mut(), None, &mut h),
+            (l.C_GetSlotList.unwrap())(0, ptr::null_mut(), &mut n),
+            (l.C_Finalize.unwrap())(1 as *mut std::ffi::c_void),
+            (l.C_EncapsulateKey.unwrap())(
+                1,
+                ptr::null_mut(),
+                0,
+                ptr::null_mut(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ),
+        ]
+    };
+    for (i, rv) in rvs.into_iter().enumerate() {
+        assert_eq!(rv, CKR_CRYPTOKI_NOT_INITIALIZED, "call {i}");
+    }
 }

@@ -6,13 +6,31 @@ use std::collections::{BTreeMap, HashMap};
 
 use cryptoki_sys::*;
 
+use qkeyd_p11_proto::{PinCount, Request, Response};
+
 use super::{MODULE, SLOT, State, TokenInfo, state_lock, with};
 use crate::{object::Rv, rng::lock};
+
+/// A role's PIN flags: a wrong PIN since the last right one (COUNT_LOW), one
+/// more pauses logins (FINAL_TRY), logins paused now (LOCKED).
+fn pin_flags(c: PinCount, low: CK_FLAGS, last: CK_FLAGS, locked: CK_FLAGS) -> CK_FLAGS {
+    let mut f = 0;
+    if c.failures > 0 {
+        f |= low;
+    }
+    if c.tries > 0 && c.failures + 1 == c.tries {
+        f |= last;
+    }
+    if c.locked {
+        f |= locked;
+    }
+    f
+}
 
 /// C_Initialize. In a forked child the inherited state is thrown away (the
 /// parent's sessions and daemon connection are not the child's).
 pub(crate) fn initialize() -> Result<(), Rv> {
-    let pid = std::process::id();
+    let pid = crate::pid::current();
     let mut g = state_lock();
     if g.as_ref().is_some_and(|s| s.pid == pid) {
         return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED);
@@ -24,8 +42,10 @@ pub(crate) fn initialize() -> Result<(), Rv> {
         sessions: BTreeMap::new(),
         objects: BTreeMap::new(),
         token_handles: HashMap::new(),
+        stored_handles: HashMap::new(),
         next_handle: 0,
         logged_in: false,
+        so: false,
         destroyed_pairs: std::collections::HashSet::new(),
     });
     Ok(())
@@ -36,7 +56,7 @@ pub(crate) fn initialize() -> Result<(), Rv> {
 pub(crate) fn finalize() -> Result<(), Rv> {
     let mut g = state_lock();
     match g.as_ref() {
-        Some(s) if s.pid == std::process::id() => {}
+        Some(s) if s.pid == crate::pid::current() => {}
         _ => return Err(CKR_CRYPTOKI_NOT_INITIALIZED),
     }
     *g = None;
@@ -64,15 +84,24 @@ pub(crate) fn token_present() -> bool {
 /// C_GetTokenInfo's variable part.
 pub(crate) fn token_info(id: CK_SLOT_ID) -> Result<TokenInfo, Rv> {
     slot(id)?;
-    let serial = {
+    let (serial, pins) = {
         let mut d = lock(&MODULE.daemon);
         d.connect()?;
-        d.serial().to_owned()
+        let pins = match d.call(&Request::PinState, CKR_GENERAL_ERROR) {
+            Ok(Response::PinState { user, so }) => Some((user, so)),
+            _ => None,
+        };
+        (d.serial().to_owned(), pins)
     };
+    let pin_flags = pins.map_or(0, |(user, so)| {
+        pin_flags(user, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED)
+            | pin_flags(so, CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED)
+    });
     with(|s| {
         let rw = s.sessions.values().filter(|x| x.rw).count();
         Ok(TokenInfo {
             serial,
+            pin_flags,
             sessions: s.sessions.len() as CK_ULONG,
             rw_sessions: rw as CK_ULONG,
         })

@@ -4,7 +4,9 @@
 use cryptoki_sys::*;
 use qkeyd_p11_proto::{Request, Response};
 
-use super::{MAX_DATA, Mech, Out, Param, SignOp, VerifyOp, check_epoch, daemon_call, with};
+use super::{
+    MAX_DATA, Mech, Out, Param, SignOp, VerifyKey, VerifyOp, check_epoch, daemon_call, with,
+};
 use crate::object::{Class, Rv};
 
 /// ML-DSA parameter: (context, deterministic).
@@ -21,7 +23,7 @@ fn dsa_param(p: &Param) -> Result<(Vec<u8>, bool), Rv> {
                 _ => Err(CKR_MECHANISM_PARAM_INVALID),
             }
         }
-        Param::Other => Err(CKR_MECHANISM_PARAM_INVALID),
+        Param::Gcm { .. } | Param::Hkdf { .. } | Param::Other => Err(CKR_MECHANISM_PARAM_INVALID),
     }
 }
 
@@ -160,13 +162,19 @@ pub(crate) fn verify_init(
         if !obj.caps.verify {
             return Err(CKR_KEY_FUNCTION_NOT_PERMITTED);
         }
-        let link = obj.link.clone().ok_or(CKR_KEY_HANDLE_INVALID)?;
-        if signature.is_some_and(|sig| sig.len() != link.alg.output_len()) {
+        let (key, alg) = match &obj.link {
+            Some(link) => (VerifyKey::Daemon(link.clone()), link.alg),
+            None => {
+                let alg = obj.alg().ok_or(CKR_KEY_HANDLE_INVALID)?;
+                (VerifyKey::Imported(obj.value.to_vec(), alg), alg)
+            }
+        };
+        if signature.is_some_and(|sig| sig.len() != alg.output_len()) {
             return Err(CKR_SIGNATURE_LEN_RANGE);
         }
         let signature = signature.map(<[u8]>::to_vec);
         s.session(h)?.verify =
-            Some(VerifyOp { link, ctx, data: Vec::new(), multipart: false, signature });
+            Some(VerifyOp { key, ctx, data: Vec::new(), multipart: false, signature });
         Ok(())
     })
 }
@@ -211,7 +219,11 @@ pub(crate) fn verify(
         Some(sig) => sig.to_vec(),
         None => op.signature.take().unwrap_or_default(),
     };
-    if sig.len() != op.link.alg.output_len() {
+    let alg = match &op.key {
+        VerifyKey::Daemon(link) => link.alg,
+        VerifyKey::Imported(_, alg) => *alg,
+    };
+    if sig.len() != alg.output_len() {
         return Err(CKR_SIGNATURE_LEN_RANGE);
     }
     let msg = match data {
@@ -219,8 +231,16 @@ pub(crate) fn verify(
         Some(d) => d.to_vec(),
         None => std::mem::take(&mut op.data),
     };
-    check_epoch(&op.link)?;
-    let req = Request::Verify { key: op.link.key.clone(), msg, ctx: op.ctx.clone(), sig };
+    let ctx = op.ctx.clone();
+    let req = match op.key {
+        VerifyKey::Daemon(link) => {
+            check_epoch(&link)?;
+            Request::Verify { key: link.key, msg, ctx, sig }
+        }
+        VerifyKey::Imported(public_key, alg) => {
+            Request::VerifyWith { alg, public_key, msg, ctx, sig }
+        }
+    };
     match daemon_call(&req, CKR_ARGUMENTS_BAD)? {
         Response::Verified(true) => Ok(()),
         Response::Verified(false) => Err(CKR_SIGNATURE_INVALID),
