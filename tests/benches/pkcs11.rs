@@ -1,6 +1,7 @@
 //! The PKCS#11 module next to SoftHSM2, measured in the same run by the same
-//! harness (`p11bench`, which loads any module through cryptoki), and
-//! ML-DSA-65 signing next to the raw ml-dsa crate:
+//! harness (`p11bench`, which loads any module through cryptoki): random
+//! bytes (and qkeyd's raw CTR_DRBG in the harness's process), digests,
+//! AES-GCM; and ML-DSA-65 signing next to the raw ml-dsa crate:
 //!
 //! ```text
 //! cargo bench -p qkeyd-e2e --bench pkcs11
@@ -100,10 +101,22 @@ fn main() {
         for (name, key, unit) in [
             ("C_GenerateRandom 32 B", "random32_calls_per_s", "calls/s"),
             ("C_GenerateRandom 1 MiB", "random_1mib_mb_per_s", "MB/s"),
+            ("SHA-256 of 1 KiB", "sha256_1kib_per_s", "calls/s"),
+            ("SHA-512 of 1 KiB", "sha512_1kib_per_s", "calls/s"),
+            ("SHA-256 of 1 MiB", "sha256_1mib_mb_per_s", "MB/s"),
+            ("SHA-512 of 1 MiB", "sha512_1mib_mb_per_s", "MB/s"),
+            ("AES-256-GCM encrypt 1 KiB", "aes256_gcm_1kib_per_s", "calls/s"),
+            ("AES-256-GCM encrypt 1 MiB", "aes256_gcm_1mib_mb_per_s", "MB/s"),
         ] {
             let (a, b) = (f(q, key).unwrap(), f(h, key).unwrap());
             println!("| {r} | {name} | {a:.0} {unit} | {b:.0} {unit} | {:.2}× |", a / b);
         }
+        let (a, drbg) =
+            (f(q, "random32_calls_per_s").unwrap(), f(q, "raw_drbg32_calls_per_s").unwrap());
+        println!(
+            "| {r} | C_GenerateRandom 32 B vs raw CTR_DRBG (same process) | {a:.0} calls/s | raw {drbg:.0} calls/s | {:.0}% of raw |",
+            100.0 * a / drbg
+        );
         for (name, key) in [
             ("ML-DSA-65 sign, session key", "mldsa65_sign_session_per_s"),
             ("ML-DSA-65 sign, token key", "mldsa65_sign_token_per_s"),

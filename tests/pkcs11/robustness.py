@@ -313,7 +313,15 @@ CKM_ML_KEM_KEY_PAIR_GEN = 0x0F
 CKM_ML_KEM = 0x17
 CKM_ML_DSA_KEY_PAIR_GEN = 0x1C
 CKM_ML_DSA = 0x1D
-MECHANISMS = {CKM_ML_KEM_KEY_PAIR_GEN, CKM_ML_KEM, CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_DSA}
+CKM_SHA_1 = 0x220
+CKM_SHA384 = 0x260
+CKM_SHA512 = 0x270
+CKM_SHA3_256 = 0x2B0
+CKM_SHA3_384 = 0x2C0
+CKM_SHA3_512 = 0x2D0
+DIGESTS = {CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_SHA3_256, CKM_SHA3_384, CKM_SHA3_512}
+SECRET_KEYS = {0x1080, 0x1087, 0x402A, 0x402B}  # AES keygen, AES-GCM, HKDF derive and data
+MECHANISMS = {CKM_ML_KEM_KEY_PAIR_GEN, CKM_ML_KEM, CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_DSA} | DIGESTS | SECRET_KEYS
 
 CKP_ML_DSA_65 = 2
 CKP_ML_KEM_768 = 2
@@ -669,15 +677,15 @@ def check_info(m):
 
     count = CK_ULONG(0)
     expect(m.C_GetMechanismList(0, None, byref(count)), OK, "C_GetMechanismList(0, NULL, &count)")
-    check_eq(count.value, 4, "4 mechanisms")
+    check_eq(count.value, 14, "14 mechanisms")
     one = ulongs(n=1)
     count = CK_ULONG(1)
     expect(m.C_GetMechanismList(0, one, byref(count)), BUFFER_TOO_SMALL, "C_GetMechanismList with a 1-element array")
-    check_eq(count.value, 4, "C_GetMechanismList BUFFER_TOO_SMALL writes back count 4")
-    four = ulongs(n=4)
-    count = CK_ULONG(4)
-    expect(m.C_GetMechanismList(0, four, byref(count)), OK, "C_GetMechanismList with 4 entries")
-    check_eq(set(four[: count.value]), MECHANISMS, "mechanisms are ML-KEM keygen/ML-KEM/ML-DSA keygen/ML-DSA")
+    check_eq(count.value, 14, "C_GetMechanismList BUFFER_TOO_SMALL writes back count 14")
+    all14 = ulongs(n=14)
+    count = CK_ULONG(14)
+    expect(m.C_GetMechanismList(0, all14, byref(count)), OK, "C_GetMechanismList with 14 entries")
+    check_eq(set(all14[: count.value]), MECHANISMS, "mechanisms are ML-KEM/ML-DSA, six digests, AES keygen, AES-GCM and HKDF")
     for mech, flags in [
         (CKM_ML_KEM_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR),
         (CKM_ML_KEM, CKF_ENCAPSULATE | CKF_DECAPSULATE),
@@ -688,7 +696,7 @@ def check_info(m):
         expect(m.C_GetMechanismInfo(0, mech, byref(minfo)), OK, f"C_GetMechanismInfo(0x{mech:X})")
         check_eq(minfo.flags & flags, flags, f"mechanism 0x{mech:X} has flags 0x{flags:X}")
     minfo = CK_MECHANISM_INFO()
-    expect(m.C_GetMechanismInfo(0, CKM_SHA256, byref(minfo)), MECHANISM_INVALID, "C_GetMechanismInfo(CKM_SHA256)")
+    expect(m.C_GetMechanismInfo(0, CKM_SHA_1, byref(minfo)), MECHANISM_INVALID, "C_GetMechanismInfo(CKM_SHA_1)")
 
 
 def check_null_pointers_global(m):

@@ -586,62 +586,55 @@ pub fn tls_agent(ca: &Path, client: Option<(&Path, &Path)>) -> ureq::Agent {
         .into()
 }
 
-/// The Go TLS client in `tests/tls/probe` (crypto/tls only), built once per
-/// test run into `target/tlsprobe/` (`QKEYD_TLSPROBE` overrides).
-pub fn tlsprobe() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        if let Some(p) = std::env::var_os("QKEYD_TLSPROBE") {
+/// A Go program of this crate (`tests/<dir>`), built once per test run into
+/// `target/<name>/<name>`; the environment variable `env` names a binary to
+/// use instead.
+fn go_program(cell: &'static OnceLock<PathBuf>, dir: &str, name: &str, env: &str) -> &'static Path {
+    cell.get_or_init(|| {
+        if let Some(p) = std::env::var_os(env) {
             return PathBuf::from(p);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("../target"));
-        let out = target.join("tlsprobe").join("tlsprobe");
+        let out = target.join(name).join(name);
         let status = Command::new("go")
             .args(["build", "-o"])
             .arg(&out)
             .arg(".")
-            .current_dir(root.join("tls/probe"))
+            .current_dir(root.join(dir))
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=mod")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .status()
-            .expect("go (Go 1.25 or later builds tests/tls/probe)");
-        assert!(status.success(), "go build of tests/tls/probe failed");
+            .unwrap_or_else(|e| panic!("go (Go 1.25 or later builds tests/{dir}): {e}"));
+        assert!(status.success(), "go build of tests/{dir} failed");
         out
     })
+}
+
+/// The Go TLS client in `tests/tls/probe` (crypto/tls only), built once per
+/// test run into `target/tlsprobe/` (`QKEYD_TLSPROBE` overrides).
+pub fn tlsprobe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    go_program(&PROBE, "tls/probe", "tlsprobe", "QKEYD_TLSPROBE")
 }
 
 /// The independent quote checker in `tests/attest/gochecker` (go-tpm), built
 /// once per test run into `target/gochecker/` (`QKEYD_GOCHECKER` overrides).
 pub fn gochecker() -> &'static Path {
     static CHECKER: OnceLock<PathBuf> = OnceLock::new();
-    CHECKER.get_or_init(|| {
-        if let Some(p) = std::env::var_os("QKEYD_GOCHECKER") {
-            return PathBuf::from(p);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("../target"));
-        let out = target.join("gochecker").join("gochecker");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(root.join("attest/gochecker"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .status()
-            .expect("go (Go 1.24 or later builds tests/attest/gochecker)");
-        assert!(status.success(), "go build of tests/attest/gochecker failed");
-        out
-    })
+    go_program(&CHECKER, "attest/gochecker", "gochecker", "QKEYD_GOCHECKER")
+}
+
+/// The independent certificate checker in `tests/pkcs11/certcheck` (Go's
+/// crypto/x509 and circl's ML-DSA), built once per test run into
+/// `target/certcheck/` (`QKEYD_CERTCHECK` overrides).
+pub fn certcheck() -> &'static Path {
+    static CHECKER: OnceLock<PathBuf> = OnceLock::new();
+    go_program(&CHECKER, "pkcs11/certcheck", "certcheck", "QKEYD_CERTCHECK")
 }
 
 /// A command-line tool built from the Go module proxy: `go install

@@ -36,6 +36,7 @@ mod netns;
 mod sealers;
 // libqkeyd_pkcs11.so through pkcs11-tool, python-pkcs11, ctypes and cryptoki.
 mod pkcs11;
+mod pkcs11_apps;
 // Whom the PKCS#11 module trusts with a PIN: squatters of another uid, the real daemon.
 mod module_trust;
 // The module socket under a flood: timeouts, per-uid shares, oversized frames.
