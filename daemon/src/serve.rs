@@ -232,6 +232,7 @@ fn start_module_server(
     pool: &Arc<Pool>,
     metrics: &Metrics,
 ) -> anyhow::Result<ModuleRunning> {
+    use module_server::token_pin;
     use sha3::Digest as _;
     let user = token_pin(settings.pin.as_ref(), &dir.join("module-pin"), "the PKCS#11 token PIN")?;
     let so = token_pin(
@@ -254,73 +255,9 @@ fn start_module_server(
         endpoint = %socket.endpoint(), serial, uids = ?uids, gids = ?settings.allowed_gids,
         "PKCS#11 module socket listening"
     );
-    let server = module_server::Server::new(
-        keys.vault.clone(),
-        pool.clone(),
-        keys.objects.clone(),
-        [user, so],
-        serial,
-        settings,
-        uids,
-        metrics,
-    );
+    let server =
+        module_server::Server::new(keys, pool.clone(), [user, so], serial, settings, uids, metrics);
     Ok((Arc::new(server), listener, socket.clone()))
-}
-
-/// A PIN from its configured source, or from `generated` (made on first
-/// start), checked for length; `what` names it in errors.
-fn token_pin(
-    source: Option<&crate::config::PinSource>,
-    generated: &std::path::Path,
-    what: &str,
-) -> anyhow::Result<module_server::TokenPin> {
-    use crate::config::PinSource;
-    use module_server::PinStore;
-    let (value, store) = match source {
-        Some(s) => {
-            let store = match s {
-                PinSource::File(f) => PinStore::File(f.clone()),
-                PinSource::Env(v) => PinStore::Env(v.clone()),
-            };
-            (s.read().with_context(|| what.to_owned())?, store)
-        }
-        None => (
-            secret_file(generated, 12).with_context(|| what.to_owned())?,
-            PinStore::File(generated.to_owned()),
-        ),
-    };
-    anyhow::ensure!(
-        (4..=qkeyd_p11_proto::MAX_PIN).contains(&value.len()),
-        "{what} must be 4..={} bytes",
-        qkeyd_p11_proto::MAX_PIN
-    );
-    Ok(module_server::TokenPin { value, store })
-}
-
-/// Read a secret from `path`, or create it (0600) with `len` random bytes, hex.
-fn secret_file(path: &std::path::Path, len: usize) -> anyhow::Result<zeroize::Zeroizing<String>> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(zeroize::Zeroizing::new(t.trim_end_matches(['\n', '\r']).to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // An access credential, not key material: the OS generator will do.
-            let mut raw = zeroize::Zeroizing::new(vec![0u8; len]);
-            getrandom::fill(&mut raw[..]).context("generating a secret")?;
-            let t = zeroize::Zeroizing::new(hex::encode(&raw[..]));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            f.write_all(format!("{}\n", &*t).as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(file = %path.display(), "generated a PKCS#11 PIN");
-            Ok(t)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
 }
 
 /// The KMS plugin, ready to serve.

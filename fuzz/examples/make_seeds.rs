@@ -14,7 +14,9 @@ use std::{
 };
 
 use cryptoki_sys::*;
-use qkeyd_p11_proto::{Algorithm, ErrorCode, KeyEntry, Request, Response, Secret, write_frame};
+use qkeyd_p11_proto::{
+    Algorithm, ErrorCode, KeyEntry, KeySource, Prf, Request, Response, Secret, write_frame,
+};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
@@ -58,6 +60,34 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("encapsulate", Request::Encapsulate { key: "s/2".into() }),
         ("decapsulate", Request::Decapsulate { key: "s/2".into(), ct: vec![5; 1088] }),
         ("destroy", Request::Destroy { key: "s/2".into() }),
+        ("set_pin", Request::SetPin { old: Secret::new(b"1234".to_vec()), new: Secret::new(b"5678".to_vec()) }),
+        (
+            "put_object",
+            Request::PutObject { id: String::new(), private: false, attrs: vec![(0, vec![0; 8]), (3, b"label".to_vec())] },
+        ),
+        (
+            "derive",
+            Request::Derive {
+                base: KeySource::Held("k/1".into()),
+                prf: Prf::Sha256,
+                extract: true,
+                expand: true,
+                salt: b"salt".to_vec(),
+                info: b"info".to_vec(),
+                len: 32,
+                keep: true,
+            },
+        ),
+        (
+            "aes_gcm",
+            Request::AesGcm {
+                key: KeySource::Value(Secret::new(vec![1; 32])),
+                encrypt: true,
+                iv: vec![0; 12],
+                aad: b"aad".to_vec(),
+                data: b"plaintext".to_vec(),
+            },
+        ),
     ]
 }
 

@@ -23,6 +23,7 @@ mod peer;
 mod pid;
 mod rng;
 mod stored;
+mod template;
 mod token;
 
 /// The hook of the template fuzz target in `fuzz/` (only with `--cfg fuzzing`).

@@ -26,11 +26,11 @@ use qkeyd_p11_proto::Response;
 use conn::{Conn, SessionKey};
 use error::ModuleError;
 use pin::Pins;
-pub(crate) use pin::{PinStore, TokenPin};
+pub(crate) use pin::{TokenPin, token_pin};
 
 use crate::{
-    config::ModuleSettings, metrics::Metrics, objects::TokenObjects, pool::Pool,
-    refusals::Refusals, vault::Vault,
+    api::keys::KeysState, config::ModuleSettings, metrics::Metrics, objects::TokenObjects,
+    pool::Pool, refusals::Refusals, vault::Vault,
 };
 
 /// Session keys one connection may hold.
@@ -99,13 +99,12 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server over `vault`, `pool` and the token `objects`, for the user
-    /// and security officer PINs `pins`. `serial` names this token (stable
-    /// across restarts).
+    /// A server over the vault and token objects of `keys` and `pool`, for
+    /// the user and security officer PINs `pins`. `serial` names this token
+    /// (stable across restarts).
     pub(crate) fn new(
-        vault: Arc<Vault>,
+        keys: &KeysState,
         pool: Arc<Pool>,
-        objects: Arc<TokenObjects>,
         pins: [TokenPin; 2],
         serial: String,
         settings: &ModuleSettings,
@@ -114,9 +113,9 @@ impl Server {
     ) -> Self {
         let [user, so] = pins;
         Self {
-            vault,
+            vault: keys.vault.clone(),
             pool,
-            objects,
+            objects: keys.objects.clone(),
             pins: Mutex::new(Pins::new(user, so)),
             serial,
             key_cache: settings.key_cache,

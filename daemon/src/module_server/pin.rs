@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use qkeyd_p11_proto::{self as proto, PinCount, Response, Secret};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
@@ -206,4 +207,59 @@ fn write_pin(path: &std::path::Path, pin: &[u8]) -> std::io::Result<()> {
         return Err(e);
     }
     crate::durable::publish(&tmp, path).map_err(|(_, e)| e)
+}
+
+/// A PIN from its configured source, or from `generated` (made on first
+/// start), checked for length; `what` names it in errors.
+pub(crate) fn token_pin(
+    source: Option<&crate::config::PinSource>,
+    generated: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<TokenPin> {
+    use crate::config::PinSource;
+    let (value, store) = match source {
+        Some(s) => {
+            let store = match s {
+                PinSource::File(f) => PinStore::File(f.clone()),
+                PinSource::Env(v) => PinStore::Env(v.clone()),
+            };
+            (s.read().with_context(|| what.to_owned())?, store)
+        }
+        None => (
+            secret_file(generated, 12).with_context(|| what.to_owned())?,
+            PinStore::File(generated.to_owned()),
+        ),
+    };
+    anyhow::ensure!(
+        (4..=qkeyd_p11_proto::MAX_PIN).contains(&value.len()),
+        "{what} must be 4..={} bytes",
+        qkeyd_p11_proto::MAX_PIN
+    );
+    Ok(TokenPin { value, store })
+}
+
+/// Read a secret from `path`, or create it (0600) with `len` random bytes, hex.
+fn secret_file(path: &std::path::Path, len: usize) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(zeroize::Zeroizing::new(t.trim_end_matches(['\n', '\r']).to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An access credential, not key material: the OS generator will do.
+            let mut raw = zeroize::Zeroizing::new(vec![0u8; len]);
+            getrandom::fill(&mut raw[..]).context("generating a secret")?;
+            let t = zeroize::Zeroizing::new(hex::encode(&raw[..]));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(format!("{}\n", &*t).as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(file = %path.display(), "generated a PKCS#11 PIN");
+            Ok(t)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use qkeyd_p11_proto::{self as proto, ErrorCode, KeyEntry, Request, Response, Secret};
 
-use super::{Conn, PinStore, Server, TokenPin};
+use super::{Conn, Server, TokenPin, pin::PinStore};
 use crate::{
+    api::keys::{KeysState, TokenDigest},
     config::ModuleSettings,
     objects::TokenObjects,
     testing,
@@ -38,8 +39,9 @@ fn server() -> (tempfile::TempDir, Server) {
     };
     let pins = [pin(PIN, "module-pin"), pin(SO_PIN, "module-so-pin")];
     let objects = Arc::new(TokenObjects::open(dir.path(), vault.clone()).unwrap());
+    let keys = KeysState { vault, objects, token: TokenDigest::of("unit-test-token") };
     let metrics = crate::metrics::Metrics::new().unwrap();
-    let s = Server::new(vault, pool, objects, pins, "00ff".into(), &settings, vec![0], &metrics);
+    let s = Server::new(&keys, pool, pins, "00ff".into(), &settings, vec![0], &metrics);
     (dir, s)
 }
 

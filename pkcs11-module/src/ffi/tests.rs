@@ -286,7 +286,7 @@ fn before_initialize_every_function_says_so_first() {
             (l.C_Login.unwrap())(1, CKU_USER, ptr::null_mut(), 1000),
             (l.C_OpenSession.unwrap())(0, CKF_SERIAL_SESSION, ptr::null_mut(), None, &mut h),
             (l.C_GetSlotList.unwrap())(0, ptr::null_mut(), &mut n),
-            (l.C_Finalize.unwrap())(1 as *mut std::ffi::c_void),
+            (l.C_Finalize.unwrap())(ptr::dangling_mut::<std::ffi::c_void>()),
             (l.C_EncapsulateKey.unwrap())(
                 1,
                 ptr::null_mut(),

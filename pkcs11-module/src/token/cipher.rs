@@ -140,7 +140,7 @@ pub(crate) fn crypt(
             }
             input + TAG
         } else {
-            if input < TAG || input > MAX_DATA + TAG {
+            if !(TAG..=MAX_DATA + TAG).contains(&input) {
                 *slot(x, encrypt) = None;
                 return Err(CKR_ENCRYPTED_DATA_LEN_RANGE);
             }
