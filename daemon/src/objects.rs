@@ -24,11 +24,16 @@ use crate::vault::{Vault, VaultError};
 /// Most token objects the daemon keeps.
 pub(crate) const MAX_OBJECTS: usize = 4096;
 
-/// CKA_CLASS, CKA_LABEL, CKA_ID and CKA_VALUE (PKCS#11 §4).
+/// The attributes and classes the daemon reads (PKCS#11 §4).
 pub(crate) const CKA_CLASS: u64 = 0x0;
+pub(crate) const CKA_PRIVATE: u64 = 0x2;
 pub(crate) const CKA_LABEL: u64 = 0x3;
 pub(crate) const CKA_VALUE: u64 = 0x11;
+pub(crate) const CKA_TRUSTED: u64 = 0x86;
 pub(crate) const CKA_ID: u64 = 0x102;
+pub(crate) const CKO_DATA: u64 = 0;
+pub(crate) const CKO_CERTIFICATE: u64 = 1;
+pub(crate) const CKO_PUBLIC_KEY: u64 = 2;
 
 /// Why a token object could not be stored, found or destroyed.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +167,10 @@ impl TokenObjects {
                 if objects.len() >= MAX_OBJECTS {
                     return Err(ObjectError::TooMany(objects.len()));
                 }
-                (new_id(), "object-create")
+                let id = std::iter::repeat_with(new_id)
+                    .find(|id| !objects.contains_key(id))
+                    .unwrap_or_else(new_id);
+                (id, "object-create")
             }
         };
         let record =
@@ -204,11 +212,11 @@ impl TokenObjects {
     }
 }
 
-/// A new object id: `o` and 16 random hex digits (ids are names, not secrets).
+/// A new object id: `o` and 16 random hex digits (ids are names, not
+/// secrets; the caller skips one already taken).
 fn new_id() -> String {
     let mut b = [0u8; 8];
-    // The OS generator failing leaves zeros; a clash is then caught by the
-    // caller's map only by chance, so fall back on the clock.
+    // Should the OS generator fail, the clock still gives distinct ids.
     if getrandom::fill(&mut b).is_err() {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -246,11 +246,9 @@ pub(crate) fn copy(class: Class, attrs: &Attrs, template: &[Attr]) -> Result<Att
         return Err(CKR_ACTION_PROHIBITED);
     }
     let modifiable = flag(attrs, CKA_MODIFIABLE);
+    // The source is copyable, so the copy's CKA_COPYABLE can only stay or turn false.
     let mut new =
         change(class, attrs, template, |c| c == Change::Copy || (modifiable && c == Change::Set))?;
-    if flag(&new, CKA_COPYABLE) != flag(attrs, CKA_COPYABLE) && flag(&new, CKA_COPYABLE) {
-        return Err(CKR_ATTRIBUTE_READ_ONLY);
-    }
     new.remove(&CKA_UNIQUE_ID);
     Ok(new)
 }

@@ -24,16 +24,17 @@ use super::{
 use crate::{
     certificate::{self, Name},
     incident::{Chain, Incident},
-    objects::{self, ObjectError, TokenObjects},
+    objects::{
+        self, CKA_PRIVATE, CKA_TRUSTED, CKO_CERTIFICATE, CKO_DATA, CKO_PUBLIC_KEY, ObjectError,
+        TokenObjects,
+    },
 };
 
 /// PKCS#11 numbers the stored certificate's attributes need.
 const CKA_TOKEN: u64 = 0x1;
-const CKA_PRIVATE: u64 = 0x2;
 const CKA_CERTIFICATE_TYPE: u64 = 0x80;
 const CKA_ISSUER: u64 = 0x81;
 const CKA_SERIAL_NUMBER: u64 = 0x82;
-const CKA_TRUSTED: u64 = 0x86;
 const CKA_CERTIFICATE_CATEGORY: u64 = 0x87;
 const CKA_SUBJECT: u64 = 0x101;
 const CKA_START_DATE: u64 = 0x110;
@@ -42,9 +43,6 @@ const CKA_PUBLIC_KEY_INFO: u64 = 0x129;
 const CKA_MODIFIABLE: u64 = 0x170;
 const CKA_COPYABLE: u64 = 0x171;
 const CKA_DESTROYABLE: u64 = 0x172;
-const CKO_DATA: u64 = 0;
-const CKO_CERTIFICATE: u64 = 1;
-const CKO_PUBLIC_KEY: u64 = 2;
 const CKC_X_509: u64 = 0;
 /// CK_CERTIFICATE_CATEGORY_TOKEN_USER: the token holds the certificate's key.
 const CATEGORY_TOKEN_USER: u64 = 1;

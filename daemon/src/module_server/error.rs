@@ -43,6 +43,11 @@ pub(super) enum ModuleError {
     /// The ciphertext or its tag is not authentic.
     #[error("AES-GCM: the ciphertext or its tag is not authentic")]
     AuthFailed,
+    /// A token object that is not one the token keeps: not a data object,
+    /// certificate or public key, a CKA_PRIVATE that disagrees, or a trusted
+    /// certificate from anyone but the security officer.
+    #[error("not a token object qkeyd keeps (class, CKA_PRIVATE or CKA_TRUSTED)")]
+    BadObject,
     /// A token object could not be stored, found or destroyed.
     #[error(transparent)]
     Objects(#[from] ObjectError),
@@ -90,7 +95,9 @@ impl ModuleError {
             Self::PinLength => ErrorCode::PinLength,
             Self::PinFixed(_) => ErrorCode::PinFixed,
             Self::NotSoLoggedIn => ErrorCode::NotSoLoggedIn,
-            Self::SecretLength(_) | Self::Hkdf(_) | Self::Gcm(_) => ErrorCode::BadRequest,
+            Self::SecretLength(_) | Self::Hkdf(_) | Self::Gcm(_) | Self::BadObject => {
+                ErrorCode::BadRequest
+            }
             Self::AuthFailed => ErrorCode::AuthFailed,
             Self::Objects(e) => match e {
                 ObjectError::TooMany(_) | ObjectError::TooLarge(_) => ErrorCode::TooLarge,

@@ -5,6 +5,7 @@
 use qkeyd_p11_proto::{Attribute, Response};
 
 use super::{Conn, ModuleError, Outcome, Server, pin::Role};
+use crate::objects;
 
 impl Server {
     pub(super) fn list_objects(&self, conn: &Conn) -> Outcome {
@@ -26,6 +27,20 @@ impl Server {
         };
         if private && !user {
             return Err(ModuleError::NotLoggedIn);
+        }
+        // The module checked the template; the daemon still keeps to what a
+        // token object may be, whoever speaks on the socket.
+        let flag = |t| objects::attr(&attrs, t).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
+        let class = objects::attr(&attrs, objects::CKA_CLASS)
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map(u64::from_ne_bytes);
+        if !matches!(
+            class,
+            Some(objects::CKO_DATA | objects::CKO_CERTIFICATE | objects::CKO_PUBLIC_KEY)
+        ) || flag(objects::CKA_PRIVATE) != private
+            || (flag(objects::CKA_TRUSTED) && conn.role != Some(Role::So))
+        {
+            return Err(ModuleError::BadObject);
         }
         let id = (!id.is_empty()).then_some(id);
         Ok(Response::ObjectId(self.objects.put(id, private, attrs, user, "pkcs11")?))

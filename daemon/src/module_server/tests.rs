@@ -181,12 +181,39 @@ fn a_pin_from_the_environment_cannot_change_and_lockouts_show() {
 fn token_objects_need_a_login_and_private_ones_the_user() {
     let (_dir, s) = server();
     let mut conn = Conn::default();
-    let put = |private: bool| Request::PutObject {
+    // A data object (CKA_CLASS 0) with CKA_PRIVATE as given, and a label.
+    let object = |class: u64, private: bool, more: &[(u64, Vec<u8>)]| Request::PutObject {
         id: String::new(),
         private,
-        attrs: vec![(3, b"label".to_vec())],
+        attrs: [
+            vec![
+                (0, class.to_ne_bytes().to_vec()),
+                (2, vec![u8::from(private)]),
+                (3, b"l".to_vec()),
+            ],
+            more.to_vec(),
+        ]
+        .concat(),
     };
+    let put = |private: bool| object(0, private, &[]);
     assert_eq!(code(&s.handle(&mut conn, put(false))), Some(ErrorCode::NotLoggedIn));
+    assert!(matches!(login(&s, &mut conn, PIN), Response::Done));
+    // Whoever speaks on the socket, only what a token object may be is kept.
+    let bad = |r: Request| code(&s.handle(&mut Conn { role: conn.role, ..Conn::default() }, r));
+    assert_eq!(bad(object(3, false, &[])), Some(ErrorCode::BadRequest), "a private key");
+    assert_eq!(bad(object(4, false, &[])), Some(ErrorCode::BadRequest), "a secret key");
+    let mismatch = Request::PutObject {
+        id: String::new(),
+        private: false,
+        attrs: vec![(0, 0u64.to_ne_bytes().to_vec()), (2, vec![1])],
+    };
+    assert_eq!(bad(mismatch), Some(ErrorCode::BadRequest), "CKA_PRIVATE disagrees");
+    assert_eq!(
+        bad(object(1, false, &[(0x86, vec![1])])),
+        Some(ErrorCode::BadRequest),
+        "trusted by the user"
+    );
+    assert!(matches!(s.handle(&mut conn, Request::Logout), Response::Done));
     assert!(matches!(
         s.handle(&mut conn, Request::Login { so: true, pin: secret(SO_PIN) }),
         Response::Done
