@@ -17,8 +17,10 @@ use cryptoki::{
     context::{CInitializeArgs, CInitializeFlags, Pkcs11},
     error::{Error, RvError},
     mechanism::{
-        Mechanism,
+        Mechanism, MechanismType,
+        aead::GcmParams,
         dsa::{HedgeType, SignAdditionalContext},
+        hkdf::{HkdfParams, HkdfSalt},
     },
     object::{
         Attribute, AttributeType, KeyType, MlDsaParameterSetType, MlKemParameterSetType,
@@ -318,6 +320,88 @@ fn daemon_dies_mid_session() {
     let _ = public;
 }
 
+/// A decapsulated secret kept by the daemon (sensitive), HKDF to an AES-256
+/// key (sensitive too), AES-GCM with it; the keys' values never read; a key
+/// without CKA_DECRYPT does not decrypt.
+fn secret_keys_stay_in_the_daemon() {
+    let (_p, s) = open();
+    let (public, private) = kem_pair(&s, MlKemParameterSetType::ML_KEM_768, false);
+    let held = |derive: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Sensitive(true),
+            Attribute::Derive(derive),
+            Attribute::Token(false),
+        ]
+    };
+    let (ct, _mine) = s.encapsulate_key(&Mechanism::MlKem, public, &held(false)).unwrap();
+    let secret = s.decapsulate_key(&Mechanism::MlKem, private, &held(true), &ct).unwrap();
+    let e = s.get_attributes(secret, &[AttributeType::Value]).map(|a| a.len());
+    assert!(matches!(e, Ok(0)), "a held secret's CKA_VALUE is not there: {e:?}");
+    let salt = HkdfSalt::Data(b"salt");
+    let params = HkdfParams::new(MechanismType::SHA256, Some(salt), Some(b"aes key"));
+    let aes = |encrypt: bool, decrypt: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sensitive(true),
+            Attribute::Encrypt(encrypt),
+            Attribute::Decrypt(decrypt),
+            Attribute::Token(false),
+        ]
+    };
+    let key = s.derive_key(&Mechanism::HkdfDerive(params), secret, &aes(true, true)).unwrap();
+    let encrypt_only =
+        s.derive_key(&Mechanism::HkdfDerive(params), secret, &aes(true, false)).unwrap();
+    let mut iv = [9u8; 12];
+    let msg = b"cryptoki through qkeyd's AES-GCM".repeat(10);
+    let ct = s
+        .encrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, b"hdr", 128.into()).unwrap()),
+            key,
+            &msg,
+        )
+        .unwrap();
+    assert_eq!(ct.len(), msg.len() + 16);
+    let pt = s
+        .decrypt(&Mechanism::AesGcm(GcmParams::new(&mut iv, b"hdr", 128.into()).unwrap()), key, &ct)
+        .unwrap();
+    assert_eq!(pt, msg);
+    // The same derivation gives the same key: the other one encrypts alike.
+    let ct2 = s
+        .encrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, b"hdr", 128.into()).unwrap()),
+            encrypt_only,
+            &msg,
+        )
+        .unwrap();
+    assert_eq!(ct2, ct, "HKDF is deterministic");
+    let e = s
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, b"hdr", 128.into()).unwrap()),
+            encrypt_only,
+            &ct,
+        )
+        .unwrap_err();
+    assert_eq!(rv(e), RvError::KeyFunctionNotPermitted);
+    let mut wrong = ct.clone();
+    wrong[3] ^= 1;
+    let e = s
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, b"hdr", 128.into()).unwrap()),
+            key,
+            &wrong,
+        )
+        .unwrap_err();
+    assert_eq!(rv(e), RvError::EncryptedDataInvalid);
+    let e = s.digest(&Mechanism::Sha256, &msg).unwrap();
+    assert_eq!(e.len(), 32);
+    s.digest_init(&Mechanism::Sha256).unwrap();
+    assert_eq!(rv(s.digest_key(key).unwrap_err()), RvError::KeyIndigestible);
+}
+
 fn main() {
     let check = std::env::args().nth(1).unwrap_or_default();
     match check.as_str() {
@@ -326,6 +410,7 @@ fn main() {
         "threads_hammer_random" => threads_hammer_random(),
         "pool_fails_closed" => pool_fails_closed(),
         "daemon_dies_mid_session" => daemon_dies_mid_session(),
+        "secret_keys_stay_in_the_daemon" => secret_keys_stay_in_the_daemon(),
         other => {
             eprintln!("p11check: unknown check {other:?}");
             std::process::exit(2);

@@ -337,6 +337,13 @@ fn cryptoki_threads_hammer_random_on_separate_sessions() {
     cryptoki_child(&soft(), "threads_hammer_random", &[]);
 }
 
+/// A sensitive decapsulated secret, HKDF and AES-GCM through the cryptoki
+/// crate: the keys stay in the daemon, and their uses are checked.
+#[test]
+fn cryptoki_kem_hkdf_and_aes_gcm_with_keys_the_daemon_holds() {
+    cryptoki_child(&soft(), "secret_keys_stay_in_the_daemon", &[]);
+}
+
 #[test]
 fn cryptoki_sees_the_daemon_die_and_fails_cleanly() {
     let p = soft();
