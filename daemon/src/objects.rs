@@ -90,10 +90,14 @@ pub(crate) fn attr(attrs: &[Attribute], t: u64) -> Option<&[u8]> {
     attrs.iter().find(|(a, _)| *a == t).map(|(_, v)| v.as_slice())
 }
 
-fn class_of(attrs: &[Attribute]) -> u64 {
-    attr(attrs, CKA_CLASS)
-        .and_then(|v| <[u8; 8]>::try_from(v).ok())
-        .map_or(u64::MAX, u64::from_ne_bytes)
+/// An object's CKA_CLASS, if it has a well-formed one.
+pub(crate) fn class_of(attrs: &[Attribute]) -> Option<u64> {
+    attr(attrs, CKA_CLASS).and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_ne_bytes)
+}
+
+/// A boolean attribute that is present and true.
+pub(crate) fn flag(attrs: &[Attribute], t: u64) -> bool {
+    attr(attrs, t).is_some_and(|v| v.first().is_some_and(|b| *b != 0))
 }
 
 fn label_of(attrs: &[Attribute]) -> String {
@@ -205,7 +209,13 @@ impl TokenObjects {
         attrs: &[Attribute],
         by: &str,
     ) -> Result<(), ObjectError> {
-        let line = AuditLine { op, object: id, class: class_of(attrs), label: label_of(attrs), by };
+        let line = AuditLine {
+            op,
+            object: id,
+            class: class_of(attrs).unwrap_or(u64::MAX),
+            label: label_of(attrs),
+            by,
+        };
         self.vault.audit_event(&line).map_err(ObjectError::Audit)?;
         tracing::info!(object = id, op, class = line.class, by, "token object");
         Ok(())

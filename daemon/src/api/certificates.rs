@@ -205,7 +205,7 @@ async fn certificate(
 /// A token object as the API lists it: never a data object's value.
 fn object_json(o: &qkeyd_p11_proto::StoredObject) -> serde_json::Value {
     let get = |t| objects::attr(&o.attrs, t).unwrap_or_default();
-    let class = <[u8; 8]>::try_from(get(objects::CKA_CLASS)).map(u64::from_ne_bytes).ok();
+    let class = objects::class_of(&o.attrs);
     let mut j = json!({
         "id": o.id,
         "class": match class {

@@ -30,12 +30,9 @@ impl Server {
         }
         // The module checked the template; the daemon still keeps to what a
         // token object may be, whoever speaks on the socket.
-        let flag = |t| objects::attr(&attrs, t).is_some_and(|v| v.first().is_some_and(|b| *b != 0));
-        let class = objects::attr(&attrs, objects::CKA_CLASS)
-            .and_then(|v| <[u8; 8]>::try_from(v).ok())
-            .map(u64::from_ne_bytes);
+        let flag = |t| objects::flag(&attrs, t);
         if !matches!(
-            class,
+            objects::class_of(&attrs),
             Some(objects::CKO_DATA | objects::CKO_CERTIFICATE | objects::CKO_PUBLIC_KEY)
         ) || flag(objects::CKA_PRIVATE) != private
             || (flag(objects::CKA_TRUSTED) && conn.role != Some(Role::So))

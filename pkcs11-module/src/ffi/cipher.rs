@@ -3,7 +3,7 @@
 
 use cryptoki_sys::*;
 
-use super::{answer, bytes_in, bytes_out, guard, mechanism_in, out};
+use super::{bytes_in, guard, mechanism_in, out, output_call};
 use crate::token;
 
 /// C_EncryptInit / C_DecryptInit.
@@ -44,16 +44,17 @@ unsafe fn single(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        let end = |_: &CK_RV| token::end_crypt(h, encrypt);
-        // Copied first: the caller may work in place.
-        // SAFETY: the caller passes NULL or data readable for in_len bytes.
-        let data = unsafe { bytes_in(p_in, in_len) }.inspect_err(end)?.to_vec();
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_out) }.inspect_err(end)?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes;
-        // nothing else borrowed from the caller is alive.
-        let dst = unsafe { bytes_out(p_out, *len) }.inspect_err(end)?;
-        answer(token::crypt(h, Some(&data), dst, encrypt)?, len)
+        let input = Some((p_in.cast_const(), in_len));
+        // SAFETY: by this function's contract, as output_call's.
+        unsafe {
+            output_call(
+                input,
+                p_out,
+                pul_out,
+                || token::end_crypt(h, encrypt),
+                |d, o| token::crypt(h, d, o, encrypt),
+            )
+        }
     })
 }
 
@@ -96,12 +97,16 @@ unsafe fn finish(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        let end = |_: &CK_RV| token::end_crypt(h, encrypt);
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_out) }.inspect_err(end)?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let dst = unsafe { bytes_out(p_out, *len) }.inspect_err(end)?;
-        answer(token::crypt(h, None, dst, encrypt)?, len)
+        // SAFETY: by this function's contract, as output_call's.
+        unsafe {
+            output_call(
+                None,
+                p_out,
+                pul_out,
+                || token::end_crypt(h, encrypt),
+                |d, o| token::crypt(h, d, o, encrypt),
+            )
+        }
     })
 }
 

@@ -3,7 +3,7 @@
 
 use cryptoki_sys::*;
 
-use super::{answer, bytes_in, bytes_out, guard, mechanism_in, out};
+use super::{bytes_in, guard, mechanism_in, output_call};
 use crate::token;
 
 pub(super) unsafe extern "C" fn C_DigestInit(
@@ -35,16 +35,18 @@ pub(super) unsafe extern "C" fn C_Digest(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        // Copied first: the caller may digest in place.
-        // SAFETY: the caller passes NULL or data readable for data_len bytes.
-        let data =
-            unsafe { bytes_in(p_data, data_len) }.inspect_err(|_| token::end_digest(h))?.to_vec();
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_digest_len) }.inspect_err(|_| token::end_digest(h))?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes;
-        // nothing else borrowed from the caller is alive.
-        let dst = unsafe { bytes_out(p_digest, *len) }.inspect_err(|_| token::end_digest(h))?;
-        answer(token::digest(h, Some(&data), dst)?, len)
+        let input = Some((p_data.cast_const(), data_len));
+        // SAFETY: the caller passes NULL or data readable for data_len bytes,
+        // NULL or a writable length, and NULL or a buffer writable for it.
+        unsafe {
+            output_call(
+                input,
+                p_digest,
+                pul_digest_len,
+                || token::end_digest(h),
+                |d, o| token::digest(h, d, o),
+            )
+        }
     })
 }
 
@@ -72,10 +74,16 @@ pub(super) unsafe extern "C" fn C_DigestFinal(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_digest_len) }.inspect_err(|_| token::end_digest(h))?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let dst = unsafe { bytes_out(p_digest, *len) }.inspect_err(|_| token::end_digest(h))?;
-        answer(token::digest(h, None, dst)?, len)
+        // SAFETY: the caller passes NULL or a writable length, and NULL or a
+        // buffer writable for it.
+        unsafe {
+            output_call(
+                None,
+                p_digest,
+                pul_digest_len,
+                || token::end_digest(h),
+                |d, o| token::digest(h, d, o),
+            )
+        }
     })
 }

@@ -226,6 +226,35 @@ fn answer(o: Out, len: &mut CK_ULONG) -> Result<(), Rv> {
     }
 }
 
+/// A call that finishes an operation with an output (C_Sign, C_Digest,
+/// C_Encrypt, their Final forms): the input, if any, is copied first (the
+/// caller may work in place), then `call` gives the length-or-bytes answer. A
+/// bad pointer ends the operation (`end`), as PKCS#11 says.
+///
+/// # Safety
+/// `input` is `None` or a pointer NULL or readable for its length;
+/// `pul_out` is NULL or a writable CK_ULONG; `p_out` is NULL or writable for
+/// `*pul_out` bytes.
+unsafe fn output_call(
+    input: Option<(*const u8, CK_ULONG)>,
+    p_out: *mut u8,
+    pul_out: *mut CK_ULONG,
+    end: impl Fn(),
+    call: impl FnOnce(Option<&[u8]>, Option<&mut [u8]>) -> Result<Out, Rv>,
+) -> Result<(), Rv> {
+    let data = match input {
+        // SAFETY: by this function's contract, NULL or readable for `n` bytes.
+        Some((p, n)) => Some(unsafe { bytes_in(p, n) }.inspect_err(|_| end())?.to_vec()),
+        None => None,
+    };
+    // SAFETY: by this function's contract, NULL or a writable CK_ULONG.
+    let len = unsafe { out(pul_out) }.inspect_err(|_| end())?;
+    // SAFETY: by this function's contract, NULL or writable for *len bytes;
+    // nothing else borrowed from the caller is alive (the input was copied).
+    let dst = unsafe { bytes_out(p_out, *len) }.inspect_err(|_| end())?;
+    answer(call(data.as_deref(), dst)?, len)
+}
+
 pub use lists::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use cryptoki_sys::*;
 
-use super::{answer, bytes_in, bytes_out, guard, mechanism_in, out};
+use super::{bytes_in, guard, mechanism_in, output_call};
 use crate::token;
 
 pub(super) unsafe extern "C" fn C_SignInit(
@@ -33,16 +33,18 @@ pub(super) unsafe extern "C" fn C_Sign(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        // Copied first: the caller may sign in place (pSignature over pData).
-        // SAFETY: the caller passes NULL or data readable for data_len bytes.
-        let data =
-            unsafe { bytes_in(p_data, data_len) }.inspect_err(|_| token::end_sign(h))?.to_vec();
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_sig_len) }.inspect_err(|_| token::end_sign(h))?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes;
-        // nothing else borrowed from the caller is alive.
-        let sig = unsafe { bytes_out(p_sig, *len) }.inspect_err(|_| token::end_sign(h))?;
-        answer(token::sign(h, Some(&data), sig)?, len)
+        let input = Some((p_data.cast_const(), data_len));
+        // SAFETY: the caller passes NULL or data readable for data_len bytes,
+        // NULL or a writable length, and NULL or a buffer writable for it.
+        unsafe {
+            output_call(
+                input,
+                p_sig,
+                pul_sig_len,
+                || token::end_sign(h),
+                |d, o| token::sign(h, d, o),
+            )
+        }
     })
 }
 
@@ -66,11 +68,17 @@ pub(super) unsafe extern "C" fn C_SignFinal(
 ) -> CK_RV {
     guard(|| {
         token::session_info(h)?;
-        // SAFETY: the caller passes NULL or a writable CK_ULONG.
-        let len = unsafe { out(pul_sig_len) }.inspect_err(|_| token::end_sign(h))?;
-        // SAFETY: the caller passes NULL or a buffer writable for *len bytes.
-        let sig = unsafe { bytes_out(p_sig, *len) }.inspect_err(|_| token::end_sign(h))?;
-        answer(token::sign(h, None, sig)?, len)
+        // SAFETY: the caller passes NULL or a writable length, and NULL or a
+        // buffer writable for it.
+        unsafe {
+            output_call(
+                None,
+                p_sig,
+                pul_sig_len,
+                || token::end_sign(h),
+                |d, o| token::sign(h, d, o),
+            )
+        }
     })
 }
 
