@@ -27,6 +27,7 @@ from pkcs11 import (
     KeyType,
     Mechanism,
     MechanismFlag,
+    MLDSAParameterSet,
     MLKEMParameterSet,
     ObjectClass,
     TokenFlag,
@@ -226,6 +227,23 @@ def check_kem_hkdf_gcm(token, pin):
             Attribute.LABEL: "peer-ml-kem",
         })
         check(imported[Attribute.ENCAPSULATE], "an imported ML-KEM public key may encapsulate")
+        # An ML-DSA public key imported as bytes verifies what its private half signed.
+        dsa_pub, dsa_priv = s.generate_keypair(
+            KeyType.ML_DSA, public_template={Attribute.PARAMETER_SET: MLDSAParameterSet.ML_DSA_44}
+        )
+        dsa_imported = s.create_object({
+            Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+            Attribute.KEY_TYPE: KeyType.ML_DSA,
+            Attribute.PARAMETER_SET: MLDSAParameterSet.ML_DSA_44,
+            Attribute.VALUE: dsa_pub[Attribute.VALUE],
+            Attribute.TOKEN: False,
+        })
+        signed = b"a message signed by the peer"
+        sig = dsa_priv.sign(signed, mechanism=Mechanism.ML_DSA)
+        check(dsa_imported.verify(signed, sig, mechanism=Mechanism.ML_DSA),
+              "an imported ML-DSA public key verifies its private half's signature")
+        check(not dsa_imported.verify(signed + b"!", sig, mechanism=Mechanism.ML_DSA),
+              "and refuses it over another message")
         check_raises(p11e.AttributeValueInvalid, lambda: s.create_object({
             Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.ML_KEM,
             Attribute.PARAMETER_SET: MLKEMParameterSet.ML_KEM_768, Attribute.VALUE: ek[:-1]}),

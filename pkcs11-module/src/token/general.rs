@@ -107,3 +107,28 @@ pub(crate) fn token_info(id: CK_SLOT_ID) -> Result<TokenInfo, Rv> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_flags_follow_the_wrong_pin_count() {
+        let f = |failures, locked| {
+            pin_flags(
+                PinCount { failures, tries: 5, locked },
+                CKF_USER_PIN_COUNT_LOW,
+                CKF_USER_PIN_FINAL_TRY,
+                CKF_USER_PIN_LOCKED,
+            )
+        };
+        assert_eq!(f(0, false), 0);
+        assert_eq!(f(1, false), CKF_USER_PIN_COUNT_LOW);
+        assert_eq!(f(3, false), CKF_USER_PIN_COUNT_LOW);
+        assert_eq!(f(4, false), CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY);
+        // Paused: the count starts again from 0 while logins wait.
+        assert_eq!(f(0, true), CKF_USER_PIN_LOCKED);
+        let none = PinCount { failures: 0, tries: 0, locked: false };
+        assert_eq!(pin_flags(none, 1, 2, 4), 0);
+    }
+}
